@@ -1,0 +1,18 @@
+//! wisp-common: what the genie and the router must agree on.
+//!
+//! Typed ids, resource amounts, the VM spec, the versioned wire protocol with its
+//! framing and authentication, secrets read from files, and TOML config loading with
+//! errors that name the file and the key. Nothing here does network or process I/O
+//! beyond reading the bytes it is handed.
+
+pub mod config;
+pub mod ids;
+pub mod proto;
+pub mod resources;
+pub mod secret;
+pub mod time;
+pub mod vm;
+
+pub use ids::{HostId, IdError, VmId};
+pub use resources::Resources;
+pub use vm::{VmRunState, VmSpec};

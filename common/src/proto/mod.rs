@@ -1,0 +1,284 @@
+//! Protocol v1 between genie and router.
+//!
+//! One TCP stream per genie, carrying length-prefixed JSON frames (see [`frame`]). The
+//! stream is any `AsyncRead + AsyncWrite`, so TLS can wrap it later without touching
+//! the messages.
+//!
+//! ```text
+//! genie                                   router
+//!   Hello{protocol, host, instance, nonce} ->
+//!                                        <- Challenge{nonce, proof}   (router proves the secret)
+//!   Auth{proof}                          ->                           (genie proves the secret)
+//!                                        <- Welcome{session, rates, lease} | Refused{reason}
+//!   Report{gen, sent_at_ms, ...}         ->   many times a second
+//!                                        <- Command{id, command}
+//!   Progress{id, ...} / Reply{id, outcome} ->
+//! ```
+//!
+//! Wire types live here and only here; the router and genie convert them into their own
+//! internal types at the edge. Every report carries a generation number (strictly
+//! increasing per genie instance) and a send timestamp, so the router drops stale or
+//! reordered reports.
+
+pub mod auth;
+pub mod frame;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{HostId, VmId, VmRunState, VmSpec};
+pub use auth::{Nonce, Proof};
+
+/// Bumped on any incompatible change; checked in the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts. A report of a host with a few hundred VMs is
+/// ~100 KiB; anything near 1 MiB is a bug or an attack.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Correlates a command with its progress and reply.
+pub type CommandId = u64;
+
+/// Messages a genie sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GenieMsg {
+    Hello {
+        protocol: u32,
+        host: HostId,
+        /// Random per genie process start: a new instance restarts `gen` at 1.
+        instance: u64,
+        genie_version: String,
+        nonce: Nonce,
+    },
+    Auth {
+        proof: Proof,
+    },
+    Report(Report),
+    /// Intermediate progress of a long command (a migration).
+    Progress {
+        id: CommandId,
+        progress: MigrationProgress,
+    },
+    /// Final answer to a command.
+    Reply {
+        id: CommandId,
+        outcome: Outcome,
+    },
+}
+
+/// Messages the router sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RouterMsg {
+    Challenge {
+        nonce: Nonce,
+        /// The router's proof that it knows the secret, over the genie's nonce.
+        proof: Proof,
+    },
+    Welcome {
+        session: u64,
+        heartbeat_ms: u64,
+        metrics_ms: u64,
+        /// A genie that has not heard from the router for this long kills its VMs
+        /// (self-fence). 0 disables self-fencing.
+        lease_ms: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    Command {
+        id: CommandId,
+        command: Command,
+    },
+    /// Keeps the genie's lease alive; sent at the heartbeat rate.
+    Ack {
+        gen: u64,
+    },
+}
+
+/// A genie's report. Heartbeats carry neither metrics nor VMs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub gen: u64,
+    pub sent_at_ms: u64,
+    #[serde(default)]
+    pub metrics: Option<HostMetrics>,
+    /// The full list of VMs on the host when present (absent = unchanged).
+    #[serde(default)]
+    pub vms: Option<Vec<VmStatus>>,
+}
+
+/// Host metrics read with sysinfo.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostMetrics {
+    /// Average over all CPUs since the previous sample, 0–100.
+    pub cpu_percent: f32,
+    pub per_cpu_percent: Vec<f32>,
+    pub mem_total_bytes: u64,
+    pub mem_used_bytes: u64,
+    pub mem_available_bytes: u64,
+    pub load_avg: [f64; 3],
+    pub uptime_s: u64,
+    pub net: Vec<NetCounters>,
+}
+
+/// Byte counters of one network interface since boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetCounters {
+    pub iface: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// One QEMU VM as its genie sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStatus {
+    pub id: VmId,
+    pub state: VmRunState,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    /// CPU time used by the qemu process (user + system), ms.
+    pub cpu_time_ms: u64,
+    pub pid: Option<u32>,
+    pub qmp_socket: PathBuf,
+    /// The fencing epoch the VM was started with (see `Command::StartVm`).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// What the router asks a genie to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Start a VM. `epoch` is the router's fencing token for this placement: a genie
+    /// never resumes a VM whose epoch the router has since superseded.
+    StartVm { spec: VmSpec, epoch: u64 },
+    /// Stop a VM: ACPI powerdown, then `quit` after `timeout_ms` (immediately if `force`).
+    StopVm {
+        vm: VmId,
+        force: bool,
+        timeout_ms: u64,
+    },
+    /// Stop and forget a VM, removing its runtime files.
+    DeleteVm { vm: VmId },
+    /// Destination side of a live migration: start qemu with `-incoming` on a free port.
+    /// Replied with `Outcome::Incoming`.
+    PrepareIncoming { spec: VmSpec, epoch: u64 },
+    /// Source side of a live migration to `uri` (as returned by `PrepareIncoming`).
+    /// Progress messages follow; replied with `Outcome::Migrated` or an error.
+    Migrate {
+        vm: VmId,
+        uri: String,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+    },
+    /// Abort an incoming migration and remove the waiting qemu.
+    CancelIncoming { vm: VmId },
+    /// Arm Wake-on-LAN and suspend the host.
+    Suspend,
+    /// Kill every VM whose epoch is older than `min_epoch` (stale after a fence).
+    DropStale { vms: Vec<VmId> },
+}
+
+/// A command's final outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    Done,
+    Incoming { uri: String },
+    Migrated { total_ms: u64, downtime_ms: u64 },
+    Failed { error: String },
+}
+
+/// Progress of an outgoing migration, from `query-migrate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationProgress {
+    pub status: String,
+    pub transferred_bytes: u64,
+    pub remaining_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_report() -> Report {
+        Report {
+            gen: 7,
+            sent_at_ms: 1_700_000_000_000,
+            metrics: Some(HostMetrics {
+                cpu_percent: 12.5,
+                per_cpu_percent: vec![10.0, 15.0],
+                mem_total_bytes: 1 << 34,
+                mem_used_bytes: 1 << 30,
+                mem_available_bytes: 1 << 33,
+                load_avg: [0.1, 0.2, 0.3],
+                uptime_s: 100,
+                net: vec![NetCounters {
+                    iface: "eth0".into(),
+                    rx_bytes: 1,
+                    tx_bytes: 2,
+                }],
+            }),
+            vms: Some(vec![VmStatus {
+                id: VmId::new("vm1").unwrap(),
+                state: VmRunState::Running,
+                vcpus: 1,
+                mem_mib: 64,
+                cpu_time_ms: 5,
+                pid: Some(42),
+                qmp_socket: "/run/wisp/vm1.qmp".into(),
+                epoch: 3,
+            }]),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_as_json() {
+        let msgs = vec![
+            GenieMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                host: HostId::new("h1").unwrap(),
+                instance: 9,
+                genie_version: "0.1.0".into(),
+                nonce: Nonce::from_bytes([1; 32]),
+            },
+            GenieMsg::Report(sample_report()),
+            GenieMsg::Reply {
+                id: 1,
+                outcome: Outcome::Migrated {
+                    total_ms: 10,
+                    downtime_ms: 2,
+                },
+            },
+        ];
+        for m in msgs {
+            let text = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<GenieMsg>(&text).unwrap(), m);
+        }
+        let c = RouterMsg::Command {
+            id: 3,
+            command: Command::StopVm {
+                vm: VmId::new("a").unwrap(),
+                force: false,
+                timeout_ms: 1000,
+            },
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<RouterMsg>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_message_type_is_an_error() {
+        let e = serde_json::from_str::<GenieMsg>(r#"{"type":"launch_missiles"}"#).unwrap_err();
+        assert!(e.to_string().contains("launch_missiles"), "{e}");
+    }
+}

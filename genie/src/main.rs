@@ -1,0 +1,2 @@
+//! genie: the agent on every server.
+fn main() {}

@@ -1,0 +1,1 @@
+//! wisp-planner: the pure consolidation planner (no I/O, no clock).

@@ -1,0 +1,2 @@
+//! router: the controller daemon and CLI.
+fn main() {}

@@ -1,0 +1,1 @@
+//! wisp-tests: the lab and the end-to-end scenarios.
