@@ -1,0 +1,490 @@
+//! Test kit (cargo feature `testkit`): OpenIPMI `ipmi_sim` BMCs on loopback and
+//! throw-away network namespaces, for this crate's tests and benches and for the lab.
+//!
+//! Everything started here is torn down by PID or by name on `Drop`, also when a test
+//! fails. Missing tools are an error (`TestkitError::Missing`), never a silent skip:
+//! a test that cannot run must fail loudly.
+//!
+//! The generated `chassis_control` program keeps the host's power state in a file
+//! (`<dir>/power`, content `0` or `1`) so a test can read and change it; ipmi_sim runs
+//! it synchronously, so it is a plain `sh` script that forks nothing long-lived.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use wisp_common::secret::Secret;
+
+/// Failures of the test kit; each names the tool or file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    #[error("required tool `{tool}` is not installed (apt-get install {package})")]
+    Missing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error("cannot {what} ({path})")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start `{tool}`")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{tool}` failed: {detail}")]
+    Failed { tool: &'static str, detail: String },
+    #[error("ipmi_sim on 127.0.0.1:{port} did not answer within {after:?}; its log: {log}")]
+    NotReady {
+        port: u16,
+        after: Duration,
+        log: String,
+    },
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call, for namespaces, interfaces and temp dirs.
+/// `max_len` keeps interface names under the kernel's 15-byte limit.
+pub fn unique_name(prefix: &str, max_len: usize) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let mut s = format!("{prefix}{pid:x}{n:x}");
+    s.truncate(max_len);
+    s
+}
+
+/// Fails loudly when `tool` is not on PATH.
+pub fn require(tool: &'static str, package: &'static str) -> Result<(), TestkitError> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(TestkitError::Missing { tool, package })
+    }
+}
+
+/// A fresh private temp directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Result<Self, TestkitError> {
+        let p = std::env::temp_dir().join(unique_name(prefix, 64));
+        fs::create_dir_all(&p).map_err(|source| TestkitError::File {
+            what: "create temp dir",
+            path: p.clone(),
+            source,
+        })?;
+        Ok(Self(p))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), TestkitError> {
+    let err = |source| TestkitError::File {
+        what: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::File::create(path).map_err(err)?;
+    f.write_all(content).map_err(err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// A free UDP port on 127.0.0.1 (bound then released; the OS rarely reuses it at once).
+pub fn free_udp_port() -> Result<u16, TestkitError> {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| TestkitError::Spawn {
+        tool: "udp bind",
+        source,
+    })?;
+    s.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| TestkitError::Spawn {
+            tool: "udp bind",
+            source,
+        })
+}
+
+/// One `ipmi_sim` BMC on 127.0.0.1:<port>, user `admin`, cipher suites incl. 3.
+/// Killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct IpmiSim {
+    child: Option<Child>,
+    dir: TempDir,
+    addr: SocketAddr,
+    password: String,
+}
+
+impl IpmiSim {
+    pub const USER: &'static str = "admin";
+
+    /// Starts a BMC with the given admin password and initial power state, and waits
+    /// until it answers an RMCP ping (up to 10 s: the machine may be loaded).
+    pub fn start(password: &str, power_on: bool) -> Result<Self, TestkitError> {
+        require("ipmi_sim", "openipmi")?;
+        let mut dir = TempDir::new("wisp-ipmisim-")?;
+        let d = dir.path().to_owned();
+        let d = d.as_path();
+        write_file(&d.join("power"), if power_on { b"1" } else { b"0" }, 0o644)?;
+        let script = format!(
+            "#!/bin/sh\n\
+             # chassis_control for ipmi_sim: <host> get power | <host> set <what> <value>...\n\
+             f='{dir}/power'\n\
+             echo \"$*\" >> '{dir}/chassis.log'\n\
+             host=$1; op=$2; shift 2\n\
+             if [ \"$op\" = get ]; then\n\
+               for p in \"$@\"; do\n\
+                 case $p in power) printf 'power:%s\\n' \"$(cat \"$f\")\";; esac\n\
+               done\n\
+               exit 0\n\
+             fi\n\
+             while [ $# -ge 2 ]; do\n\
+               case $1 in\n\
+                 power) printf '%s' \"$2\" > \"$f\";;\n\
+                 shutdown) [ \"$2\" = 1 ] && printf 0 > \"$f\";;\n\
+                 reset) echo reset >> '{dir}/resets';;\n\
+               esac\n\
+               shift 2\n\
+             done\n\
+             exit 0\n",
+            dir = d.display()
+        );
+        write_file(&d.join("chassis.sh"), script.as_bytes(), 0o755)?;
+        let state = d.join("state");
+        fs::create_dir_all(&state).map_err(|source| TestkitError::File {
+            what: "create state dir",
+            path: state.clone(),
+            source,
+        })?;
+        write_file(
+            &d.join("bmc.emu"),
+            b"mc_setbmc 0x20\n\
+              mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+              sel_enable 0x20 1000 0x0a\n\
+              mc_enable 0x20\n",
+            0o644,
+        )?;
+
+        // A port may be taken between free_udp_port() and ipmi_sim's bind: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_udp_port()?;
+            let conf = format!(
+                "name \"wisp{port}\"\n\
+                 set_working_mc 0x20\n\
+                 startlan 1\n\
+                 \x20 addr 127.0.0.1 {port}\n\
+                 \x20 priv_limit admin\n\
+                 \x20 allowed_auths_callback none md2 md5 straight\n\
+                 \x20 allowed_auths_user none md2 md5 straight\n\
+                 \x20 allowed_auths_operator none md2 md5 straight\n\
+                 \x20 allowed_auths_admin none md2 md5 straight\n\
+                 \x20 guid a123456789abcdefa123456789abcdef\n\
+                 endlan\n\
+                 chassis_control \"{script} h\"\n\
+                 user 2 true \"{user}\" \"{password}\" admin 10 md2 md5 straight\n",
+                script = d.join("chassis.sh").display(),
+                user = Self::USER,
+            );
+            write_file(&d.join("lan.conf"), conf.as_bytes(), 0o600)?;
+            let log = fs::File::create(d.join("ipmi_sim.log")).map_err(|source| {
+                TestkitError::File {
+                    what: "create log",
+                    path: d.join("ipmi_sim.log"),
+                    source,
+                }
+            })?;
+            let log2 = log.try_clone().map_err(|source| TestkitError::File {
+                what: "dup log",
+                path: d.join("ipmi_sim.log"),
+                source,
+            })?;
+            let child = Command::new("ipmi_sim")
+                .args(["-n", "-c"])
+                .arg(d.join("lan.conf"))
+                .arg("-f")
+                .arg(d.join("bmc.emu"))
+                .arg("-s")
+                .arg(&state)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .map_err(|source| TestkitError::Spawn {
+                    tool: "ipmi_sim",
+                    source,
+                })?;
+            let mut sim = IpmiSim {
+                child: Some(child),
+                dir,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                password: password.to_owned(),
+            };
+            match sim.wait_ready(Duration::from_secs(10)) {
+                Ok(()) => return Ok(sim),
+                Err(e) => {
+                    last = Some(e);
+                    sim.kill();
+                    dir = std::mem::replace(&mut sim.dir, TempDir(PathBuf::new()));
+                    let _ = fs::remove_dir_all(&state);
+                    let _ = fs::create_dir_all(&state);
+                }
+            }
+        }
+        Err(last.unwrap_or(TestkitError::Failed {
+            tool: "ipmi_sim",
+            detail: "could not start".into(),
+        }))
+    }
+
+    /// Polls with RMCP presence pings until the BMC answers.
+    fn wait_ready(&mut self, within: Duration) -> Result<(), TestkitError> {
+        let start = Instant::now();
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| {
+            TestkitError::Spawn {
+                tool: "udp bind",
+                source,
+            }
+        })?;
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        // RMCP header (v6, seq 0xff, class ASF) + ASF presence ping.
+        let ping = [
+            0x06, 0x00, 0xff, 0x06, 0x00, 0x00, 0x11, 0xbe, 0x80, 0x01, 0x00, 0x00,
+        ];
+        let mut buf = [0u8; 256];
+        while start.elapsed() < within {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(TestkitError::Failed {
+                        tool: "ipmi_sim",
+                        detail: format!("exited with {status}: {}", self.log()),
+                    });
+                }
+            }
+            let _ = sock.send_to(&ping, self.addr);
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if n >= 4 {
+                    return Ok(());
+                }
+            }
+        }
+        Err(TestkitError::NotReady {
+            port: self.addr.port(),
+            after: within,
+            log: self.log(),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The admin password as a `Secret` (what a router would read from its file).
+    pub fn password(&self) -> Secret {
+        Secret::from_bytes(self.password.as_bytes())
+    }
+
+    /// Writes the password into a 0600 file in the BMC's dir (for `ipmitool -f`).
+    pub fn password_file(&self) -> Result<PathBuf, TestkitError> {
+        let p = self.dir().join("password");
+        write_file(&p, self.password.as_bytes(), 0o600)?;
+        Ok(p)
+    }
+
+    /// The power state the chassis program holds (`true` = on).
+    pub fn power_file(&self) -> Result<bool, TestkitError> {
+        let p = self.dir().join("power");
+        let s = fs::read_to_string(&p).map_err(|source| TestkitError::File {
+            what: "read power state",
+            path: p,
+            source,
+        })?;
+        Ok(s.trim() == "1")
+    }
+
+    pub fn set_power_file(&self, on: bool) -> Result<(), TestkitError> {
+        write_file(&self.dir().join("power"), if on { b"1" } else { b"0" }, 0o644)
+    }
+
+    /// How many resets the chassis program received.
+    pub fn resets(&self) -> usize {
+        fs::read_to_string(self.dir().join("resets"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir().join("ipmi_sim.log")).unwrap_or_default()
+    }
+
+    /// SIGSTOP: the BMC keeps its port but stops answering (a hung BMC).
+    pub fn stop(&self) -> Result<(), TestkitError> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after `stop`.
+    pub fn cont(&self) -> Result<(), TestkitError> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), TestkitError> {
+        let pid = self.pid().ok_or(TestkitError::Failed {
+            tool: "ipmi_sim",
+            detail: "not running".into(),
+        })?;
+        let pid = i32::try_from(pid).map_err(|_| TestkitError::Failed {
+            tool: "ipmi_sim",
+            detail: "pid out of range".into(),
+        })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| {
+            TestkitError::Failed {
+                tool: "kill",
+                detail: e.to_string(),
+            }
+        })
+    }
+
+    /// Kills and reaps the process (the port then answers with ICMP unreachable).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGCONT first in case it was stopped; SIGKILL works either way.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `ipmitool -I lanplus -C 3 ... <args>` against this BMC with the password
+    /// passed by file (never `-P` in argv). Returns stdout.
+    pub fn ipmitool(&self, args: &[&str]) -> Result<String, TestkitError> {
+        require("ipmitool", "ipmitool")?;
+        let pwfile = self.password_file()?;
+        let out = Command::new("ipmitool")
+            .args(["-I", "lanplus", "-H", "127.0.0.1", "-p"])
+            .arg(self.addr.port().to_string())
+            .args(["-U", Self::USER, "-f"])
+            .arg(&pwfile)
+            .args(["-C", "3", "-N", "1", "-R", "3"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| TestkitError::Spawn {
+                tool: "ipmitool",
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(TestkitError::Failed {
+                tool: "ipmitool",
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for IpmiSim {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A network namespace created for a test (`ip netns add`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Result<Self, TestkitError> {
+        require("ip", "iproute2")?;
+        let name = unique_name(prefix, 40);
+        run("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.exec("ip", &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace and waits for it; returns stdout.
+    pub fn exec(&self, tool: &'static str, args: &[&str]) -> Result<String, TestkitError> {
+        let mut all = vec!["netns", "exec", self.name.as_str(), tool];
+        all.extend_from_slice(args);
+        run_named("ip", tool, &all)
+    }
+
+    /// A `Command` that runs `tool` inside the namespace (for background processes).
+    pub fn command(&self, tool: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, tool]);
+        c
+    }
+
+    /// Path of the namespace for `setns` (`/run/netns/<name>`).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run(tool: &'static str, args: &[&str]) -> Result<String, TestkitError> {
+    run_named(tool, tool, args)
+}
+
+fn run_named(bin: &str, tool: &'static str, args: &[&str]) -> Result<String, TestkitError> {
+    let out = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| TestkitError::Spawn { tool, source })?;
+    if !out.status.success() {
+        return Err(TestkitError::Failed {
+            tool,
+            detail: format!(
+                "{} {}: {}",
+                bin,
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
