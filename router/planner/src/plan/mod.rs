@@ -1,0 +1,334 @@
+//! `plan()`: from a cluster snapshot to an ordered list of migrations, wakes and sleeps.
+//!
+//! Steps, each working on the state left by the previous one:
+//! 1. place VMs that have no host (largest predicted demand first, best fit);
+//! 2. relieve overloaded hosts: move the fewest, smallest-memory VMs that bring the host
+//!    back to `target`, waking the most efficient sleeping host when nothing fits;
+//! 3. restore the failover reserve by waking hosts;
+//! 4. consolidate: empty lightly loaded hosts (cheapest to empty and least efficient
+//!    first) when all their VMs fit elsewhere under `target` and the reserve still holds;
+//! 5. put empty hosts to sleep (unless the reserve needs them);
+//! 6. order the migrations into batches.
+
+mod batch;
+mod fit;
+mod state;
+pub mod types;
+
+use crate::model::{ClusterView, HostIx, PowerState, VmIx};
+use crate::policy::Policy;
+use state::{State, NONE};
+use types::{MoveReason, Placement, Plan};
+
+/// Plans consolidation for `view` under `policy`. Pure: no I/O, no clock.
+pub fn plan(view: &ClusterView, policy: &Policy) -> Plan {
+    let mut s = State::new(view, policy);
+    let mut wake_order = wake_order(view);
+    let mut out = Plan::default();
+
+    place_new(&mut s, &mut wake_order, &mut out);
+    relieve_overloads(&mut s, &mut wake_order, &mut out);
+    restore_reserve(&mut s, &mut wake_order);
+    let emptied = consolidate(&mut s);
+    let sleep = choose_sleepers(&mut s);
+
+    let n_over = s
+        .moves
+        .iter()
+        .filter(|m| m.from != NONE && m.reason == MoveReason::Overload)
+        .count();
+    let n_cons = s
+        .moves
+        .iter()
+        .filter(|m| m.reason == MoveReason::Consolidate)
+        .count();
+    for m in s.moves.iter().filter(|m| m.from == NONE) {
+        out.placements.push(Placement {
+            vm: VmIx(m.vm),
+            to: HostIx(m.to),
+            waits_for_wake: s.waking[m.to as usize],
+        });
+    }
+    out.migrations = batch::order(&s, policy.max_parallel_migrations);
+    out.wake = s.woken.iter().map(|&h| HostIx(h)).collect();
+    out.sleep = sleep.iter().map(|&h| HostIx(h)).collect();
+    out.reason = format!(
+        "{} placements, {} overload moves, {} consolidation moves emptying {} hosts, \
+         wake {}, sleep {}, {} unresolved overloads",
+        out.placements.len(),
+        n_over,
+        n_cons,
+        emptied,
+        out.wake.len(),
+        out.sleep.len(),
+        out.unresolved_overloads.len()
+    );
+    out
+}
+
+/// Hosts the planner may wake, best first: most MIPS per watt at full load (the point a
+/// consolidated host runs at), then the quickest to wake.
+fn wake_order(view: &ClusterView) -> Vec<u32> {
+    let mut hs: Vec<u32> = (0..view.hosts.len() as u32)
+        .filter(|&h| view.hosts[h as usize].power.wakeable())
+        .collect();
+    hs.sort_by(|&a, &b| {
+        let (ha, hb) = (&view.hosts[a as usize], &view.hosts[b as usize]);
+        let ea = ha.cpu / ha.power_model.max_w().max(1e-9);
+        let eb = hb.cpu / hb.power_model.max_w().max(1e-9);
+        eb.total_cmp(&ea)
+            .then(ha.wake_latency_s.total_cmp(&hb.wake_latency_s))
+            .then(a.cmp(&b))
+    });
+    hs.reverse(); // popped from the back
+    hs
+}
+
+fn wake_one(s: &mut State, wake_order: &mut Vec<u32>) -> Option<u32> {
+    let h = wake_order.pop()?;
+    let hu = h as usize;
+    s.live[hu] = true;
+    s.waking[hu] = true;
+    s.woken.push(h);
+    s.set_dest_ok(hu, true);
+    Some(h)
+}
+
+/// A destination for VM `v` away from `avoid`, waking hosts while none fits.
+fn dest_or_wake(s: &mut State, wake_order: &mut Vec<u32>, v: usize, avoid: u32) -> Option<u32> {
+    if let Some(h) = s.find_dest(v, avoid) {
+        return Some(h);
+    }
+    // A VM bigger than any host would wake everything: only wake hosts it fits on empty.
+    let vm = &s.view.vms[v];
+    loop {
+        let &h = wake_order.last()?;
+        let host = &s.view.hosts[h as usize];
+        if s.pred[v] > s.policy.target * host.cpu
+            || vm.mem_mb as f64 > s.policy.mem_target * host.mem_mb as f64
+        {
+            return None;
+        }
+        wake_one(s, wake_order);
+        if let Some(h) = s.find_dest(v, avoid) {
+            return Some(h);
+        }
+    }
+}
+
+fn place_new(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
+    let mut new: Vec<usize> = (0..s.view.vms.len())
+        .filter(|&v| s.vm_host[v] == NONE)
+        .collect();
+    new.sort_by(|&a, &b| s.pred[b].total_cmp(&s.pred[a]).then(a.cmp(&b)));
+    for v in new {
+        match dest_or_wake(s, wake_order, v, NONE) {
+            Some(h) => {
+                s.shift(v, h, MoveReason::Overload);
+                s.received[h as usize] = true;
+            }
+            None => out.unplaced.push(VmIx(v as u32)),
+        }
+    }
+}
+
+/// Picks the VM to move off host `h` to remove `(cpu, mem)` of excess: the
+/// smallest-memory VM that removes it all on its own (one cheap migration), otherwise
+/// the one that removes the most.
+fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option<usize> {
+    let mut best_single: Option<(f64, usize)> = None;
+    let mut best_part: Option<(f64, usize)> = None;
+    for &v in &s.host_vms[h] {
+        let vu = v as usize;
+        if s.frozen[vu] || tried.contains(&v) {
+            continue;
+        }
+        let (p, m) = (s.pred[vu], s.view.vms[vu].mem_mb as f64);
+        if p >= cpu && m >= mem {
+            if best_single.is_none_or(|(bm, _)| m < bm) {
+                best_single = Some((m, vu));
+            }
+        } else {
+            let gain = if cpu > 0.0 { (p / cpu).min(1.0) } else { 0.0 }
+                + if mem > 0.0 { (m / mem).min(1.0) } else { 0.0 };
+            if best_part.is_none_or(|(bg, _)| gain > bg) {
+                best_part = Some((gain, vu));
+            }
+        }
+    }
+    best_single.or(best_part).map(|(_, v)| v)
+}
+
+fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
+    let mut over: Vec<(f64, usize)> = (0..s.view.hosts.len())
+        .filter(|&h| s.live[h])
+        .filter_map(|h| {
+            let (c, m) = s.excess(h);
+            (c > 0.0 || m > 0.0).then(|| (c / s.view.hosts[h].cpu.max(1e-9), h))
+        })
+        .collect();
+    over.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, h) in over {
+        let mut tried: Vec<u32> = Vec::new();
+        loop {
+            // Shed down to `target` (not just `upper`) so the host does not overload
+            // again at the next small rise: that gap is the hysteresis.
+            let host = &s.view.hosts[h];
+            let cpu_ex = s.cpu[h] - s.policy.target * host.cpu;
+            let mem_ex = s.mem[h] - s.policy.mem_target * host.mem_mb as f64;
+            if cpu_ex <= 1e-9 && mem_ex <= 1e-9 {
+                break;
+            }
+            let Some(v) = pick_victim(s, h, cpu_ex.max(0.0), mem_ex.max(0.0), &tried) else {
+                let (c, m) = s.excess(h);
+                if c > 1e-9 || m > 1e-9 {
+                    out.unresolved_overloads.push(HostIx(h as u32));
+                }
+                break;
+            };
+            tried.push(v as u32);
+            if let Some(to) = dest_or_wake(s, wake_order, v, h as u32) {
+                s.shift(v, to, MoveReason::Overload);
+                s.frozen[v] = true;
+                s.received[to as usize] = true;
+            }
+        }
+        // A host that sheds load is not emptied in the same plan.
+        s.received[h] = true;
+    }
+}
+
+fn restore_reserve(s: &mut State, wake_order: &mut Vec<u32>) {
+    while !s.reserve_holds() {
+        if wake_one(s, wake_order).is_none() {
+            break;
+        }
+    }
+}
+
+/// Empties lightly loaded hosts whose VMs all fit elsewhere. Returns how many.
+fn consolidate(s: &mut State) -> usize {
+    let p = s.policy;
+    let view = s.view;
+    let mut cands: Vec<usize> = (0..view.hosts.len())
+        .filter(|&h| {
+            let host = &view.hosts[h];
+            s.live[h]
+                && !s.waking[h]
+                && !s.received[h]
+                && !s.host_vms[h].is_empty()
+                && s.host_vms[h].len() <= p.max_evacuation_vms
+                && s.cpu[h] < p.lower * host.cpu
+                && view.now_s - host.power_changed_at_s >= p.min_awake_s
+                && s.host_vms[h].iter().all(|&v| !s.frozen[v as usize])
+        })
+        .collect();
+    // Least efficient first (a G4 before a G5), then the cheapest to empty: the memory
+    // to copy is the migration time.
+    let eff = |h: usize| view.hosts[h].cpu / view.hosts[h].power_model.max_w().max(1e-9);
+    let cost = |s: &State, h: usize| -> f64 {
+        s.host_vms[h]
+            .iter()
+            .map(|&v| view.vms[v as usize].mem_mb as f64)
+            .sum()
+    };
+    let mut keyed: Vec<(f64, f64, f64, usize)> = cands
+        .drain(..)
+        .map(|h| (eff(h), cost(s, h), s.cpu[h], h))
+        .collect();
+    keyed.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then(a.1.total_cmp(&b.1))
+            .then(a.2.total_cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+
+    let mut emptied = 0;
+    let mut budget = p.max_consolidation_migrations;
+    for (_, _, _, h) in keyed {
+        let n = s.host_vms[h].len();
+        if n > budget {
+            continue;
+        }
+        let keep = s.moves.len();
+        s.set_dest_ok(h, false);
+        let mut vms = s.host_vms[h].clone();
+        vms.sort_by(|&a, &b| {
+            s.pred[b as usize]
+                .total_cmp(&s.pred[a as usize])
+                .then(a.cmp(&b))
+        });
+        let mut ok = true;
+        for v in vms {
+            match s.find_dest(v as usize, h as u32) {
+                Some(to) => s.shift(v as usize, to, MoveReason::Consolidate),
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            s.live[h] = false;
+            if !s.reserve_holds() {
+                s.live[h] = true;
+                ok = false;
+            }
+        }
+        if ok {
+            for mv in &s.moves[keep..] {
+                s.received[mv.to as usize] = true;
+            }
+            for i in keep..s.moves.len() {
+                let v = s.moves[i].vm as usize;
+                s.frozen[v] = true;
+            }
+            budget -= n;
+            emptied += 1;
+            // It stays out of the index: it is going to sleep.
+        } else {
+            s.rollback(keep);
+            s.set_dest_ok(h, true);
+        }
+    }
+    emptied
+}
+
+/// Empty running hosts to put to sleep, least efficient first, while the reserve holds.
+fn choose_sleepers(s: &mut State) -> Vec<u32> {
+    let view = s.view;
+    let mut empty: Vec<usize> = (0..view.hosts.len())
+        .filter(|&h| {
+            view.hosts[h].power == PowerState::On && s.host_vms[h].is_empty() && !s.received[h]
+        })
+        .collect();
+    empty.sort_by(|&a, &b| {
+        let ea = view.hosts[a].cpu / view.hosts[a].power_model.max_w().max(1e-9);
+        let eb = view.hosts[b].cpu / view.hosts[b].power_model.max_w().max(1e-9);
+        ea.total_cmp(&eb).then(a.cmp(&b))
+    });
+    let mut out = Vec::new();
+    for h in empty {
+        if !s.live[h] {
+            // Emptied by consolidation: already checked against the reserve.
+            out.push(h as u32);
+            continue;
+        }
+        if view.now_s - view.hosts[h].power_changed_at_s < s.policy.min_awake_s {
+            continue;
+        }
+        s.live[h] = false;
+        if s.reserve_holds() {
+            s.set_dest_ok(h, false);
+            out.push(h as u32);
+        } else {
+            s.live[h] = true;
+        }
+    }
+    out
+}
+
+/// The reserve test the planner uses, on an unmodified view.
+pub(crate) fn reserve_holds(view: &ClusterView, policy: &Policy) -> bool {
+    State::new(view, policy).reserve_holds()
+}
