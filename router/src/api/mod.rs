@@ -1,0 +1,130 @@
+//! The local HTTP/JSON API the CLI talks to.
+//!
+//! It binds to loopback by default and carries no secrets: BMC passwords and the
+//! cluster secret never appear in any response. Errors are JSON `{"error": "..."}` with
+//! a status code that says whose fault it was.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cluster::ClusterHandle;
+
+/// Shared by all handlers: only handles, no state of its own.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub cluster: ClusterHandle,
+}
+
+/// An API error: status plus a message for the user.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the router is shutting down",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (
+            self.status,
+            Json(Body {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/hosts", get(hosts))
+        .route("/v1/vms", get(vms))
+        .route("/v1/status", get(status))
+        .route("/v1/events", get(events))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "API server failed");
+    }
+}
+
+async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::HostView>> {
+    s.cluster
+        .hosts()
+        .await
+        .map(Json)
+        .ok_or_else(ApiError::unavailable)
+}
+
+async fn vms(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::VmView>> {
+    s.cluster
+        .vms()
+        .await
+        .map(Json)
+        .ok_or_else(ApiError::unavailable)
+}
+
+async fn status(State(s): State<ApiState>) -> ApiResult<crate::cluster::views::StatusView> {
+    s.cluster
+        .status()
+        .await
+        .map(Json)
+        .ok_or_else(ApiError::unavailable)
+}
+
+async fn events(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::events::Event>> {
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("limit={v:?} is not a whole number"),
+            )
+        })?,
+    };
+    s.cluster
+        .events(limit)
+        .await
+        .map(Json)
+        .ok_or_else(ApiError::unavailable)
+}

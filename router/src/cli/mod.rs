@@ -1,0 +1,211 @@
+//! The `router` command line: `serve` runs the daemon, everything else is a client
+//! of the daemon's local API.
+
+mod client;
+pub mod table;
+
+use clap::{Parser, Subcommand};
+pub use client::{Client, ClientError};
+
+use crate::cluster::views::{HostView, StatusView, VmView};
+use crate::events::Event;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "router",
+    version,
+    about = "wisp router: the controller of the world's smallest cloud"
+)]
+pub struct Cli {
+    /// Address of the router's API.
+    #[arg(
+        long,
+        global = true,
+        env = "WISP_API",
+        default_value = "127.0.0.1:7101"
+    )]
+    pub api: String,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the router daemon.
+    Serve {
+        #[arg(long, short)]
+        config: std::path::PathBuf,
+    },
+    /// List servers with live metrics and link state.
+    Hosts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List VMs on every server.
+    Vms {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One-paragraph summary of the cluster.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent events (detections, fences, power, migrations).
+    Events {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a client subcommand, printing to stdout. `Serve` is handled by `main`.
+pub fn run(cli: &Cli) -> Result<(), ClientError> {
+    let c = Client::new(&cli.api, None);
+    match &cli.command {
+        Cmd::Serve { .. } => unreachable!("serve is handled by main"),
+        Cmd::Hosts { json } => {
+            let hosts: Vec<HostView> = c.get("/v1/hosts")?;
+            print_or_json(*json, &hosts, hosts_table)
+        }
+        Cmd::Vms { json } => {
+            let vms: Vec<VmView> = c.get("/v1/vms")?;
+            print_or_json(*json, &vms, vms_table)
+        }
+        Cmd::Status { json } => {
+            let s: StatusView = c.get("/v1/status")?;
+            print_or_json(*json, &s, |s| {
+                format!(
+                    "wisp router {}, up {} s\nhosts: {} of {} up\nvms:   {} of {} running\nenergy mode: {}\nreports: {} accepted, {} dropped as stale\n",
+                    s.version,
+                    s.uptime_s,
+                    s.hosts_up,
+                    s.hosts_total,
+                    s.vms_running,
+                    s.vms_total,
+                    if s.energy_mode { "on" } else { "off" },
+                    s.reports_accepted,
+                    s.reports_dropped
+                )
+            })
+        }
+        Cmd::Events { limit, json } => {
+            let evs: Vec<Event> = c.get(&format!("/v1/events?limit={limit}"))?;
+            print_or_json(*json, &evs, events_table)
+        }
+    }
+}
+
+fn print_or_json<T: serde::Serialize>(
+    json: bool,
+    v: &T,
+    text: impl Fn(&T) -> String,
+) -> Result<(), ClientError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("views serialise")
+        );
+    } else {
+        print!("{}", text(v));
+    }
+    Ok(())
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+pub fn hosts_table(hosts: &Vec<HostView>) -> String {
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.to_string(),
+                h.state.as_str().into(),
+                format!("{:?}", h.power).to_lowercase(),
+                h.address.clone(),
+                opt(h.cpu_percent, |c| format!("{c:.1}%")),
+                match (h.mem_used_bytes, h.mem_total_bytes) {
+                    (Some(u), Some(t)) => format!("{}/{}", table::bytes(u), table::bytes(t)),
+                    _ => "-".into(),
+                },
+                opt(h.load_avg, |l| {
+                    format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+                }),
+                h.vms.to_string(),
+                opt(h.last_report_age_ms, |a| format!("{a} ms")),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "HOST",
+            "STATE",
+            "POWER",
+            "ADDRESS",
+            "CPU",
+            "MEM",
+            "LOAD",
+            "VMS",
+            "LAST REPORT",
+        ],
+        &rows,
+    )
+}
+
+pub fn vms_table(vms: &Vec<VmView>) -> String {
+    let rows: Vec<Vec<String>> = vms
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.to_string(),
+                opt(v.host.as_ref(), |h| h.to_string()),
+                v.state.clone(),
+                opt(v.desired, |d| format!("{d:?}").to_lowercase()),
+                v.vcpus.to_string(),
+                format!("{} MiB", v.mem_mib),
+                opt(v.cpu_time_ms, |t| format!("{:.1} s", t as f64 / 1000.0)),
+                opt(v.pid, |p| p.to_string()),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "VM", "HOST", "STATE", "DESIRED", "VCPUS", "MEMORY", "CPU TIME", "PID",
+        ],
+        &rows,
+    )
+}
+
+pub fn events_table(evs: &Vec<Event>) -> String {
+    let rows: Vec<Vec<String>> = evs
+        .iter()
+        .map(|e| {
+            vec![
+                format_ms(e.at_ms),
+                serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                opt(e.host.as_ref(), |h| h.to_string()),
+                opt(e.vm.as_ref(), |v| v.to_string()),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    table::render(&["TIME (UTC)", "EVENT", "HOST", "VM", "MESSAGE"], &rows)
+}
+
+/// `HH:MM:SS.mmm` of a Unix-ms timestamp (UTC): events are read within a day.
+fn format_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}

@@ -1,0 +1,396 @@
+//! The cluster model as plain data with pure transitions: inventory, what each genie
+//! last reported, and the derived host status. The cluster task (`mod.rs`) owns the one
+//! instance; everything here takes `now` as an argument so it is tested without clocks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wisp_common::proto::{HostMetrics, Report, VmStatus};
+use wisp_common::HostId;
+
+use crate::config::{HostConfig, RouterConfig};
+use crate::events::EventKind;
+use crate::link::GenieLink;
+
+/// What the router believes about a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Reporting.
+    Up,
+    /// Missed heartbeats; not yet declared unreachable.
+    Suspect,
+    /// No genie link: the host may be up with a dead genie, or off.
+    Unreachable,
+    /// Proven off (BMC reports chassis power off).
+    Down,
+    /// Powered off by us to fence it; its VMs may be restarted elsewhere.
+    Fenced,
+    /// Asleep on purpose (energy saving); wakes on demand.
+    Standby,
+    /// Wake requested; waiting for its genie to register.
+    Waking,
+    /// Taken out of the pool by an operator.
+    Maintenance,
+}
+
+impl HostStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Suspect => "suspect",
+            Self::Unreachable => "unreachable",
+            Self::Down => "down",
+            Self::Fenced => "fenced",
+            Self::Standby => "standby",
+            Self::Waking => "waking",
+            Self::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// Chassis power as last learned (from the BMC or implied by a live genie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerKnown {
+    On,
+    Off,
+    Unknown,
+}
+
+/// The live genie connection of a host.
+#[derive(Debug, Clone)]
+pub struct LinkEntry {
+    pub session: u64,
+    pub instance: u64,
+    pub genie_version: String,
+    pub handle: GenieLink,
+}
+
+#[derive(Debug)]
+pub struct HostEntry {
+    pub cfg: HostConfig,
+    pub link: Option<LinkEntry>,
+    /// Instance and generation of the last accepted report.
+    pub last_instance: Option<u64>,
+    pub last_gen: u64,
+    pub last_sent_at_ms: u64,
+    pub last_report: Option<Instant>,
+    pub metrics: Option<HostMetrics>,
+    pub vms: Vec<VmStatus>,
+    pub status: HostStatus,
+    pub power: PowerKnown,
+    /// Reports dropped as stale or reordered (for diagnostics).
+    pub dropped_reports: u64,
+}
+
+impl HostEntry {
+    fn new(cfg: HostConfig) -> Self {
+        Self {
+            cfg,
+            link: None,
+            last_instance: None,
+            last_gen: 0,
+            last_sent_at_ms: 0,
+            last_report: None,
+            metrics: None,
+            vms: Vec::new(),
+            status: HostStatus::Unreachable,
+            power: PowerKnown::Unknown,
+            dropped_reports: 0,
+        }
+    }
+
+    pub fn report_age(&self, now: Instant) -> Option<Duration> {
+        self.last_report.map(|t| now.saturating_duration_since(t))
+    }
+}
+
+/// Why a report was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportRejected {
+    UnknownHost,
+    /// From a connection that has since been replaced or closed.
+    StaleSession,
+    /// Generation not above the last accepted one, or time going backwards.
+    Stale {
+        gen: u64,
+        last_gen: u64,
+    },
+}
+
+/// A status change worth an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub host: HostId,
+    pub kind: EventKind,
+    pub message: String,
+}
+
+/// Timing rules for deriving status from report age.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub suspect_after: Duration,
+    pub unreachable_after: Duration,
+}
+
+impl Timing {
+    pub fn from_config(c: &RouterConfig) -> Self {
+        Self {
+            suspect_after: Duration::from_millis(c.suspect_after_ms),
+            unreachable_after: Duration::from_millis(c.unreachable_after_ms),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub hosts: BTreeMap<HostId, HostEntry>,
+    pub timing: Timing,
+}
+
+impl Cluster {
+    pub fn new(inventory: &[HostConfig], timing: Timing) -> Self {
+        let hosts = inventory
+            .iter()
+            .map(|h| (h.name.clone(), HostEntry::new(h.clone())))
+            .collect();
+        Self { hosts, timing }
+    }
+
+    /// A genie authenticated: it becomes the host's link, replacing any older one.
+    /// Returns the replaced link (to be closed) if any.
+    pub fn connect(&mut self, host: &HostId, link: LinkEntry, now: Instant) -> Option<LinkEntry> {
+        let h = self.hosts.get_mut(host)?;
+        if h.last_instance != Some(link.instance) {
+            // A new genie process: its generation counter starts again.
+            h.last_gen = 0;
+            h.last_sent_at_ms = 0;
+            h.last_instance = Some(link.instance);
+        }
+        // A fresh link counts as a report: the genie is alive right now.
+        h.last_report = Some(now);
+        h.link.replace(link)
+    }
+
+    /// The link `session` of `host` closed. True if it was the current one.
+    pub fn disconnect(&mut self, host: &HostId, session: u64) -> bool {
+        match self.hosts.get_mut(host) {
+            Some(h) if h.link.as_ref().map(|l| l.session) == Some(session) => {
+                h.link = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Applies a report if it is current; returns whether the VM list changed.
+    pub fn apply_report(
+        &mut self,
+        host: &HostId,
+        session: u64,
+        report: Report,
+        now: Instant,
+    ) -> Result<bool, ReportRejected> {
+        let h = self
+            .hosts
+            .get_mut(host)
+            .ok_or(ReportRejected::UnknownHost)?;
+        if h.link.as_ref().map(|l| l.session) != Some(session) {
+            h.dropped_reports += 1;
+            return Err(ReportRejected::StaleSession);
+        }
+        if report.gen <= h.last_gen || report.sent_at_ms < h.last_sent_at_ms {
+            h.dropped_reports += 1;
+            return Err(ReportRejected::Stale {
+                gen: report.gen,
+                last_gen: h.last_gen,
+            });
+        }
+        h.last_gen = report.gen;
+        h.last_sent_at_ms = report.sent_at_ms;
+        h.last_report = Some(now);
+        h.power = PowerKnown::On;
+        if let Some(m) = report.metrics {
+            h.metrics = Some(m);
+        }
+        let mut changed = false;
+        if let Some(vms) = report.vms {
+            changed = vms != h.vms;
+            h.vms = vms;
+        }
+        Ok(changed)
+    }
+
+    /// Re-derives every host's status from report age. Operator- and power-driven
+    /// states (maintenance, standby, waking, down, fenced) are only left when the
+    /// genie reports again.
+    pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for (id, h) in &mut self.hosts {
+            let age = h.report_age(now);
+            let fresh = h.link.is_some() && age.is_some_and(|a| a < self.timing.suspect_after);
+            let next = match h.status {
+                HostStatus::Maintenance => HostStatus::Maintenance,
+                HostStatus::Standby
+                | HostStatus::Waking
+                | HostStatus::Down
+                | HostStatus::Fenced
+                    if !fresh =>
+                {
+                    h.status
+                }
+                _ if fresh => HostStatus::Up,
+                _ if h.link.is_none() => HostStatus::Unreachable,
+                _ => match age {
+                    Some(a) if a < self.timing.unreachable_after => HostStatus::Suspect,
+                    _ => HostStatus::Unreachable,
+                },
+            };
+            if next != h.status {
+                let age_txt = age
+                    .map(|a| format!("{} ms", a.as_millis()))
+                    .unwrap_or_else(|| "never".into());
+                let (kind, message) = match next {
+                    HostStatus::Up => (EventKind::HostUp, format!("host {id} is up")),
+                    HostStatus::Suspect => (
+                        EventKind::HostSuspect,
+                        format!("host {id} missed heartbeats (last report {age_txt} ago)"),
+                    ),
+                    _ => (
+                        EventKind::HostUnreachable,
+                        format!(
+                            "host {id} unreachable: {} (last report {age_txt} ago)",
+                            if h.link.is_none() {
+                                "genie link closed"
+                            } else {
+                                "no reports"
+                            }
+                        ),
+                    ),
+                };
+                h.status = next;
+                out.push(Transition {
+                    host: id.clone(),
+                    kind,
+                    message,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::link::GenieLink;
+
+    fn cfg(name: &str) -> HostConfig {
+        HostConfig {
+            name: HostId::new(name).unwrap(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            address: "10.0.0.1".parse().unwrap(),
+            bmc: None,
+            bmc_user: None,
+            bmc_password_file: None,
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            suspect_after: Duration::from_millis(600),
+            unreachable_after: Duration::from_millis(1000),
+        }
+    }
+
+    fn link(session: u64, instance: u64) -> LinkEntry {
+        LinkEntry {
+            session,
+            instance,
+            genie_version: "t".into(),
+            handle: GenieLink::detached(),
+        }
+    }
+
+    fn report(gen: u64, at: u64) -> Report {
+        Report {
+            gen,
+            sent_at_ms: at,
+            metrics: None,
+            vms: None,
+        }
+    }
+
+    #[test]
+    fn stale_and_reordered_reports_are_dropped() {
+        let h1 = HostId::new("h1").unwrap();
+        let mut c = Cluster::new(&[cfg("h1")], timing());
+        let t0 = Instant::now();
+        c.connect(&h1, link(1, 77), t0);
+        assert!(c.apply_report(&h1, 1, report(1, 10), t0).is_ok());
+        assert!(c.apply_report(&h1, 1, report(3, 30), t0).is_ok());
+        assert_eq!(
+            c.apply_report(&h1, 1, report(2, 20), t0),
+            Err(ReportRejected::Stale {
+                gen: 2,
+                last_gen: 3
+            })
+        );
+        assert_eq!(
+            c.apply_report(&h1, 9, report(4, 40), t0),
+            Err(ReportRejected::StaleSession)
+        );
+        // Same instance reconnecting keeps its generation floor.
+        c.connect(&h1, link(2, 77), t0);
+        assert!(c.apply_report(&h1, 2, report(3, 50), t0).is_err());
+        // A new genie instance starts over at gen 1.
+        c.connect(&h1, link(3, 78), t0);
+        assert!(c.apply_report(&h1, 3, report(1, 5), t0).is_ok());
+        assert_eq!(
+            c.apply_report(&h1, 1, report(99, 99), t0),
+            Err(ReportRejected::StaleSession)
+        );
+        let unknown = HostId::new("zz").unwrap();
+        assert_eq!(
+            c.apply_report(&unknown, 1, report(1, 1), t0),
+            Err(ReportRejected::UnknownHost)
+        );
+    }
+
+    #[test]
+    fn status_follows_report_age_and_link() {
+        let h1 = HostId::new("h1").unwrap();
+        let mut c = Cluster::new(&[cfg("h1")], timing());
+        let t0 = Instant::now();
+        assert!(c.tick(t0).is_empty(), "starts unreachable, no event");
+        c.connect(&h1, link(1, 1), t0);
+        let tr = c.tick(t0);
+        assert_eq!(tr[0].kind, EventKind::HostUp);
+        assert!(c.tick(t0 + Duration::from_millis(500)).is_empty());
+        assert_eq!(
+            c.tick(t0 + Duration::from_millis(700))[0].kind,
+            EventKind::HostSuspect
+        );
+        c.apply_report(&h1, 1, report(1, 1), t0 + Duration::from_millis(800))
+            .unwrap();
+        assert_eq!(
+            c.tick(t0 + Duration::from_millis(800))[0].kind,
+            EventKind::HostUp
+        );
+        assert_eq!(
+            c.tick(t0 + Duration::from_millis(1900))[0].kind,
+            EventKind::HostUnreachable
+        );
+        // A closed link is unreachable at once, without waiting for the age.
+        c.apply_report(&h1, 1, report(2, 2), t0 + Duration::from_millis(2000))
+            .unwrap();
+        c.tick(t0 + Duration::from_millis(2000));
+        assert!(c.disconnect(&h1, 1));
+        let tr = c.tick(t0 + Duration::from_millis(2001));
+        assert_eq!(tr[0].kind, EventKind::HostUnreachable);
+        assert!(tr[0].message.contains("link closed"), "{}", tr[0].message);
+    }
+}

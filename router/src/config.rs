@@ -1,0 +1,275 @@
+//! The router's configuration file (`router.toml`), loaded once into typed structs.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and
+//! cross-field rules (unique names and MACs, sane timing) are checked here so the rest
+//! of the router can trust the config.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wisp_common::config::{load_toml, ConfigError};
+use wisp_common::HostId;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Where genies connect.
+    pub listen: SocketAddr,
+    /// HTTP/JSON API for the CLI. Keep it on loopback: it is unauthenticated.
+    #[serde(default = "default_api")]
+    pub api: SocketAddr,
+    pub state_dir: PathBuf,
+    pub secret_file: PathBuf,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_metrics_ms")]
+    pub metrics_ms: u64,
+    /// No report for this long: the host is suspect.
+    #[serde(default = "default_suspect_ms")]
+    pub suspect_after_ms: u64,
+    /// No report for this long (or the link closed): the host is unreachable.
+    #[serde(default = "default_unreachable_ms")]
+    pub unreachable_after_ms: u64,
+    /// Genie self-fence lease; 0 disables self-fencing.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Interface magic packets leave from.
+    #[serde(default)]
+    pub wol_interface: Option<String>,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostConfig>,
+}
+
+fn default_api() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7101))
+}
+fn default_heartbeat_ms() -> u64 {
+    200
+}
+fn default_metrics_ms() -> u64 {
+    1000
+}
+fn default_suspect_ms() -> u64 {
+    // Three missed heartbeats at the default 5/s.
+    600
+}
+fn default_unreachable_ms() -> u64 {
+    // Five missed heartbeats: inside the 1 s detection target with margin for jitter.
+    1000
+}
+fn default_lease_ms() -> u64 {
+    3000
+}
+
+/// One server of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub name: HostId,
+    pub mac: MacAddr,
+    pub address: IpAddr,
+    /// BMC address, `ip` or `ip:port` (port 623 when omitted).
+    #[serde(default)]
+    pub bmc: Option<String>,
+    #[serde(default)]
+    pub bmc_user: Option<String>,
+    #[serde(default)]
+    pub bmc_password_file: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// The BMC's socket address, port 623 by default.
+    pub fn bmc_addr(&self) -> Option<Result<SocketAddr, String>> {
+        let raw = self.bmc.as_deref()?;
+        Some(
+            raw.parse::<SocketAddr>()
+                .or_else(|_| raw.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 623)))
+                .map_err(|_| format!("bmc {raw:?} is not an address (ip or ip:port)")),
+        )
+    }
+}
+
+/// An Ethernet MAC address, written `02:77:00:00:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "MAC {s:?} must have six hex octets like 02:77:00:00:00:01"
+            ));
+        }
+        let mut b = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            b[i] = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("MAC {s:?}: octet {p:?} is not hex"))?;
+        }
+        Ok(Self(b))
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl RouterConfig {
+    /// Loads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: RouterConfig = load_toml(path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let cfg: RouterConfig = wisp_common::config::parse_toml(path, text)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        if self.heartbeat_ms == 0 || self.metrics_ms == 0 {
+            return Err(invalid(
+                "heartbeat_ms".into(),
+                "heartbeat_ms and metrics_ms must be positive".into(),
+            ));
+        }
+        if self.suspect_after_ms <= self.heartbeat_ms {
+            return Err(invalid(
+                "suspect_after_ms".into(),
+                format!(
+                    "must exceed heartbeat_ms ({}), or every host flaps to suspect",
+                    self.heartbeat_ms
+                ),
+            ));
+        }
+        if self.unreachable_after_ms < self.suspect_after_ms {
+            return Err(invalid(
+                "unreachable_after_ms".into(),
+                "must be at least suspect_after_ms".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut macs = HashSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            if !names.insert(h.name.clone()) {
+                return Err(invalid(
+                    format!("host[{i}].name"),
+                    format!("host {} is listed twice", h.name),
+                ));
+            }
+            if !macs.insert(h.mac) {
+                return Err(invalid(
+                    format!("host[{i}].mac"),
+                    format!("MAC {} is used by another host", h.mac),
+                ));
+            }
+            if let Some(Err(e)) = h.bmc_addr() {
+                return Err(invalid(format!("host[{i}].bmc"), e));
+            }
+            if h.bmc.is_some() && h.bmc_password_file.is_none() {
+                return Err(invalid(
+                    format!("host[{i}].bmc_password_file"),
+                    "a host with a bmc needs bmc_password_file".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn host(&self, id: &HostId) -> Option<&HostConfig> {
+        self.hosts.iter().find(|h| &h.name == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const OK: &str = r#"
+listen = "10.0.0.1:7100"
+state_dir = "/tmp/x"
+secret_file = "/tmp/s"
+[[host]]
+name = "h1"
+mac = "02:77:00:00:00:01"
+address = "10.0.0.11"
+bmc = "10.0.1.11"
+bmc_user = "admin"
+bmc_password_file = "/tmp/p"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = RouterConfig::parse(Path::new("r.toml"), OK).unwrap();
+        assert_eq!(c.heartbeat_ms, 200);
+        assert_eq!(c.api, default_api());
+        assert_eq!(c.hosts[0].mac.to_string(), "02:77:00:00:00:01");
+        assert_eq!(
+            c.hosts[0].bmc_addr().unwrap().unwrap(),
+            "10.0.1.11:623".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let bad = OK.replace("02:77:00:00:00:01", "02:77:zz:00:00:01");
+        let e = RouterConfig::parse(Path::new("r.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("r.toml") && e.contains("host[0].mac") && e.contains("zz"),
+            "{e}"
+        );
+
+        let dup = format!("{OK}{}", &OK[OK.find("[[host]]").unwrap()..]);
+        let e = RouterConfig::parse(Path::new("r.toml"), &dup)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host[1].name") && e.contains("twice"), "{e}");
+
+        let typo = OK.replace("state_dir", "statedir");
+        let e = RouterConfig::parse(Path::new("r.toml"), &typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("statedir"), "{e}");
+
+        let slow = format!("suspect_after_ms = 100\n{OK}");
+        let e = RouterConfig::parse(Path::new("r.toml"), &slow)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("suspect_after_ms"), "{e}");
+    }
+}

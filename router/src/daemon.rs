@@ -1,0 +1,97 @@
+//! `router serve`: wires the store, the cluster task, the genie link and the API
+//! together, tells systemd it is ready, and shuts everything down on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use wisp_common::secret::{Secret, SecretError};
+
+use crate::api::{self, ApiState};
+use crate::cluster;
+use crate::config::RouterConfig;
+use crate::link::{self, WelcomeParams};
+use crate::store::{FileStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cluster secret")]
+    Secret(#[source] SecretError),
+    #[error("state store")]
+    Store(#[source] StoreError),
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        addr: std::net::SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon until `shutdown` turns true.
+pub async fn run(config: RouterConfig, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let secret = Arc::new(Secret::from_file(&config.secret_file).map_err(DaemonError::Secret)?);
+    let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
+    let persisted = store.load().map_err(DaemonError::Store)?;
+    let link_listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: config.listen,
+                what: "genie link",
+                source,
+            })?;
+    let api_listener = TcpListener::bind(config.api)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.api,
+            what: "API",
+            source,
+        })?;
+
+    let (cluster, cluster_task) =
+        cluster::spawn(&config, Box::new(store), persisted, shutdown.clone());
+    let params = WelcomeParams {
+        heartbeat_ms: config.heartbeat_ms,
+        metrics_ms: config.metrics_ms,
+        lease_ms: config.lease_ms,
+    };
+    let link_task = tokio::spawn(link::serve(
+        link_listener,
+        secret,
+        cluster.clone(),
+        params,
+        shutdown.clone(),
+    ));
+    let api_task = tokio::spawn(api::serve(
+        api_listener,
+        ApiState {
+            cluster: cluster.clone(),
+        },
+        shutdown.clone(),
+    ));
+    info!(listen = %config.listen, api = %config.api, hosts = config.hosts.len(), "router ready");
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "could not notify systemd");
+    }
+    let _ = tokio::join!(link_task, api_task, cluster_task);
+    info!("router stopped");
+    Ok(())
+}
+
+/// A shutdown signal fed by SIGTERM (systemd) and SIGINT (Ctrl-C).
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}

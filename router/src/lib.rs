@@ -1,0 +1,12 @@
+//! router: the brain of wisp. A daemon (`router serve`) that keeps the cluster model
+//! from genie reports and drives power, placement, failover and energy saving; and a
+//! CLI (`router hosts`, `router vms`, ...) that talks to it over a local HTTP API.
+
+pub mod api;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod link;
+pub mod store;

@@ -1,0 +1,172 @@
+//! One task per genie connection: handshake, then reports in and commands out.
+//!
+//! The reader half runs in its own task because reading a frame is not cancel-safe
+//! inside `select!`; it hands whole messages to this task, which owns the writer half
+//! and the table of commands in flight. When the connection ends, for whatever reason,
+//! every pending command is answered (its sender sees `Closed`) and the cluster task is
+//! told, so nothing waits forever on a dead genie.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use wisp_common::proto::frame::{read_frame, write_frame, FrameError};
+use wisp_common::proto::{
+    CommandId, GenieMsg, MigrationProgress, Outcome, RouterMsg, MAX_FRAME_BYTES,
+};
+use wisp_common::secret::Secret;
+use wisp_common::HostId;
+
+use super::handshake::{self, HandshakeError};
+use super::{GenieLink, WelcomeParams, HANDSHAKE_TIMEOUT, LINK_QUEUE};
+use crate::cluster::ClusterHandle;
+use crate::events::EventKind;
+
+struct Pending {
+    reply: oneshot::Sender<Outcome>,
+    progress: Option<mpsc::Sender<MigrationProgress>>,
+}
+
+pub(super) async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    secret: Arc<Secret>,
+    cluster: ClusterHandle,
+    params: WelcomeParams,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let known = cluster.inventory();
+    let greeted = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake::accept(&mut stream, peer, &secret, |h| known.contains(h)),
+    )
+    .await;
+    let greeted = match greeted {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => {
+            warn!(error = %e, "genie refused");
+            let host = match &e {
+                HandshakeError::Refused { host, .. } => HostId::new(host.as_str()).ok(),
+                _ => None,
+            };
+            cluster
+                .record(EventKind::GenieRefused, host, None, e.to_string())
+                .await;
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, "genie handshake timed out after {:?}", HANDSHAKE_TIMEOUT);
+            return;
+        }
+    };
+    let host = greeted.host.clone();
+    let (tx, mut requests) = mpsc::channel(LINK_QUEUE);
+    let link = GenieLink {
+        host: host.to_string(),
+        tx,
+    };
+    let Some(session) = cluster
+        .connected(
+            host.clone(),
+            greeted.instance,
+            greeted.genie_version.clone(),
+            link,
+        )
+        .await
+    else {
+        return;
+    };
+    let welcome = RouterMsg::Welcome {
+        session,
+        heartbeat_ms: params.heartbeat_ms,
+        metrics_ms: params.metrics_ms,
+        lease_ms: params.lease_ms,
+    };
+    let (read_half, mut write_half) = stream.into_split();
+    if let Err(e) = write_frame(&mut write_half, &welcome, MAX_FRAME_BYTES).await {
+        warn!(%host, %peer, error = %e, "could not send welcome");
+        cluster
+            .disconnected(host, session, "welcome failed".into())
+            .await;
+        return;
+    }
+    info!(%host, %peer, session, version = %greeted.genie_version, "genie connected");
+
+    let (in_tx, mut incoming) = mpsc::channel(64);
+    let reader = tokio::spawn(read_loop(read_half, in_tx));
+    let mut pending: HashMap<CommandId, Pending> = HashMap::new();
+    let mut next_id: CommandId = 1;
+
+    let reason = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break "router shutting down".to_string(),
+            msg = incoming.recv() => match msg {
+                None => break "reader ended".to_string(),
+                Some(Err(ReadEnd::Eof)) => break "genie closed the connection".to_string(),
+                Some(Err(ReadEnd::Frame(e))) => {
+                    warn!(%host, %peer, error = %e, "closing genie link: bad frame");
+                    break format!("bad frame: {e}");
+                }
+                Some(Ok(GenieMsg::Report(report))) => {
+                    let gen = report.gen;
+                    cluster.report(host.clone(), session, report).await;
+                    // The ack renews the genie's self-fence lease.
+                    if let Err(e) = write_frame(&mut write_half, &RouterMsg::Ack { gen }, MAX_FRAME_BYTES).await {
+                        break format!("write failed: {e}");
+                    }
+                }
+                Some(Ok(GenieMsg::Progress { id, progress })) => {
+                    if let Some(tx) = pending.get(&id).and_then(|p| p.progress.as_ref()) {
+                        let _ = tx.try_send(progress);
+                    }
+                }
+                Some(Ok(GenieMsg::Reply { id, outcome })) => match pending.remove(&id) {
+                    Some(p) => { let _ = p.reply.send(outcome); }
+                    None => debug!(%host, id, "reply to an unknown command"),
+                },
+                Some(Ok(other)) => {
+                    warn!(%host, %peer, "closing genie link: unexpected {:?} after the handshake", std::mem::discriminant(&other));
+                    break "unexpected message after handshake".to_string();
+                }
+            },
+            req = requests.recv() => {
+                let Some(req) = req else { continue };
+                let id = next_id;
+                next_id += 1;
+                let msg = RouterMsg::Command { id, command: req.command };
+                if let Err(e) = write_frame(&mut write_half, &msg, MAX_FRAME_BYTES).await {
+                    // Dropping req.reply tells the caller the link closed.
+                    break format!("write failed: {e}");
+                }
+                pending.insert(id, Pending { reply: req.reply, progress: req.progress });
+            }
+        }
+    };
+    reader.abort();
+    drop(pending);
+    info!(%host, %peer, session, %reason, "genie link closed");
+    cluster.disconnected(host, session, reason).await;
+}
+
+enum ReadEnd {
+    Eof,
+    Frame(FrameError),
+}
+
+async fn read_loop(mut r: OwnedReadHalf, tx: mpsc::Sender<Result<GenieMsg, ReadEnd>>) {
+    loop {
+        let item = match read_frame::<_, GenieMsg>(&mut r, MAX_FRAME_BYTES).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(ReadEnd::Eof),
+            Err(e) => Err(ReadEnd::Frame(e)),
+        };
+        let end = item.is_err();
+        if tx.send(item).await.is_err() || end {
+            return;
+        }
+    }
+}

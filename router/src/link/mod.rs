@@ -1,0 +1,138 @@
+//! The genie link: a TCP listener that authenticates genies and one task per
+//! connection that feeds reports to the cluster task and carries commands back.
+//!
+//! Other tasks never touch a socket: they hold a [`GenieLink`] handle and send it
+//! requests; the connection task owns the stream and the table of commands in flight.
+
+mod conn;
+mod handshake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+use wisp_common::proto::{Command, MigrationProgress, Outcome};
+use wisp_common::secret::Secret;
+
+use crate::cluster::ClusterHandle;
+
+/// Settings told to every genie in `Welcome`.
+#[derive(Debug, Clone, Copy)]
+pub struct WelcomeParams {
+    pub heartbeat_ms: u64,
+    pub metrics_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// A handshake must finish within this; a slow or silent peer cannot hold a slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commands queued per connection before senders wait: commands are rare (placement,
+/// migration, power), so a small queue only fills if the genie is stuck.
+const LINK_QUEUE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("host {host} has no genie connected")]
+    NotConnected { host: String },
+    #[error("the link to host {host} closed before the command finished")]
+    Closed { host: String },
+}
+
+/// A request to a connection task.
+#[derive(Debug)]
+pub(crate) struct LinkRequest {
+    command: Command,
+    reply: oneshot::Sender<Outcome>,
+    progress: Option<mpsc::Sender<MigrationProgress>>,
+}
+
+/// Handle to one genie connection.
+#[derive(Debug, Clone)]
+pub struct GenieLink {
+    host: String,
+    tx: mpsc::Sender<LinkRequest>,
+}
+
+impl GenieLink {
+    /// Sends `command` and waits for the genie's final outcome. Progress messages go
+    /// to `progress` when given.
+    pub async fn command(
+        &self,
+        command: Command,
+        progress: Option<mpsc::Sender<MigrationProgress>>,
+    ) -> Result<Outcome, LinkError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LinkRequest {
+                command,
+                reply,
+                progress,
+            })
+            .await
+            .map_err(|_| LinkError::NotConnected {
+                host: self.host.clone(),
+            })?;
+        rx.await.map_err(|_| LinkError::Closed {
+            host: self.host.clone(),
+        })
+    }
+
+    /// A handle whose connection is already gone (for tests of the model).
+    pub fn detached() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self {
+            host: "detached".into(),
+            tx,
+        }
+    }
+
+    /// A handle plus the receiving end, for tests that play the genie.
+    #[cfg(test)]
+    pub(crate) fn pair(host: &str) -> (Self, mpsc::Receiver<LinkRequest>) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        (
+            Self {
+                host: host.into(),
+                tx,
+            },
+            rx,
+        )
+    }
+}
+
+/// Accepts genies until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    secret: Arc<Secret>,
+    cluster: ClusterHandle,
+    params: WelcomeParams,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "genie link listening");
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(conn::run(
+                        stream,
+                        peer,
+                        secret.clone(),
+                        cluster.clone(),
+                        params,
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed on the genie link");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
