@@ -31,9 +31,6 @@ pub enum DaemonError {
 
 /// Runs the daemon until `shutdown` turns true.
 pub async fn run(config: RouterConfig, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
-    let secret = Arc::new(Secret::from_file(&config.secret_file).map_err(DaemonError::Secret)?);
-    let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
-    let persisted = store.load().map_err(DaemonError::Store)?;
     let link_listener =
         TcpListener::bind(config.listen)
             .await
@@ -49,7 +46,22 @@ pub async fn run(config: RouterConfig, shutdown: watch::Receiver<bool>) -> Resul
             what: "API",
             source,
         })?;
+    run_on(config, link_listener, api_listener, shutdown).await
+}
 
+/// Runs the daemon on listeners bound by the caller (tests bind port 0).
+pub async fn run_on(
+    config: RouterConfig,
+    link_listener: TcpListener,
+    api_listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let secret = Arc::new(Secret::from_file(&config.secret_file).map_err(DaemonError::Secret)?);
+    let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
+    let persisted = store.load().map_err(DaemonError::Store)?;
+
+    let link_listener_addr = link_listener.local_addr().ok();
+    let api_addr = api_listener.local_addr().ok();
     let (cluster, cluster_task) =
         cluster::spawn(&config, Box::new(store), persisted, shutdown.clone());
     let params = WelcomeParams {
@@ -71,7 +83,7 @@ pub async fn run(config: RouterConfig, shutdown: watch::Receiver<bool>) -> Resul
         },
         shutdown.clone(),
     ));
-    info!(listen = %config.listen, api = %config.api, hosts = config.hosts.len(), "router ready");
+    info!(listen = ?link_listener_addr, api = ?api_addr, hosts = config.hosts.len(), "router ready");
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }

@@ -1,0 +1,262 @@
+//! The router daemon end to end on loopback, with genies played by the test over the
+//! real protocol: authentication, status from report age, stale reports, and bad
+//! peers that must not disturb anyone else.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use router::cli::Client;
+use router::cluster::views::{HostView, StatusView};
+use router::config::RouterConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use wisp_common::proto::auth::{self, Role};
+use wisp_common::proto::frame::{read_frame, write_frame};
+use wisp_common::proto::{
+    GenieMsg, HostMetrics, Nonce, Report, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use wisp_common::secret::Secret;
+use wisp_common::HostId;
+
+const SECRET: &[u8] = b"test-cluster-secret";
+
+struct Router {
+    link: SocketAddr,
+    api: String,
+    stop: watch::Sender<bool>,
+    dir: PathBuf,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start_router(tag: &str) -> Router {
+    let dir = std::env::temp_dir().join(format!("wisp-rt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::File::create(&secret).unwrap().write_all(SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        r#"listen = "127.0.0.1:1"
+state_dir = "{}"
+secret_file = "{}"
+[[host]]
+name = "h1"
+mac = "02:00:00:00:00:01"
+address = "127.0.0.1"
+[[host]]
+name = "h2"
+mac = "02:00:00:00:00:02"
+address = "127.0.0.1"
+"#,
+        dir.join("state").display(),
+        secret.display()
+    );
+    let config = RouterConfig::parse(&dir.join("router.toml"), &text).unwrap();
+    let link = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (link_addr, api_addr) = (link.local_addr().unwrap(), api.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(async move { router::daemon::run_on(config, link, api, rx).await.unwrap() });
+    Router {
+        link: link_addr,
+        api: api_addr.to_string(),
+        stop,
+        dir,
+    }
+}
+
+/// Plays a genie: handshake, then reports on demand.
+struct FakeGenie {
+    stream: TcpStream,
+    gen: u64,
+}
+
+async fn connect(router: &Router, host: &str, secret: &[u8]) -> Result<FakeGenie, String> {
+    let mut s = TcpStream::connect(router.link).await.unwrap();
+    let host = HostId::new(host).unwrap();
+    let secret = Secret::from_bytes(secret.to_vec());
+    let gn = Nonce::random();
+    let hello = GenieMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        host: host.clone(),
+        instance: 42,
+        genie_version: "fake".into(),
+        nonce: gn,
+    };
+    write_frame(&mut s, &hello, MAX_FRAME_BYTES).await.unwrap();
+    let ch: RouterMsg = read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap().unwrap();
+    let RouterMsg::Challenge { nonce, proof } = ch else {
+        return Err(format!("{ch:?}"));
+    };
+    let router_ok = auth::verify(&secret, Role::Router, &host, &gn, &nonce, &proof);
+    let p = auth::proof(&secret, Role::Genie, &host, &nonce, &gn);
+    write_frame(&mut s, &GenieMsg::Auth { proof: p }, MAX_FRAME_BYTES).await.unwrap();
+    match read_frame::<_, RouterMsg>(&mut s, MAX_FRAME_BYTES).await.unwrap() {
+        Some(RouterMsg::Welcome { heartbeat_ms, .. }) => {
+            assert!(router_ok, "router proof must verify with the right secret");
+            assert_eq!(heartbeat_ms, 200);
+            Ok(FakeGenie { stream: s, gen: 0 })
+        }
+        other => Err(format!("{other:?}")),
+    }
+}
+
+impl FakeGenie {
+    async fn report(&mut self, gen: Option<u64>) {
+        self.gen += 1;
+        let r = Report {
+            gen: gen.unwrap_or(self.gen),
+            sent_at_ms: wisp_common::time::unix_ms(),
+            metrics: Some(HostMetrics {
+                cpu_percent: 7.5,
+                mem_total_bytes: 1 << 30,
+                ..Default::default()
+            }),
+            vms: Some(vec![]),
+        };
+        write_frame(&mut self.stream, &GenieMsg::Report(r), MAX_FRAME_BYTES)
+            .await
+            .unwrap();
+    }
+}
+
+async fn get<T: serde::de::DeserializeOwned + Send + 'static>(api: &str, path: &'static str) -> T {
+    let api = api.to_owned();
+    tokio::task::spawn_blocking(move || Client::new(&api, None).get(path).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn host(api: &str, name: &str) -> HostView {
+    let hosts: Vec<HostView> = get(api, "/v1/hosts").await;
+    hosts.into_iter().find(|h| h.name.as_str() == name).unwrap()
+}
+
+/// Polls until `cond` holds for the host or the deadline passes.
+async fn wait_host(api: &str, name: &str, what: &str, cond: impl Fn(&HostView) -> bool) -> HostView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = host(api, name).await;
+        if cond(&h) {
+            return h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} {what}: {h:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporting_genie_is_up_and_closed_link_is_unreachable() {
+    let r = start_router("up").await;
+    let mut g = connect(&r, "h1", SECRET).await.unwrap();
+    g.report(None).await;
+    let h = wait_host(&r.api, "h1", "up with metrics", |h| {
+        h.state.as_str() == "up" && h.mem_total_bytes == Some(1 << 30)
+    })
+    .await;
+    assert_eq!(h.genie_version.as_deref(), Some("fake"));
+    assert_eq!(host(&r.api, "h2").await.state.as_str(), "unreachable");
+
+    drop(g);
+    let t = std::time::Instant::now();
+    wait_host(&r.api, "h1", "unreachable", |h| h.state.as_str() == "unreachable").await;
+    eprintln!("closed link seen as unreachable after {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_genie_goes_suspect_then_unreachable() {
+    let r = start_router("silent").await;
+    let mut g = connect(&r, "h1", SECRET).await.unwrap();
+    g.report(None).await;
+    wait_host(&r.api, "h1", "up", |h| h.state.as_str() == "up").await;
+    // The link stays open but nothing is sent: age decides.
+    wait_host(&r.api, "h1", "suspect or unreachable", |h| h.state.as_str() != "up").await;
+    wait_host(&r.api, "h1", "unreachable", |h| h.state.as_str() == "unreachable").await;
+    drop(g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_and_unknown_host_are_refused_with_reasons() {
+    let r = start_router("auth").await;
+    let err = connect(&r, "h1", b"not-the-secret").await.err().unwrap();
+    assert!(err.contains("authentication failed"), "{err}");
+    let err = connect(&r, "h9", SECRET).await.err().unwrap();
+    assert!(err.contains("not in the router's inventory"), "{err}");
+    assert_eq!(host(&r.api, "h1").await.state.as_str(), "unreachable");
+    let evs: Vec<router::events::Event> = get(&r.api, "/v1/events").await;
+    assert!(
+        evs.iter().any(|e| e.message.contains("authentication failed")
+            && e.host.as_ref().map(|h| h.as_str()) == Some("h1")),
+        "{evs:?}"
+    );
+    // The secret itself never appears in what the API serves.
+    let all = serde_json::to_string(&evs).unwrap();
+    assert!(!all.contains("test-cluster-secret") && !all.contains("not-the-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reports_are_dropped_and_bad_frames_disturb_nobody() {
+    let r = start_router("bad").await;
+    let mut g = connect(&r, "h1", SECRET).await.unwrap();
+    g.report(Some(10)).await;
+    g.report(Some(5)).await; // older generation: dropped
+    g.report(Some(11)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: StatusView = get(&r.api, "/v1/status").await;
+        if s.reports_accepted == 2 && s.reports_dropped == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Garbage, an oversized length and a half frame from three raw peers.
+    for bytes in [
+        b"\x00\x00\x00\x05{{{{{".to_vec(),
+        u32::MAX.to_be_bytes().to_vec(),
+        b"\x00\x00\x01\x00{\"type\"".to_vec(),
+    ] {
+        let mut raw = TcpStream::connect(r.link).await.unwrap();
+        raw.write_all(&bytes).await.unwrap();
+        drop(raw);
+    }
+    // The real genie keeps reporting and stays up throughout.
+    for _ in 0..10 {
+        g.report(None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(host(&r.api, "h1").await.state.as_str(), "up");
+    }
+    // A malformed frame after the handshake closes that genie's link only.
+    let mut g2 = connect(&r, "h2", SECRET).await.unwrap();
+    g2.report(None).await;
+    wait_host(&r.api, "h2", "up", |h| h.state.as_str() == "up").await;
+    g2.stream.write_all(b"\x00\x00\x00\x03abc").await.unwrap();
+    wait_host(&r.api, "h2", "unreachable", |h| h.state.as_str() == "unreachable").await;
+    g.report(None).await;
+    assert_eq!(host(&r.api, "h1").await.state.as_str(), "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reports_an_unreachable_api_clearly() {
+    let e = tokio::task::spawn_blocking(|| {
+        Client::new("127.0.0.1:1", Some(Duration::from_secs(2)))
+            .get::<Vec<HostView>>("/v1/hosts")
+            .unwrap_err()
+            .to_string()
+    })
+    .await
+    .unwrap();
+    assert!(e.contains("127.0.0.1:1") && e.contains("router serve"), "{e}");
+}
