@@ -1,2 +1,155 @@
-//! genie: the agent on every server.
-fn main() {}
+//! genie: the agent on every server (thin CLI over the `genie` library).
+//!
+//! `genie --config FILE [run]` runs the agent; `genie --config FILE report --once --json`
+//! prints one full report as JSON without a router.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::sync::{watch, Notify};
+use wisp_common::proto::Report;
+use wisp_common::secret::Secret;
+
+use genie::config::GenieConfig;
+use genie::link::{self, Link, LinkConfig};
+use genie::manager::VmManager;
+use genie::metrics::{MetricsSource, SysinfoMetrics};
+use genie::power::SystemPower;
+use genie::report::Reporter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "genie",
+    version,
+    about = "wisp agent: host metrics, QEMU VMs, power"
+)]
+struct Cli {
+    /// genie.toml
+    #[arg(long, short)]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the agent (the default).
+    Run,
+    /// Print a report of this host without contacting the router.
+    Report {
+        /// One report, then exit (the only mode so far).
+        #[arg(long)]
+        once: bool,
+        /// As JSON of wisp_common::proto::Report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        // One line, whole cause chain, no backtrace: this is for operators.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let cfg = GenieConfig::load(&cli.config)?;
+    // One thread: the genie's work is tiny and this keeps its footprint tiny too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match cli.cmd {
+        None | Some(Cmd::Run) => rt.block_on(run(cfg)),
+        Some(Cmd::Report { once, json }) => {
+            if !once || !json {
+                bail!("only `report --once --json` is supported");
+            }
+            rt.block_on(report_once(cfg))
+        }
+    }
+}
+
+async fn report_once(cfg: GenieConfig) -> Result<()> {
+    let mut metrics = SysinfoMetrics::new()?;
+    // CPU usage is a difference between two samples.
+    let _ = metrics.sample();
+    let vms = VmManager::new(&cfg.vm_dir, &cfg.qemu, Arc::new(Notify::new()));
+    vms.scan();
+    let settle = vms.settle(Duration::from_secs(3));
+    let (_, ()) = tokio::join!(
+        tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL),
+        settle
+    );
+    let report = Report {
+        gen: 1,
+        sent_at_ms: wisp_common::time::unix_ms(),
+        metrics: Some(metrics.sample()?),
+        vms: Some(vms.statuses()),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn run(cfg: GenieConfig) -> Result<()> {
+    let secret = Secret::from_file(&cfg.secret_file)?;
+    std::fs::create_dir_all(&cfg.vm_dir)
+        .with_context(|| format!("cannot create vm_dir {}", cfg.vm_dir.display()))?;
+    let changes = Arc::new(Notify::new());
+    let vms = VmManager::new(&cfg.vm_dir, &cfg.qemu, changes.clone());
+    let found = vms.scan();
+    let lease_file = cfg.vm_dir.join("lease");
+    let lease_ms = genie::lease::read_lease_file(&lease_file);
+    let lease = genie::lease::spawn(lease_ms, Some(lease_file), vms.clone());
+    let instance = link::random_instance();
+    tracing::info!(host = %cfg.host, router = %cfg.router, vms = found, lease_ms, instance, "genie started");
+
+    let link = Link::new(
+        LinkConfig {
+            host: cfg.host.clone(),
+            router: cfg.router.clone(),
+            secret,
+            heartbeat_ms: cfg.heartbeat_ms,
+            metrics_ms: cfg.metrics_ms,
+            address: cfg.address,
+            instance,
+        },
+        Reporter::new(SysinfoMetrics::new()?),
+        vms,
+        SystemPower {
+            wol_interface: cfg.wol_interface.clone(),
+            suspend_command: cfg.suspend_command.clone(),
+        },
+        lease,
+        changes,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down (VMs keep running)"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down (VMs keep running)"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    // Harmless without systemd (no NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "sd_notify READY failed");
+    }
+    link.run(stop_rx).await;
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Router commands → effects on this host, each answered with Progress/Reply.
+//!
+//! Every command runs in its own task (the link spawns it), so a long migration never
+//! holds up heartbeats or other commands.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wisp_common::proto::{Command, CommandId, GenieMsg, MigrationProgress, Outcome, VmStatus};
+use wisp_common::{VmId, VmSpec};
+
+use crate::manager::{VmError, VmManager};
+use crate::power::Power;
+
+/// The VM operations commands need; [`VmManager`] is the real one.
+pub trait Hypervisor: Clone + Send + Sync + 'static {
+    fn statuses(&self) -> Vec<VmStatus>;
+    /// Looks for VMs in vm_dir that are not known yet.
+    fn scan(&self) -> usize;
+    fn start(&self, spec: &VmSpec, epoch: u64) -> impl Future<Output = Result<(), VmError>> + Send;
+    fn stop(
+        &self,
+        vm: &VmId,
+        force: bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), VmError>> + Send;
+    fn delete(&self, vm: &VmId) -> impl Future<Output = Result<(), VmError>> + Send;
+    fn prepare_incoming(
+        &self,
+        spec: &VmSpec,
+        epoch: u64,
+        addr: IpAddr,
+    ) -> impl Future<Output = Result<String, VmError>> + Send;
+    fn cancel_incoming(&self, vm: &VmId) -> impl Future<Output = Result<(), VmError>> + Send;
+    fn migrate(
+        &self,
+        vm: &VmId,
+        uri: &str,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+        progress: &mpsc::Sender<MigrationProgress>,
+    ) -> impl Future<Output = Result<(u64, u64), VmError>> + Send;
+    fn drop_stale(&self, vms: &[VmId]) -> impl Future<Output = Result<(), VmError>> + Send;
+}
+
+impl Hypervisor for VmManager {
+    fn statuses(&self) -> Vec<VmStatus> {
+        VmManager::statuses(self)
+    }
+    fn scan(&self) -> usize {
+        VmManager::scan(self)
+    }
+    async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
+        VmManager::start(self, spec, epoch).await
+    }
+    async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
+        VmManager::stop(self, vm, force, timeout).await
+    }
+    async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
+        VmManager::delete(self, vm).await
+    }
+    async fn prepare_incoming(
+        &self,
+        spec: &VmSpec,
+        epoch: u64,
+        addr: IpAddr,
+    ) -> Result<String, VmError> {
+        VmManager::prepare_incoming(self, spec, epoch, addr).await
+    }
+    async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
+        VmManager::cancel_incoming(self, vm).await
+    }
+    async fn migrate(
+        &self,
+        vm: &VmId,
+        uri: &str,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+        progress: &mpsc::Sender<MigrationProgress>,
+    ) -> Result<(u64, u64), VmError> {
+        VmManager::migrate(
+            self,
+            vm,
+            uri,
+            max_bandwidth_mib_s,
+            downtime_limit_ms,
+            progress,
+        )
+        .await
+    }
+    async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
+        VmManager::drop_stale(self, vms).await
+    }
+}
+
+/// Full error chain on one line, for `Outcome::Failed` and logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn outcome(r: Result<(), VmError>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Done,
+        Err(e) => Outcome::Failed { error: chain(&e) },
+    }
+}
+
+/// Runs command `id` and sends its Progress/Reply messages on `out`.
+/// `incoming_addr` is where incoming migrations listen.
+pub async fn dispatch<H: Hypervisor, P: Power>(
+    hv: &H,
+    power: &P,
+    incoming_addr: IpAddr,
+    id: CommandId,
+    command: Command,
+    out: &mpsc::Sender<GenieMsg>,
+) {
+    let reply = |outcome| GenieMsg::Reply { id, outcome };
+    let o = match command {
+        Command::StartVm { spec, epoch } => outcome(hv.start(&spec, epoch).await),
+        Command::StopVm {
+            vm,
+            force,
+            timeout_ms,
+        } => outcome(hv.stop(&vm, force, Duration::from_millis(timeout_ms)).await),
+        Command::DeleteVm { vm } => outcome(hv.delete(&vm).await),
+        Command::PrepareIncoming { spec, epoch } => {
+            match hv.prepare_incoming(&spec, epoch, incoming_addr).await {
+                Ok(uri) => Outcome::Incoming { uri },
+                Err(e) => Outcome::Failed { error: chain(&e) },
+            }
+        }
+        Command::CancelIncoming { vm } => outcome(hv.cancel_incoming(&vm).await),
+        Command::Migrate {
+            vm,
+            uri,
+            max_bandwidth_mib_s,
+            downtime_limit_ms,
+        } => {
+            let (ptx, mut prx) = mpsc::channel::<MigrationProgress>(4);
+            let fwd_out = out.clone();
+            let fwd = tokio::spawn(async move {
+                while let Some(progress) = prx.recv().await {
+                    let _ = fwd_out.send(GenieMsg::Progress { id, progress }).await;
+                }
+            });
+            let r = hv
+                .migrate(&vm, &uri, max_bandwidth_mib_s, downtime_limit_ms, &ptx)
+                .await;
+            drop(ptx);
+            // Progress goes out before the final reply.
+            let _ = fwd.await;
+            match r {
+                Ok((total_ms, downtime_ms)) => Outcome::Migrated {
+                    total_ms,
+                    downtime_ms,
+                },
+                Err(e) => Outcome::Failed { error: chain(&e) },
+            }
+        }
+        Command::Suspend => {
+            if let Err(e) = power.arm_wol().await {
+                // Not fatal: the router falls back to IPMI power-on when WoL fails.
+                tracing::warn!(error = %chain(&e), "cannot arm Wake-on-LAN; suspending anyway");
+            }
+            // Reply first: once suspended we cannot.
+            let _ = out.send(reply(Outcome::Done)).await;
+            tracing::info!("suspending the host as the router asked");
+            if let Err(e) = power.suspend().await {
+                tracing::error!(error = %chain(&e), "suspend failed");
+            }
+            return;
+        }
+        Command::DropStale { vms } => outcome(hv.drop_stale(&vms).await),
+    };
+    if let Outcome::Failed { error } = &o {
+        tracing::warn!(command = id, %error, "command failed");
+    }
+    let _ = out.send(reply(o)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::fakes::{FakeHypervisor, FakePower};
+
+    fn spec(n: &str) -> VmSpec {
+        VmSpec {
+            name: VmId::new(n).unwrap(),
+            vcpus: 1,
+            mem_mib: 64,
+            disk: None,
+            kernel: None,
+            priority: 0,
+        }
+    }
+
+    async fn run(hv: &FakeHypervisor, p: &FakePower, c: Command) -> Vec<GenieMsg> {
+        let (tx, mut rx) = mpsc::channel(16);
+        dispatch(hv, p, "10.0.0.5".parse().unwrap(), 9, c, &tx).await;
+        drop(tx);
+        let mut v = vec![];
+        while let Some(m) = rx.recv().await {
+            v.push(m);
+        }
+        v
+    }
+
+    fn done() -> GenieMsg {
+        GenieMsg::Reply {
+            id: 9,
+            outcome: Outcome::Done,
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_map_to_operations_and_replies() {
+        let hv = FakeHypervisor::default();
+        let p = FakePower::default();
+        let vm = VmId::new("vm1").unwrap();
+        assert_eq!(
+            run(
+                &hv,
+                &p,
+                Command::StartVm {
+                    spec: spec("vm1"),
+                    epoch: 3
+                }
+            )
+            .await,
+            vec![done()]
+        );
+        assert_eq!(
+            run(
+                &hv,
+                &p,
+                Command::StopVm {
+                    vm: vm.clone(),
+                    force: false,
+                    timeout_ms: 500
+                }
+            )
+            .await,
+            vec![done()]
+        );
+        assert_eq!(
+            run(&hv, &p, Command::DeleteVm { vm: vm.clone() }).await,
+            vec![done()]
+        );
+        assert_eq!(
+            run(
+                &hv,
+                &p,
+                Command::PrepareIncoming {
+                    spec: spec("vm2"),
+                    epoch: 4
+                }
+            )
+            .await,
+            vec![GenieMsg::Reply {
+                id: 9,
+                outcome: Outcome::Incoming {
+                    uri: "tcp:10.0.0.5:4444".into()
+                }
+            }]
+        );
+        assert_eq!(
+            run(&hv, &p, Command::CancelIncoming { vm: vm.clone() }).await,
+            vec![done()]
+        );
+        let m = run(
+            &hv,
+            &p,
+            Command::Migrate {
+                vm: vm.clone(),
+                uri: "tcp:x:1".into(),
+                max_bandwidth_mib_s: 100,
+                downtime_limit_ms: 50,
+            },
+        )
+        .await;
+        assert!(matches!(m[0], GenieMsg::Progress { id: 9, .. }), "{m:?}");
+        assert_eq!(
+            m[1],
+            GenieMsg::Reply {
+                id: 9,
+                outcome: Outcome::Migrated {
+                    total_ms: 14,
+                    downtime_ms: 2
+                }
+            }
+        );
+        assert_eq!(
+            run(
+                &hv,
+                &p,
+                Command::DropStale {
+                    vms: vec![vm.clone()]
+                }
+            )
+            .await,
+            vec![done()]
+        );
+        assert_eq!(
+            hv.calls(),
+            vec![
+                "start vm1 epoch 3",
+                "stop vm1 force false 500ms",
+                "delete vm1",
+                "incoming vm2 epoch 4 on 10.0.0.5",
+                "cancel vm1",
+                "migrate vm1 to tcp:x:1 100MiB/s 50ms",
+                "drop vm1",
+            ]
+        );
+        assert_eq!(hv.statuses().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_become_failed_with_the_vm_named() {
+        let hv = FakeHypervisor {
+            fail: true,
+            ..Default::default()
+        };
+        let p = FakePower::default();
+        let m = run(
+            &hv,
+            &p,
+            Command::StartVm {
+                spec: spec("vm7"),
+                epoch: 1,
+            },
+        )
+        .await;
+        match &m[..] {
+            [GenieMsg::Reply {
+                outcome: Outcome::Failed { error },
+                ..
+            }] => assert!(error.contains("vm7"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn suspend_arms_wol_replies_then_suspends_even_if_wol_fails() {
+        let hv = FakeHypervisor::default();
+        let p = FakePower {
+            fail_wol: true,
+            ..Default::default()
+        };
+        assert_eq!(run(&hv, &p, Command::Suspend).await, vec![done()]);
+        assert_eq!(p.calls(), vec!["arm_wol", "suspend"]);
+    }
+}

@@ -1,0 +1,169 @@
+//! genie.toml: the typed configuration of one genie (keys as in docs/CONTRACTS.md).
+//!
+//! Loaded once with `wisp_common::config::load_toml`, so an unknown key or a value of
+//! the wrong type is an error naming the file and the key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wisp_common::{config::ConfigError, HostId};
+
+/// Heartbeat period used until the router's Welcome says otherwise (5/s).
+pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
+/// Full-report period used until the router's Welcome says otherwise.
+pub const DEFAULT_METRICS_MS: u64 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenieConfig {
+    pub host: HostId,
+    /// `ip:port` or `name:port` of the router's genie link.
+    pub router: String,
+    pub secret_file: PathBuf,
+    pub vm_dir: PathBuf,
+    /// Address incoming migrations listen on; default: the local address of the link.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_metrics_ms")]
+    pub metrics_ms: u64,
+    #[serde(default = "default_qemu")]
+    pub qemu: PathBuf,
+    #[serde(default = "default_suspend")]
+    pub suspend_command: Vec<String>,
+    #[serde(default)]
+    pub wol_interface: Option<String>,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    DEFAULT_HEARTBEAT_MS
+}
+fn default_metrics_ms() -> u64 {
+    DEFAULT_METRICS_MS
+}
+fn default_qemu() -> PathBuf {
+    PathBuf::from("qemu-system-x86_64")
+}
+fn default_suspend() -> Vec<String> {
+    vec!["systemctl".into(), "suspend".into()]
+}
+
+impl GenieConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = wisp_common::config::load_toml(path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses `text` as if read from `path` (tests, examples).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = wisp_common::config::parse_toml(path, text)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    // Zero periods would make the link loop spin; an empty suspend command cannot run.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.heartbeat_ms == 0 {
+            return Err(bad("heartbeat_ms", "must be at least 1"));
+        }
+        if self.metrics_ms == 0 {
+            return Err(bad("metrics_ms", "must be at least 1"));
+        }
+        if self.suspend_command.is_empty() {
+            return Err(bad("suspend_command", "must name a program"));
+        }
+        if !self.router.contains(':') {
+            return Err(bad("router", "expected host:port"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MIN: &str =
+        "host = \"h1\"\nrouter = \"127.0.0.1:7100\"\nsecret_file = \"/s\"\nvm_dir = \"/v\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = GenieConfig::parse(Path::new("/g.toml"), MIN).unwrap();
+        assert_eq!(c.host.as_str(), "h1");
+        assert_eq!(c.heartbeat_ms, 200);
+        assert_eq!(c.metrics_ms, 1000);
+        assert_eq!(c.qemu, PathBuf::from("qemu-system-x86_64"));
+        assert_eq!(c.suspend_command, vec!["systemctl", "suspend"]);
+        assert_eq!(c.address, None);
+    }
+
+    #[test]
+    fn full_contract_example_parses() {
+        let text = r#"
+host = "h1"
+router = "10.77.0.1:7100"
+secret_file = "/etc/wisp/cluster.secret"
+vm_dir = "/var/lib/wisp/vms"
+address = "10.77.0.11"
+heartbeat_ms = 200
+metrics_ms = 1000
+qemu = "qemu-system-x86_64"
+suspend_command = ["systemctl", "suspend"]
+wol_interface = "eth0"
+"#;
+        let c = GenieConfig::parse(Path::new("/g.toml"), text).unwrap();
+        assert_eq!(c.address, Some("10.77.0.11".parse().unwrap()));
+        assert_eq!(c.wol_interface.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = GenieConfig::parse(Path::new("/etc/g.toml"), &format!("{MIN}hearbeat_ms = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/g.toml") && e.contains("hearbeat_ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = GenieConfig::parse(
+            Path::new("/g.toml"),
+            &format!("{MIN}metrics_ms = \"fast\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metrics_ms"), "{e}");
+        let e = GenieConfig::parse(Path::new("/g.toml"), &format!("{MIN}address = \"nope\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = GenieConfig::parse(Path::new("/g.toml"), &format!("{MIN}heartbeat_ms = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("heartbeat_ms"), "{e}");
+        let e = GenieConfig::parse(
+            Path::new("/g.toml"),
+            "host = \"bad host\"\nrouter = \"r:1\"\nsecret_file = \"/s\"\nvm_dir = \"/v\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("host"), "{e}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Hand-written fakes of the genie's effect traits, for unit tests of logic (command
+//! dispatch, the link loop). They record what was asked and can be told to fail.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wisp_common::proto::{MigrationProgress, VmStatus};
+use wisp_common::{VmId, VmRunState, VmSpec};
+
+use crate::commands::Hypervisor;
+use crate::manager::VmError;
+use crate::power::{Power, PowerError};
+
+/// Records calls as strings ("start vm1 epoch 3") and keeps a list of VM statuses.
+#[derive(Debug, Clone, Default)]
+pub struct FakeHypervisor {
+    pub calls: Arc<Mutex<Vec<String>>>,
+    pub vms: Arc<Mutex<Vec<VmStatus>>>,
+    /// When set, every operation fails with NotFound.
+    pub fail: bool,
+}
+
+impl FakeHypervisor {
+    fn record(&self, s: String) {
+        self.calls.lock().expect("fake lock").push(s);
+    }
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("fake lock").clone()
+    }
+    fn result(&self, vm: &VmId) -> Result<(), VmError> {
+        if self.fail {
+            Err(VmError::NotFound { vm: vm.clone() })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A status as a fake VM would report it.
+pub fn fake_status(vm: &VmId, state: VmRunState) -> VmStatus {
+    VmStatus {
+        id: vm.clone(),
+        state,
+        vcpus: 1,
+        mem_mib: 64,
+        cpu_time_ms: 0,
+        pid: None,
+        qmp_socket: format!("/fake/{vm}.qmp").into(),
+        epoch: 0,
+    }
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn statuses(&self) -> Vec<VmStatus> {
+        self.vms.lock().expect("fake lock").clone()
+    }
+    fn scan(&self) -> usize {
+        0
+    }
+    async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
+        self.record(format!("start {} epoch {epoch}", spec.name));
+        self.result(&spec.name)?;
+        self.vms
+            .lock()
+            .expect("fake lock")
+            .push(fake_status(&spec.name, VmRunState::Running));
+        Ok(())
+    }
+    async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
+        self.record(format!("stop {vm} force {force} {}ms", timeout.as_millis()));
+        self.result(vm)
+    }
+    async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
+        self.record(format!("delete {vm}"));
+        self.result(vm)
+    }
+    async fn prepare_incoming(
+        &self,
+        spec: &VmSpec,
+        epoch: u64,
+        addr: IpAddr,
+    ) -> Result<String, VmError> {
+        self.record(format!("incoming {} epoch {epoch} on {addr}", spec.name));
+        self.result(&spec.name)?;
+        Ok(format!("tcp:{addr}:4444"))
+    }
+    async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
+        self.record(format!("cancel {vm}"));
+        self.result(vm)
+    }
+    async fn migrate(
+        &self,
+        vm: &VmId,
+        uri: &str,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+        progress: &mpsc::Sender<MigrationProgress>,
+    ) -> Result<(u64, u64), VmError> {
+        self.record(format!(
+            "migrate {vm} to {uri} {max_bandwidth_mib_s}MiB/s {downtime_limit_ms}ms"
+        ));
+        let _ = progress
+            .send(MigrationProgress {
+                status: "active".into(),
+                transferred_bytes: 1,
+                remaining_bytes: 1,
+                total_bytes: 2,
+            })
+            .await;
+        self.result(vm)?;
+        Ok((14, 2))
+    }
+    async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
+        self.record(format!(
+            "drop {}",
+            vms.iter().map(VmId::as_str).collect::<Vec<_>>().join(",")
+        ));
+        Ok(())
+    }
+}
+
+/// Records power actions; `fail_wol` makes arming fail.
+#[derive(Debug, Clone, Default)]
+pub struct FakePower {
+    pub calls: Arc<Mutex<Vec<&'static str>>>,
+    pub fail_wol: bool,
+}
+
+impl FakePower {
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().expect("fake lock").clone()
+    }
+}
+
+impl Power for FakePower {
+    async fn arm_wol(&self) -> Result<(), PowerError> {
+        self.calls.lock().expect("fake lock").push("arm_wol");
+        if self.fail_wol {
+            return Err(PowerError::Failed {
+                program: "ethtool".into(),
+                status: "exit status: 1".into(),
+                stderr: "no such device".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn suspend(&self) -> Result<(), PowerError> {
+        self.calls.lock().expect("fake lock").push("suspend");
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! genie: the wisp agent on every server. It reports host metrics and the state of the
+//! host's QEMU VMs to the router, runs the router's commands (start, stop, migrate,
+//! suspend, …), and self-fences when it loses the router for longer than its lease.
+//!
+//! A library so tests and benches can drive the modules; `main.rs` is a thin CLI.
+
+pub mod commands;
+pub mod config;
+pub mod fakes;
+pub mod lease;
+pub mod link;
+pub mod manager;
+pub mod metrics;
+pub mod power;
+pub mod qemu;
+pub mod qmp;
+pub mod report;
+pub mod vm_task;

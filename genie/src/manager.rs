@@ -1,0 +1,473 @@
+//! The VMs of this host: discovery from vm_dir, and the lifecycle operations the
+//! router's commands map to (start, stop, delete, incoming/outgoing migration, kill).
+//!
+//! The manager only keeps the map VmId → [`VmHandle`]; each VM's state lives in its own
+//! task. The map sits behind a std mutex that is never held across an await.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+use wisp_common::proto::{MigrationProgress, VmStatus};
+use wisp_common::{VmId, VmRunState, VmSpec};
+
+use crate::qemu::{self, QemuError, VmPaths};
+use crate::qmp::QmpError;
+use crate::vm_task::{self, VmHandle};
+
+/// How long a freshly started qemu may take to report `running` (or `inmigrate`).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `quit` and SIGKILL each get before we look again.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// query-migrate poll period: fine enough for progress, cheap for qemu.
+const MIGRATE_POLL: Duration = Duration::from_millis(50);
+/// A migration that has not finished in this long is cancelled: with our bandwidth
+/// caps even a large VM finishes in minutes; beyond that it does not converge.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error("QMP of VM {vm} failed")]
+    Qmp {
+        vm: VmId,
+        #[source]
+        source: QmpError,
+    },
+    #[error("VM {vm} is not on this host")]
+    NotFound { vm: VmId },
+    #[error("VM {vm} is {state}, expected {expected}; log {log}: {tail}")]
+    BadState {
+        vm: VmId,
+        state: VmRunState,
+        expected: &'static str,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("migration of VM {vm} to {uri} {status}: {reason}")]
+    Migration {
+        vm: VmId,
+        uri: String,
+        status: String,
+        reason: String,
+    },
+    #[error("qemu of VM {vm} (pid {pid}) survived quit and SIGKILL")]
+    Unkillable { vm: VmId, pid: u32 },
+}
+
+/// Handle to the VMs of this host (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct VmManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    vm_dir: PathBuf,
+    qemu: PathBuf,
+    vms: Mutex<HashMap<VmId, VmHandle>>,
+    changes: Arc<Notify>,
+}
+
+impl VmManager {
+    /// `changes` is notified whenever a VM's run state changes or a VM comes or goes.
+    pub fn new(vm_dir: &Path, qemu: &Path, changes: Arc<Notify>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                vm_dir: vm_dir.to_owned(),
+                qemu: qemu.to_owned(),
+                vms: Mutex::new(HashMap::new()),
+                changes,
+            }),
+        }
+    }
+
+    pub fn vm_dir(&self) -> &Path {
+        &self.inner.vm_dir
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<VmId, VmHandle>> {
+        // A panic while holding this lock leaves a map that is still consistent (inserts
+        // and removes are single operations), so a poisoned lock is safe to reuse.
+        self.inner.vms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finds `*.qmp` sockets in vm_dir that have no task yet and starts one for each.
+    /// Returns how many new VMs were found.
+    pub fn scan(&self) -> usize {
+        let Ok(rd) = std::fs::read_dir(&self.inner.vm_dir) else {
+            return 0;
+        };
+        let mut found = 0;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".qmp")) else {
+                continue;
+            };
+            let Ok(id) = VmId::new(stem) else { continue };
+            if self.get(&id).is_some() {
+                continue;
+            }
+            self.register(&id);
+            found += 1;
+        }
+        if found > 0 {
+            self.inner.changes.notify_one();
+        }
+        found
+    }
+
+    fn register(&self, id: &VmId) -> VmHandle {
+        let mut map = self.map();
+        if let Some(h) = map.get(id).filter(|h| !h.is_finished()) {
+            return h.clone();
+        }
+        let h = vm_task::spawn(
+            id.clone(),
+            VmPaths::new(&self.inner.vm_dir, id),
+            self.inner.changes.clone(),
+        );
+        map.insert(id.clone(), h.clone());
+        h
+    }
+
+    fn get(&self, id: &VmId) -> Option<VmHandle> {
+        let mut map = self.map();
+        if map.get(id).is_some_and(VmHandle::is_finished) {
+            map.remove(id);
+        }
+        map.get(id).cloned()
+    }
+
+    fn forget(&self, id: &VmId) {
+        self.map().remove(id);
+        self.inner.changes.notify_one();
+    }
+
+    /// The status of every VM, sorted by id; VMs whose qemu is gone are dropped.
+    pub fn statuses(&self) -> Vec<VmStatus> {
+        let mut map = self.map();
+        map.retain(|_, h| !h.is_finished());
+        let mut v: Vec<VmStatus> = map.values().map(VmHandle::status).collect();
+        drop(map);
+        v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until every known VM has left the initial `unreachable` state or `timeout`
+    /// passes (for one-shot reports right after a scan).
+    pub async fn settle(&self, timeout: Duration) {
+        let handles: Vec<VmHandle> = self.map().values().cloned().collect();
+        for h in handles {
+            h.wait_state(timeout, |s| *s != VmRunState::Unreachable)
+                .await;
+        }
+    }
+
+    /// Starts qemu for `spec` and waits until it runs. Idempotent: a VM that already
+    /// runs here is left alone.
+    pub async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
+        self.launch(spec, epoch, None).await.map(|_| ())
+    }
+
+    /// Starts qemu waiting for an incoming migration on a free port of `addr`;
+    /// returns the URI the source must migrate to.
+    pub async fn prepare_incoming(
+        &self,
+        spec: &VmSpec,
+        epoch: u64,
+        addr: IpAddr,
+    ) -> Result<String, VmError> {
+        let port = qemu::free_port(&spec.name, addr)?;
+        self.launch(spec, epoch, Some(port)).await?;
+        Ok(format!("tcp:{}:{}", port.ip(), port.port()))
+    }
+
+    async fn launch(
+        &self,
+        spec: &VmSpec,
+        epoch: u64,
+        incoming: Option<std::net::SocketAddr>,
+    ) -> Result<(), VmError> {
+        let vm = &spec.name;
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        if let Some(h) = self.get(vm) {
+            if incoming.is_none() && h.state() == VmRunState::Running {
+                return Ok(());
+            }
+            // Anything else (an old incoming qemu, a paused leftover) is replaced.
+            self.kill_vm(vm).await?;
+        }
+        std::fs::create_dir_all(&self.inner.vm_dir).map_err(|source| QemuError::File {
+            path: self.inner.vm_dir.clone(),
+            source,
+        })?;
+        // A stale socket from a dead qemu would make the new one fail to bind.
+        let _ = std::fs::remove_file(&paths.qmp);
+        let _ = std::fs::remove_file(&paths.pid);
+        qemu::write_runtime_file(&paths.json, spec, epoch)?;
+        let args = qemu::command_line(spec, &paths, incoming);
+        qemu::start(&self.inner.qemu, vm, &args, &paths).await?;
+        let h = self.register(vm);
+        self.inner.changes.notify_one();
+        let (expected, want) = if incoming.is_some() {
+            ("inmigrate", VmRunState::Inmigrate)
+        } else {
+            ("running", VmRunState::Running)
+        };
+        let state = h.wait_state(READY_TIMEOUT, |s| *s == want).await;
+        if state != want {
+            return Err(VmError::BadState {
+                vm: vm.clone(),
+                state,
+                expected,
+                log: paths.log.clone(),
+                tail: qemu::log_tail(&paths.log),
+            });
+        }
+        Ok(())
+    }
+
+    /// ACPI powerdown (unless `force`), then `quit` after `timeout`, then SIGKILL.
+    /// Keeps `<vm>.json` so the VM can be started again with the same epoch.
+    pub async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        let pid = qemu::read_pid(&paths.pid);
+        if let (Some(h), false) = (self.get(vm), force) {
+            match h.execute("system_powerdown", None).await {
+                Ok(_) => {
+                    if let Some(p) = pid {
+                        qemu::wait_gone(p, timeout).await;
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %vm, error = %e, "system_powerdown failed; quitting"),
+            }
+        }
+        self.terminate(vm, pid).await?;
+        let _ = std::fs::remove_file(&paths.qmp);
+        let _ = std::fs::remove_file(&paths.pid);
+        self.forget(vm);
+        Ok(())
+    }
+
+    /// `quit`, then SIGKILL, each with a grace period.
+    async fn terminate(&self, vm: &VmId, pid: Option<u32>) -> Result<(), VmError> {
+        if pid.is_some_and(|p| !qemu::is_alive(p)) {
+            return Ok(());
+        }
+        if let Some(h) = self.get(vm) {
+            // The socket may close before the reply arrives: qemu is exiting, fine.
+            let _ = h.execute("quit", None).await;
+        }
+        let Some(p) = pid else { return Ok(()) };
+        if qemu::wait_gone(p, EXIT_GRACE).await {
+            return Ok(());
+        }
+        qemu::kill(p, vm);
+        if qemu::wait_gone(p, EXIT_GRACE).await {
+            Ok(())
+        } else {
+            Err(VmError::Unkillable {
+                vm: vm.clone(),
+                pid: p,
+            })
+        }
+    }
+
+    /// SIGKILL first (the VM must not run one more instruction), then forget it.
+    async fn kill_vm(&self, vm: &VmId) -> Result<(), VmError> {
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        let pid = qemu::read_pid(&paths.pid);
+        if let Some(p) = pid {
+            qemu::kill(p, vm);
+        }
+        self.terminate(vm, pid).await?;
+        self.forget(vm);
+        Ok(())
+    }
+
+    /// Stops (forcefully) and removes every runtime file.
+    pub async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
+        self.stop(vm, true, Duration::ZERO).await?;
+        VmPaths::new(&self.inner.vm_dir, vm).remove_all();
+        Ok(())
+    }
+
+    /// Kills the waiting destination qemu and removes its files.
+    pub async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
+        self.kill_vm(vm).await?;
+        VmPaths::new(&self.inner.vm_dir, vm).remove_all();
+        Ok(())
+    }
+
+    /// VMs restarted elsewhere after a fence: kill them without grace and remove their
+    /// files so they can never resume here.
+    pub async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
+        let mut first_err = None;
+        for vm in vms {
+            if let Err(e) = self.kill_vm(vm).await {
+                first_err.get_or_insert(e);
+            }
+            VmPaths::new(&self.inner.vm_dir, vm).remove_all();
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Self-fence: SIGKILL every qemu with a pid file in vm_dir. Returns how many were
+    /// signalled. Synchronous on purpose: it must not wait on anything that can hang.
+    pub fn kill_all(&self) -> usize {
+        let mut n = 0;
+        let Ok(rd) = std::fs::read_dir(&self.inner.vm_dir) else {
+            return 0;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".pid")) else {
+                continue;
+            };
+            let Ok(vm) = VmId::new(stem) else { continue };
+            if let Some(pid) = qemu::read_pid(&e.path()) {
+                if qemu::kill(pid, &vm) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Live-migrates `vm` to `uri`, sending progress on `progress`. On success the
+    /// source qemu is quit and its files removed; returns (total_ms, downtime_ms). On
+    /// failure the VM is kept running here.
+    pub async fn migrate(
+        &self,
+        vm: &VmId,
+        uri: &str,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+        progress: &mpsc::Sender<MigrationProgress>,
+    ) -> Result<(u64, u64), VmError> {
+        let h = self
+            .get(vm)
+            .ok_or_else(|| VmError::NotFound { vm: vm.clone() })?;
+        match self
+            .run_migration(&h, uri, max_bandwidth_mib_s, downtime_limit_ms, progress)
+            .await
+        {
+            Ok(r) => {
+                let paths = VmPaths::new(&self.inner.vm_dir, vm);
+                let pid = qemu::read_pid(&paths.pid);
+                if let Err(e) = self.terminate(vm, pid).await {
+                    tracing::error!(vm = %vm, error = %e, "migrated VM's source qemu did not exit");
+                }
+                paths.remove_all();
+                self.forget(vm);
+                Ok(r)
+            }
+            Err(e) => {
+                // Whatever went wrong, the VM must keep running here.
+                let _ = h.execute("migrate_cancel", None).await;
+                if let Ok(st) = h.execute("query-status", None).await {
+                    if st.get("status").and_then(Value::as_str) != Some("running") {
+                        if let Err(ce) = h.execute("cont", None).await {
+                            tracing::error!(vm = %vm, error = %ce, "cannot resume VM after a failed migration");
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_migration(
+        &self,
+        h: &VmHandle,
+        uri: &str,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+        progress: &mpsc::Sender<MigrationProgress>,
+    ) -> Result<(u64, u64), VmError> {
+        let vm = &h.id;
+        let qmp_err = |source| VmError::Qmp {
+            vm: vm.clone(),
+            source,
+        };
+        let mut params = json!({});
+        // 0 means "no limit" on our wire; QEMU's own default then applies.
+        if max_bandwidth_mib_s > 0 {
+            params["max-bandwidth"] = json!(max_bandwidth_mib_s * 1024 * 1024);
+        }
+        if downtime_limit_ms > 0 {
+            params["downtime-limit"] = json!(downtime_limit_ms);
+        }
+        h.execute("migrate-set-parameters", Some(params))
+            .await
+            .map_err(qmp_err)?;
+        h.execute("migrate", Some(json!({ "uri": uri })))
+            .await
+            .map_err(qmp_err)?;
+        let deadline = tokio::time::Instant::now() + MIGRATE_TIMEOUT;
+        loop {
+            let q = h.execute("query-migrate", None).await.map_err(qmp_err)?;
+            let status = q
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("none")
+                .to_owned();
+            let ram = |k: &str| {
+                q.get("ram")
+                    .and_then(|r| r.get(k))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            let p = MigrationProgress {
+                status: status.clone(),
+                transferred_bytes: ram("transferred"),
+                remaining_bytes: ram("remaining"),
+                total_bytes: ram("total"),
+            };
+            // Progress is advisory: drop it rather than stall the migration.
+            let _ = progress.try_send(p);
+            let fail = |reason: String| VmError::Migration {
+                vm: vm.clone(),
+                uri: uri.to_owned(),
+                status: status.clone(),
+                reason,
+            };
+            match status.as_str() {
+                "completed" => {
+                    let n = |k: &str| q.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    return Ok((n("total-time"), n("downtime")));
+                }
+                "failed" | "cancelled" | "cancelling" => {
+                    let reason = q
+                        .get("error-desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("qemu gave no reason")
+                        .to_owned();
+                    return Err(fail(reason));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "not finished after {} s",
+                    MIGRATE_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(MIGRATE_POLL).await;
+        }
+    }
+}
