@@ -1,0 +1,209 @@
+//! WolWaker in a network namespace created by the test: a veth pair `wa`/`wb`, the
+//! waker sends on `wa`, tcpdump captures on `wb`. The raw frame's payload must equal
+//! what `etherwake` sends, the UDP payload what `wakeonlan` sends, both captured the
+//! same way. Needs root, ip, tcpdump, etherwake, wakeonlan: fails loudly otherwise.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use wisp_power::testkit::{require, Netns, TempDir};
+use wisp_power::{magic_packet, MacAddr, WolWaker};
+
+/// tcpdump inside the namespace, killed by PID on drop.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(ns: &Netns, iface: &str, dir: &Path, name: &str) -> Self {
+        let file = dir.join(format!("{name}.pcap"));
+        let err = dir.join(format!("{name}.err"));
+        let child = ns
+            .command("tcpdump")
+            .args(["-U", "-n", "-i", iface, "-w"])
+            .arg(&file)
+            .args(["ether", "proto", "0x0842", "or", "udp", "port", "9"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(Instant::now() < deadline, "tcpdump did not start: {}", fs::read_to_string(&err).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, file }
+    }
+
+    /// Waits until `n` packets are in the file, then returns them (Ethernet frames).
+    fn wait_packets(&self, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pkts = read_pcap(&self.file);
+            if pkts.len() >= n {
+                return pkts;
+            }
+            assert!(Instant::now() < deadline, "only {} of {n} packets captured", pkts.len());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal pcap reader (little-endian, microsecond format as tcpdump writes).
+fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let data = fs::read(path).unwrap_or_default();
+    let mut out = Vec::new();
+    if data.len() < 24 {
+        return out;
+    }
+    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "unexpected pcap magic");
+    let linktype = u32::from_le_bytes(data[20..24].try_into().unwrap());
+    assert_eq!(linktype, 1, "expected Ethernet captures");
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let incl = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
+        if off + 16 + incl > data.len() {
+            break;
+        }
+        out.push(data[off + 16..off + 16 + incl].to_vec());
+        off += 16 + incl;
+    }
+    out
+}
+
+fn ethertype(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[12], frame[13]])
+}
+
+/// The UDP payload of an IPv4/UDP Ethernet frame sent to port 9.
+fn udp9_payload(frame: &[u8]) -> Option<&[u8]> {
+    if ethertype(frame) != 0x0800 {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[9] != 17 {
+        return None;
+    }
+    let udp = &ip[ihl..];
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    (dport == 9).then(|| &udp[8..])
+}
+
+fn setup() -> (Netns, TempDir) {
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("tcpdump", "tcpdump"),
+        ("etherwake", "etherwake"),
+        ("wakeonlan", "wakeonlan"),
+    ] {
+        require(tool, pkg).unwrap();
+    }
+    let ns = Netns::new("wisp-pw-").unwrap();
+    ns.exec("ip", &["link", "add", "wa", "type", "veth", "peer", "name", "wb"])
+        .unwrap();
+    ns.exec("ip", &["link", "set", "wa", "address", "02:77:00:00:00:aa"])
+        .unwrap();
+    ns.exec("ip", &["addr", "add", "10.99.0.1/24", "dev", "wa"]).unwrap();
+    ns.exec("ip", &["link", "set", "wa", "up"]).unwrap();
+    ns.exec("ip", &["link", "set", "wb", "up"]).unwrap();
+    (ns, TempDir::new("wisp-wol-").unwrap())
+}
+
+/// Runs the waker on a thread that entered the namespace (setns is per thread).
+fn wake_in(ns: &Netns, waker: WolWaker, mac: MacAddr) -> wisp_power::WakeReport {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let f = fs::File::open(&path).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        waker.wake_blocking(mac)
+    })
+    .join()
+    .unwrap()
+    .unwrap()
+}
+
+#[test]
+fn magic_packet_matches_etherwake_and_wakeonlan() {
+    let (ns, dir) = setup();
+    let mac: MacAddr = "02:77:00:00:00:01".parse().unwrap();
+
+    // Reference: what the standard tools put on the wire.
+    let cap = Capture::start(&ns, "wb", dir.path(), "ref");
+    ns.exec("etherwake", &["-i", "wa", "-b", &mac.to_string()]).unwrap();
+    ns.exec("wakeonlan", &["-i", "10.99.0.255", "-p", "9", &mac.to_string()])
+        .unwrap();
+    let reference = cap.wait_packets(2);
+    drop(cap);
+    let ref_raw = reference.iter().find(|f| ethertype(f) == 0x0842).unwrap();
+    let ref_udp = reference.iter().find_map(|f| udp9_payload(f)).unwrap();
+
+    // Ours, three times each.
+    let cap = Capture::start(&ns, "wb", dir.path(), "ours");
+    let mut waker = WolWaker::new("wa");
+    waker.repeats = 3;
+    let report = wake_in(&ns, waker, mac);
+    assert_eq!((report.raw_frames, report.udp_packets), (3, 3), "{report:?}");
+    let ours = cap.wait_packets(6);
+    drop(cap);
+    let raws: Vec<_> = ours.iter().filter(|f| ethertype(f) == 0x0842).collect();
+    let udps: Vec<_> = ours.iter().filter_map(|f| udp9_payload(f)).collect();
+    assert_eq!(raws.len(), 3);
+    assert_eq!(udps.len(), 3);
+    for f in &raws {
+        assert_eq!(&f[..6], &[0xff; 6], "raw frame goes to broadcast");
+        assert_eq!(&f[6..12], &[0x02, 0x77, 0, 0, 0, 0xaa], "from the interface MAC");
+        // Ethernet pads short frames; compare the 102-byte payload.
+        assert_eq!(&f[14..14 + 102], &ref_raw[14..14 + 102], "payload differs from etherwake");
+        assert_eq!(&f[14..14 + 102], magic_packet(mac, None).as_slice());
+    }
+    for u in &udps {
+        assert_eq!(*u, ref_udp, "UDP payload differs from wakeonlan");
+    }
+    // UDP went to the subnet broadcast address.
+    let udp_frame = ours.iter().find(|f| udp9_payload(f).is_some()).unwrap();
+    assert_eq!(&udp_frame[14 + 16..14 + 20], &[10, 99, 0, 255]);
+}
+
+#[test]
+fn secureon_password_is_appended_like_etherwake() {
+    let (ns, dir) = setup();
+    let mac: MacAddr = "02:77:00:00:00:02".parse().unwrap();
+    let cap = Capture::start(&ns, "wb", dir.path(), "ref");
+    ns.exec("etherwake", &["-i", "wa", "-b", "-p", "01:02:03:04:05:06", &mac.to_string()])
+        .unwrap();
+    let reference = cap.wait_packets(1);
+    drop(cap);
+    let cap = Capture::start(&ns, "wb", dir.path(), "ours");
+    let mut waker = WolWaker::new("wa");
+    waker.repeats = 1;
+    waker.broadcast = Some("10.99.0.255:9".parse().unwrap());
+    waker.secureon = Some([1, 2, 3, 4, 5, 6]);
+    let report = wake_in(&ns, waker, mac);
+    assert_eq!(report.raw_frames, 1);
+    let ours = cap.wait_packets(2);
+    let raw = ours.iter().find(|f| ethertype(f) == 0x0842).unwrap();
+    assert_eq!(&raw[14..14 + 108], &reference[0][14..14 + 108]);
+}
+
+#[test]
+fn missing_interface_is_a_clear_error() {
+    let w = WolWaker::new("wisp-no-such-if0");
+    let err = w.wake_blocking("02:77:00:00:00:01".parse().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("wisp-no-such-if0"), "{err}");
+}
