@@ -1,0 +1,137 @@
+//! genie.toml and router.toml for a lab, in the shapes of docs/CONTRACTS.md.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::names::{mac_string, Names};
+
+/// Router link port and API address inside the core namespace.
+pub const ROUTER_PORT: u16 = 7100;
+pub const API_ADDR: &str = "127.0.0.1:7101";
+
+/// TOML string literal (paths with quotes or backslashes stay valid).
+pub fn q(s: impl AsRef<str>) -> String {
+    toml_basic_string(s.as_ref())
+}
+
+fn toml_basic_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// genie.toml for host `i`.
+pub fn genie_toml(i: usize, secret_file: &Path, vm_dir: &Path, suspend: &[String]) -> String {
+    let suspend: Vec<String> = suspend.iter().map(q).collect();
+    format!(
+        "host = {host}\n\
+         router = {router}\n\
+         secret_file = {secret}\n\
+         vm_dir = {vm_dir}\n\
+         address = {addr}\n\
+         suspend_command = [{suspend}]\n\
+         wol_interface = \"eth0\"\n",
+        host = q(Names::host_name(i)),
+        router = q(format!("{}:{ROUTER_PORT}", Names::router_ip())),
+        secret = q(secret_file.to_string_lossy()),
+        vm_dir = q(vm_dir.to_string_lossy()),
+        addr = q(Names::host_ip(i).to_string()),
+        suspend = suspend.join(", "),
+    )
+}
+
+/// One `[[host]]` of router.toml.
+#[derive(Debug, Clone)]
+pub struct RouterHost<'a> {
+    pub index: usize,
+    pub mac: [u8; 6],
+    pub bmc_password_file: &'a Path,
+}
+
+/// Top-level keys the lab sets unless `extra` sets them itself (a TOML key may not
+/// appear twice).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("heartbeat_ms", "200"),
+    ("metrics_ms", "1000"),
+    ("suspect_after_ms", "600"),
+    ("lease_ms", "3000"),
+];
+
+/// router.toml: the lab's fixed keys, the defaults `extra` does not override, `extra`
+/// (top-level keys only, or tables placed after), then one `[[host]]` per host.
+pub fn router_toml(
+    state_dir: &Path,
+    secret_file: &Path,
+    extra: &str,
+    hosts: &[RouterHost<'_>],
+) -> String {
+    let mut s = format!(
+        "listen = {listen}\napi = {api}\nstate_dir = {state}\nsecret_file = {secret}\nwol_interface = \"br0\"\n",
+        listen = q(format!("{}:{ROUTER_PORT}", Names::router_ip())),
+        api = q(API_ADDR),
+        state = q(state_dir.to_string_lossy()),
+        secret = q(secret_file.to_string_lossy()),
+    );
+    for (k, v) in DEFAULTS {
+        let overridden = extra
+            .lines()
+            .any(|l| l.trim_start().split(['=', ' ']).next() == Some(*k));
+        if !overridden {
+            let _ = writeln!(s, "{k} = {v}");
+        }
+    }
+    if !extra.trim().is_empty() {
+        s.push_str(extra.trim_end());
+        s.push('\n');
+    }
+    for h in hosts {
+        let _ = write!(
+            s,
+            "\n[[host]]\nname = {name}\nmac = {mac}\naddress = {addr}\nbmc = {bmc}\nbmc_user = \"admin\"\nbmc_password_file = {pw}\n",
+            name = q(Names::host_name(h.index)),
+            mac = q(mac_string(&h.mac)),
+            addr = q(Names::host_ip(h.index).to_string()),
+            bmc = q(format!("{}:623", Names::bmc_ip(h.index))),
+            pw = q(h.bmc_password_file.to_string_lossy()),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_overrides_defaults_without_duplicates() {
+        let pw = Path::new("/x/pw");
+        let t = router_toml(
+            Path::new("/s"),
+            Path::new("/sec"),
+            "lease_ms = 0",
+            &[RouterHost {
+                index: 1,
+                mac: [2, 0x77, 0, 0, 0, 1],
+                bmc_password_file: pw,
+            }],
+        );
+        assert_eq!(t.matches("lease_ms").count(), 1, "{t}");
+        assert!(t.contains("heartbeat_ms = 200"));
+        let v: toml::Value = toml::from_str(&t).unwrap();
+        assert_eq!(v["host"][0]["bmc"].as_str(), Some("10.77.0.101:623"));
+        let g = genie_toml(2, Path::new("/sec"), Path::new("/vms"), &["a b".into(), "c".into()]);
+        let v: toml::Value = toml::from_str(&g).unwrap();
+        assert_eq!(v["suspend_command"][0].as_str(), Some("a b"));
+        assert_eq!(v["address"].as_str(), Some("10.77.0.12"));
+    }
+}
