@@ -1,0 +1,82 @@
+//! Shared helpers of the genie integration tests: temp dirs that kill their qemus.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use wisp_common::{VmId, VmSpec};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A temp dir unique per test run; on drop, SIGKILLs every qemu whose pid file is in
+/// it (checked to be that VM's qemu) and removes it, even when the test failed.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("genie-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(&self.0) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = name.strip_suffix(".pid") {
+                    if let (Ok(vm), Some(pid)) = (VmId::new(stem), genie::qemu::read_pid(&e.path()))
+                    {
+                        genie::qemu::kill(pid, &vm);
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fails loudly when qemu is missing: these tests must never skip silently.
+pub fn require_qemu() {
+    let ok = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "qemu-system-x86_64 is required for this test (apt-get install qemu-system-x86)"
+    );
+}
+
+pub fn spec(name: &str) -> VmSpec {
+    VmSpec {
+        name: VmId::new(name).unwrap(),
+        vcpus: 1,
+        mem_mib: 64,
+        disk: None,
+        kernel: None,
+        priority: 0,
+    }
+}
+
+/// Polls `f` until true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
