@@ -100,6 +100,16 @@ async fn report_once(cfg: GenieConfig) -> Result<()> {
         metrics: Some(metrics.sample()?),
         vms: Some(vms.statuses()),
     };
+    if let Some(v) = report
+        .vms
+        .iter()
+        .flatten()
+        .find(|v| v.state == wisp_common::VmRunState::Unreachable)
+    {
+        // QEMU serves one QMP client at a time: a running genie daemon holds the socket.
+        tracing::warn!(vm = %v.id, socket = %v.qmp_socket.display(),
+            "QMP socket does not answer (a running genie holds it, or qemu hangs); reported as unreachable");
+    }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

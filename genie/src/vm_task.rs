@@ -106,16 +106,17 @@ impl VmHandle {
 
 /// Starts the task of VM `id` and returns its handle.
 pub fn spawn(id: VmId, paths: VmPaths, changes: Arc<Notify>) -> VmHandle {
-    let epoch = qemu::read_runtime_file(&paths.json).map_or(0, |r| r.epoch);
+    // Until QMP answers, the size comes from the spec we started the VM with (if we did).
+    let runtime = qemu::read_runtime_file(&paths.json);
     let initial = VmStatus {
         id: id.clone(),
         state: VmRunState::Unreachable,
-        vcpus: 0,
-        mem_mib: 0,
+        vcpus: runtime.as_ref().map_or(0, |r| r.spec.vcpus),
+        mem_mib: runtime.as_ref().map_or(0, |r| r.spec.mem_mib),
         cpu_time_ms: 0,
         pid: qemu::read_pid(&paths.pid),
         qmp_socket: paths.qmp.clone(),
-        epoch,
+        epoch: runtime.map_or(0, |r| r.epoch),
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let (tx, rx) = mpsc::channel(8);
