@@ -20,8 +20,9 @@ use crate::config::RouterConfig;
 use crate::events::{Event, EventKind};
 use crate::link::GenieLink;
 use crate::store::{PersistedState, Store};
-use state::{Cluster, HostStatus, LinkEntry, Timing};
+use state::{Cluster, LinkEntry, Timing};
 use views::{HostView, StatusView, VmView};
+
 
 /// How often host status is re-derived from report age: a tenth of the 1 s detection
 /// target, so detection adds at most 100 ms to the configured thresholds.
@@ -60,6 +61,9 @@ enum Msg {
         limit: usize,
         reply: oneshot::Sender<Vec<Event>>,
     },
+    /// Runs a closure on the model inside the task: feature modules (VMs, power,
+    /// failover, energy) read and change the model this way, keeping one owner.
+    With(Box<dyn FnOnce(&mut Model) + Send>),
 }
 
 /// Handle to the cluster task.
@@ -153,6 +157,20 @@ impl ClusterHandle {
         self.ask(|reply| Msg::Events { limit, reply }).await
     }
 
+    /// Runs `f` on the model inside the cluster task and returns its result.
+    /// `f` must not block: it runs between reports.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Model) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(move |m: &mut Model| {
+            let _ = reply.send(f(m));
+        });
+        self.tx.send(Msg::With(job)).await.ok()?;
+        rx.await.ok()
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.ok()?;
@@ -160,16 +178,39 @@ impl ClusterHandle {
     }
 }
 
-/// The task's state.
-struct Task {
-    cluster: Cluster,
-    persisted: PersistedState,
+/// The cluster model: the state the cluster task owns.
+pub struct Model {
+    pub config: Arc<RouterConfig>,
+    pub cluster: Cluster,
+    /// The desired world, as last stored.
+    pub persisted: PersistedState,
     store: Box<dyn Store>,
-    events: VecDeque<Event>,
+    pub events: VecDeque<Event>,
+    /// Long operations in flight per VM (start, stop, migrate, restart): a VM has at
+    /// most one, so two reconcilers never act on it at once.
+    pub ops: std::collections::HashMap<VmId, Op>,
     next_session: u64,
-    started: Instant,
-    reports_accepted: u64,
-    reports_dropped: u64,
+    pub started: Instant,
+    pub reports_accepted: u64,
+    pub reports_dropped: u64,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("hosts", &self.cluster.hosts.len())
+            .field("vms", &self.persisted.vms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An operation in flight on a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Start { host: HostId },
+    Stop { host: HostId },
+    Migrate { from: HostId, to: HostId },
+    Delete,
 }
 
 /// Starts the cluster task. It runs until `shutdown` turns true.
@@ -181,7 +222,9 @@ pub fn spawn(
 ) -> (ClusterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let inventory = Arc::new(config.hosts.iter().map(|h| h.name.clone()).collect());
-    let mut task = Task {
+    let mut task = Model {
+        config: Arc::new(config.clone()),
+        ops: Default::default(),
         cluster: Cluster::new(&config.hosts, Timing::from_config(config)),
         persisted,
         store,
@@ -205,7 +248,7 @@ pub fn spawn(
     (ClusterHandle { tx, inventory }, join)
 }
 
-impl Task {
+impl Model {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,6 +336,7 @@ impl Task {
                 }
             },
             Msg::Record(ev) => self.push_event(ev),
+            Msg::With(job) => job(self),
             Msg::Hosts(reply) => {
                 let _ = reply.send(self.host_views(now));
             }
@@ -309,6 +353,39 @@ impl Task {
         }
     }
 
+    /// Records an event now.
+    pub fn event(&mut self, kind: EventKind, host: Option<HostId>, vm: Option<VmId>, message: String) {
+        match kind {
+            EventKind::Error | EventKind::FenceRefused | EventKind::MigrationFailed | EventKind::VmLost => {
+                warn!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}")
+            }
+            _ => info!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}"),
+        }
+        self.push_event(Event::new(unix_ms(), kind, host, vm, message));
+    }
+
+    /// Stores the desired world. On failure the caller must undo its change: nothing
+    /// is acknowledged that was not stored.
+    pub fn save(&mut self) -> Result<(), crate::store::StoreError> {
+        self.store.save(&self.persisted)
+    }
+
+    /// Changes the persisted state with `f` and stores it; on a store failure the
+    /// change is rolled back and the error returned.
+    pub fn update<R>(
+        &mut self,
+        f: impl FnOnce(&mut PersistedState) -> R,
+    ) -> Result<R, crate::store::StoreError> {
+        let before = self.persisted.clone();
+        let r = f(&mut self.persisted);
+        if let Err(e) = self.store.save(&self.persisted) {
+            self.persisted = before;
+            error!(error = %e, "could not store the router state; change rolled back");
+            return Err(e);
+        }
+        Ok(r)
+    }
+
     fn push_event(&mut self, ev: Event) {
         if let Err(e) = self.store.append_event(&ev) {
             // The event stays in memory; the operator learns the disk is the problem.
@@ -318,93 +395,5 @@ impl Task {
             self.events.pop_front();
         }
         self.events.push_back(ev);
-    }
-
-    fn host_views(&self, now: Instant) -> Vec<HostView> {
-        self.cluster
-            .hosts
-            .values()
-            .map(|h| HostView {
-                name: h.cfg.name.clone(),
-                state: h.status,
-                power: h.power,
-                address: h.cfg.address.to_string(),
-                last_report_age_ms: h.report_age(now).map(|a| a.as_millis() as u64),
-                genie_version: h.link.as_ref().map(|l| l.genie_version.clone()),
-                cpu_percent: h.metrics.as_ref().map(|m| m.cpu_percent),
-                mem_total_bytes: h.metrics.as_ref().map(|m| m.mem_total_bytes),
-                mem_used_bytes: h.metrics.as_ref().map(|m| m.mem_used_bytes),
-                mem_available_bytes: h.metrics.as_ref().map(|m| m.mem_available_bytes),
-                load_avg: h.metrics.as_ref().map(|m| m.load_avg),
-                uptime_s: h.metrics.as_ref().map(|m| m.uptime_s),
-                vms: if h.status == HostStatus::Up || h.status == HostStatus::Suspect {
-                    h.vms.len()
-                } else {
-                    0
-                },
-            })
-            .collect()
-    }
-
-    fn vm_views(&self) -> Vec<VmView> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for h in self.cluster.hosts.values() {
-            if h.link.is_none() {
-                // What an unreachable genie last said is not current.
-                continue;
-            }
-            for v in &h.vms {
-                seen.insert(v.id.clone());
-                out.push(VmView {
-                    name: v.id.clone(),
-                    host: Some(h.cfg.name.clone()),
-                    state: v.state.to_string(),
-                    vcpus: v.vcpus,
-                    mem_mib: v.mem_mib,
-                    cpu_time_ms: Some(v.cpu_time_ms),
-                    pid: v.pid,
-                    qmp_socket: Some(v.qmp_socket.clone()),
-                    desired: self.persisted.vms.get(&v.id).map(|r| r.desired),
-                });
-            }
-        }
-        for (id, r) in &self.persisted.vms {
-            if !seen.contains(id) {
-                out.push(VmView {
-                    name: id.clone(),
-                    host: r.host.clone(),
-                    state: "not running".into(),
-                    vcpus: r.spec.vcpus,
-                    mem_mib: r.spec.mem_mib,
-                    cpu_time_ms: None,
-                    pid: None,
-                    qmp_socket: None,
-                    desired: Some(r.desired),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host.cmp(&b.host)));
-        out
-    }
-
-    fn status_view(&self) -> StatusView {
-        let vms = self.vm_views();
-        StatusView {
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_s: self.started.elapsed().as_secs(),
-            hosts_total: self.cluster.hosts.len(),
-            hosts_up: self
-                .cluster
-                .hosts
-                .values()
-                .filter(|h| h.status == HostStatus::Up)
-                .count(),
-            vms_total: vms.len(),
-            vms_running: vms.iter().filter(|v| v.state == "running").count(),
-            energy_mode: self.persisted.energy_mode,
-            reports_accepted: self.reports_accepted,
-            reports_dropped: self.reports_dropped,
-        }
     }
 }
