@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The demo: installs what it needs, builds, starts a 3-host lab (network namespaces,
+# ipmi_sim BMCs, a Wake-on-LAN listener, real genies, the router, two qemu VMs), shows
+# `router hosts` and `router vms`, and tears everything down on Ctrl-C. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "error: run as root (the lab creates network namespaces)" >&2; exit 1; }
+bash tests/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --workspace --bins --release --locked
+export WISP_BIN_DIR="$PWD/target/release"
+exec "$WISP_BIN_DIR/wisp-demo" "$@"
