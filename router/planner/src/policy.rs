@@ -29,6 +29,10 @@ pub struct Policy {
     /// Memory may be filled up to `mem_target × mem_mb` (1.0: no overcommit).
     pub mem_target: f64,
     pub prediction: Prediction,
+    /// Destination choice: `true` puts a VM on the running host with the most room
+    /// (worst fit), which spreads load over the hosts that stay on and so makes the next
+    /// overload less likely; `false` is best fit (tightest host).
+    pub spread: bool,
     /// Failover reserve: 0 = none; 1 = the running hosts keep enough free room
     /// (CPU up to `upper`, and memory) to absorb the largest running host (N+1).
     pub reserve_hosts: u32,
@@ -56,6 +60,7 @@ impl Default for Policy {
                 window: 6,
                 k_stddev: 0.0,
             },
+            spread: true,
             reserve_hosts: 1,
             max_parallel_migrations: 8,
             max_consolidation_migrations: 64,

@@ -39,6 +39,12 @@ impl FitIndex {
         }
     }
 
+    /// Hosts with at least `need` free CPU, roomiest first.
+    pub(crate) fn fitting_roomiest(&self, need: f64) -> impl Iterator<Item = u32> + '_ {
+        let lo = (need * 1000.0).ceil() as i64;
+        self.set.range((lo, 0)..).rev().map(|&(_, h)| h)
+    }
+
     /// Hosts with at least `need` free CPU, tightest first.
     pub(crate) fn fitting(&self, need: f64) -> impl Iterator<Item = u32> + '_ {
         let lo = (need * 1000.0).ceil() as i64;

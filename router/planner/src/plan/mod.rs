@@ -95,8 +95,14 @@ fn wake_one(s: &mut State, wake_order: &mut Vec<u32>) -> Option<u32> {
 }
 
 /// A destination for VM `v` away from `avoid`, waking hosts while none fits.
-fn dest_or_wake(s: &mut State, wake_order: &mut Vec<u32>, v: usize, avoid: u32) -> Option<u32> {
-    if let Some(h) = s.find_dest(v, avoid) {
+fn dest_or_wake(
+    s: &mut State,
+    wake_order: &mut Vec<u32>,
+    v: usize,
+    avoid: u32,
+    spread: bool,
+) -> Option<u32> {
+    if let Some(h) = s.find_dest(v, avoid, spread) {
         return Some(h);
     }
     // A VM bigger than any host would wake everything: only wake hosts it fits on empty.
@@ -110,7 +116,7 @@ fn dest_or_wake(s: &mut State, wake_order: &mut Vec<u32>, v: usize, avoid: u32) 
             return None;
         }
         wake_one(s, wake_order);
-        if let Some(h) = s.find_dest(v, avoid) {
+        if let Some(h) = s.find_dest(v, avoid, spread) {
             return Some(h);
         }
     }
@@ -122,7 +128,8 @@ fn place_new(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
         .collect();
     new.sort_by(|&a, &b| s.pred[b].total_cmp(&s.pred[a]).then(a.cmp(&b)));
     for v in new {
-        match dest_or_wake(s, wake_order, v, NONE) {
+        // First placements pack tightly: nothing runs yet, so there is no burst to spread.
+        match dest_or_wake(s, wake_order, v, NONE, false) {
             Some(h) => {
                 s.shift(v, h, MoveReason::Overload);
                 s.received[h as usize] = true;
@@ -187,7 +194,7 @@ fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
                 break;
             };
             tried.push(v as u32);
-            if let Some(to) = dest_or_wake(s, wake_order, v, h as u32) {
+            if let Some(to) = dest_or_wake(s, wake_order, v, h as u32, s.policy.spread) {
                 s.shift(v, to, MoveReason::Overload);
                 s.frozen[v] = true;
                 s.received[to as usize] = true;
@@ -260,7 +267,7 @@ fn consolidate(s: &mut State) -> usize {
         });
         let mut ok = true;
         for v in vms {
-            match s.find_dest(v as usize, h as u32) {
+            match s.find_dest(v as usize, h as u32, p.spread) {
                 Some(to) => s.shift(v as usize, to, MoveReason::Consolidate),
                 None => {
                     ok = false;

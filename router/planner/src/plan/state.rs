@@ -136,16 +136,22 @@ impl<'a> State<'a> {
         }
     }
 
-    /// The tightest destination that fits VM `v` (CPU to `target`, memory), not `avoid`.
-    pub(crate) fn find_dest(&self, v: usize, avoid: u32) -> Option<u32> {
+    /// A destination that fits VM `v` (CPU to `target`, memory), not `avoid`: the
+    /// roomiest when `spread`, else the tightest.
+    pub(crate) fn find_dest(&self, v: usize, avoid: u32, spread: bool) -> Option<u32> {
         // Memory rarely binds in practice; the cap keeps a pathological view from
         // turning one lookup into a scan of every host.
         const MAX_PROBES: usize = 512;
         let need_mem = self.view.vms[v].mem_mb as f64;
-        self.index
-            .fitting(self.pred[v])
-            .take(MAX_PROBES)
-            .find(|&h| h != avoid && self.free_mem(h as usize) >= need_mem)
+        let ok = |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem;
+        if spread {
+            self.index
+                .fitting_roomiest(self.pred[v])
+                .take(MAX_PROBES)
+                .find(ok)
+        } else {
+            self.index.fitting(self.pred[v]).take(MAX_PROBES).find(ok)
+        }
     }
 
     /// Moves VM `v` to `to` in the working state (placement when it has no host).

@@ -1,0 +1,96 @@
+//! The three PlanetLab days through `simulate()`: our figures next to CloudSim's
+//! baselines and the physical bound, with PASS/MISS against the goals
+//! (energy ≤ 0.85 × LR-MMT 1.2, SLAV ≤ LR-MMT's, migrations ≤ 0.2 × LR-MMT's).
+//!
+//! Needs the traces at `../shared/traces/planetlab` from the repository root (override
+//! with WISP_TRACES); fails loudly when they are missing.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use wisp_planner::sim::{baseline, load_planetlab_day, simulate, Scenario};
+
+fn traces_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("WISP_TRACES") {
+        return PathBuf::from(d);
+    }
+    // CARGO_MANIFEST_DIR is router/planner; the traces sit beside the repository.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces")
+}
+
+fn main() {
+    let root = traces_dir().join("planetlab");
+    assert!(
+        root.is_dir(),
+        "PlanetLab traces not found at {} (set WISP_TRACES to the traces directory)",
+        root.display()
+    );
+    let scenarios = [Scenario::cloudsim(), Scenario::realistic()];
+    let mut all_pass = true;
+    for (day, bound) in baseline::BOUNDS_KWH {
+        let w = load_planetlab_day(&root.join(day))
+            .unwrap_or_else(|e| panic!("loading day {day}: {e}"));
+        println!("\n=== day {day}: {} VMs ===", w.samples.len());
+        println!(
+            "{:<24} {:>10} {:>10} {:>10} {:>9} {:>8} {:>10} {:>9}",
+            "policy", "energy kWh", "migrations", "SLAV %", "SLATAH %", "PDM %", "shutdowns", "time s"
+        );
+        for b in baseline::for_day(day) {
+            println!(
+                "{:<24} {:>10.2} {:>10} {:>10.5} {:>9.2} {:>8.3} {:>10} {:>9}",
+                format!("CloudSim {}", b.policy),
+                b.energy_kwh,
+                b.migrations,
+                b.slav_pct,
+                b.slatah_pct,
+                b.pdm_pct,
+                b.host_shutdowns,
+                "-"
+            );
+        }
+        let lr = baseline::for_day(day)[0];
+        for sc in &scenarios {
+            let policy = sc.default_policy();
+            let t0 = Instant::now();
+            let r = simulate(&w, sc, &policy);
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "{:<24} {:>10.2} {:>10} {:>10.5} {:>9.2} {:>8.3} {:>10} {:>9.2}",
+                format!("wisp {}", sc.name),
+                r.energy_kwh,
+                r.migrations,
+                r.slav * 100.0,
+                r.slatah * 100.0,
+                r.pdm * 100.0,
+                r.host_shutdowns,
+                secs
+            );
+            if sc.name == "cloudsim" {
+                let e_ratio = r.energy_kwh / lr.energy_kwh;
+                let m_ratio = r.migrations as f64 / lr.migrations as f64;
+                let slav_ok = r.slav * 100.0 <= lr.slav_pct;
+                let e_ok = e_ratio <= 0.85;
+                let m_ok = m_ratio <= 0.2;
+                all_pass &= e_ok && slav_ok && m_ok;
+                let pf = |b: bool| if b { "PASS" } else { "MISS" };
+                println!(
+                    "  goals vs LR-MMT 1.2: energy {:.3}x (<= 0.85) {}; SLAV {:.5} % vs {:.5} % {}; migrations {:.3}x (<= 0.2) {}",
+                    e_ratio, pf(e_ok), r.slav * 100.0, lr.slav_pct, pf(slav_ok), m_ratio, pf(m_ok)
+                );
+                println!(
+                    "  physical bound {:.1} kWh (README; ours computed {:.1}): energy / bound = {:.3}; mean active hosts {:.1}; unserved demand {:.3} %; sleeps {}",
+                    bound, r.bound_kwh, r.energy_kwh / bound, r.mean_active_hosts, r.unserved * 100.0, r.sleeps
+                );
+            } else {
+                println!(
+                    "  realistic (20 s wake, 8 W standby, idle power when empty, N+1 reserve): energy {:.3}x LR-MMT, mean active hosts {:.1}, unserved {:.3} %",
+                    r.energy_kwh / lr.energy_kwh, r.mean_active_hosts, r.unserved * 100.0
+                );
+            }
+        }
+    }
+    println!(
+        "\nall goals on all days: {}",
+        if all_pass { "PASS" } else { "MISS" }
+    );
+}
