@@ -86,8 +86,8 @@ async fn run() {
     let mut tool = Vec::new();
     for _ in 0..15 {
         let t = Instant::now();
-        let out = tokio::task::block_in_place(|| sim.ipmitool(&["chassis", "power", "status"]))
-            .unwrap();
+        let out =
+            tokio::task::block_in_place(|| sim.ipmitool(&["chassis", "power", "status"])).unwrap();
         tool.push(t.elapsed());
         assert!(out.contains("is on"), "{out}");
     }
@@ -95,9 +95,23 @@ async fn run() {
     let (cm, cp) = stats(cold);
     let (tm, tp) = stats(tool);
     println!("IPMI status latency, one ipmi_sim BMC on loopback (goal: ratio <= 1.0 vs ipmitool)");
-    println!("  ipmitool -I lanplus -C 3 (new process+session)  median {:>9}  p95 {:>9}", ms(tm), ms(tp));
-    println!("  wisp, reused session                          median {:>9}  p95 {:>9}  ratio {:.2}", ms(wm), ms(wp), wm.as_secs_f64() / tm.as_secs_f64());
-    println!("  wisp, new session per call                    median {:>9}  p95 {:>9}  ratio {:.2}", ms(cm), ms(cp), cm.as_secs_f64() / tm.as_secs_f64());
+    println!(
+        "  ipmitool -I lanplus -C 3 (new process+session)  median {:>9}  p95 {:>9}",
+        ms(tm),
+        ms(tp)
+    );
+    println!(
+        "  wisp, reused session                          median {:>9}  p95 {:>9}  ratio {:.2}",
+        ms(wm),
+        ms(wp),
+        wm.as_secs_f64() / tm.as_secs_f64()
+    );
+    println!(
+        "  wisp, new session per call                    median {:>9}  p95 {:>9}  ratio {:.2}",
+        ms(cm),
+        ms(cp),
+        cm.as_secs_f64() / tm.as_secs_f64()
+    );
     bmc.shutdown().await;
     drop(sim);
 
@@ -135,9 +149,13 @@ async fn run() {
     let build = t.elapsed() / n;
     assert_eq!(sum, 102 * n as usize);
     let ns = Netns::new("wisp-pwb-").unwrap();
-    ns.exec("ip", &["link", "add", "wa", "type", "veth", "peer", "name", "wb"])
+    ns.exec(
+        "ip",
+        &["link", "add", "wa", "type", "veth", "peer", "name", "wb"],
+    )
+    .unwrap();
+    ns.exec("ip", &["addr", "add", "10.98.0.1/24", "dev", "wa"])
         .unwrap();
-    ns.exec("ip", &["addr", "add", "10.98.0.1/24", "dev", "wa"]).unwrap();
     ns.exec("ip", &["link", "set", "wa", "up"]).unwrap();
     ns.exec("ip", &["link", "set", "wb", "up"]).unwrap();
     let path = ns.path();

@@ -207,13 +207,12 @@ impl IpmiSim {
                 user = Self::USER,
             );
             write_file(&d.join("lan.conf"), conf.as_bytes(), 0o600)?;
-            let log = fs::File::create(d.join("ipmi_sim.log")).map_err(|source| {
-                TestkitError::File {
+            let log =
+                fs::File::create(d.join("ipmi_sim.log")).map_err(|source| TestkitError::File {
                     what: "create log",
                     path: d.join("ipmi_sim.log"),
                     source,
-                }
-            })?;
+                })?;
             let log2 = log.try_clone().map_err(|source| TestkitError::File {
                 what: "dup log",
                 path: d.join("ipmi_sim.log"),
@@ -260,12 +259,11 @@ impl IpmiSim {
     /// Polls with RMCP presence pings until the BMC answers.
     fn wait_ready(&mut self, within: Duration) -> Result<(), TestkitError> {
         let start = Instant::now();
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| {
-            TestkitError::Spawn {
+        let sock =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| TestkitError::Spawn {
                 tool: "udp bind",
                 source,
-            }
-        })?;
+            })?;
         let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
         // RMCP header (v6, seq 0xff, class ASF) + ASF presence ping.
         let ping = [
@@ -331,7 +329,11 @@ impl IpmiSim {
     }
 
     pub fn set_power_file(&self, on: bool) -> Result<(), TestkitError> {
-        write_file(&self.dir().join("power"), if on { b"1" } else { b"0" }, 0o644)
+        write_file(
+            &self.dir().join("power"),
+            if on { b"1" } else { b"0" },
+            0o644,
+        )
     }
 
     /// How many resets the chassis program received.

@@ -80,7 +80,11 @@ async fn control_changes_state_seen_by_ipmitool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_a_quick_auth_error_naming_the_bmc() {
     let sim = IpmiSim::start("right-password", true).unwrap();
-    let mut cfg = BmcConfig::new(sim.addr(), IpmiSim::USER, "wrong-password".as_bytes().to_vec().into_secret());
+    let mut cfg = BmcConfig::new(
+        sim.addr(),
+        IpmiSim::USER,
+        "wrong-password".as_bytes().to_vec().into_secret(),
+    );
     cfg.timeout = Duration::from_secs(10);
     let bmc = IpmiBmc::new(cfg);
     let start = Instant::now();
@@ -178,5 +182,8 @@ async fn a_dead_bmc_does_not_slow_a_live_one() {
     dead.cont().unwrap();
     assert!(matches!(r, Err(BmcError::Timeout { .. })), "{r:?}");
     // 5 calls on a live BMC finished before the dead one's timeout fired.
-    assert!(live_took < timeout, "live calls took {live_took:?} while a BMC hung");
+    assert!(
+        live_took < timeout,
+        "live calls took {live_took:?} while a BMC hung"
+    );
 }

@@ -37,7 +37,11 @@ impl Capture {
             .unwrap_or_default()
             .contains("listening on")
         {
-            assert!(Instant::now() < deadline, "tcpdump did not start: {}", fs::read_to_string(&err).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "tcpdump did not start: {}",
+                fs::read_to_string(&err).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Self { child, file }
@@ -51,7 +55,11 @@ impl Capture {
             if pkts.len() >= n {
                 return pkts;
             }
-            assert!(Instant::now() < deadline, "only {} of {n} packets captured", pkts.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} packets captured",
+                pkts.len()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -71,7 +79,11 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     if data.len() < 24 {
         return out;
     }
-    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "unexpected pcap magic");
+    assert_eq!(
+        &data[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "unexpected pcap magic"
+    );
     let linktype = u32::from_le_bytes(data[20..24].try_into().unwrap());
     assert_eq!(linktype, 1, "expected Ethernet captures");
     let mut off = 24;
@@ -115,11 +127,15 @@ fn setup() -> (Netns, TempDir) {
         require(tool, pkg).unwrap();
     }
     let ns = Netns::new("wisp-pw-").unwrap();
-    ns.exec("ip", &["link", "add", "wa", "type", "veth", "peer", "name", "wb"])
-        .unwrap();
+    ns.exec(
+        "ip",
+        &["link", "add", "wa", "type", "veth", "peer", "name", "wb"],
+    )
+    .unwrap();
     ns.exec("ip", &["link", "set", "wa", "address", "02:77:00:00:00:aa"])
         .unwrap();
-    ns.exec("ip", &["addr", "add", "10.99.0.1/24", "dev", "wa"]).unwrap();
+    ns.exec("ip", &["addr", "add", "10.99.0.1/24", "dev", "wa"])
+        .unwrap();
     ns.exec("ip", &["link", "set", "wa", "up"]).unwrap();
     ns.exec("ip", &["link", "set", "wb", "up"]).unwrap();
     (ns, TempDir::new("wisp-wol-").unwrap())
@@ -145,9 +161,13 @@ fn magic_packet_matches_etherwake_and_wakeonlan() {
 
     // Reference: what the standard tools put on the wire.
     let cap = Capture::start(&ns, "wb", dir.path(), "ref");
-    ns.exec("etherwake", &["-i", "wa", "-b", &mac.to_string()]).unwrap();
-    ns.exec("wakeonlan", &["-i", "10.99.0.255", "-p", "9", &mac.to_string()])
+    ns.exec("etherwake", &["-i", "wa", "-b", &mac.to_string()])
         .unwrap();
+    ns.exec(
+        "wakeonlan",
+        &["-i", "10.99.0.255", "-p", "9", &mac.to_string()],
+    )
+    .unwrap();
     let reference = cap.wait_packets(2);
     drop(cap);
     let ref_raw = reference.iter().find(|f| ethertype(f) == 0x0842).unwrap();
@@ -158,7 +178,11 @@ fn magic_packet_matches_etherwake_and_wakeonlan() {
     let mut waker = WolWaker::new("wa");
     waker.repeats = 3;
     let report = wake_in(&ns, waker, mac);
-    assert_eq!((report.raw_frames, report.udp_packets), (3, 3), "{report:?}");
+    assert_eq!(
+        (report.raw_frames, report.udp_packets),
+        (3, 3),
+        "{report:?}"
+    );
     let ours = cap.wait_packets(6);
     drop(cap);
     let raws: Vec<_> = ours.iter().filter(|f| ethertype(f) == 0x0842).collect();
@@ -167,9 +191,17 @@ fn magic_packet_matches_etherwake_and_wakeonlan() {
     assert_eq!(udps.len(), 3);
     for f in &raws {
         assert_eq!(&f[..6], &[0xff; 6], "raw frame goes to broadcast");
-        assert_eq!(&f[6..12], &[0x02, 0x77, 0, 0, 0, 0xaa], "from the interface MAC");
+        assert_eq!(
+            &f[6..12],
+            &[0x02, 0x77, 0, 0, 0, 0xaa],
+            "from the interface MAC"
+        );
         // Ethernet pads short frames; compare the 102-byte payload.
-        assert_eq!(&f[14..14 + 102], &ref_raw[14..14 + 102], "payload differs from etherwake");
+        assert_eq!(
+            &f[14..14 + 102],
+            &ref_raw[14..14 + 102],
+            "payload differs from etherwake"
+        );
         assert_eq!(&f[14..14 + 102], magic_packet(mac, None).as_slice());
     }
     for u in &udps {
@@ -185,8 +217,18 @@ fn secureon_password_is_appended_like_etherwake() {
     let (ns, dir) = setup();
     let mac: MacAddr = "02:77:00:00:00:02".parse().unwrap();
     let cap = Capture::start(&ns, "wb", dir.path(), "ref");
-    ns.exec("etherwake", &["-i", "wa", "-b", "-p", "01:02:03:04:05:06", &mac.to_string()])
-        .unwrap();
+    ns.exec(
+        "etherwake",
+        &[
+            "-i",
+            "wa",
+            "-b",
+            "-p",
+            "01:02:03:04:05:06",
+            &mac.to_string(),
+        ],
+    )
+    .unwrap();
     let reference = cap.wait_packets(1);
     drop(cap);
     let cap = Capture::start(&ns, "wb", dir.path(), "ours");
@@ -204,6 +246,8 @@ fn secureon_password_is_appended_like_etherwake() {
 #[test]
 fn missing_interface_is_a_clear_error() {
     let w = WolWaker::new("wisp-no-such-if0");
-    let err = w.wake_blocking("02:77:00:00:00:01".parse().unwrap()).unwrap_err();
+    let err = w
+        .wake_blocking("02:77:00:00:00:01".parse().unwrap())
+        .unwrap_err();
     assert!(err.to_string().contains("wisp-no-such-if0"), "{err}");
 }

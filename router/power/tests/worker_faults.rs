@@ -178,7 +178,11 @@ async fn lost_replies_retry_status_and_idempotent_actions_but_not_cycle() {
     let (bmc, _mode, shared) = bmc(Mode::TimeoutOnCall, Duration::from_secs(5), 2);
     let err = bmc.power_status().await.unwrap_err();
     assert!(matches!(err, BmcError::Timeout { .. }), "{err:?}");
-    assert_eq!(shared.connects.load(Ordering::SeqCst), 3, "1 try + 2 retries");
+    assert_eq!(
+        shared.connects.load(Ordering::SeqCst),
+        3,
+        "1 try + 2 retries"
+    );
 
     let err = bmc.power(PowerAction::Off).await.unwrap_err();
     assert!(matches!(err, BmcError::Timeout { .. }), "{err:?}");

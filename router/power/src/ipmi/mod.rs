@@ -83,12 +83,12 @@ impl IpmiBmc {
         if let Some((tx, generation)) = slot.as_ref() {
             return Ok((tx.clone(), *generation));
         }
-        let tx = worker::spawn(self.addr, self.settings, (self.new_connector)()).map_err(
-            |e| BmcError::Worker {
+        let tx = worker::spawn(self.addr, self.settings, (self.new_connector)()).map_err(|e| {
+            BmcError::Worker {
                 addr: self.addr,
                 what: format!("cannot start worker thread: {e}"),
-            },
-        )?;
+            }
+        })?;
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *slot = Some((tx.clone(), generation));

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use ipmi_rs::connection::{IpmiConnection, LogicalUnit, Message, Request, RequestTargetAddress};
 use ipmi_rs::rmcp::{
-    ActivationError, ParseSessionResponseError,
-    RakpMessage2ErrorStatusCode, RakpMessage2ParseError, RakpMessage4ParseError, Rmcp,
-    RmcpIpmiError, RmcpIpmiReceiveError, RmcpIpmiSendError, V2_0ActivationError,
-    V2_0WriteError,
+    ActivationError, ParseSessionResponseError, RakpMessage2ErrorStatusCode,
+    RakpMessage2ParseError, RakpMessage4ParseError, Rmcp, RmcpIpmiError, RmcpIpmiReceiveError,
+    RmcpIpmiSendError, V2_0ActivationError, V2_0WriteError,
 };
 use wisp_common::secret::Secret;
 
@@ -162,9 +161,9 @@ fn map_activation(addr: SocketAddr, user: &str, e: ActivationError) -> BmcError 
         ActivationError::BindSocket(io) => map_io(addr, "socket setup", io),
         ActivationError::PingSend(io) => map_io(addr, "RMCP ping", io),
         ActivationError::PongReceive(io) => map_io(addr, "RMCP ping", io),
-        ActivationError::GetChannelAuthenticationCapabilities(ipmi_rs::IpmiError::Connection(c)) => {
-            map_connection(addr, "Get Channel Authentication Capabilities", c)
-        }
+        ActivationError::GetChannelAuthenticationCapabilities(ipmi_rs::IpmiError::Connection(
+            c,
+        )) => map_connection(addr, "Get Channel Authentication Capabilities", c),
         ActivationError::V2_0(v2) => match v2 {
             V2_0ActivationError::Io(io) => map_io(addr, "session setup", io),
             V2_0ActivationError::OpenSessionRequestSend(w) => map_write(addr, "Open Session", w),
@@ -194,28 +193,28 @@ fn map_activation(addr: SocketAddr, user: &str, e: ActivationError) -> BmcError 
             }
             V2_0ActivationError::SendRakpMessage1(w) => map_write(addr, "RAKP 1", w),
             V2_0ActivationError::RakpMessage2Receive(r) => map_receive(addr, "RAKP 2", r),
-            V2_0ActivationError::RakpMessage2Parse(RakpMessage2ParseError::ErrorStatusCode(
-                c,
-            )) => match c {
-                RakpMessage2ErrorStatusCode::UnauthorizedName => auth("unknown user name"),
-                RakpMessage2ErrorStatusCode::InvalidRole
-                | RakpMessage2ErrorStatusCode::UnauthorizedRoleOrPrivilegeLevelRequested => {
-                    auth("user may not have the Administrator role")
+            V2_0ActivationError::RakpMessage2Parse(RakpMessage2ParseError::ErrorStatusCode(c)) => {
+                match c {
+                    RakpMessage2ErrorStatusCode::UnauthorizedName => auth("unknown user name"),
+                    RakpMessage2ErrorStatusCode::InvalidRole
+                    | RakpMessage2ErrorStatusCode::UnauthorizedRoleOrPrivilegeLevelRequested => {
+                        auth("user may not have the Administrator role")
+                    }
+                    other => BmcError::Protocol {
+                        addr,
+                        stage: "RAKP 2",
+                        detail: format!("status {other:?}"),
+                    },
                 }
-                other => BmcError::Protocol {
-                    addr,
-                    stage: "RAKP 2",
-                    detail: format!("status {other:?}"),
-                },
-            },
+            }
             V2_0ActivationError::ServerAuthenticationFailed => {
                 auth("wrong password (BMC's RAKP 2 key exchange code does not match)")
             }
             V2_0ActivationError::RakpMessage3Send(w) => map_write(addr, "RAKP 3", w),
             V2_0ActivationError::RakpMessage4Receive(r) => map_receive(addr, "RAKP 4", r),
-            V2_0ActivationError::RakpMessage4Parse(RakpMessage4ParseError::ErrorStatusCode(
-                c,
-            )) => auth(&format!("BMC rejected our RAKP 3 ({c:?})")),
+            V2_0ActivationError::RakpMessage4Parse(RakpMessage4ParseError::ErrorStatusCode(c)) => {
+                auth(&format!("BMC rejected our RAKP 3 ({c:?})"))
+            }
             V2_0ActivationError::RakpMessage4InvalidIntegrityCheckValue => {
                 auth("BMC's RAKP 4 integrity check failed")
             }

@@ -11,8 +11,8 @@
 //! fail or sit idle longer than `SESSION_IDLE_MAX`, and are closed (Close Session)
 //! when the worker stops.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 

@@ -121,6 +121,7 @@ pub trait Waker: Send + Sync + fmt::Debug {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -63,10 +63,13 @@ impl WolWaker {
 
     fn udp_target(&self, iface: &NetworkInterface) -> Option<SocketAddr> {
         self.broadcast.or_else(|| {
-            iface.ips.iter().find_map(|n| match (n.ip(), n.broadcast()) {
-                (IpAddr::V4(_), IpAddr::V4(b)) => Some(SocketAddr::from((b, WOL_UDP_PORT))),
-                _ => None,
-            })
+            iface
+                .ips
+                .iter()
+                .find_map(|n| match (n.ip(), n.broadcast()) {
+                    (IpAddr::V4(_), IpAddr::V4(b)) => Some(SocketAddr::from((b, WOL_UDP_PORT))),
+                    _ => None,
+                })
         })
     }
 
@@ -136,7 +139,11 @@ impl WolWaker {
                     interface: self.interface.clone(),
                     source,
                 },
-                (None, Some((target, source))) => WakeError::Udp { mac, target, source },
+                (None, Some((target, source))) => WakeError::Udp {
+                    mac,
+                    target,
+                    source,
+                },
                 (None, None) => WakeError::NothingSent {
                     mac,
                     interface: self.interface.clone(),
