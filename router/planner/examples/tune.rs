@@ -31,6 +31,11 @@ fn main() {
     for (day, _) in baseline::BOUNDS_KWH {
         let w = load_planetlab_day(&root.join(day)).expect("traces");
         let r = simulate(&w, &sc, &p);
+        if std::env::var("SERIES").is_ok() {
+            for x in r.series.iter().take(12) {
+                eprintln!("t {} active {} on {} mig {} demand {:.0}", x.t_s, x.hosts_active, x.hosts_on, x.migrations, x.demand_mips);
+            }
+        }
         let lr = baseline::for_day(day)[0];
         let first: usize = r.series.iter().take(2).map(|s| s.migrations).sum();
         println!(

@@ -254,7 +254,9 @@ fn consolidate(s: &mut State) -> usize {
     let mut budget = p.max_consolidation_migrations;
     for (_, _, _, h) in keyed {
         let n = s.host_vms[h].len();
-        if n > budget {
+        // Earlier evacuations in this plan may have filled it since the candidates were
+        // chosen: a VM moves at most once per plan.
+        if n > budget || s.received[h] || s.host_vms[h].iter().any(|&v| s.frozen[v as usize]) {
             continue;
         }
         let keep = s.moves.len();
