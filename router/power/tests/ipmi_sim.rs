@@ -187,3 +187,16 @@ async fn a_dead_bmc_does_not_slow_a_live_one() {
         "live calls took {live_took:?} while a BMC hung"
     );
 }
+
+/// ipmi_sim has a fixed table of sessions (63 in OpenIPMI's lanserv): if shutdown
+/// did not send Close Session, opening 80 sessions one after another would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions() {
+    let sim = IpmiSim::start("pw", true).unwrap();
+    for i in 0..80 {
+        let bmc = client(&sim, Duration::from_secs(10));
+        let r = bmc.power_status().await;
+        assert!(r.is_ok(), "session {i}: {r:?}");
+        bmc.shutdown().await;
+    }
+}

@@ -77,6 +77,16 @@ pub fn close_session(handle: u8) -> RawRequest {
     }
 }
 
+/// Close Session (App 0x3C) by the BMC's session id (little-endian).
+pub fn close_session_id(id: u32) -> RawRequest {
+    RawRequest {
+        netfn: NETFN_APP,
+        cmd: 0x3c,
+        data: id.to_le_bytes().to_vec(),
+        name: "Close Session",
+    }
+}
+
 /// Parses the data (after the completion code) of Get Chassis Status.
 pub fn parse_chassis_status(data: &[u8]) -> Option<PowerState> {
     let current = *data.first()?;

@@ -98,6 +98,16 @@ impl Session for RmcpSession {
         }
         Ok(resp.data().to_vec())
     }
+
+    /// ipmi-rs keeps the session id private but derives `Debug` on its state: read
+    /// it from there (`..., session_id: 1234, ...`). The formatted string holds
+    /// session keys too, so it is only searched and dropped, never logged.
+    fn session_id(&self) -> Option<u32> {
+        let dbg = format!("{:?}", self.rmcp);
+        let rest = &dbg[dbg.find(", session_id: ")? + ", session_id: ".len()..];
+        let end = rest.find(|c: char| !c.is_ascii_digit())?;
+        rest[..end].parse().ok()
+    }
 }
 
 fn map_io(addr: SocketAddr, stage: &'static str, e: io::Error) -> BmcError {

@@ -42,6 +42,12 @@ pub trait Session: Send {
     /// Sends one request and returns the reply data after a zero completion code;
     /// a non-zero code is `BmcError::Completion`.
     fn call(&mut self, req: &RawRequest) -> Result<Vec<u8>, BmcError>;
+
+    /// The BMC's id of this session, for Close Session. Without it the worker
+    /// closes by session handle (IPMI 2.0 allows it; ipmi_sim does not: cc 0x87).
+    fn session_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// What a caller asks of the worker.
@@ -211,13 +217,20 @@ impl Worker {
     /// Best-effort Close Session, so BMCs with few session slots do not fill up.
     fn close_session(&mut self) {
         if let Some((mut s, _)) = self.session.take() {
-            let _ = guarded(self.addr, || {
+            let r = guarded(self.addr, || {
+                if let Some(id) = s.session_id() {
+                    s.call(&chassis::close_session_id(id))?;
+                    return Ok(());
+                }
                 let info = s.call(&chassis::get_session_info_current())?;
                 if let Some(&handle) = info.first() {
                     s.call(&chassis::close_session(handle))?;
                 }
                 Ok(())
             });
+            if let Err(e) = r {
+                tracing::debug!(bmc = %self.addr, error = %e, "Close Session failed");
+            }
         }
     }
 }
