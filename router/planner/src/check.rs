@@ -8,11 +8,14 @@ use crate::plan::types::Plan;
 use crate::policy::Policy;
 
 /// The view as it will be once `plan` has been carried out at `view.now_s`: VMs on their
-/// new hosts (moved ones stamped with `now_s`), woken hosts `On`, sleeping hosts `Asleep`.
+/// new hosts (placed and moved ones stamped with `now_s`), woken hosts `On`, sleeping hosts `Asleep`.
 pub fn apply(view: &ClusterView, plan: &Plan) -> ClusterView {
     let mut next = view.clone();
     for p in &plan.placements {
-        next.vms[p.vm.get()].host = Some(p.to);
+        // A VM that just started counts as just moved: it is not moved again soon.
+        let vm = &mut next.vms[p.vm.get()];
+        vm.host = Some(p.to);
+        vm.last_moved_at_s = Some(view.now_s);
     }
     for m in &plan.migrations {
         let vm = &mut next.vms[m.vm.get()];

@@ -29,8 +29,13 @@ pub fn plan(view: &ClusterView, policy: &Policy) -> Plan {
     place_new(&mut s, &mut wake_order, &mut out);
     relieve_overloads(&mut s, &mut wake_order, &mut out);
     restore_reserve(&mut s, &mut wake_order);
-    let emptied = consolidate(&mut s);
-    let sleep = choose_sleepers(&mut s);
+    // While some overload has no room, nothing is emptied or put to sleep: that room
+    // would be the first thing the next plan wakes again.
+    let (emptied, sleep) = if out.unresolved_overloads.is_empty() {
+        (consolidate(&mut s), choose_sleepers(&mut s))
+    } else {
+        (0, Vec::new())
+    };
 
     let n_over = s
         .moves
@@ -132,7 +137,9 @@ fn place_new(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
         match dest_or_wake(s, wake_order, v, NONE, false) {
             Some(h) => {
                 s.shift(v, h, MoveReason::Overload);
-                s.received[h as usize] = true;
+                // A VM that just started is not moved in the same plan (nor soon after:
+                // `check::apply` stamps it like a migration).
+                s.frozen[v] = true;
             }
             None => out.unplaced.push(VmIx(v as u32)),
         }
@@ -175,7 +182,23 @@ fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
         })
         .collect();
     over.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut stuck = Vec::new();
     for (_, h) in over {
+        if !shed(s, wake_order, h) {
+            stuck.push(h);
+        }
+    }
+    // Hosts that shed after a stuck one may have made room for it: one more pass.
+    for h in stuck {
+        if !shed(s, wake_order, h) {
+            out.unresolved_overloads.push(HostIx(h as u32));
+        }
+    }
+}
+
+/// Moves VMs off host `h` until it is back under `target`. False if it stays above `upper`.
+fn shed(s: &mut State, wake_order: &mut Vec<u32>, h: usize) -> bool {
+    {
         let mut tried: Vec<u32> = Vec::new();
         loop {
             // Shed down to `target` (not just `upper`) so the host does not overload
@@ -187,22 +210,17 @@ fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
                 break;
             }
             let Some(v) = pick_victim(s, h, cpu_ex.max(0.0), mem_ex.max(0.0), &tried) else {
-                let (c, m) = s.excess(h);
-                if c > 1e-9 || m > 1e-9 {
-                    out.unresolved_overloads.push(HostIx(h as u32));
-                }
                 break;
             };
             tried.push(v as u32);
             if let Some(to) = dest_or_wake(s, wake_order, v, h as u32, s.policy.spread) {
                 s.shift(v, to, MoveReason::Overload);
                 s.frozen[v] = true;
-                s.received[to as usize] = true;
             }
         }
-        // A host that sheds load is not emptied in the same plan.
-        s.received[h] = true;
     }
+    let (c, m) = s.excess(h);
+    c <= 1e-9 && m <= 1e-9
 }
 
 fn restore_reserve(s: &mut State, wake_order: &mut Vec<u32>) {
@@ -222,7 +240,6 @@ fn consolidate(s: &mut State) -> usize {
             let host = &view.hosts[h];
             s.live[h]
                 && !s.waking[h]
-                && !s.received[h]
                 && !s.host_vms[h].is_empty()
                 && s.host_vms[h].len() <= p.max_evacuation_vms
                 && s.cpu[h] < p.lower * host.cpu
@@ -254,9 +271,9 @@ fn consolidate(s: &mut State) -> usize {
     let mut budget = p.max_consolidation_migrations;
     for (_, _, _, h) in keyed {
         let n = s.host_vms[h].len();
-        // Earlier evacuations in this plan may have filled it since the candidates were
-        // chosen: a VM moves at most once per plan.
-        if n > budget || s.received[h] || s.host_vms[h].iter().any(|&v| s.frozen[v as usize]) {
+        // Earlier evacuations in this plan may have filled it with (frozen) VMs since the
+        // candidates were chosen: a VM moves at most once per plan.
+        if n > budget || s.host_vms[h].iter().any(|&v| s.frozen[v as usize]) {
             continue;
         }
         let keep = s.moves.len();
@@ -285,9 +302,6 @@ fn consolidate(s: &mut State) -> usize {
             }
         }
         if ok {
-            for mv in &s.moves[keep..] {
-                s.received[mv.to as usize] = true;
-            }
             for i in keep..s.moves.len() {
                 let v = s.moves[i].vm as usize;
                 s.frozen[v] = true;
@@ -308,7 +322,7 @@ fn choose_sleepers(s: &mut State) -> Vec<u32> {
     let view = s.view;
     let mut empty: Vec<usize> = (0..view.hosts.len())
         .filter(|&h| {
-            view.hosts[h].power == PowerState::On && s.host_vms[h].is_empty() && !s.received[h]
+            view.hosts[h].power == PowerState::On && s.host_vms[h].is_empty()
         })
         .collect();
     empty.sort_by(|&a, &b| {

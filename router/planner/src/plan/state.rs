@@ -27,8 +27,8 @@ pub(crate) struct State<'a> {
     pub pred: Vec<f64>,
     /// Current (planned) host per VM, or NONE.
     pub vm_host: Vec<u32>,
-    /// VMs the plan must not move (moved recently, already moved by this plan, or on a
-    /// host the planner does not manage).
+    /// VMs the plan must not move (moved recently, placed or moved by this plan, or on a
+    /// host the planner does not manage). A host holding one is not emptied.
     pub frozen: Vec<bool>,
     pub host_vms: Vec<Vec<u32>>,
     pub cpu: Vec<f64>,
@@ -37,8 +37,6 @@ pub(crate) struct State<'a> {
     pub live: Vec<bool>,
     /// Not up yet: moves to it wait for the wake.
     pub waking: Vec<bool>,
-    /// Received a VM in this plan: not a candidate to be emptied.
-    pub received: Vec<bool>,
     /// May receive VMs (excluded temporarily while it is being emptied).
     pub dest_ok: Vec<bool>,
     pub index: FitIndex,
@@ -61,7 +59,6 @@ impl<'a> State<'a> {
             mem: vec![0.0; nh],
             live: Vec::with_capacity(nh),
             waking: Vec::with_capacity(nh),
-            received: vec![false; nh],
             dest_ok: Vec::with_capacity(nh),
             index: FitIndex::new(nh),
             moves: Vec::new(),

@@ -27,7 +27,7 @@ pub struct Migration {
     pub waits_for_wake: bool,
 }
 
-/// First placement of a VM that has no host yet.
+/// First placement of a VM that has no host yet. The VM then counts as just moved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     pub vm: VmIx,
