@@ -38,8 +38,39 @@ pub struct RouterConfig {
     /// Interface magic packets leave from.
     #[serde(default)]
     pub wol_interface: Option<String>,
+    #[serde(default)]
+    pub migration: MigrationConfig,
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
+}
+
+/// Live-migration settings passed to QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// Bandwidth cap, MiB/s: high by default because a migration should end fast; set
+    /// lower where the network is shared with latency-sensitive traffic.
+    #[serde(default = "default_mig_bw")]
+    pub max_bandwidth_mib_s: u64,
+    /// Longest acceptable pause of the guest at switch-over.
+    #[serde(default = "default_mig_downtime")]
+    pub downtime_limit_ms: u64,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        Self {
+            max_bandwidth_mib_s: default_mig_bw(),
+            downtime_limit_ms: default_mig_downtime(),
+        }
+    }
+}
+
+fn default_mig_bw() -> u64 {
+    1024
+}
+fn default_mig_downtime() -> u64 {
+    300
 }
 
 fn default_api() -> SocketAddr {
@@ -77,6 +108,13 @@ pub struct HostConfig {
     pub bmc_user: Option<String>,
     #[serde(default)]
     pub bmc_password_file: Option<PathBuf>,
+    /// vCPUs the router may place here; default: the host's CPU count × 4.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Memory (MiB) the router may give to VMs here; default: the host's total memory
+    /// less 512 MiB for the host itself.
+    #[serde(default)]
+    pub mem_mib: Option<u64>,
 }
 
 impl HostConfig {

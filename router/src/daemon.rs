@@ -83,11 +83,15 @@ pub async fn run_on(
         },
         shutdown.clone(),
     ));
+    let reconciler = tokio::spawn(crate::vms::reconcile::run(
+        cluster.clone(),
+        shutdown.clone(),
+    ));
     info!(listen = ?link_listener_addr, api = ?api_addr, hosts = config.hosts.len(), "router ready");
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
-    let _ = tokio::join!(link_task, api_task, cluster_task);
+    let _ = tokio::join!(link_task, api_task, reconciler, cluster_task);
     info!("router stopped");
     Ok(())
 }

@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod events;
 pub mod link;
 pub mod store;
+pub mod vms;

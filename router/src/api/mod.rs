@@ -70,6 +70,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/vms", get(vms))
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
+        .merge(crate::vms::api::routes())
         .with_state(state)
 }
 

@@ -53,6 +53,12 @@ impl Client {
         self.finish(resp)
     }
 
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("http://{}{path}", self.api);
+        let resp = self.agent.delete(&url).call();
+        self.finish(resp)
+    }
+
     fn finish<T: DeserializeOwned>(
         &self,
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,

@@ -3,6 +3,7 @@
 
 mod client;
 pub mod table;
+mod vm;
 
 use clap::{Parser, Subcommand};
 pub use client::{Client, ClientError};
@@ -51,6 +52,9 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// VM lifecycle and live migration.
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
     /// Recent events (detections, fences, power, migrations).
     Events {
         #[arg(long, default_value_t = 50)]
@@ -90,6 +94,7 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
                 )
             })
         }
+        Cmd::Vm(cmd) => vm::run(&cli.api, cmd),
         Cmd::Events { limit, json } => {
             let evs: Vec<Event> = c.get(&format!("/v1/events?limit={limit}"))?;
             print_or_json(*json, &evs, events_table)
@@ -97,7 +102,7 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
     }
 }
 
-fn print_or_json<T: serde::Serialize>(
+pub(crate) fn print_or_json<T: serde::Serialize>(
     json: bool,
     v: &T,
     text: impl Fn(&T) -> String,

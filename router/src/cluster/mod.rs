@@ -23,7 +23,6 @@ use crate::store::{PersistedState, Store};
 use state::{Cluster, LinkEntry, Timing};
 use views::{HostView, StatusView, VmView};
 
-
 /// How often host status is re-derived from report age: a tenth of the 1 s detection
 /// target, so detection adds at most 100 ms to the configured thresholds.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -189,6 +188,10 @@ pub struct Model {
     /// Long operations in flight per VM (start, stop, migrate, restart): a VM has at
     /// most one, so two reconcilers never act on it at once.
     pub ops: std::collections::HashMap<VmId, Op>,
+    /// Latest progress of migrations in flight, for `router vm show`.
+    pub progress: std::collections::HashMap<VmId, wisp_common::proto::MigrationProgress>,
+    /// VMs whose last automatic action failed, and when to try again.
+    pub retry_after: std::collections::HashMap<VmId, Instant>,
     next_session: u64,
     pub started: Instant,
     pub reports_accepted: u64,
@@ -225,6 +228,8 @@ pub fn spawn(
     let mut task = Model {
         config: Arc::new(config.clone()),
         ops: Default::default(),
+        progress: Default::default(),
+        retry_after: Default::default(),
         cluster: Cluster::new(&config.hosts, Timing::from_config(config)),
         persisted,
         store,
@@ -354,12 +359,23 @@ impl Model {
     }
 
     /// Records an event now.
-    pub fn event(&mut self, kind: EventKind, host: Option<HostId>, vm: Option<VmId>, message: String) {
+    pub fn event(
+        &mut self,
+        kind: EventKind,
+        host: Option<HostId>,
+        vm: Option<VmId>,
+        message: String,
+    ) {
         match kind {
-            EventKind::Error | EventKind::FenceRefused | EventKind::MigrationFailed | EventKind::VmLost => {
+            EventKind::Error
+            | EventKind::FenceRefused
+            | EventKind::MigrationFailed
+            | EventKind::VmLost => {
                 warn!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}")
             }
-            _ => info!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}"),
+            _ => {
+                info!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}")
+            }
         }
         self.push_event(Event::new(unix_ms(), kind, host, vm, message));
     }

@@ -296,6 +296,8 @@ mod tests {
             bmc: None,
             bmc_user: None,
             bmc_password_file: None,
+            vcpus: None,
+            mem_mib: None,
         }
     }
 

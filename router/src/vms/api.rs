@@ -1,0 +1,157 @@
+//! HTTP routes for VMs: create, start/stop/restart/delete, migrate, show.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use wisp_common::proto::MigrationProgress;
+use wisp_common::{VmId, VmSpec};
+
+use super::{chain, VmError};
+use crate::api::{ApiError, ApiState};
+use crate::cluster::views::VmView;
+use crate::events::Event;
+use crate::store::VmRecord;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub spec: VmSpec,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    pub to: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StopRequest {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Everything about one VM.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmDetail {
+    pub views: Vec<VmView>,
+    pub record: Option<VmRecord>,
+    pub op: Option<String>,
+    pub migration: Option<MigrationProgress>,
+    pub events: Vec<Event>,
+}
+
+impl From<VmError> for ApiError {
+    fn from(e: VmError) -> Self {
+        ApiError::new(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            chain(&e),
+        )
+    }
+}
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/vms", post(create))
+        .route("/v1/vms/{name}", get(show).delete(delete))
+        .route("/v1/vms/{name}/start", post(start))
+        .route("/v1/vms/{name}/stop", post(stop))
+        .route("/v1/vms/{name}/restart", post(restart))
+        .route("/v1/vms/{name}/migrate", post(migrate))
+}
+
+fn vm_id(name: &str) -> Result<VmId, ApiError> {
+    VmId::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    Json(req): Json<CreateRequest>,
+) -> Result<Json<super::OpReport>, ApiError> {
+    Ok(Json(super::create(&s.cluster, req.spec, req.host).await?))
+}
+
+async fn start(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<super::OpReport>, ApiError> {
+    Ok(Json(super::start(&s.cluster, vm_id(&name)?).await?))
+}
+
+async fn stop(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Option<Json<StopRequest>>,
+) -> Result<Json<super::OpReport>, ApiError> {
+    let force = body.map(|b| b.force).unwrap_or(false);
+    Ok(Json(super::stop(&s.cluster, vm_id(&name)?, force).await?))
+}
+
+async fn restart(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<super::OpReport>, ApiError> {
+    Ok(Json(super::restart(&s.cluster, vm_id(&name)?).await?))
+}
+
+async fn delete(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<super::OpReport>, ApiError> {
+    Ok(Json(super::delete(&s.cluster, vm_id(&name)?).await?))
+}
+
+async fn migrate(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Json(req): Json<MigrateRequest>,
+) -> Result<Json<super::migrate::MigrationReport>, ApiError> {
+    let settings = s
+        .cluster
+        .with(|m| m.config.migration)
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    Ok(Json(
+        super::migrate::migrate(&s.cluster, vm_id(&name)?, req.to, settings).await?,
+    ))
+}
+
+async fn show(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<VmDetail>, ApiError> {
+    let vm = vm_id(&name)?;
+    let detail = s
+        .cluster
+        .with(move |m| {
+            let views: Vec<VmView> = m.vm_views().into_iter().filter(|v| v.name == vm).collect();
+            let record = m.persisted.vms.get(&vm).cloned();
+            if views.is_empty() && record.is_none() {
+                return None;
+            }
+            Some(VmDetail {
+                views,
+                record,
+                op: m.ops.get(&vm).map(|o| format!("{o:?}")),
+                migration: m.progress.get(&vm).cloned(),
+                events: {
+                    let mut evs: Vec<Event> = m
+                        .events
+                        .iter()
+                        .rev()
+                        .filter(|e| e.vm.as_ref() == Some(&vm))
+                        .take(20)
+                        .cloned()
+                        .collect();
+                    evs.reverse();
+                    evs
+                },
+            })
+        })
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    detail
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no VM named {name}")))
+}

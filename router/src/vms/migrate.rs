@@ -1,0 +1,259 @@
+//! Live migration of a VM between two hosts, orchestrated by the router:
+//! the destination genie starts qemu with `-incoming`, the source genie runs QMP
+//! `migrate` and streams progress; on success the placement moves (with a new fencing
+//! epoch), on failure the destination is cleaned up and the VM keeps running where it
+//! was.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use wisp_common::proto::{Command, MigrationProgress, Outcome};
+use wisp_common::{HostId, VmId, VmRunState};
+
+use super::{placement, VmError};
+use crate::cluster::{ClusterHandle, Op};
+use crate::config::MigrationConfig;
+use crate::events::EventKind;
+use crate::store::Desired;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    pub vm: VmId,
+    pub from: HostId,
+    pub to: HostId,
+    /// QEMU's total migration time.
+    pub total_ms: u64,
+    /// QEMU's measured guest pause at switch-over.
+    pub downtime_ms: u64,
+    /// From the request to the source genie being told to migrate (includes starting
+    /// the destination qemu).
+    pub to_migrate_command_ms: u64,
+    /// From the request to the placement being recorded.
+    pub elapsed_ms: u64,
+}
+
+/// Live-migrates `vm` to host `to`.
+pub async fn migrate(
+    c: &ClusterHandle,
+    vm: VmId,
+    to: String,
+    settings: MigrationConfig,
+) -> Result<MigrationReport, VmError> {
+    let t0 = Instant::now();
+    let v = vm.clone();
+    let (from, to, spec, epoch, src, dst) = c
+        .with(move |m| -> Result<_, VmError> {
+            let rec = m
+                .persisted
+                .vms
+                .get(&v)
+                .cloned()
+                .ok_or(VmError::NotFound { vm: v.clone() })?;
+            let to = HostId::new(to.as_str())
+                .ok()
+                .filter(|h| m.cluster.hosts.contains_key(h))
+                .ok_or(VmError::UnknownHost { host: to })?;
+            let seen = m.observed(&v);
+            let (from, status) = seen
+                .iter()
+                .find(|(h, s)| Some(h) == rec.host.as_ref() && s.state == VmRunState::Running)
+                .cloned()
+                .ok_or_else(|| VmError::NotRunning {
+                    vm: v.clone(),
+                    state: seen
+                        .first()
+                        .map(|(h, s)| format!("{} on {h}", s.state))
+                        .unwrap_or_else(|| "not running anywhere".into()),
+                })?;
+            let _ = status;
+            if from == to {
+                return Err(VmError::SameHost {
+                    vm: v.clone(),
+                    host: to,
+                });
+            }
+            if rec.desired != Desired::Running {
+                return Err(VmError::NotRunning {
+                    vm: v.clone(),
+                    state: "desired stopped".into(),
+                });
+            }
+            let cands = m.candidates(Some(&v));
+            let cand = cands
+                .iter()
+                .find(|c| c.host == to)
+                .ok_or_else(|| VmError::HostNotUp {
+                    host: to.clone(),
+                    state: m.cluster.hosts[&to].status.as_str().into(),
+                })?;
+            placement::check(cand, rec.spec.resources()).map_err(VmError::Placement)?;
+            let src = m.link_of(&from)?;
+            let dst = m.link_of(&to)?;
+            m.claim(
+                &v,
+                Op::Migrate {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
+            )?;
+            // The epoch is stored before use: after a router crash mid-migration the
+            // destination's copy is recognised as the newer placement.
+            let epoch = match m.new_epoch() {
+                Ok(e) => e,
+                Err(e) => {
+                    m.ops.remove(&v);
+                    return Err(e);
+                }
+            };
+            Ok((from, to, rec.spec, epoch, src, dst))
+        })
+        .await
+        .ok_or(VmError::Shutdown)??;
+
+    let result = run(c, &vm, &from, &to, spec, epoch, &src, &dst, settings, t0).await;
+    let v = vm.clone();
+    let (f2, t2) = (from.clone(), to.clone());
+    let ok = result.is_ok();
+    let recorded = c
+        .with(move |m| {
+            m.ops.remove(&v);
+            m.progress.remove(&v);
+            if ok {
+                m.update(|p| {
+                    if let Some(r) = p.vms.get_mut(&v) {
+                        r.host = Some(t2.clone());
+                        r.epoch = epoch;
+                    }
+                })
+                .map_err(VmError::Store)
+            } else {
+                let _ = f2;
+                Ok(())
+            }
+        })
+        .await
+        .ok_or(VmError::Shutdown)?;
+    match (result, recorded) {
+        (Ok((total_ms, downtime_ms, to_cmd)), Ok(())) => {
+            let rep = MigrationReport {
+                vm: vm.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                total_ms,
+                downtime_ms,
+                to_migrate_command_ms: to_cmd,
+                elapsed_ms: t0.elapsed().as_millis() as u64,
+            };
+            c.record(
+                EventKind::VmMigrated,
+                Some(to.clone()),
+                Some(vm.clone()),
+                format!(
+                    "{vm} migrated {from} -> {to}: total {total_ms} ms, downtime {downtime_ms} ms"
+                ),
+            )
+            .await;
+            Ok(rep)
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            c.record(
+                EventKind::MigrationFailed,
+                Some(from.clone()),
+                Some(vm.clone()),
+                format!(
+                    "migration of {vm} {from} -> {to} failed: {}; it keeps running on {from}",
+                    super::chain(&e)
+                ),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    c: &ClusterHandle,
+    vm: &VmId,
+    from: &HostId,
+    to: &HostId,
+    spec: wisp_common::VmSpec,
+    epoch: u64,
+    src: &crate::link::GenieLink,
+    dst: &crate::link::GenieLink,
+    settings: MigrationConfig,
+    t0: Instant,
+) -> Result<(u64, u64, u64), VmError> {
+    let uri = match dst
+        .command(Command::PrepareIncoming { spec, epoch }, None)
+        .await
+        .map_err(VmError::Link)?
+    {
+        Outcome::Incoming { uri } => uri,
+        Outcome::Failed { error } => {
+            return Err(VmError::Genie {
+                vm: vm.clone(),
+                host: to.clone(),
+                message: format!("could not prepare the destination: {error}"),
+            })
+        }
+        other => {
+            return Err(VmError::Unexpected {
+                vm: vm.clone(),
+                host: to.clone(),
+                answer: format!("{other:?}"),
+            })
+        }
+    };
+    let (ptx, mut prx) = mpsc::channel::<MigrationProgress>(16);
+    let c2 = c.clone();
+    let v2 = vm.clone();
+    let progress_task = tokio::spawn(async move {
+        while let Some(p) = prx.recv().await {
+            let v = v2.clone();
+            let _ = c2
+                .with(move |m| {
+                    m.progress.insert(v, p);
+                })
+                .await;
+        }
+    });
+    let to_cmd = t0.elapsed().as_millis() as u64;
+    let outcome = src
+        .command(
+            Command::Migrate {
+                vm: vm.clone(),
+                uri,
+                max_bandwidth_mib_s: settings.max_bandwidth_mib_s,
+                downtime_limit_ms: settings.downtime_limit_ms,
+            },
+            Some(ptx),
+        )
+        .await;
+    progress_task.abort();
+    let failure = match outcome {
+        Ok(Outcome::Migrated {
+            total_ms,
+            downtime_ms,
+        }) => return Ok((total_ms, downtime_ms, to_cmd)),
+        Ok(Outcome::Failed { error }) => VmError::Genie {
+            vm: vm.clone(),
+            host: from.clone(),
+            message: error,
+        },
+        Ok(other) => VmError::Unexpected {
+            vm: vm.clone(),
+            host: from.clone(),
+            answer: format!("{other:?}"),
+        },
+        Err(e) => VmError::Link(e),
+    };
+    // The VM stays at the source: remove the waiting destination qemu. If the
+    // destination is unreachable its genie cleans up on its own (the incoming qemu
+    // never received a complete state) and the reconciler drops it as stale.
+    let _ = dst
+        .command(Command::CancelIncoming { vm: vm.clone() }, None)
+        .await;
+    Err(failure)
+}

@@ -1,0 +1,85 @@
+//! VM lifecycle on the router's side: create, start, stop, restart, delete, live
+//! migration, and the reconciler that keeps the observed world equal to the desired
+//! one (which is also how VMs of a failed host are restarted elsewhere).
+//!
+//! Every operation first claims the VM in the model (`Model::ops`), so a user command,
+//! the reconciler and the energy planner never act on one VM at the same time.
+
+pub mod api;
+pub mod migrate;
+mod ops;
+pub mod placement;
+pub mod reconcile;
+
+pub use ops::*;
+
+use wisp_common::{HostId, VmId};
+
+use crate::link::LinkError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("no VM named {vm}")]
+    NotFound { vm: VmId },
+    #[error("a VM named {vm} already exists")]
+    NameTaken { vm: VmId },
+    #[error("no host named {host} in the inventory")]
+    UnknownHost { host: String },
+    #[error("host {host} is {state}, not up: it cannot take VMs now")]
+    HostNotUp { host: HostId, state: String },
+    #[error("placement failed")]
+    Placement(#[source] placement::PlacementError),
+    #[error("VM {vm} is busy ({op}); try again when that finishes")]
+    Busy { vm: VmId, op: String },
+    #[error("VM {vm} is not running (it is {state})")]
+    NotRunning { vm: VmId, state: String },
+    #[error("VM {vm} already runs on {host}")]
+    SameHost { vm: VmId, host: HostId },
+    #[error("VM {vm} on {host}: {message}")]
+    Genie {
+        vm: VmId,
+        host: HostId,
+        message: String,
+    },
+    #[error("VM {vm}: unexpected answer from the genie on {host}: {answer}")]
+    Unexpected {
+        vm: VmId,
+        host: HostId,
+        answer: String,
+    },
+    #[error("genie link")]
+    Link(#[source] LinkError),
+    #[error("could not store the change (nothing was done)")]
+    Store(#[source] StoreError),
+    #[error("invalid VM spec: {reason}")]
+    BadSpec { reason: String },
+    #[error("the router is shutting down")]
+    Shutdown,
+}
+
+impl VmError {
+    /// The HTTP status that says whose fault it is.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound { .. } | Self::UnknownHost { .. } => 404,
+            Self::NameTaken { .. } | Self::Busy { .. } | Self::SameHost { .. } => 409,
+            Self::BadSpec { .. } => 400,
+            Self::HostNotUp { .. } | Self::Placement(_) | Self::NotRunning { .. } => 409,
+            Self::Genie { .. } | Self::Unexpected { .. } | Self::Link(_) => 502,
+            Self::Store(_) | Self::Shutdown => 503,
+        }
+    }
+}
+
+/// The error and its causes on one line: "could not store…: cannot write …: No space".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
