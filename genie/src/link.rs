@@ -157,7 +157,13 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
                 return;
             }
             let mut welcomed = false;
-            match self.session(&mut shutdown, &mut welcomed).await {
+            // Shutdown wins at any point, the handshake included; dropping the session
+            // closes the socket.
+            let r = tokio::select! {
+                r = self.session(&mut welcomed) => r,
+                _ = shutdown.changed() => Ok(End::Shutdown),
+            };
+            match r {
                 Ok(End::Shutdown) => {
                     tracing::info!("link closed for shutdown");
                     return;
@@ -185,11 +191,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
         }
     }
 
-    async fn session(
-        &mut self,
-        shutdown: &mut watch::Receiver<bool>,
-        welcomed: &mut bool,
-    ) -> Result<End, LinkError> {
+    async fn session(&mut self, welcomed: &mut bool) -> Result<End, LinkError> {
         let router = self.cfg.router.clone();
         let host = self.cfg.host.clone();
         let t = |step: &'static str| LinkError::Timeout {
@@ -311,7 +313,6 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
 
         let result = loop {
             let msg = tokio::select! {
-                _ = shutdown.changed() => break Ok(End::Shutdown),
                 r = in_rx.recv() => {
                     match r {
                         Some(Ok(Some(m))) => {

@@ -204,11 +204,12 @@ impl VmManager {
     ) -> Result<(), VmError> {
         let vm = &spec.name;
         let paths = VmPaths::new(&self.inner.vm_dir, vm);
-        if let Some(h) = self.get(vm) {
-            if incoming.is_none() && h.state() == VmRunState::Running {
+        if let Some(state) = self.get(vm).map(|h| h.state()) {
+            if incoming.is_none() && state == VmRunState::Running {
                 return Ok(());
             }
-            // Anything else (an old incoming qemu, a paused leftover) is replaced.
+            // Anything else (an old incoming qemu, a paused leftover) is replaced. No
+            // handle is held here, so the old task ends once the manager forgets it.
             self.kill_vm(vm).await?;
         }
         std::fs::create_dir_all(&self.inner.vm_dir).map_err(|source| QemuError::File {

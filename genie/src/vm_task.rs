@@ -178,6 +178,11 @@ impl VmTask {
                 }
                 _ = poll.tick() => {}
             }
+            if rx.is_closed() {
+                // Forgotten by the manager (stopped, replaced): the files may already
+                // belong to a new qemu of the same name, so touch nothing.
+                return;
+            }
             if !self.refresh().await {
                 tracing::info!(vm = %self.id, "qemu is gone; forgetting the VM");
                 // Leftover socket and pid file would make the next scan rediscover it.

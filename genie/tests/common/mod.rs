@@ -11,6 +11,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A temp dir unique per test run; on drop, SIGKILLs every qemu whose pid file is in
 /// it (checked to be that VM's qemu) and removes it, even when the test failed.
+#[derive(Debug)]
 pub struct TestDir(pub PathBuf);
 
 impl TestDir {
