@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::{require_qemu, spec, TestDir};
 use tokio::net::TcpListener;
-use wisp_common::proto::frame::read_frame;
-use wisp_common::proto::{GenieMsg, Report, MAX_FRAME_BYTES};
+use wisp_common::proto::frame::{read_frame, write_frame};
+use wisp_common::proto::{GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES};
+use wisp_common::{HostId, VmRunState};
 
 const BIN: &str = env!("CARGO_BIN_EXE_genie");
 
@@ -94,7 +95,7 @@ async fn report_once_json_includes_metrics_and_running_vms() {
     let vms = r.vms.unwrap();
     assert_eq!(vms.len(), 1, "{vms:?}");
     assert_eq!(vms[0].id.as_str(), "rep1");
-    assert_eq!(vms[0].state, wisp_common::VmRunState::Running);
+    assert_eq!(vms[0].state, VmRunState::Running);
     assert_eq!((vms[0].mem_mib, vms[0].epoch), (64, 3));
     // `dir`'s guard kills the qemu.
 }
@@ -169,4 +170,176 @@ async fn sigterm_closes_the_link_and_leaves_vms_running() {
     // ...and the VM untouched.
     assert!(genie::qemu::is_our_qemu(pid, &spec("keep1").name));
     m.delete(&spec("keep1").name).await.unwrap();
+}
+
+async fn next_msg(s: &mut tokio::net::TcpStream) -> GenieMsg {
+    tokio::time::timeout(Duration::from_secs(30), read_frame(s, MAX_FRAME_BYTES))
+        .await
+        .expect("genie went silent")
+        .unwrap()
+        .expect("genie closed the link")
+}
+
+/// Reads until the reply to `id`, returning it and the last VM list seen on the way.
+async fn reply_to(s: &mut tokio::net::TcpStream, id: u64) -> Outcome {
+    loop {
+        match next_msg(s).await {
+            GenieMsg::Reply { id: got, outcome } if got == id => return outcome,
+            GenieMsg::Report(r) => {
+                write_frame(s, &RouterMsg::Ack { gen: r.gen }, MAX_FRAME_BYTES)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads reports until one lists VMs satisfying `pred`.
+async fn vms_until(
+    s: &mut tokio::net::TcpStream,
+    pred: impl Fn(&[VmStatus]) -> bool,
+) -> Vec<VmStatus> {
+    loop {
+        if let GenieMsg::Report(r) = next_msg(s).await {
+            write_frame(s, &RouterMsg::Ack { gen: r.gen }, MAX_FRAME_BYTES)
+                .await
+                .unwrap();
+            if let Some(v) = r.vms {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_runs_vm_commands_from_the_router() {
+    require_qemu();
+    let dir = TestDir::new("cli-cmd");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = write_config(&dir, &l.local_addr().unwrap().to_string(), "");
+    let _child = Child(
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap()])
+            .spawn()
+            .unwrap(),
+    );
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(20), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let welcome = RouterMsg::Welcome {
+        session: 1,
+        heartbeat_ms: 200,
+        metrics_ms: 1000,
+        lease_ms: 0,
+    };
+    common::router_handshake(&mut s, b"cluster", &HostId::new("h1").unwrap(), welcome)
+        .await
+        .unwrap();
+    let spec = spec("cmd1");
+    let start = RouterMsg::Command {
+        id: 1,
+        command: wisp_common::proto::Command::StartVm {
+            spec: spec.clone(),
+            epoch: 9,
+        },
+    };
+    write_frame(&mut s, &start, MAX_FRAME_BYTES).await.unwrap();
+    assert_eq!(reply_to(&mut s, 1).await, Outcome::Done);
+    let v = vms_until(&mut s, |v| v.iter().any(|x| x.state == VmRunState::Running)).await;
+    assert_eq!(
+        (v[0].id.as_str(), v[0].epoch, v[0].mem_mib, v[0].vcpus),
+        ("cmd1", 9, 64, 1)
+    );
+    let pid = v[0].pid.unwrap();
+    assert!(genie::qemu::is_our_qemu(pid, &spec.name));
+
+    let stop = RouterMsg::Command {
+        id: 2,
+        command: wisp_common::proto::Command::StopVm {
+            vm: spec.name.clone(),
+            force: true,
+            timeout_ms: 0,
+        },
+    };
+    write_frame(&mut s, &stop, MAX_FRAME_BYTES).await.unwrap();
+    assert_eq!(reply_to(&mut s, 2).await, Outcome::Done);
+    assert!(!genie::qemu::is_alive(pid));
+    vms_until(&mut s, |v| v.is_empty()).await;
+
+    // A start qemu cannot do fails with qemu's own words.
+    let mut bad = spec.clone();
+    bad.kernel = Some("/nonexistent/k.elf".into());
+    let cmd = RouterMsg::Command {
+        id: 3,
+        command: wisp_common::proto::Command::StartVm {
+            spec: bad,
+            epoch: 10,
+        },
+    };
+    write_frame(&mut s, &cmd, MAX_FRAME_BYTES).await.unwrap();
+    match reply_to(&mut s, 3).await {
+        Outcome::Failed { error } => assert!(error.contains("k.elf"), "{error}"),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_genie_that_cannot_reach_the_router_fences_after_the_persisted_lease() {
+    require_qemu();
+    let dir = TestDir::new("cli-lease");
+    // Nobody listens on this port: the router is unreachable.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = write_config(&dir, &dead.to_string(), "");
+    std::fs::write(dir.path().join("lease"), "1000\n").unwrap();
+    let m = genie::manager::VmManager::new(
+        dir.path(),
+        "qemu-system-x86_64".as_ref(),
+        Default::default(),
+    );
+    m.start(&spec("fence1"), 1).await.unwrap();
+    let pid = m.statuses()[0].pid.unwrap();
+    drop(m);
+    let t0 = std::time::Instant::now();
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        common::eventually(Duration::from_secs(30), || !genie::qemu::is_alive(pid)).await,
+        "the genie did not self-fence"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "fenced before the lease: {:?}",
+        t0.elapsed()
+    );
+    let _ = child.0.kill();
+    let out = child.0.wait_with_output_ref();
+    assert!(out.contains("SELF-FENCE"), "{out}");
+}
+
+trait StderrText {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl StderrText for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
 }

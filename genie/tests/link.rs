@@ -2,6 +2,8 @@
 //! `wisp_common::proto` the way the router does.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,11 +16,8 @@ use genie::report::Reporter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use wisp_common::proto::auth::{self, Role};
 use wisp_common::proto::frame::{read_frame, write_frame};
-use wisp_common::proto::{
-    Command, GenieMsg, Nonce, Outcome, Report, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-};
+use wisp_common::proto::{Command, GenieMsg, Outcome, Report, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
 use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 
@@ -65,9 +64,13 @@ fn host() -> HostId {
 }
 
 async fn start_genie(router: String, secret: &[u8]) -> Genie {
+    start_genie_fenced(router, secret, FakeFence::default()).await
+}
+
+async fn start_genie_fenced(router: String, secret: &[u8], fence: FakeFence) -> Genie {
     let hv = FakeHypervisor::default();
     let changes = Arc::new(Notify::new());
-    let lease = lease::spawn(0, None, FakeFence::default());
+    let lease = lease::spawn(0, None, fence);
     let link = Link::new(
         LinkConfig {
             host: host(),
@@ -94,52 +97,8 @@ async fn start_genie(router: String, secret: &[u8]) -> Genie {
     }
 }
 
-/// Router side of the handshake. Returns the Hello's instance, or None when the genie
-/// hung up instead of authenticating.
 async fn handshake(s: &mut TcpStream, secret: &[u8], answer: RouterMsg) -> Option<u64> {
-    let secret = Secret::from_bytes(secret.to_vec());
-    let hello: GenieMsg = read_frame(s, MAX_FRAME_BYTES).await.unwrap().unwrap();
-    let GenieMsg::Hello {
-        protocol,
-        host: h,
-        instance,
-        nonce: genie_nonce,
-        genie_version,
-    } = hello
-    else {
-        panic!("expected hello, got {hello:?}");
-    };
-    assert_eq!((protocol, &h), (PROTOCOL_VERSION, &host()));
-    assert!(!genie_version.is_empty());
-    let router_nonce = Nonce::random();
-    let proof = auth::proof(&secret, Role::Router, &h, &genie_nonce, &router_nonce);
-    write_frame(
-        s,
-        &RouterMsg::Challenge {
-            nonce: router_nonce,
-            proof,
-        },
-        MAX_FRAME_BYTES,
-    )
-    .await
-    .unwrap();
-    let auth_msg: Option<GenieMsg> = read_frame(s, MAX_FRAME_BYTES).await.ok()?;
-    let Some(GenieMsg::Auth { proof }) = auth_msg else {
-        return None;
-    };
-    assert!(
-        auth::verify(
-            &secret,
-            Role::Genie,
-            &h,
-            &router_nonce,
-            &genie_nonce,
-            &proof
-        ),
-        "genie's proof must verify"
-    );
-    write_frame(s, &answer, MAX_FRAME_BYTES).await.unwrap();
-    Some(instance)
+    common::router_handshake(s, secret, &host(), answer).await
 }
 
 fn welcome(heartbeat_ms: u64, metrics_ms: u64) -> RouterMsg {
@@ -347,4 +306,61 @@ async fn refused_is_surfaced_and_malformed_frames_cause_a_reconnect() {
     assert!(text.contains("malformed frame"), "{text}");
     g.stop.send(true).unwrap();
     tokio::time::timeout(LONG, g.task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn acks_keep_the_welcomed_lease_and_router_silence_fences() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fence = FakeFence {
+        vms: 1,
+        ..Default::default()
+    };
+    let g = start_genie_fenced(
+        l.local_addr().unwrap().to_string(),
+        b"cluster",
+        fence.clone(),
+    )
+    .await;
+    let (mut s, _) = l.accept().await.unwrap();
+    let w = RouterMsg::Welcome {
+        session: 1,
+        heartbeat_ms: 50,
+        metrics_ms: 1000,
+        lease_ms: 600,
+    };
+    handshake(&mut s, b"cluster", w).await.unwrap();
+    // Ack every report for 1.5 s (well past the lease): no fence.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        let r = next_report(&mut s).await;
+        write_frame(&mut s, &RouterMsg::Ack { gen: r.gen }, MAX_FRAME_BYTES)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        fence.kills.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "acked genie must not fence"
+    );
+    // The router goes silent but keeps the socket open: the genie must fence.
+    let silent = std::time::Instant::now();
+    let drain = tokio::spawn(async move {
+        while let Ok(Some(_)) = read_frame::<_, GenieMsg>(&mut s, MAX_FRAME_BYTES).await {}
+    });
+    assert!(
+        common::eventually(LONG, || fence
+            .kills
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0)
+        .await,
+        "no self-fence after router silence"
+    );
+    assert!(
+        silent.elapsed() >= Duration::from_millis(500),
+        "fenced too early: {:?}",
+        silent.elapsed()
+    );
+    g.stop.send(true).unwrap();
+    tokio::time::timeout(LONG, g.task).await.unwrap().unwrap();
+    drain.abort();
 }

@@ -81,3 +81,59 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The router's side of the handshake, as the router does it. Returns the genie's
+/// Hello instance, or None when the genie hung up instead of sending Auth.
+pub async fn router_handshake(
+    s: &mut tokio::net::TcpStream,
+    secret: &[u8],
+    host: &wisp_common::HostId,
+    answer: wisp_common::proto::RouterMsg,
+) -> Option<u64> {
+    use wisp_common::proto::auth::{self, Role};
+    use wisp_common::proto::frame::{read_frame, write_frame};
+    use wisp_common::proto::{GenieMsg, Nonce, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+    let secret = wisp_common::secret::Secret::from_bytes(secret.to_vec());
+    let hello: GenieMsg = read_frame(s, MAX_FRAME_BYTES).await.unwrap().unwrap();
+    let GenieMsg::Hello {
+        protocol,
+        host: h,
+        instance,
+        nonce: genie_nonce,
+        genie_version,
+    } = hello
+    else {
+        panic!("expected hello, got {hello:?}");
+    };
+    assert_eq!((protocol, &h), (PROTOCOL_VERSION, host));
+    assert!(!genie_version.is_empty());
+    let router_nonce = Nonce::random();
+    let proof = auth::proof(&secret, Role::Router, &h, &genie_nonce, &router_nonce);
+    write_frame(
+        s,
+        &RouterMsg::Challenge {
+            nonce: router_nonce,
+            proof,
+        },
+        MAX_FRAME_BYTES,
+    )
+    .await
+    .unwrap();
+    let auth_msg: Option<GenieMsg> = read_frame(s, MAX_FRAME_BYTES).await.ok()?;
+    let Some(GenieMsg::Auth { proof }) = auth_msg else {
+        return None;
+    };
+    assert!(
+        auth::verify(
+            &secret,
+            Role::Genie,
+            &h,
+            &router_nonce,
+            &genie_nonce,
+            &proof
+        ),
+        "genie's proof must verify"
+    );
+    write_frame(s, &answer, MAX_FRAME_BYTES).await.unwrap();
+    Some(instance)
+}
