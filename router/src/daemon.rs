@@ -12,12 +12,15 @@ use crate::api::{self, ApiState};
 use crate::cluster;
 use crate::config::RouterConfig;
 use crate::link::{self, WelcomeParams};
+use crate::power::PowerPlane;
 use crate::store::{FileStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cluster secret")]
     Secret(#[source] SecretError),
+    #[error("power control")]
+    Power(#[source] crate::power::PowerSetupError),
     #[error("state store")]
     Store(#[source] StoreError),
     #[error("cannot listen on {addr} ({what})")]
@@ -57,6 +60,7 @@ pub async fn run_on(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     let secret = Arc::new(Secret::from_file(&config.secret_file).map_err(DaemonError::Secret)?);
+    let power = Arc::new(PowerPlane::from_config(&config).map_err(DaemonError::Power)?);
     let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
     let persisted = store.load().map_err(DaemonError::Store)?;
 
@@ -80,6 +84,7 @@ pub async fn run_on(
         api_listener,
         ApiState {
             cluster: cluster.clone(),
+            power: power.clone(),
         },
         shutdown.clone(),
     ));
@@ -92,6 +97,7 @@ pub async fn run_on(
         warn!(error = %e, "could not notify systemd");
     }
     let _ = tokio::join!(link_task, api_task, reconciler, cluster_task);
+    power.shutdown().await;
     info!("router stopped");
     Ok(())
 }

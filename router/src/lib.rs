@@ -9,5 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod link;
+pub mod power;
 pub mod store;
 pub mod vms;

@@ -21,6 +21,7 @@ use crate::cluster::ClusterHandle;
 #[derive(Clone, Debug)]
 pub struct ApiState {
     pub cluster: ClusterHandle,
+    pub power: std::sync::Arc<crate::power::PowerPlane>,
 }
 
 /// An API error: status plus a message for the user.
