@@ -27,12 +27,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(footprint(secs));
+    rt.block_on(footprint(secs, 0));
+    rt.block_on(footprint(secs, 2));
     codec();
 }
 
 /// Router stub: handshake with default rates, then read reports and Ack each one.
-async fn stub(l: TcpListener, reports: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+async fn stub(
+    l: TcpListener,
+    reports: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    running: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     let secret = Secret::from_bytes(SECRET.to_vec());
     let (mut s, _) = l.accept().await.expect("genie connects");
     let Some(GenieMsg::Hello {
@@ -67,6 +72,10 @@ async fn stub(l: TcpListener, reports: std::sync::Arc<std::sync::atomic::AtomicU
     while let Ok(Some(m)) = read_frame::<_, GenieMsg>(&mut s, MAX_FRAME_BYTES).await {
         if let GenieMsg::Report(r) = m {
             reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(v) = &r.vms {
+                let n = v.iter().filter(|s| s.state == VmRunState::Running).count();
+                running.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             if write_frame(&mut s, &RouterMsg::Ack { gen: r.gen }, MAX_FRAME_BYTES)
                 .await
                 .is_err()
@@ -93,7 +102,7 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-async fn footprint(secs: u64) {
+async fn footprint(secs: u64, n_vms: usize) {
     let bin = env!("CARGO_BIN_EXE_genie");
     let dir = std::env::temp_dir().join(format!("genie-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -113,8 +122,28 @@ async fn footprint(secs: u64) {
         ),
     )
     .expect("config");
+    // VMs for the genie to watch, started before it like a genie restart would find them.
+    let vm_dir = dir.join("vms");
+    let vms =
+        genie::manager::VmManager::new(&vm_dir, "qemu-system-x86_64".as_ref(), Default::default());
+    for i in 0..n_vms {
+        let spec = wisp_common::VmSpec {
+            name: VmId::new(format!("bench{i}")).expect("id"),
+            vcpus: 1,
+            mem_mib: 64,
+            disk: None,
+            kernel: None,
+            priority: 0,
+        };
+        vms.start(&spec, 1)
+            .await
+            .expect("qemu-system-x86_64 must be installed for the VM phase");
+    }
+    // QEMU serves one QMP client at a time: hand the sockets over to the genie.
+    drop(vms);
     let reports = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    tokio::spawn(stub(l, reports.clone()));
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(stub(l, reports.clone(), running.clone()));
     let mut child = Command::new(bin)
         .args(["--config", cfg.to_str().expect("utf-8 path")])
         .env("RUST_LOG", "warn")
@@ -141,13 +170,23 @@ async fn footprint(secs: u64) {
     );
     let _ = child.kill();
     let _ = child.wait();
+    let killer =
+        genie::manager::VmManager::new(&vm_dir, "qemu-system-x86_64".as_ref(), Default::default());
+    killer.kill_all();
     let _ = std::fs::remove_dir_all(&dir);
     // /proc CPU times are in USER_HZ = 100 ticks per second.
     let cpu_pct = (c1 - c0) as f64 * 10.0 / el.as_millis() as f64 * 100.0;
-    println!("genie footprint over {:.1} s at default rates (heartbeat 200 ms, full report 1 s), no VMs:", el.as_secs_f64());
+    println!(
+        "genie footprint over {:.1} s at default rates (heartbeat 200 ms, full report 1 s), {n_vms} idle VMs:",
+        el.as_secs_f64()
+    );
     println!(
         "  reports received      {:>8.1} /s",
         (r1 - r0) as f64 / el.as_secs_f64()
+    );
+    println!(
+        "  VMs reported running  {:>8}",
+        running.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!(
         "  max RSS               {:>8.1} MB   (goal <= 10 MB)",

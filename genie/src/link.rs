@@ -152,6 +152,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
     /// Runs until `shutdown` becomes true (or its sender is dropped).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_MIN;
+        let mut failures: u32 = 0;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -174,13 +175,19 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
                         tracing::error!(error = %msg, "authentication with the router failed");
                     } else if welcomed {
                         tracing::warn!(error = %msg, "link to the router lost; reconnecting");
+                    } else if failures == 0 || failures % 30 == 29 {
+                        // Loud on the first failure, then about once a minute at the
+                        // backoff ceiling: visible, but no log flood while it is away.
+                        tracing::warn!(error = %msg, attempts = failures + 1, "cannot reach the router; retrying");
                     } else {
                         tracing::debug!(error = %msg, "cannot reach the router; retrying");
                     }
+                    failures += 1;
                 }
             }
             if welcomed {
                 backoff = BACKOFF_MIN;
+                failures = 0;
             }
             let wait = jitter(backoff);
             backoff = (backoff * 2).min(BACKOFF_MAX);
