@@ -35,9 +35,27 @@ pub struct RouterConfig {
     /// Genie self-fence lease; 0 disables self-fencing.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// A host whose genie is silent but whose BMC says it is powered on gets this long
+    /// for its genie to come back (systemd restarts it in about a second) before it is
+    /// fenced: a genie crash is not a host failure.
+    #[serde(default = "default_genie_grace_ms")]
+    pub genie_grace_ms: u64,
+    /// Safety margin added to `lease_ms` before a host whose BMC cannot be reached is
+    /// taken as self-fenced (covers the genie's own timer granularity and kill time).
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
     /// Interface magic packets leave from.
     #[serde(default)]
     pub wol_interface: Option<String>,
+    /// How long a woken host's genie gets to register before the wake falls back to
+    /// IPMI power-on (and, after as long again, is declared failed). Real servers boot
+    /// in one to three minutes.
+    #[serde(default = "default_wake_deadline_ms")]
+    pub wake_deadline_ms: u64,
+    /// How long a power command waits for the BMC to confirm the new chassis state
+    /// (and a suspend for the host to go quiet). ACPI soft-off waits for the OS.
+    #[serde(default = "default_power_verify_ms")]
+    pub power_verify_ms: u64,
     #[serde(default)]
     pub migration: MigrationConfig,
     #[serde(default, rename = "host")]
@@ -92,6 +110,18 @@ fn default_unreachable_ms() -> u64 {
 }
 fn default_lease_ms() -> u64 {
     3000
+}
+fn default_wake_deadline_ms() -> u64 {
+    180_000
+}
+fn default_power_verify_ms() -> u64 {
+    60_000
+}
+fn default_genie_grace_ms() -> u64 {
+    5000
+}
+fn default_lease_margin_ms() -> u64 {
+    1000
 }
 
 /// One server of the inventory.

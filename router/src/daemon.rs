@@ -88,6 +88,16 @@ pub async fn run_on(
         },
         shutdown.clone(),
     ));
+    let fencer = tokio::spawn(crate::ha::fence::run(
+        cluster.clone(),
+        power.clone(),
+        crate::ha::fence::FenceRules {
+            genie_grace: std::time::Duration::from_millis(config.genie_grace_ms),
+            lease: std::time::Duration::from_millis(config.lease_ms),
+            lease_margin: std::time::Duration::from_millis(config.lease_margin_ms),
+        },
+        shutdown.clone(),
+    ));
     let reconciler = tokio::spawn(crate::vms::reconcile::run(
         cluster.clone(),
         shutdown.clone(),
@@ -96,7 +106,7 @@ pub async fn run_on(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
-    let _ = tokio::join!(link_task, api_task, reconciler, cluster_task);
+    let _ = tokio::join!(link_task, api_task, reconciler, fencer, cluster_task);
     power.shutdown().await;
     info!("router stopped");
     Ok(())

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod ha;
 pub mod link;
 pub mod power;
 pub mod store;

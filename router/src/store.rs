@@ -93,6 +93,29 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new content:
+/// write a temporary file, fsync it, rename it over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let werr = |p: &Path| {
+        let p = p.to_owned();
+        move |source| StoreError::Write { path: p, source }
+    };
+    let mut f = File::create(&tmp).map_err(werr(&tmp))?;
+    f.write_all(bytes).map_err(werr(&tmp))?;
+    f.sync_all().map_err(werr(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(werr(path))?;
+    // The rename is durable only once the directory entry is on disk.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr(dir))?;
+    Ok(())
+}
+
 /// Persistence of the router's desired state and event history.
 pub trait Store: Send {
     fn load(&self) -> Result<PersistedState, StoreError>;
@@ -160,23 +183,8 @@ impl Store for FileStore {
     }
 
     fn save(&mut self, state: &PersistedState) -> Result<(), StoreError> {
-        let path = self.state_path();
-        let tmp = self.dir.join("state.json.tmp");
-        let werr = |p: &Path| {
-            let p = p.to_owned();
-            move |source| StoreError::Write { path: p, source }
-        };
         let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-        let mut f = File::create(&tmp).map_err(werr(&tmp))?;
-        f.write_all(&bytes).map_err(werr(&tmp))?;
-        f.sync_all().map_err(werr(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(werr(&path))?;
-        // The rename is durable only once the directory entry is on disk.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(werr(&self.dir))?;
-        Ok(())
+        write_atomic(&self.state_path(), &bytes)
     }
 
     fn append_event(&mut self, event: &Event) -> Result<(), StoreError> {

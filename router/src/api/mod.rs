@@ -72,6 +72,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
         .merge(crate::vms::api::routes())
+        .merge(crate::power::api::routes())
+        .merge(crate::ha::api::routes())
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 //! of the daemon's local API.
 
 mod client;
+mod ha;
 pub mod table;
 mod vm;
 
@@ -55,6 +56,18 @@ pub enum Cmd {
     /// VM lifecycle and live migration.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Per-VM availability against the 99.95 % target.
+    Sla {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a host out of the pool (live-migrating its VMs away) or return it.
+    Maintenance {
+        mode: ha::OnOff,
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent events (detections, fences, power, migrations).
     Events {
         #[arg(long, default_value_t = 50)]
@@ -95,6 +108,8 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
             })
         }
         Cmd::Vm(cmd) => vm::run(&cli.api, cmd),
+        Cmd::Sla { json } => ha::sla(&cli.api, *json),
+        Cmd::Maintenance { mode, host, json } => ha::maintenance(&cli.api, *mode, host, *json),
         Cmd::Events { limit, json } => {
             let evs: Vec<Event> = c.get(&format!("/v1/events?limit={limit}"))?;
             print_or_json(*json, &evs, events_table)

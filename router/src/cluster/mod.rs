@@ -190,6 +190,13 @@ pub struct Model {
     pub ops: std::collections::HashMap<VmId, Op>,
     /// Latest progress of migrations in flight, for `router vm show`.
     pub progress: std::collections::HashMap<VmId, wisp_common::proto::MigrationProgress>,
+    /// Hosts that should be woken (no room for a VM, reserve short); served by the
+    /// power code.
+    pub wake_wanted: std::collections::BTreeSet<HostId>,
+    /// True while most hosts vanished at once: the router fences nobody.
+    pub self_suspect: bool,
+    /// Per-VM availability accounting.
+    pub sla: crate::ha::sla::SlaBook,
     /// VMs whose last automatic action failed, and when to try again.
     pub retry_after: std::collections::HashMap<VmId, Instant>,
     next_session: u64,
@@ -230,6 +237,9 @@ pub fn spawn(
         ops: Default::default(),
         progress: Default::default(),
         retry_after: Default::default(),
+        wake_wanted: Default::default(),
+        sla: Default::default(),
+        self_suspect: false,
         cluster: Cluster::new(&config.hosts, Timing::from_config(config)),
         persisted,
         store,
@@ -239,6 +249,16 @@ pub fn spawn(
         reports_accepted: 0,
         reports_dropped: 0,
     };
+    task.sla = crate::ha::sla::SlaBook::load(&config.state_dir);
+    for (id, rec) in &task.persisted.hosts {
+        if let Some(h) = task.cluster.hosts.get_mut(id) {
+            if rec.maintenance {
+                h.status = state::HostStatus::Maintenance;
+            } else if rec.standby {
+                h.status = state::HostStatus::Standby;
+            }
+        }
+    }
     if let Ok(old) = task.store.recent_events(EVENTS_IN_MEMORY) {
         task.events.extend(old);
     }
@@ -272,6 +292,7 @@ impl Model {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.account_sla(now);
         for t in self.cluster.tick(now) {
             match t.kind {
                 EventKind::HostUp => info!(host = %t.host, "{}", t.message),

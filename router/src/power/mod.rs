@@ -2,6 +2,17 @@
 //! Wake-on-LAN sender, built once from the config. These are effect handles, not
 //! state: the power state the router believes is in the cluster model.
 
+pub mod actions;
+pub mod api;
+mod error;
+pub mod mark;
+pub mod status;
+pub mod suspend;
+pub mod wait;
+pub mod wake;
+
+pub use error::PowerError;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -42,7 +42,10 @@ impl Model {
                 host: host.to_string(),
             })?;
         match (&h.link, h.status) {
-            (Some(l), HostStatus::Up | HostStatus::Suspect) => Ok(l.handle.clone()),
+            (
+                Some(l),
+                HostStatus::Up | HostStatus::Suspect | HostStatus::Maintenance | HostStatus::Waking,
+            ) => Ok(l.handle.clone()),
             _ => Err(VmError::HostNotUp {
                 host: host.clone(),
                 state: h.status.as_str().into(),

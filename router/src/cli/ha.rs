@@ -1,0 +1,93 @@
+//! `router sla` and `router maintenance on|off HOST`.
+
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use super::{print_or_json, table, Client, ClientError};
+use crate::ha::api::MaintenanceRequest;
+use crate::ha::maintenance::MaintenanceReport;
+use crate::ha::sla::SlaReport;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+pub fn sla(api: &str, json: bool) -> Result<(), ClientError> {
+    let r: SlaReport = Client::new(api, None).get("/v1/sla")?;
+    print_or_json(json, &r, |r| {
+        let rows: Vec<Vec<String>> = r
+            .vms
+            .iter()
+            .map(|v| {
+                vec![
+                    v.vm.to_string(),
+                    format!("{:.4}%", v.availability_30d * 100.0),
+                    format!("{:.1}", v.downtime_30d_s),
+                    v.incidents_30d.to_string(),
+                    format!("{:.4}%", v.availability_total * 100.0),
+                    format!("{:.1}", v.downtime_total_s),
+                    if v.down_now {
+                        "down".into()
+                    } else {
+                        "up".into()
+                    },
+                    if v.meets_target {
+                        "yes".into()
+                    } else {
+                        "NO".into()
+                    },
+                ]
+            })
+            .collect();
+        let mut s = table::render(
+            &[
+                "VM",
+                "AVAIL 30D",
+                "DOWN 30D (s)",
+                "INCIDENTS",
+                "AVAIL TOTAL",
+                "DOWN TOTAL (s)",
+                "NOW",
+                "MEETS 99.95%",
+            ],
+            &rows,
+        );
+        s.push_str(&format!(
+            "\ncluster (30 days): mean availability {:.4}% against the {:.2}% target, {:.1} s of VM downtime in {} incidents\n",
+            r.cluster_availability_30d * 100.0,
+            r.target * 100.0,
+            r.cluster_downtime_30d_s,
+            r.cluster_incidents_30d
+        ));
+        s
+    })
+}
+
+pub fn maintenance(api: &str, mode: OnOff, host: &str, json: bool) -> Result<(), ClientError> {
+    // Evacuating a host is a series of live migrations.
+    let c = Client::new(api, Some(Duration::from_secs(1800)));
+    let r: MaintenanceReport = c.post(
+        &format!("/v1/hosts/{host}/maintenance"),
+        &MaintenanceRequest {
+            on: matches!(mode, OnOff::On),
+        },
+    )?;
+    print_or_json(json, &r, |r| {
+        let mut s = String::new();
+        for m in &r.migrated {
+            s.push_str(&format!(
+                "  {} -> {}: total {} ms, downtime {} ms\n",
+                m.vm, m.to, m.total_ms, m.downtime_ms
+            ));
+        }
+        for (vm, why) in &r.failed {
+            s.push_str(&format!("  {vm}: NOT moved: {why}\n"));
+        }
+        s.push_str(&r.message);
+        s.push('\n');
+        s
+    })
+}

@@ -1,0 +1,38 @@
+//! HTTP routes for maintenance mode and the SLA report.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::maintenance::{self, MaintenanceReport};
+use super::sla::SlaReport;
+use crate::api::{ApiError, ApiState};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MaintenanceRequest {
+    pub on: bool,
+}
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/sla", get(sla))
+        .route("/v1/hosts/{name}/maintenance", post(set_maintenance))
+}
+
+async fn sla(State(s): State<ApiState>) -> Result<Json<SlaReport>, ApiError> {
+    s.cluster
+        .with(|m| m.sla_report())
+        .await
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
+}
+
+async fn set_maintenance(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Json(req): Json<MaintenanceRequest>,
+) -> Result<Json<MaintenanceReport>, ApiError> {
+    Ok(Json(maintenance::set(&s.cluster, name, req.on).await?))
+}

@@ -1,0 +1,461 @@
+//! The fence reconciler: turns "this host went silent" into a proof that it is off,
+//! because no VM may be restarted elsewhere while it might still run (never run a VM
+//! twice).
+//!
+//! For every suspect or unreachable host:
+//! - its BMC says chassis power off → the host is `down` (proven off);
+//! - its BMC says on, the host is unreachable beyond the genie grace period and has
+//!   VMs → power it off over IPMI, verify off, mark `fenced`;
+//! - its BMC does not answer (or it has none) → the only proof left is the genie's
+//!   self-fence lease: once `lease_ms + lease_margin_ms` have passed since its last
+//!   report, its genie has killed its VMs, so the host counts as `fenced`; before
+//!   that, and always when the lease is disabled, nothing happens and a loud
+//!   `fence_refused` event says what proof is missing.
+//!
+//! The router suspects itself first: when more than half of the hosts that should be
+//! up vanish together, the likely fault is the router's own network, so it fences
+//! nobody (a BMC's "off" is still accepted: that is a proof, not an action).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use wisp_common::HostId;
+use wisp_power::{Bmc, PowerAction, PowerState};
+
+use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::{ClusterHandle, Model};
+use crate::events::EventKind;
+use crate::power::PowerPlane;
+use crate::store::Desired;
+
+/// How often silent hosts are looked at: a tenth of the 1 s detection target.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// A silent host's BMC is asked again at most this often (a status call costs a few
+/// ms; this bounds the load when many hosts are silent for long).
+pub const BMC_RECHECK: Duration = Duration::from_millis(500);
+
+/// How long a chassis may take to report off after we powered it off.
+pub const POWER_OFF_VERIFY: Duration = Duration::from_secs(10);
+
+/// With fewer hosts than this, "most hosts vanished" says nothing about the router.
+pub const SELF_SUSPICION_MIN_HOSTS: usize = 3;
+
+/// Timing rules, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct FenceRules {
+    pub genie_grace: Duration,
+    /// Zero when self-fencing is disabled.
+    pub lease: Duration,
+    pub lease_margin: Duration,
+}
+
+/// A host to look at.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub host: HostId,
+    pub status: HostStatus,
+    pub since_report: Duration,
+    pub has_vms: bool,
+    /// False while the router suspects itself.
+    pub may_fence: bool,
+}
+
+/// The verdict on one host, applied in the cluster task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// BMC reports chassis power off.
+    Off,
+    /// We powered it off and the BMC confirms.
+    Fenced { after_ms: u64 },
+    /// Lease expired and no BMC answer: its genie has killed its VMs.
+    LeaseExpired { silent_ms: u64, bmc_error: String },
+    /// Powered on; nothing to do yet (grace period, or no VMs).
+    OnWaiting,
+    /// No proof available now; the reason says what is missing.
+    NoProof { reason: String },
+}
+
+impl Model {
+    /// Hosts needing a verdict. Also raises (once) the router's self-suspicion.
+    pub fn fence_work(&mut self, now: Instant) -> Vec<Work> {
+        let expected: Vec<_> = self
+            .cluster
+            .hosts
+            .values()
+            .filter(|h| {
+                matches!(
+                    h.status,
+                    HostStatus::Up | HostStatus::Suspect | HostStatus::Unreachable
+                )
+            })
+            .collect();
+        let vanished = expected
+            .iter()
+            .filter(|h| h.status != HostStatus::Up)
+            .count();
+        // Hosts that never reported since the router started do not count as vanished:
+        // at start-up every host is unreachable until its genie connects.
+        let vanished_after_report = expected
+            .iter()
+            .filter(|h| h.status != HostStatus::Up && h.last_report.is_some())
+            .count();
+        let suspect_self = expected.len() >= SELF_SUSPICION_MIN_HOSTS
+            && vanished_after_report * 2 > expected.len();
+        if suspect_self && !self.self_suspect {
+            self.event(
+                EventKind::FenceRefused,
+                None,
+                None,
+                format!(
+                    "{vanished} of {} hosts vanished at once: the router's own network is the likely fault; fencing nobody until they come back",
+                    expected.len()
+                ),
+            );
+        } else if !suspect_self && self.self_suspect {
+            self.event(
+                EventKind::HostUp,
+                None,
+                None,
+                "most hosts are back: fencing is allowed again".into(),
+            );
+        }
+        self.self_suspect = suspect_self;
+        let placed: HashSet<HostId> = self
+            .persisted
+            .vms
+            .values()
+            .filter(|r| r.desired == Desired::Running)
+            .filter_map(|r| r.host.clone())
+            .collect();
+        self.cluster
+            .hosts
+            .values()
+            .filter(|h| matches!(h.status, HostStatus::Suspect | HostStatus::Unreachable))
+            .filter(|h| h.last_report.is_some() || h.power != PowerKnown::Off)
+            .map(|h| Work {
+                host: h.cfg.name.clone(),
+                status: h.status,
+                since_report: h.report_age(now).unwrap_or(Duration::MAX),
+                has_vms: placed.contains(&h.cfg.name) || !h.vms.is_empty(),
+                may_fence: !suspect_self,
+            })
+            .collect()
+    }
+
+    /// Applies a verdict if the host is still silent.
+    pub fn apply_verdict(&mut self, host: &HostId, v: &Verdict) {
+        let Some(h) = self.cluster.hosts.get_mut(host) else {
+            return;
+        };
+        if !matches!(h.status, HostStatus::Suspect | HostStatus::Unreachable) {
+            return;
+        }
+        let (status, power, kind, msg) = match v {
+            Verdict::Off => (
+                HostStatus::Down,
+                PowerKnown::Off,
+                EventKind::HostDown,
+                format!("host {host} is down: its BMC reports chassis power off"),
+            ),
+            Verdict::Fenced { after_ms } => (
+                HostStatus::Fenced,
+                PowerKnown::Off,
+                EventKind::HostFenced,
+                format!("host {host} fenced: powered off over IPMI and verified off in {after_ms} ms"),
+            ),
+            Verdict::LeaseExpired {
+                silent_ms,
+                bmc_error,
+            } => (
+                HostStatus::Fenced,
+                PowerKnown::Unknown,
+                EventKind::HostFenced,
+                format!(
+                    "host {host} fenced by lease: silent for {silent_ms} ms, beyond its self-fence lease; its genie has killed its VMs (BMC: {bmc_error})"
+                ),
+            ),
+            Verdict::OnWaiting => {
+                h.power = PowerKnown::On;
+                return;
+            }
+            Verdict::NoProof { reason } => {
+                let msg = format!("no proof that host {host} is off, so its VMs are NOT restarted: {reason}");
+                self.event(EventKind::FenceRefused, Some(host.clone()), None, msg);
+                return;
+            }
+        };
+        h.status = status;
+        h.power = power;
+        self.event(kind, Some(host.clone()), None, msg);
+    }
+}
+
+/// Decides the verdict for one host (the BMC calls happen here, off the cluster task).
+pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Verdict {
+    let lease_verdict = |bmc_error: String| {
+        if !w.may_fence || !w.has_vms {
+            return Verdict::NoProof {
+                reason: format!("BMC: {bmc_error}"),
+            };
+        }
+        if rules.lease.is_zero() {
+            return Verdict::NoProof {
+                reason: format!("BMC: {bmc_error}; self-fencing is disabled (lease_ms = 0), so only a BMC answer can prove it off"),
+            };
+        }
+        let needed = rules.lease + rules.lease_margin;
+        if w.since_report >= needed {
+            Verdict::LeaseExpired {
+                silent_ms: w.since_report.as_millis() as u64,
+                bmc_error,
+            }
+        } else {
+            Verdict::NoProof {
+                reason: format!(
+                    "BMC: {bmc_error}; waiting for its self-fence lease to expire ({} ms of {} ms)",
+                    w.since_report.as_millis(),
+                    needed.as_millis()
+                ),
+            }
+        }
+    };
+    let Some(bmc) = bmc else {
+        return lease_verdict("none configured".into());
+    };
+    match bmc.power_status().await {
+        Ok(PowerState::Off) => Verdict::Off,
+        Err(e) => lease_verdict(crate::vms::chain(&e)),
+        Ok(PowerState::On) => {
+            if !w.may_fence
+                || !w.has_vms
+                || w.status != HostStatus::Unreachable
+                || w.since_report < rules.genie_grace
+            {
+                return Verdict::OnWaiting;
+            }
+            let t0 = Instant::now();
+            if let Err(e) = bmc.power(PowerAction::Off).await {
+                return Verdict::NoProof {
+                    reason: format!("power-off over IPMI failed: {}", crate::vms::chain(&e)),
+                };
+            }
+            loop {
+                match bmc.power_status().await {
+                    Ok(PowerState::Off) => {
+                        return Verdict::Fenced {
+                            after_ms: t0.elapsed().as_millis() as u64,
+                        }
+                    }
+                    _ if t0.elapsed() > POWER_OFF_VERIFY => {
+                        return Verdict::NoProof {
+                            reason: format!(
+                                "powered off over IPMI but the BMC did not report off within {} s",
+                                POWER_OFF_VERIFY.as_secs()
+                            ),
+                        }
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    }
+}
+
+/// Runs the fence reconciler until `shutdown`.
+pub async fn run(
+    c: ClusterHandle,
+    power: Arc<PowerPlane>,
+    rules: FenceRules,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight: HashSet<HostId> = HashSet::new();
+    let mut last_check: std::collections::HashMap<HostId, Instant> = Default::default();
+    // "No proof" is said once per host per silence, not ten times a second.
+    let mut warned: HashSet<HostId> = HashSet::new();
+    let (done_tx, mut done_rx) = mpsc::channel::<HostId>(64);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            Some(h) = done_rx.recv() => { in_flight.remove(&h); continue; }
+            _ = tick.tick() => {}
+        }
+        let Some(work) = c.with(|m| m.fence_work(Instant::now())).await else {
+            return;
+        };
+        let silent: HashSet<HostId> = work.iter().map(|w| w.host.clone()).collect();
+        warned.retain(|h| silent.contains(h));
+        let now = Instant::now();
+        for w in work {
+            if in_flight.contains(&w.host)
+                || last_check
+                    .get(&w.host)
+                    .is_some_and(|t| now.duration_since(*t) < BMC_RECHECK)
+            {
+                continue;
+            }
+            last_check.insert(w.host.clone(), now);
+            in_flight.insert(w.host.clone());
+            let first_warning = !warned.contains(&w.host);
+            let (c, bmc, done) = (c.clone(), power.bmc(&w.host), done_tx.clone());
+            let host = w.host.clone();
+            let host_for_mark = w.host.clone();
+            tokio::spawn(async move {
+                let v = judge(&w, bmc, rules).await;
+                if first_warning || !matches!(v, Verdict::NoProof { .. }) {
+                    let h = host.clone();
+                    let _ = c.with(move |m| m.apply_verdict(&h, &v)).await;
+                }
+                let _ = done.send(host).await;
+            });
+            if first_warning {
+                // Marked now; a host that gets another verdict leaves the silent set
+                // and the mark is dropped with it.
+                warned.insert(host_for_mark);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use wisp_power::{FakeBmc, FakeBmcFault};
+
+    fn rules() -> FenceRules {
+        FenceRules {
+            genie_grace: Duration::from_secs(5),
+            lease: Duration::from_secs(3),
+            lease_margin: Duration::from_secs(1),
+        }
+    }
+
+    fn work(status: HostStatus, silent_ms: u64, has_vms: bool, may_fence: bool) -> Work {
+        Work {
+            host: HostId::new("h1").unwrap(),
+            status,
+            since_report: Duration::from_millis(silent_ms),
+            has_vms,
+            may_fence,
+        }
+    }
+
+    fn fake(p: PowerState) -> Arc<FakeBmc> {
+        Arc::new(
+            FakeBmc::new("127.0.0.1:623".parse().unwrap(), p)
+                .with_timeout(Duration::from_millis(200)),
+        )
+    }
+
+    #[tokio::test]
+    async fn bmc_off_is_proof_even_while_the_router_suspects_itself() {
+        let b = fake(PowerState::Off);
+        let v = judge(
+            &work(HostStatus::Suspect, 100, true, false),
+            Some(b.clone()),
+            rules(),
+        )
+        .await;
+        assert_eq!(v, Verdict::Off);
+        assert!(b.actions().is_empty(), "a proof needs no action");
+    }
+
+    #[tokio::test]
+    async fn powered_on_host_is_fenced_only_after_the_genie_grace() {
+        let b = fake(PowerState::On);
+        let w = work(HostStatus::Unreachable, 1000, true, true);
+        assert_eq!(
+            judge(&w, Some(b.clone()), rules()).await,
+            Verdict::OnWaiting
+        );
+        assert!(b.actions().is_empty());
+        let w = work(HostStatus::Unreachable, 6000, true, true);
+        assert!(matches!(
+            judge(&w, Some(b.clone()), rules()).await,
+            Verdict::Fenced { .. }
+        ));
+        assert_eq!(b.actions(), vec![PowerAction::Off]);
+    }
+
+    #[tokio::test]
+    async fn nobody_is_powered_off_without_vms_or_under_self_suspicion() {
+        let b = fake(PowerState::On);
+        for w in [
+            work(HostStatus::Unreachable, 60_000, false, true),
+            work(HostStatus::Unreachable, 60_000, true, false),
+            work(HostStatus::Suspect, 60_000, true, true),
+        ] {
+            assert_eq!(
+                judge(&w, Some(b.clone()), rules()).await,
+                Verdict::OnWaiting,
+                "{w:?}"
+            );
+        }
+        assert!(b.actions().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dead_bmc_means_waiting_for_the_lease_and_saying_why() {
+        let b = fake(PowerState::On);
+        b.set_fault(FakeBmcFault::Silent);
+        let v = judge(
+            &work(HostStatus::Unreachable, 2000, true, true),
+            Some(b.clone()),
+            rules(),
+        )
+        .await;
+        match v {
+            Verdict::NoProof { reason } => assert!(
+                reason.contains("lease") && reason.contains("127.0.0.1:623"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let v = judge(
+            &work(HostStatus::Unreachable, 4500, true, true),
+            Some(b.clone()),
+            rules(),
+        )
+        .await;
+        assert!(
+            matches!(
+                v,
+                Verdict::LeaseExpired {
+                    silent_ms: 4500,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        // The lease proves nothing when the router itself is suspect.
+        let v = judge(
+            &work(HostStatus::Unreachable, 60_000, true, false),
+            Some(b.clone()),
+            rules(),
+        )
+        .await;
+        assert!(matches!(v, Verdict::NoProof { .. }), "{v:?}");
+        // Self-fencing disabled: no proof ever without the BMC.
+        let no_lease = FenceRules {
+            lease: Duration::ZERO,
+            ..rules()
+        };
+        let v = judge(
+            &work(HostStatus::Unreachable, 600_000, true, true),
+            None,
+            no_lease,
+        )
+        .await;
+        match v {
+            Verdict::NoProof { reason } => assert!(reason.contains("disabled"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(b.actions().is_empty());
+    }
+}

@@ -1,0 +1,115 @@
+//! Maintenance mode: `router maintenance on HOST` takes a host out of the pool and
+//! live-migrates every VM away, after which it can be powered off safely; `off`
+//! returns it to the pool.
+
+use serde::{Deserialize, Serialize};
+use wisp_common::{HostId, VmId};
+
+use crate::cluster::state::HostStatus;
+use crate::cluster::ClusterHandle;
+use crate::events::EventKind;
+use crate::store::Desired;
+use crate::vms::migrate::{migrate, MigrationReport};
+use crate::vms::{chain, placement, VmError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceReport {
+    pub host: HostId,
+    pub maintenance: bool,
+    pub migrated: Vec<MigrationReport>,
+    /// VMs that could not be moved, with the reason.
+    pub failed: Vec<(VmId, String)>,
+    pub message: String,
+}
+
+/// Turns maintenance on (evacuating the host) or off.
+pub async fn set(c: &ClusterHandle, host: String, on: bool) -> Result<MaintenanceReport, VmError> {
+    let h = host.clone();
+    let (id, vms, settings) = c
+        .with(move |m| -> Result<_, VmError> {
+            let id = HostId::new(h.as_str())
+                .ok()
+                .filter(|id| m.cluster.hosts.contains_key(id))
+                .ok_or(VmError::UnknownHost { host: h })?;
+            let id2 = id.clone();
+            m.update(|p| p.hosts.entry(id2).or_default().maintenance = on)
+                .map_err(VmError::Store)?;
+            let entry = m.cluster.hosts.get_mut(&id).expect("checked above");
+            entry.status = if on {
+                HostStatus::Maintenance
+            } else {
+                // Re-derived from its reports on the next tick.
+                HostStatus::Unreachable
+            };
+            m.event(
+                EventKind::Maintenance,
+                Some(id.clone()),
+                None,
+                format!(
+                    "host {id} maintenance {}",
+                    if on {
+                        "on: evacuating"
+                    } else {
+                        "off: back in the pool"
+                    }
+                ),
+            );
+            let vms: Vec<VmId> = if on {
+                m.persisted
+                    .vms
+                    .iter()
+                    .filter(|(_, r)| r.host.as_ref() == Some(&id) && r.desired == Desired::Running)
+                    .map(|(v, _)| v.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok((id, vms, m.config.migration))
+        })
+        .await
+        .ok_or(VmError::Shutdown)??;
+    let mut migrated = Vec::new();
+    let mut failed = Vec::new();
+    for vm in vms {
+        let v = vm.clone();
+        let target = c
+            .with(move |m| {
+                let need = m
+                    .persisted
+                    .vms
+                    .get(&v)
+                    .map(|r| r.spec.resources())
+                    .unwrap_or_default();
+                placement::choose(&m.candidates(Some(&v)), need)
+            })
+            .await
+            .ok_or(VmError::Shutdown)?;
+        match target {
+            Ok(to) => match migrate(c, vm.clone(), to.to_string(), settings).await {
+                Ok(r) => migrated.push(r),
+                Err(e) => failed.push((vm, chain(&e))),
+            },
+            Err(e) => failed.push((vm, e.to_string())),
+        }
+    }
+    let message = if !on {
+        format!("{id} is back in the pool")
+    } else if failed.is_empty() {
+        format!(
+            "{id} is in maintenance and empty ({} VMs migrated): it can be powered off",
+            migrated.len()
+        )
+    } else {
+        format!(
+            "{id} is in maintenance but {} VMs could not be moved: do not power it off yet",
+            failed.len()
+        )
+    };
+    Ok(MaintenanceReport {
+        host: id,
+        maintenance: on,
+        migrated,
+        failed,
+        message,
+    })
+}

@@ -1,0 +1,8 @@
+//! High availability: proving silent hosts off (fencing), maintenance mode, and SLA
+//! accounting. Restarting the VMs of a proven-off host is the VM reconciler's job
+//! (`vms::reconcile`): it acts only on hosts this module has marked down or fenced.
+
+pub mod api;
+pub mod fence;
+pub mod maintenance;
+pub mod sla;

@@ -1,0 +1,198 @@
+//! `router power on|off|soft|cycle|reset HOST`: one Chassis Control request, then
+//! verification by asking the BMC again until it reports the expected power state.
+//! A hard `off` also waits for the host's genie link to drop, so the host is recorded
+//! `Down` (proven off) by the shared rule in `mark.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use wisp_common::HostId;
+use wisp_power::{Bmc, PowerAction, PowerState};
+
+use super::status::{known, query};
+use super::wait::{self, ms};
+use super::{PowerError, PowerPlane};
+use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::ClusterHandle;
+use crate::events::EventKind;
+
+/// What a power command did and what was verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionReport {
+    pub host: HostId,
+    pub action: String,
+    pub bmc: String,
+    /// Chassis power the BMC reported at the end.
+    pub power: PowerKnown,
+    /// The host's status in the cluster model afterwards.
+    pub state: HostStatus,
+    /// Whether the BMC confirmed the expected state.
+    pub verified: bool,
+    /// Time until the BMC accepted the request.
+    pub accepted_ms: u64,
+    /// Time until the expected state was confirmed (or verification gave up).
+    pub elapsed_ms: u64,
+    /// One line: what was verified, for people.
+    pub message: String,
+}
+
+/// The power state an action should end in.
+fn expected(action: PowerAction) -> PowerState {
+    match action {
+        PowerAction::Off | PowerAction::Soft => PowerState::Off,
+        PowerAction::On | PowerAction::Cycle | PowerAction::Reset => PowerState::On,
+    }
+}
+
+pub(crate) fn bmc_of(
+    cluster: &ClusterHandle,
+    power: &PowerPlane,
+    host: &HostId,
+) -> Result<Arc<dyn Bmc>, PowerError> {
+    if !cluster.inventory().contains(host) {
+        return Err(PowerError::UnknownHost {
+            host: host.to_string(),
+        });
+    }
+    power
+        .bmc(host)
+        .ok_or_else(|| PowerError::NoBmc { host: host.clone() })
+}
+
+/// Sends `action` to `host`'s BMC and verifies it within `verify`. A hard or soft
+/// off that the BMC does not confirm in time is an error (`NotConfirmed`): the caller
+/// must not believe the host is off.
+pub async fn power_action(
+    cluster: &ClusterHandle,
+    power: &PowerPlane,
+    host: &HostId,
+    action: PowerAction,
+    verify: Duration,
+) -> Result<ActionReport, PowerError> {
+    let bmc = bmc_of(cluster, power, host)?;
+    let addr = bmc.address().to_string();
+    let start = Instant::now();
+    if let Err(source) = bmc.power(action).await {
+        let e = PowerError::Bmc {
+            host: host.clone(),
+            action: action_name(action),
+            source,
+        };
+        cluster
+            .record(
+                EventKind::Error,
+                Some(host.clone()),
+                None,
+                crate::vms::chain(&e),
+            )
+            .await;
+        return Err(e);
+    }
+    let accepted = start.elapsed();
+    let want = expected(action);
+    let deadline = Instant::now() + verify;
+    let mut last: Option<PowerState> = None;
+    let confirmed = wait::until(deadline, || {
+        let bmc = bmc.clone();
+        let last = &mut last;
+        async move {
+            // A BMC hiccup during verification is retried until the deadline.
+            let p = query(&bmc, host).await.ok()?;
+            *last = Some(p);
+            (p == want).then_some(p)
+        }
+    })
+    .await;
+    let verified_after = start.elapsed();
+    let Some(seen) = confirmed else {
+        let e = PowerError::NotConfirmed {
+            host: host.clone(),
+            bmc: addr.clone(),
+            action,
+            seen: last
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "nothing".into()),
+            after: verify,
+        };
+        cluster
+            .record(
+                EventKind::Error,
+                Some(host.clone()),
+                None,
+                crate::vms::chain(&e),
+            )
+            .await;
+        return Err(e);
+    };
+    // After an off, the genie's link drops as its processes die: wait for that (up to
+    // the rest of the deadline) so the host is recorded as proven down.
+    let mut link_note = String::new();
+    if seen == PowerState::Off {
+        let h = host.clone();
+        let gone = wait::until(deadline.max(Instant::now() + wait::POLL * 10), || {
+            let h = h.clone();
+            async move {
+                cluster
+                    .with(move |m| m.cluster.hosts.get(&h).is_some_and(|e| e.link.is_none()))
+                    .await
+                    .filter(|gone| *gone)
+            }
+        })
+        .await;
+        if gone.is_none() {
+            link_note = "; its genie link is still open".into();
+        }
+    }
+    let src = format!("BMC {addr}, after power {action}");
+    let h = host.clone();
+    let took = start.elapsed();
+    let message = format!(
+        "Chassis Power Control: {} -- verified: BMC {addr} reports power {seen} after {} ms{link_note}",
+        control_word(action),
+        ms(verified_after)
+    );
+    let msg2 = format!("host {host}: power {action}: {message}");
+    let state = cluster
+        .with(move |m| {
+            let st = m.mark_power(&h, known(seen), &src);
+            m.event(EventKind::Power, Some(h.clone()), None, msg2);
+            st
+        })
+        .await
+        .ok_or(PowerError::Shutdown)?
+        .unwrap_or(HostStatus::Unreachable);
+    Ok(ActionReport {
+        host: host.clone(),
+        action: action.to_string(),
+        bmc: addr,
+        power: known(seen),
+        state,
+        verified: true,
+        accepted_ms: ms(accepted),
+        elapsed_ms: ms(took),
+        message,
+    })
+}
+
+fn action_name(a: PowerAction) -> &'static str {
+    match a {
+        PowerAction::On => "on",
+        PowerAction::Off => "off",
+        PowerAction::Soft => "soft",
+        PowerAction::Cycle => "cycle",
+        PowerAction::Reset => "reset",
+    }
+}
+
+/// ipmitool's words for each action.
+fn control_word(a: PowerAction) -> &'static str {
+    match a {
+        PowerAction::On => "Up/On",
+        PowerAction::Off => "Down/Off",
+        PowerAction::Soft => "Soft",
+        PowerAction::Cycle => "Cycle",
+        PowerAction::Reset => "Reset",
+    }
+}

@@ -1,0 +1,131 @@
+//! `router power status [HOST]`: ask BMCs for chassis power, all hosts in parallel,
+//! and record what they said in the cluster model.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use wisp_common::HostId;
+use wisp_power::{Bmc, PowerState};
+
+use super::wait::ms;
+use super::{PowerError, PowerPlane};
+use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::ClusterHandle;
+use crate::vms::chain;
+
+/// One host's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerStatusRow {
+    pub host: HostId,
+    /// The BMC address asked (`None`: the host has no BMC configured).
+    pub bmc: Option<String>,
+    /// What the BMC said; `unknown` when it could not be asked.
+    pub power: PowerKnown,
+    /// The host's status in the cluster model after recording the answer.
+    pub state: HostStatus,
+    /// Why the BMC could not be asked (names the BMC address, never the password).
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+pub(crate) fn known(p: PowerState) -> PowerKnown {
+    match p {
+        PowerState::On => PowerKnown::On,
+        PowerState::Off => PowerKnown::Off,
+    }
+}
+
+/// Asks one BMC.
+pub async fn query(bmc: &Arc<dyn Bmc>, host: &HostId) -> Result<PowerState, PowerError> {
+    bmc.power_status().await.map_err(|source| PowerError::Bmc {
+        host: host.clone(),
+        action: "status",
+        source,
+    })
+}
+
+/// Chassis power of `hosts` (every configured host when `None`), asked in parallel:
+/// a BMC that does not answer costs its own timeout, not everyone's.
+pub async fn status(
+    cluster: &ClusterHandle,
+    power: &PowerPlane,
+    hosts: Option<Vec<HostId>>,
+) -> Result<Vec<PowerStatusRow>, PowerError> {
+    let inventory = cluster.inventory();
+    let mut hosts = match hosts {
+        Some(hs) => {
+            for h in &hs {
+                if !inventory.contains(h) {
+                    return Err(PowerError::UnknownHost {
+                        host: h.to_string(),
+                    });
+                }
+            }
+            hs
+        }
+        None => inventory.iter().cloned().collect(),
+    };
+    hosts.sort();
+    let mut set = JoinSet::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let bmc = power.bmc(host);
+        let host = host.clone();
+        set.spawn(async move {
+            let start = Instant::now();
+            let answer = match &bmc {
+                Some(b) => Some(query(b, &host).await),
+                None => None,
+            };
+            (
+                i,
+                host,
+                bmc.map(|b| b.address().to_string()),
+                answer,
+                start.elapsed(),
+            )
+        });
+    }
+    let mut answers = Vec::with_capacity(hosts.len());
+    while let Some(r) = set.join_next().await {
+        // A panicking BMC client is a bug in wisp-power; the row is then missing
+        // and the caller sees fewer rows, not a hung command.
+        if let Ok(a) = r {
+            answers.push(a);
+        }
+    }
+    answers.sort_by_key(|a| a.0);
+    cluster
+        .with(move |m| {
+            answers
+                .into_iter()
+                .map(|(_, host, bmc, answer, took)| {
+                    let (power, error) = match answer {
+                        Some(Ok(p)) => (known(p), None),
+                        Some(Err(e)) => (PowerKnown::Unknown, Some(chain(&e))),
+                        None => (
+                            PowerKnown::Unknown,
+                            Some(PowerError::NoBmc { host: host.clone() }.to_string()),
+                        ),
+                    };
+                    let state = if power == PowerKnown::Unknown {
+                        m.cluster.hosts.get(&host).map(|h| h.status)
+                    } else {
+                        let src = format!("BMC {}", bmc.as_deref().unwrap_or("?"));
+                        m.mark_power(&host, power, &src)
+                    };
+                    PowerStatusRow {
+                        state: state.unwrap_or(HostStatus::Unreachable),
+                        host,
+                        bmc,
+                        power,
+                        error,
+                        elapsed_ms: ms(took),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .ok_or(PowerError::Shutdown)
+}

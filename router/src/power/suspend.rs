@@ -1,0 +1,291 @@
+//! `router suspend HOST [--off]`: put a host to sleep on purpose. `Ram` asks its genie
+//! to arm Wake-on-LAN and suspend; `SoftOff` asks the BMC for an ACPI soft-off.
+//! Refused while VMs run there unless forced. The energy-saving reconciler calls
+//! [`suspend`] too.
+//!
+//! The persisted `standby` flag is set before anything is sent, so the failover code
+//! never mistakes the host going quiet for a failure; the status becomes `Standby`
+//! once the host is verified quiet (genie link closed, and for `SoftOff` the BMC
+//! reporting power off). On a refusal or an unverified suspend the flag is cleared.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use wisp_common::proto::{Command, Outcome};
+use wisp_common::{HostId, VmId, VmRunState};
+use wisp_power::{PowerAction, PowerState};
+
+use super::actions::bmc_of;
+use super::status::{known, query};
+use super::wait::{self, ms};
+use super::{PowerError, PowerPlane};
+use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::{ClusterHandle, Model};
+use crate::events::EventKind;
+use crate::vms::VmError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspendMode {
+    /// Suspend-to-RAM through the genie (Wake-on-LAN armed first).
+    Ram,
+    /// ACPI soft-off through the BMC.
+    SoftOff,
+}
+
+/// What a suspend did and what was verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspendOutcome {
+    pub host: HostId,
+    pub mode: SuspendMode,
+    /// VMs that were running there and were suspended with the host (`--force`).
+    pub vms: Vec<VmId>,
+    /// Chassis power the BMC reported at the end (`unknown` without a BMC).
+    pub power: PowerKnown,
+    pub elapsed_ms: u64,
+    pub message: String,
+}
+
+/// VMs with a live qemu on `host`, as its genie last reported.
+fn running_vms(m: &Model, host: &HostId) -> Vec<VmId> {
+    m.cluster
+        .hosts
+        .get(host)
+        .map(|h| {
+            h.vms
+                .iter()
+                .filter(|v| !matches!(v.state, VmRunState::Stopped))
+                .map(|v| v.id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_standby(m: &mut Model, host: &HostId, on: bool) -> Result<(), PowerError> {
+    m.update(|p| p.hosts.entry(host.clone()).or_default().standby = on)
+        .map(|_| ())
+        .map_err(PowerError::Store)
+}
+
+/// Checks VMs, sets `standby`, and returns the genie link (for `Ram`) and session.
+async fn prepare(
+    cluster: &ClusterHandle,
+    host: &HostId,
+    mode: SuspendMode,
+    force: bool,
+) -> Result<(Option<crate::link::GenieLink>, Option<u64>, Vec<VmId>), PowerError> {
+    let h = host.clone();
+    cluster
+        .with(move |m| {
+            let Some(entry) = m.cluster.hosts.get(&h) else {
+                return Err(PowerError::UnknownHost {
+                    host: h.to_string(),
+                });
+            };
+            let session = entry.link.as_ref().map(|l| l.session);
+            let vms = running_vms(m, &h);
+            if !vms.is_empty() && !force {
+                return Err(PowerError::VmsRunning {
+                    host: h,
+                    count: vms.len(),
+                    vms,
+                });
+            }
+            let link = match mode {
+                SuspendMode::Ram => Some(m.link_of(&h).map_err(|e| match e {
+                    VmError::HostNotUp { host, state } => PowerError::NotUp { host, state },
+                    other => PowerError::Genie {
+                        host: h.clone(),
+                        message: other.to_string(),
+                    },
+                })?),
+                SuspendMode::SoftOff => None,
+            };
+            set_standby(m, &h, true)?;
+            Ok((link, session, vms))
+        })
+        .await
+        .ok_or(PowerError::Shutdown)?
+}
+
+/// Puts `host` to sleep and verifies it went quiet within `verify`.
+pub async fn suspend(
+    cluster: &ClusterHandle,
+    power: &PowerPlane,
+    host: &HostId,
+    mode: SuspendMode,
+    force: bool,
+    verify: Duration,
+) -> Result<SuspendOutcome, PowerError> {
+    let start = Instant::now();
+    let bmc = match mode {
+        SuspendMode::SoftOff => Some(bmc_of(cluster, power, host)?),
+        SuspendMode::Ram => power.bmc(host),
+    };
+    let (link, session, vms) = prepare(cluster, host, mode, force).await?;
+    let result = send_and_verify(cluster, host, mode, link, session, bmc, verify, start).await;
+    let h = host.clone();
+    let vm_note = if vms.is_empty() {
+        String::new()
+    } else {
+        format!(" (forced, with {} VM(s) on it)", vms.len())
+    };
+    match result {
+        Ok((power_seen, verified)) => {
+            let message = format!(
+                "host {host} {} in {} ms{vm_note}: verified {verified}",
+                match mode {
+                    SuspendMode::Ram => "suspended to RAM",
+                    SuspendMode::SoftOff => "soft-off",
+                },
+                ms(start.elapsed())
+            );
+            let msg = message.clone();
+            cluster
+                .with(move |m| {
+                    if let Some(p) = power_seen {
+                        m.mark_power(&h, known(p), "BMC, after suspend");
+                    }
+                    if let Some(e) = m.cluster.hosts.get_mut(&h) {
+                        if e.status != HostStatus::Maintenance {
+                            e.status = HostStatus::Standby;
+                        }
+                    }
+                    m.event(EventKind::Power, Some(h.clone()), None, msg);
+                })
+                .await
+                .ok_or(PowerError::Shutdown)?;
+            Ok(SuspendOutcome {
+                host: host.clone(),
+                mode,
+                vms,
+                power: power_seen.map(known).unwrap_or(PowerKnown::Unknown),
+                elapsed_ms: ms(start.elapsed()),
+                message,
+            })
+        }
+        Err(e) => {
+            let text = crate::vms::chain(&e);
+            cluster
+                .with(move |m| {
+                    // Not asleep as far as we know: it must not be treated as standby.
+                    let _ = set_standby(m, &h, false);
+                    m.event(EventKind::Error, Some(h.clone()), None, text);
+                })
+                .await
+                .ok_or(PowerError::Shutdown)?;
+            Err(e)
+        }
+    }
+}
+
+/// Sends the request; returns the BMC's final answer (if any) and what was verified.
+#[allow(clippy::too_many_arguments)]
+async fn send_and_verify(
+    cluster: &ClusterHandle,
+    host: &HostId,
+    mode: SuspendMode,
+    link: Option<crate::link::GenieLink>,
+    session: Option<u64>,
+    bmc: Option<std::sync::Arc<dyn wisp_power::Bmc>>,
+    verify: Duration,
+    start: Instant,
+) -> Result<(Option<PowerState>, String), PowerError> {
+    let deadline = Instant::now() + verify;
+    match (mode, &link, &bmc) {
+        (SuspendMode::Ram, Some(link), _) => match link
+            .command(Command::Suspend, None)
+            .await
+            .map_err(PowerError::Link)?
+        {
+            Outcome::Done => {}
+            Outcome::Failed { error } => {
+                return Err(PowerError::Genie {
+                    host: host.clone(),
+                    message: error,
+                })
+            }
+            other => {
+                return Err(PowerError::Genie {
+                    host: host.clone(),
+                    message: format!("unexpected answer {other:?}"),
+                })
+            }
+        },
+        (SuspendMode::SoftOff, _, Some(b)) => {
+            b.power(PowerAction::Soft)
+                .await
+                .map_err(|source| PowerError::Bmc {
+                    host: host.clone(),
+                    action: "soft",
+                    source,
+                })?
+        }
+        _ => return Err(PowerError::NoBmc { host: host.clone() }),
+    }
+    // The genie's link closes as the host goes down.
+    let h = host.clone();
+    let quiet = wait::until(deadline, || {
+        let h = h.clone();
+        async move {
+            cluster
+                .with(move |m| {
+                    m.cluster.hosts.get(&h).is_some_and(|e| {
+                        e.link.is_none() || e.link.as_ref().map(|l| l.session) != session
+                    })
+                })
+                .await
+                .filter(|q| *q)
+        }
+    })
+    .await;
+    if quiet.is_none() {
+        return Err(PowerError::SuspendUnverified {
+            host: host.clone(),
+            what: "the genie link stayed open".into(),
+            after: verify,
+        });
+    }
+    let mut verified = format!("genie link closed after {} ms", ms(start.elapsed()));
+    let Some(b) = bmc else {
+        return Ok((None, verified));
+    };
+    // Off as the BMC sees it: required for soft-off; for suspend-to-RAM many BMCs
+    // report S3 as on, so the answer is recorded but not required.
+    let want_off = mode == SuspendMode::SoftOff;
+    let mut last = None;
+    let seen = wait::until(deadline, || {
+        let b = b.clone();
+        let last = &mut last;
+        async move {
+            let p = query(&b, host).await.ok()?;
+            *last = Some(p);
+            (!want_off || p == PowerState::Off).then_some(p)
+        }
+    })
+    .await;
+    match seen {
+        Some(p) => {
+            verified.push_str(&format!(
+                ", BMC {} reports power {p} after {} ms",
+                b.address(),
+                ms(start.elapsed())
+            ));
+            Ok((Some(p), verified))
+        }
+        None if want_off => Err(PowerError::NotConfirmed {
+            host: host.clone(),
+            bmc: b.address().to_string(),
+            action: PowerAction::Soft,
+            seen: last
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "nothing".into()),
+            after: verify,
+        }),
+        None => {
+            verified.push_str(&format!(", BMC {} did not answer", b.address()));
+            Ok((None, verified))
+        }
+    }
+}

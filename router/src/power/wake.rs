@@ -1,0 +1,316 @@
+//! `router wake HOST`: Wake-on-LAN, verified by the host's genie registering; IPMI
+//! power-on as the fallback when it has not registered within the deadline. The
+//! energy-saving reconciler calls [`wake`] too.
+//!
+//! The host is `Waking` while we wait (a state `tick()` keeps until the genie reports),
+//! and `Up` with its `standby` flag cleared once the genie registers. A host that
+//! registers after neither path is marked (status `Down` if the BMC says off, else
+//! `Unreachable`), an `error` event is recorded and the caller gets `WakeFailed`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use wisp_common::HostId;
+use wisp_power::{PowerAction, PowerState};
+
+use super::status::{known, query};
+use super::wait::{self, ms};
+use super::{PowerError, PowerPlane};
+use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::ClusterHandle;
+use crate::events::EventKind;
+use crate::vms::chain;
+
+/// How the host came up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WakeMethod {
+    /// It was up already: nothing sent.
+    AlreadyUp,
+    Wol,
+    Ipmi,
+}
+
+/// What a wake did and how long the host took to register.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WakeOutcome {
+    pub host: HostId,
+    pub method: WakeMethod,
+    /// Magic packets sent (raw 0x0842 frames + UDP datagrams); 0 if WoL was not used.
+    pub wol_packets: u32,
+    /// Why WoL could not be sent, if it could not.
+    pub wol_error: Option<String>,
+    /// Whether IPMI power-on was used because WoL did not bring the genie up in time.
+    pub fallback: bool,
+    /// From the start of the wake to the genie's registration.
+    pub registered_ms: u64,
+    pub message: String,
+}
+
+/// The genie session a host has now (to tell a new registration from an old link).
+async fn session_now(cluster: &ClusterHandle, host: &HostId) -> Result<Option<u64>, PowerError> {
+    let h = host.clone();
+    cluster
+        .with(move |m| {
+            m.cluster
+                .hosts
+                .get(&h)
+                .map(|e| e.link.as_ref().map(|l| l.session))
+        })
+        .await
+        .ok_or(PowerError::Shutdown)?
+        .ok_or_else(|| PowerError::UnknownHost {
+            host: host.to_string(),
+        })
+}
+
+/// Waits until `host` is `Up` on a genie session other than `old`.
+async fn registered(
+    cluster: &ClusterHandle,
+    host: &HostId,
+    old: Option<u64>,
+    deadline: Instant,
+) -> bool {
+    wait::until(deadline, || {
+        let h = host.clone();
+        async move {
+            cluster
+                .with(move |m| {
+                    m.cluster.hosts.get(&h).is_some_and(|e| {
+                        e.status == HostStatus::Up
+                            && e.link.as_ref().is_some_and(|l| Some(l.session) != old)
+                    })
+                })
+                .await
+                .filter(|up| *up)
+        }
+    })
+    .await
+    .is_some()
+}
+
+/// Wakes `host` and verifies it by its genie registering within `deadline` per path.
+pub async fn wake(
+    cluster: &ClusterHandle,
+    power: &PowerPlane,
+    host: &HostId,
+    deadline: Duration,
+) -> Result<WakeOutcome, PowerError> {
+    let start = Instant::now();
+    let old = session_now(cluster, host).await?;
+    let h = host.clone();
+    let already_up = cluster
+        .with(move |m| {
+            let e = m.cluster.hosts.get_mut(&h)?;
+            if e.link.is_some() && e.status == HostStatus::Up {
+                return Some(true);
+            }
+            if e.status != HostStatus::Maintenance {
+                e.status = HostStatus::Waking;
+            }
+            Some(false)
+        })
+        .await
+        .ok_or(PowerError::Shutdown)?
+        .unwrap_or(false);
+    if already_up {
+        return Ok(WakeOutcome {
+            host: host.clone(),
+            method: WakeMethod::AlreadyUp,
+            wol_packets: 0,
+            wol_error: None,
+            fallback: false,
+            registered_ms: 0,
+            message: format!("host {host} is already up (its genie is connected): nothing sent"),
+        });
+    }
+    let bmc = power.bmc(host);
+    let (waker, mac) = (power.waker(), power.mac(host));
+    if bmc.is_none() && (waker.is_none() || mac.is_none()) {
+        return Err(PowerError::NoWakePath { host: host.clone() });
+    }
+
+    // 1. Wake-on-LAN.
+    let mut wol_packets = 0;
+    let mut wol_error = None;
+    match (&waker, mac) {
+        (Some(w), Some(mac)) => match w.wake(mac).await {
+            Ok(r) => wol_packets = r.raw_frames + r.udp_packets,
+            Err(e) => wol_error = Some(chain(&e)),
+        },
+        _ => wol_error = Some("no wol_interface configured".into()),
+    }
+    cluster
+        .record(
+            EventKind::Wake,
+            Some(host.clone()),
+            None,
+            match &wol_error {
+                None => format!("host {host}: magic packets sent ({wol_packets}); waiting up to {} ms for its genie", ms(deadline)),
+                Some(e) => format!("host {host}: Wake-on-LAN not sent ({e})"),
+            },
+        )
+        .await;
+    if wol_error.is_none() && registered(cluster, host, old, start + deadline).await {
+        return finish(
+            cluster,
+            host,
+            WakeMethod::Wol,
+            wol_packets,
+            wol_error,
+            start,
+        )
+        .await;
+    }
+
+    // 2. IPMI power-on.
+    let tried_wol = match &wol_error {
+        None => format!(
+            "Wake-on-LAN ({wol_packets} packets, no registration within {} ms)",
+            ms(deadline)
+        ),
+        Some(e) => format!("Wake-on-LAN not sent ({e})"),
+    };
+    let Some(bmc) = bmc else {
+        return fail(
+            cluster,
+            host,
+            None,
+            tried_wol + "; no BMC for a fallback",
+            start,
+        )
+        .await;
+    };
+    cluster
+        .record(
+            EventKind::Wake,
+            Some(host.clone()),
+            None,
+            format!("host {host}: {tried_wol}; falling back to IPMI power-on"),
+        )
+        .await;
+    let fallback_start = Instant::now();
+    if let Err(source) = bmc.power(PowerAction::On).await {
+        let e = PowerError::Bmc {
+            host: host.clone(),
+            action: "on",
+            source,
+        };
+        let tried = format!("{tried_wol}; IPMI power-on failed: {}", chain(&e));
+        return fail(cluster, host, Some(&bmc), tried, start).await;
+    }
+    if registered(cluster, host, old, fallback_start + deadline).await {
+        return finish(
+            cluster,
+            host,
+            WakeMethod::Ipmi,
+            wol_packets,
+            wol_error,
+            start,
+        )
+        .await;
+    }
+    let tried = format!(
+        "{tried_wol}; IPMI power-on accepted by {} but no registration within {} ms",
+        bmc.address(),
+        ms(deadline)
+    );
+    fail(cluster, host, Some(&bmc), tried, start).await
+}
+
+async fn finish(
+    cluster: &ClusterHandle,
+    host: &HostId,
+    method: WakeMethod,
+    wol_packets: u32,
+    wol_error: Option<String>,
+    start: Instant,
+) -> Result<WakeOutcome, PowerError> {
+    let took = start.elapsed();
+    let fallback = method == WakeMethod::Ipmi;
+    let message = match method {
+        WakeMethod::Ipmi => format!(
+            "host {host} woke by IPMI power-on (fallback after {}): genie registered after {} ms",
+            wol_error
+                .as_deref()
+                .map(|e| format!("Wake-on-LAN failed: {e}"))
+                .unwrap_or_else(|| "Wake-on-LAN did not bring it up".into()),
+            ms(took)
+        ),
+        _ => format!(
+            "host {host} woke by Wake-on-LAN: genie registered after {} ms",
+            ms(took)
+        ),
+    };
+    let (h, msg) = (host.clone(), message.clone());
+    cluster
+        .with(move |m| {
+            if let Some(e) = m.cluster.hosts.get_mut(&h) {
+                e.power = PowerKnown::On;
+            }
+            let was = m.persisted.hosts.get(&h).is_some_and(|r| r.standby);
+            let stored = if was {
+                m.update(|p| p.hosts.entry(h.clone()).or_default().standby = false)
+            } else {
+                Ok(())
+            };
+            m.event(EventKind::Wake, Some(h.clone()), None, msg);
+            stored
+        })
+        .await
+        .ok_or(PowerError::Shutdown)?
+        .map_err(PowerError::Store)?;
+    Ok(WakeOutcome {
+        host: host.clone(),
+        method,
+        wol_packets,
+        wol_error,
+        fallback,
+        registered_ms: ms(took),
+        message,
+    })
+}
+
+async fn fail(
+    cluster: &ClusterHandle,
+    host: &HostId,
+    bmc: Option<&std::sync::Arc<dyn wisp_power::Bmc>>,
+    tried: String,
+    start: Instant,
+) -> Result<WakeOutcome, PowerError> {
+    let seen = match bmc {
+        Some(b) => query(b, host).await.ok(),
+        None => None,
+    };
+    let (h, t) = (host.clone(), tried.clone());
+    let after = start.elapsed();
+    cluster
+        .with(move |m| {
+            if let Some(p) = seen {
+                m.mark_power(&h, known(p), "BMC, after a failed wake");
+            }
+            if let Some(e) = m.cluster.hosts.get_mut(&h) {
+                if e.status == HostStatus::Waking {
+                    e.status = if seen == Some(PowerState::Off) {
+                        HostStatus::Down
+                    } else {
+                        HostStatus::Unreachable
+                    };
+                }
+            }
+            m.event(
+                EventKind::Error,
+                Some(h.clone()),
+                None,
+                format!("host {h} failed to wake after {} ms: {t}", ms(after)),
+            );
+        })
+        .await
+        .ok_or(PowerError::Shutdown)?;
+    Err(PowerError::WakeFailed {
+        host: host.clone(),
+        tried,
+        after,
+    })
+}
