@@ -74,7 +74,10 @@ impl Power for SystemPower {
                 ])
                 .await
             }
-            None => Ok(()),
+            None => {
+                tracing::info!("no wol_interface configured: not arming Wake-on-LAN (the NIC's own setting applies)");
+                Ok(())
+            }
         }
     }
 

@@ -282,7 +282,11 @@ pub fn is_our_qemu(pid: u32, vm: &VmId) -> bool {
     let mut args = cmd.split(|b| *b == 0);
     while let Some(a) = args.next() {
         if a == b"-name" {
-            return args.next() == Some(vm.as_str().as_bytes());
+            // `-name vm1` or `-name vm1,debug-threads=on` (or `guest=vm1,...`).
+            let Some(v) = args.next() else { return false };
+            let first = v.split(|b| *b == b',').next().unwrap_or_default();
+            let first = first.strip_prefix(b"guest=").unwrap_or(first);
+            return first == vm.as_str().as_bytes();
         }
     }
     false

@@ -23,9 +23,9 @@ use crate::qmp::{self, Qmp, QmpError};
 /// announce and bounds how stale a report can be.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// A socket with no pid file that has not answered for this long is a leftover of a
-/// qemu that is gone (qemu writes its pid file before it daemonizes, so a live qemu
-/// without one is not ours to manage anyway).
+/// A socket with no pid file that refuses connections (nobody listens on it) for this
+/// long is a leftover of a qemu that is gone. A socket that accepts but does not answer
+/// is a busy or hung monitor and is kept: deleting it would orphan a live qemu.
 pub const ORPHAN_SOCKET_AFTER: Duration = Duration::from_secs(10);
 
 enum Request {
@@ -211,7 +211,9 @@ impl VmTask {
                 self.qmp = None;
                 match pid {
                     Some(p) if !qemu::is_alive(p) => return false,
-                    None if self.started.elapsed() > ORPHAN_SOCKET_AFTER => return false,
+                    None if self.started.elapsed() > ORPHAN_SOCKET_AFTER && nobody_listens(&e) => {
+                        return false
+                    }
                     _ => {}
                 }
                 tracing::debug!(vm = %self.id, error = %e, "QMP socket does not answer");
@@ -248,6 +250,11 @@ impl VmTask {
         }
         Ok(state)
     }
+}
+
+fn nobody_listens(e: &QmpError) -> bool {
+    matches!(e, QmpError::Connect { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound))
 }
 
 async fn next_event(qmp: &mut Option<Qmp>) -> Result<qmp::QmpEvent, QmpError> {
