@@ -173,6 +173,7 @@ fn tiny_guest_runs_in_qemu_and_dies_with_its_host() {
     .unwrap();
     let vm = lab.start_qemu_vm(1, "vm1", 64).unwrap();
     assert_eq!(query_status(&vm.qmp).unwrap(), "running");
+    assert_eq!(query_status(&vm.witness).unwrap(), "running");
     let first = lab.read_counter(1, "vm1").unwrap();
     poll(WAIT, "the guest counter to advance", |last| {
         let now = lab.read_counter(1, "vm1").unwrap();

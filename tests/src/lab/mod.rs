@@ -198,7 +198,10 @@ pub struct HostInfo {
 pub struct VmHandle {
     pub name: String,
     pub host: usize,
+    /// The contract's QMP socket (`<vm_dir>/<vm>.qmp`): the genie holds it.
     pub qmp: PathBuf,
+    /// A second QMP socket only tests use (outside vm_dir, so the genie ignores it).
+    pub witness: PathBuf,
     pub pid: u32,
     pub log: PathBuf,
 }
@@ -890,6 +893,10 @@ impl Lab {
         let qmp = h.vm_dir.join(format!("{name}.qmp"));
         let pidfile = h.vm_dir.join(format!("{name}.pid"));
         let log = h.vm_dir.join(format!("{name}.log"));
+        let witness = self.witness_qmp(i, name)?;
+        if let Some(d) = witness.parent() {
+            fs::create_dir_all(d).map_err(io_err(d))?;
+        }
         let out = fs::File::create(&log).map_err(io_err(&log))?;
         let err = out.try_clone().map_err(io_err(&log))?;
         let mut c = cmd::in_ns(&h.ns, "qemu-system-x86_64");
@@ -897,6 +904,8 @@ impl Lab {
             .arg(mem_mib.to_string())
             .args(["-nodefaults", "-display", "none", "-daemonize", "-qmp"])
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", witness.display()))
             .arg("-pidfile")
             .arg(&pidfile)
             .arg("-kernel")
@@ -921,6 +930,7 @@ impl Lab {
             name: name.to_owned(),
             host: i,
             qmp,
+            witness,
             pid,
             log,
         })
@@ -931,9 +941,15 @@ impl Lab {
         Ok(self.host(i)?.vm_dir.join(format!("{name}.qmp")))
     }
 
-    /// Reads the tiny guest's counter of VM `name` on host `i` over QMP.
+    /// The witness QMP socket of a VM the lab started on host `i`.
+    pub fn witness_qmp(&self, i: usize, name: &str) -> Result<PathBuf, LabError> {
+        Ok(self.host(i)?.dir.join("witness").join(format!("{name}.qmp")))
+    }
+
+    /// Reads the tiny guest's counter of VM `name` on host `i` over its witness QMP
+    /// socket (only for VMs the lab started).
     pub fn read_counter(&self, i: usize, name: &str) -> Result<u32, LabError> {
-        let path = self.vm_qmp(i, name)?;
+        let path = self.witness_qmp(i, name)?;
         let qmp_err = |source| LabError::Qmp {
             vm: name.to_owned(),
             source,

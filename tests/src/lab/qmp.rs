@@ -3,6 +3,11 @@
 //!
 //! QMP is line-delimited JSON: a greeting, `qmp_capabilities`, then commands whose
 //! replies may be preceded by asynchronous events, which we skip.
+//!
+//! A QMP socket serves one client at a time and the genie holds its VM's socket for
+//! good; a second client's `connect` then blocks in the kernel with no timeout. So the
+//! lab gives each VM it starts a second, witness-only QMP socket, and `connect` gives
+//! up after a deadline instead of hanging a test.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -25,6 +30,8 @@ pub enum QmpError {
         #[source]
         source: std::io::Error,
     },
+    #[error("QMP socket {path}: no connection within {secs} s (another client holds it?)")]
+    Busy { path: PathBuf, secs: u64 },
     #[error("QMP socket {path}: closed by QEMU")]
     Closed { path: PathBuf },
     #[error("QMP socket {path}: bad reply {line:?}")]
@@ -35,6 +42,29 @@ pub enum QmpError {
         command: String,
         error: String,
     },
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `UnixStream::connect` with a deadline: the connect runs on a helper thread; if it is
+/// still blocked at the deadline the thread is left behind (it ends when QEMU accepts or
+/// exits) and we report the socket as busy.
+fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<UnixStream, QmpError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send(UnixStream::connect(&p));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r.map_err(|source| QmpError::Connect {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(_) => Err(QmpError::Busy {
+            path: path.to_owned(),
+            secs: timeout.as_secs(),
+        }),
+    }
 }
 
 /// One QMP connection.
@@ -48,10 +78,7 @@ pub struct Qmp {
 impl Qmp {
     /// Connects and negotiates capabilities.
     pub fn connect(path: &Path) -> Result<Self, QmpError> {
-        let s = UnixStream::connect(path).map_err(|source| QmpError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
+        let s = connect_with_timeout(path, CONNECT_TIMEOUT)?;
         let io = |source| QmpError::Io {
             path: path.to_owned(),
             source,
