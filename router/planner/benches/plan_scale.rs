@@ -6,14 +6,15 @@
 
 use std::time::Instant;
 
-use wisp_planner::{
-    plan, ClusterView, HostIx, HostView, Policy, PowerModel, PowerState, VmView,
-};
+use wisp_planner::{plan, ClusterView, HostIx, HostView, Policy, PowerModel, PowerState, VmView};
 
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -55,7 +56,9 @@ fn cluster(hosts: usize, vms: usize, rng: &mut Rng) -> ClusterView {
                 cpu_max: mips,
                 cpu_now: mips * burst * rng.next(),
                 cpu_history: hist,
-                host: Some(HostIx(((rng.next() * on as f64) as usize).min(on - 1) as u32)),
+                host: Some(HostIx(
+                    ((rng.next() * on as f64) as usize).min(on - 1) as u32
+                )),
                 last_moved_at_s: None,
             }
         })
@@ -111,5 +114,8 @@ fn main() {
             goal
         );
     }
-    println!("10,000 hosts / 100,000 VMs: {:.0} ms (best of 3, one thread)", worst_big * 1e3);
+    println!(
+        "10,000 hosts / 100,000 VMs: {:.0} ms (best of 3, one thread)",
+        worst_big * 1e3
+    );
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use wisp_planner::sim::{baseline, load_planetlab_day, simulate, Scenario};
+use wisp_planner::Policy;
 
 fn traces_dir() -> PathBuf {
     if let Ok(d) = std::env::var("WISP_TRACES") {
@@ -25,15 +26,50 @@ fn main() {
         "PlanetLab traces not found at {} (set WISP_TRACES to the traces directory)",
         root.display()
     );
-    let scenarios = [Scenario::cloudsim(), Scenario::realistic()];
-    let mut all_pass = true;
+    let cloudsim = Scenario::cloudsim();
+    let realistic = Scenario::realistic();
+    // (label, scenario, policy, judged against the goals)
+    let runs: Vec<(&str, &Scenario, Policy, bool)> = vec![
+        (
+            "wisp balanced (default)",
+            &cloudsim,
+            cloudsim.default_policy(),
+            true,
+        ),
+        (
+            "wisp energy-first",
+            &cloudsim,
+            Policy::planetlab_energy_first(),
+            true,
+        ),
+        (
+            "wisp few-migrations",
+            &cloudsim,
+            Policy::planetlab_few_migrations(),
+            true,
+        ),
+        (
+            "wisp realistic",
+            &realistic,
+            realistic.default_policy(),
+            false,
+        ),
+    ];
+    let mut default_pass = true;
     for (day, bound) in baseline::BOUNDS_KWH {
         let w = load_planetlab_day(&root.join(day))
             .unwrap_or_else(|e| panic!("loading day {day}: {e}"));
         println!("\n=== day {day}: {} VMs ===", w.samples.len());
         println!(
             "{:<24} {:>10} {:>10} {:>10} {:>9} {:>8} {:>10} {:>9}",
-            "policy", "energy kWh", "migrations", "SLAV %", "SLATAH %", "PDM %", "shutdowns", "time s"
+            "policy",
+            "energy kWh",
+            "migrations",
+            "SLAV %",
+            "SLATAH %",
+            "PDM %",
+            "shutdowns",
+            "time s"
         );
         for b in baseline::for_day(day) {
             println!(
@@ -49,14 +85,13 @@ fn main() {
             );
         }
         let lr = baseline::for_day(day)[0];
-        for sc in &scenarios {
-            let policy = sc.default_policy();
+        for (label, sc, policy, judged) in &runs {
             let t0 = Instant::now();
-            let r = simulate(&w, sc, &policy);
+            let r = simulate(&w, sc, policy);
             let secs = t0.elapsed().as_secs_f64();
             println!(
                 "{:<24} {:>10.2} {:>10} {:>10.5} {:>9.2} {:>8.3} {:>10} {:>9.2}",
-                format!("wisp {}", sc.name),
+                label,
                 r.energy_kwh,
                 r.migrations,
                 r.slav * 100.0,
@@ -65,32 +100,46 @@ fn main() {
                 r.host_shutdowns,
                 secs
             );
-            if sc.name == "cloudsim" {
+            if *judged {
                 let e_ratio = r.energy_kwh / lr.energy_kwh;
                 let m_ratio = r.migrations as f64 / lr.migrations as f64;
                 let slav_ok = r.slav * 100.0 <= lr.slav_pct;
                 let e_ok = e_ratio <= 0.85;
                 let m_ok = m_ratio <= 0.2;
-                all_pass &= e_ok && slav_ok && m_ok;
+                if label.contains("default") {
+                    default_pass &= e_ok && slav_ok && m_ok;
+                }
                 let pf = |b: bool| if b { "PASS" } else { "MISS" };
                 println!(
-                    "  goals vs LR-MMT 1.2: energy {:.3}x (<= 0.85) {}; SLAV {:.5} % vs {:.5} % {}; migrations {:.3}x (<= 0.2) {}",
-                    e_ratio, pf(e_ok), r.slav * 100.0, lr.slav_pct, pf(slav_ok), m_ratio, pf(m_ok)
-                );
-                println!(
-                    "  physical bound {:.1} kWh (README; ours computed {:.1}): energy / bound = {:.3}; mean active hosts {:.1}; unserved demand {:.3} %; sleeps {}",
-                    bound, r.bound_kwh, r.energy_kwh / bound, r.mean_active_hosts, r.unserved * 100.0, r.sleeps
+                    "    vs LR-MMT 1.2: energy {:.3}x (goal <= 0.85) {}, SLAV {:.2}x (goal <= 1) {}, migrations {:.3}x (goal <= 0.2) {}; energy / bound {:.3}; active hosts {:.1}; unserved {:.2} %",
+                    e_ratio,
+                    pf(e_ok),
+                    r.slav * 100.0 / lr.slav_pct,
+                    pf(slav_ok),
+                    m_ratio,
+                    pf(m_ok),
+                    r.energy_kwh / bound,
+                    r.mean_active_hosts,
+                    r.unserved * 100.0
                 );
             } else {
                 println!(
-                    "  realistic (20 s wake, 8 W standby, idle power when empty, N+1 reserve): energy {:.3}x LR-MMT, mean active hosts {:.1}, unserved {:.3} %",
-                    r.energy_kwh / lr.energy_kwh, r.mean_active_hosts, r.unserved * 100.0
+                    "    20 s wake, 8 W standby ({:.1} kWh of it), idle power when empty, N+1 reserve: energy {:.3}x LR-MMT, without standby {:.3}x; active hosts {:.1}; unserved {:.2} %",
+                    r.standby_kwh,
+                    r.energy_kwh / lr.energy_kwh,
+                    (r.energy_kwh - r.standby_kwh) / lr.energy_kwh,
+                    r.mean_active_hosts,
+                    r.unserved * 100.0
                 );
             }
         }
+        println!(
+            "  physical bound: {bound:.1} kWh (README); {:.1} kWh computed here from the traces with the README's VM types",
+            simulate(&w, &cloudsim, &cloudsim.default_policy()).bound_kwh
+        );
     }
     println!(
-        "\nall goals on all days: {}",
-        if all_pass { "PASS" } else { "MISS" }
+        "\nall goals on all days with the default policy: {}",
+        if default_pass { "PASS" } else { "MISS" }
     );
 }

@@ -16,30 +16,55 @@ fn env(name: &str, default: f64) -> f64 {
 fn main() {
     let root = std::env::var("WISP_TRACES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces"))
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces")
+        })
         .join("planetlab");
-    let sc = Scenario::cloudsim();
+    let sc = if std::env::var("REALISTIC").is_ok() {
+        Scenario::realistic()
+    } else {
+        Scenario::cloudsim()
+    };
     let mut p = sc.default_policy();
+    p.reserve_hosts = env("RESERVE", p.reserve_hosts as f64) as u32;
     p.target = env("TARGET", p.target);
     p.lower = env("LOWER", p.lower);
+    p.lower_mean = env("LMEAN", p.lower_mean);
+    p.min_awake_s = env("AWAKE", p.min_awake_s);
+    p.move_k_stddev = env("MK", p.move_k_stddev);
     p.upper = env("UPPER", p.upper);
     p.prediction.k_stddev = env("K", p.prediction.k_stddev);
     p.prediction.window = env("WINDOW", p.prediction.window as f64) as usize;
     p.min_vm_move_interval_s = env("FREEZE", p.min_vm_move_interval_s);
     p.max_evacuation_vms = env("EVAC", p.max_evacuation_vms as f64) as usize;
     p.spread = env("SPREAD", 1.0) > 0.5;
+    p.spread_consolidation = env("CSPREAD", 0.0) > 0.5;
+    p.squeeze_before_wake = env("SQUEEZE", 1.0) > 0.5;
     for (day, _) in baseline::BOUNDS_KWH {
         let w = load_planetlab_day(&root.join(day)).expect("traces");
         let r = simulate(&w, &sc, &p);
         if std::env::var("SERIES").is_ok() {
-            for x in r.series.iter().take(12) {
-                eprintln!("t {} active {} on {} mig {} demand {:.0}", x.t_s, x.hosts_active, x.hosts_on, x.migrations, x.demand_mips);
+            for c in r.series.chunks(12) {
+                let n = c.len() as f64;
+                eprintln!(
+                    "h {:>4.1} active {:>5.1} ideal {:>5.1} mig {:>4} W/host {:>5.1}",
+                    c[0].t_s / 3600.0,
+                    c.iter().map(|x| x.hosts_active as f64).sum::<f64>() / n,
+                    c.iter().map(|x| x.demand_mips / 5320.0).sum::<f64>() / n,
+                    c.iter().map(|x| x.migrations).sum::<usize>(),
+                    c.iter()
+                        .map(|x| x.power_w / x.hosts_active.max(1) as f64)
+                        .sum::<f64>()
+                        / n,
+                );
             }
         }
         let lr = baseline::for_day(day)[0];
         let first: usize = r.series.iter().take(2).map(|s| s.migrations).sum();
         println!(
-            "{day}: E {:.2} ({:.3}x) mig {} ({:.3}x, first 2 steps {}, overload {}) SLAV {:.5}% ({:.2}x) SLATAH {:.2}% PDM {:.3}% active {:.1} unserved {:.2}%",
+            "{day}: wakes {} sleeps {} E {:.2} ({:.3}x) mig {} ({:.3}x, first 2 steps {}, overload {}) SLAV {:.5}% ({:.2}x) SLATAH {:.2}% PDM {:.3}% active {:.1} unserved {:.2}%",
+            r.wakes,
+            r.sleeps,
             r.energy_kwh,
             r.energy_kwh / lr.energy_kwh,
             r.migrations,

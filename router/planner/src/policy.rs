@@ -26,13 +26,26 @@ pub struct Policy {
     pub target: f64,
     /// Hosts below `lower × capacity` predicted CPU are candidates to be emptied.
     pub lower: f64,
+    /// Any host may be emptied when the running hosts' mean predicted CPU utilisation
+    /// stays below `lower_mean` afterwards (0 disables): with `spread`, hosts carry
+    /// similar loads and none falls below `lower` on its own.
+    pub lower_mean: f64,
     /// Memory may be filled up to `mem_target × mem_mb` (1.0: no overcommit).
     pub mem_target: f64,
     pub prediction: Prediction,
+    /// A VM is moved only to a host with room for mean + `move_k_stddev` × stddev of its
+    /// recent demand (at least its prediction): moved VMs land where their bursts fit.
+    pub move_k_stddev: f64,
     /// Destination choice: `true` puts a VM on the running host with the most room
     /// (worst fit), which spreads load over the hosts that stay on and so makes the next
     /// overload less likely; `false` is best fit (tightest host).
     pub spread: bool,
+    /// Destination choice when emptying a host. Best fit (`false`) keeps the moved VMs,
+    /// which are frozen for a while, on few hosts, so the others stay free to be emptied.
+    pub spread_consolidation: bool,
+    /// Before waking a host for a VM shed by an overloaded host, try a running host that
+    /// takes it up to `upper` (not just `target`).
+    pub squeeze_before_wake: bool,
     /// Failover reserve: 0 = none; 1 = the running hosts keep enough free room
     /// (CPU up to `upper`, and memory) to absorb the largest running host (N+1).
     pub reserve_hosts: u32,
@@ -49,24 +62,81 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// The policy tuned on the PlanetLab traces (see the `planetlab` benchmark).
+    /// For a real cluster run by the daemon: headroom for bursts (pack to 85 % of the
+    /// predicted mean + 1 σ), N+1 reserve, two migrations at a time, a VM stays at least
+    /// 30 min where it landed, a woken host stays up at least 15 min.
     fn default() -> Self {
+        Self {
+            upper: 1.0,
+            target: 0.85,
+            lower: 0.5,
+            lower_mean: 0.0,
+            mem_target: 1.0,
+            prediction: Prediction {
+                window: 6,
+                k_stddev: 1.0,
+            },
+            move_k_stddev: 2.0,
+            spread: true,
+            spread_consolidation: false,
+            squeeze_before_wake: true,
+            reserve_hosts: 1,
+            max_parallel_migrations: 2,
+            max_consolidation_migrations: 16,
+            max_evacuation_vms: 32,
+            min_vm_move_interval_s: 1800.0,
+            min_awake_s: 900.0,
+        }
+    }
+}
+
+impl Policy {
+    /// The balanced policy tuned on the PlanetLab traces in the CloudSim scenario
+    /// (what `Scenario::cloudsim().default_policy()` returns); see the `planetlab` bench.
+    pub fn planetlab_balanced() -> Self {
         Self {
             upper: 1.0,
             target: 0.95,
             lower: 0.75,
+            lower_mean: 0.0,
             mem_target: 1.0,
             prediction: Prediction {
                 window: 6,
                 k_stddev: 0.0,
             },
+            move_k_stddev: 1.0,
             spread: true,
-            reserve_hosts: 1,
-            max_parallel_migrations: 8,
-            max_consolidation_migrations: 64,
+            spread_consolidation: false,
+            squeeze_before_wake: true,
+            reserve_hosts: 0,
+            // CloudSim starts every migration of a round at once.
+            max_parallel_migrations: usize::MAX,
+            max_consolidation_migrations: usize::MAX,
             max_evacuation_vms: 32,
             min_vm_move_interval_s: 1800.0,
-            min_awake_s: 600.0,
+            min_awake_s: 0.0,
+        }
+    }
+
+    /// Lower energy for more migrations: pack to 100 %, empty hosts below 85 %, a VM may
+    /// move again after 15 min.
+    pub fn planetlab_energy_first() -> Self {
+        Self {
+            target: 1.0,
+            lower: 0.85,
+            move_k_stddev: 2.0,
+            spread_consolidation: true,
+            min_vm_move_interval_s: 900.0,
+            ..Self::planetlab_balanced()
+        }
+    }
+
+    /// Fewer migrations for more energy: empty only hosts below 60 %.
+    pub fn planetlab_few_migrations() -> Self {
+        Self {
+            lower: 0.6,
+            min_vm_move_interval_s: 900.0,
+            ..Self::planetlab_balanced()
         }
     }
 }

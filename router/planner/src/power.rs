@@ -28,12 +28,16 @@ impl PowerModel {
 
     /// HP ProLiant ML110 G4 (Xeon 3040), CloudSim's `PowerModelSpecPowerHpProLiantMl110G4Xeon3040`.
     pub fn hp_ml110_g4() -> Self {
-        Self::table([86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0])
+        Self::table([
+            86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0,
+        ])
     }
 
     /// HP ProLiant ML110 G5 (Xeon 3075), CloudSim's `PowerModelSpecPowerHpProLiantMl110G5Xeon3075`.
     pub fn hp_ml110_g5() -> Self {
-        Self::table([93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0])
+        Self::table([
+            93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0,
+        ])
     }
 
     /// Watts at utilisation `u` (clamped to 0..=1), linear between table points.

@@ -90,7 +90,10 @@ fn no_plan_overcommits_a_host() {
             }
         }
     });
-    assert!(moves > 100, "the random clusters should exercise migrations, got {moves}");
+    assert!(
+        moves > 100,
+        "the random clusters should exercise migrations, got {moves}"
+    );
 }
 
 #[test]
@@ -107,7 +110,10 @@ fn reserve_holds_unless_every_host_is_already_awake() {
         }
         // It may fail only when even waking everything could not restore it, in which
         // case the plan wakes everything and puts nothing to sleep.
-        assert!(p.sleep.is_empty(), "seed {seed}: slept hosts while short of reserve");
+        assert!(
+            p.sleep.is_empty(),
+            "seed {seed}: slept hosts while short of reserve"
+        );
         assert!(
             after.hosts.iter().all(|h| !h.power.wakeable()),
             "seed {seed}: reserve broken but hosts left asleep: {p:#?}"
@@ -127,7 +133,11 @@ fn planning_again_after_applying_moves_nothing() {
             p.reason,
             again
         );
-        assert!(again.sleep.is_empty(), "seed {seed}: second plan sleeps {:?}", again.sleep);
+        assert!(
+            again.sleep.is_empty(),
+            "seed {seed}: second plan sleeps {:?}",
+            again.sleep
+        );
     });
 }
 

@@ -83,7 +83,11 @@ fn cloudsim_counts_a_host_at_zero_as_off_and_overload_as_violation() {
     );
     // Active time: host A 300 s, host B 300 - d; violated: d.
     let slatah = d / (600.0 - d);
-    assert!((r.slatah - slatah).abs() < 1e-12, "slatah {} vs {slatah}", r.slatah);
+    assert!(
+        (r.slatah - slatah).abs() < 1e-12,
+        "slatah {} vs {slatah}",
+        r.slatah
+    );
     // PDM: 10 % of 600 MIPS for d seconds over (0 + 1200) MIPS · 300 s requested.
     let pdm = 0.1 * 600.0 * d / (1200.0 * 300.0);
     assert!((r.pdm - pdm).abs() < 1e-12, "pdm {} vs {pdm}", r.pdm);
@@ -112,10 +116,16 @@ fn realistic_counts_idle_and_standby_power() {
     policy.min_awake_s = 0.0;
     let r = simulate(&w, &sc, &policy);
     let expected_kwh = (153_000.0 + 8.0 * 900.0) / 3.6e6;
-    assert!((r.energy_kwh - expected_kwh).abs() < 1e-9, "{}", r.energy_kwh);
+    assert!(
+        (r.energy_kwh - expected_kwh).abs() < 1e-9,
+        "{}",
+        r.energy_kwh
+    );
     assert_eq!(r.sleeps, 1);
     let svg = render_svg(&r);
-    assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>"));
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>")
+    );
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -178,7 +188,9 @@ fn synthetic_day_in_planetlab_format_runs_both_scenarios() {
     for v in 0..200 {
         let mut text = String::new();
         for k in 0..288 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = (seed >> 33) % 20;
             let diurnal = 10.0 + 8.0 * ((k as f64 / 288.0) * std::f64::consts::TAU).sin();
             text.push_str(&format!("{}\n", (diurnal as u64 + noise).min(99)));

@@ -23,14 +23,13 @@ impl FitIndex {
         }
     }
 
-    /// Files (or re-files) host `h` with `free` CPU; hosts without room are left out.
+    /// Files (or re-files) host `h` with `free` CPU (negative when above target: such a
+    /// host can still take a VM when squeezing up to `upper`).
     pub(crate) fn update(&mut self, h: u32, free: f64) {
         self.remove(h);
-        if free > 0.0 {
-            let k = key(free);
-            self.set.insert((k, h));
-            self.filed[h as usize] = Some(k);
-        }
+        let k = key(free);
+        self.set.insert((k, h));
+        self.filed[h as usize] = Some(k);
     }
 
     pub(crate) fn remove(&mut self, h: u32) {
@@ -62,12 +61,14 @@ mod tests {
         ix.update(0, 10.0);
         ix.update(1, 3.0);
         ix.update(2, 5.0);
-        ix.update(3, 0.0);
+        ix.update(3, -2.0);
         assert_eq!(ix.fitting(4.0).collect::<Vec<_>>(), vec![2, 0]);
+        assert_eq!(ix.fitting(-3.0).next(), Some(3));
         ix.update(2, 1.0);
         assert_eq!(ix.fitting(4.0).next(), Some(0));
         ix.remove(0);
         assert_eq!(ix.fitting(4.0).next(), None);
         assert_eq!(ix.fitting(0.5).collect::<Vec<_>>(), vec![2, 1]);
+        ix.remove(3);
     }
 }

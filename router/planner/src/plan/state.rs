@@ -25,6 +25,12 @@ pub(crate) struct State<'a> {
     pub policy: &'a Policy,
     /// Predicted CPU per VM.
     pub pred: Vec<f64>,
+    /// Highest of `cpu_now` and the samples in the prediction window, per VM: what the
+    /// cluster-level consolidation test uses, so that a short dip empties nothing.
+    pub peak: Vec<f64>,
+    /// Room a VM needs on a destination: its prediction with `move_k_stddev`, so a VM
+    /// that just moved does not overload its new host at its next burst.
+    pub need: Vec<f64>,
     /// Current (planned) host per VM, or NONE.
     pub vm_host: Vec<u32>,
     /// VMs the plan must not move (moved recently, placed or moved by this plan, or on a
@@ -52,6 +58,8 @@ impl<'a> State<'a> {
             view,
             policy,
             pred: Vec::with_capacity(nv),
+            peak: Vec::with_capacity(nv),
+            need: Vec::with_capacity(nv),
             vm_host: Vec::with_capacity(nv),
             frozen: Vec::with_capacity(nv),
             host_vms: vec![Vec::new(); nh],
@@ -73,6 +81,20 @@ impl<'a> State<'a> {
         for (i, vm) in view.vms.iter().enumerate() {
             let p = predict_cpu(vm, &policy.prediction);
             s.pred.push(p);
+            let dest = crate::policy::Prediction {
+                window: policy.prediction.window,
+                k_stddev: policy.move_k_stddev,
+            };
+            s.need.push(predict_cpu(vm, &dest).max(p));
+            let w = policy.prediction.window.min(vm.cpu_history.len());
+            let recent = &vm.cpu_history[vm.cpu_history.len() - w..];
+            s.peak.push(
+                recent
+                    .iter()
+                    .copied()
+                    .fold(p, f64::max)
+                    .min(vm.cpu_max.max(p)),
+            );
             let host = vm.host.map(|h| h.0).filter(|&h| (h as usize) < nh);
             let recently = vm
                 .last_moved_at_s
@@ -143,12 +165,31 @@ impl<'a> State<'a> {
         let ok = |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem;
         if spread {
             self.index
-                .fitting_roomiest(self.pred[v])
+                .fitting_roomiest(self.need[v])
                 .take(MAX_PROBES)
                 .find(ok)
         } else {
-            self.index.fitting(self.pred[v]).take(MAX_PROBES).find(ok)
+            self.index.fitting(self.need[v]).take(MAX_PROBES).find(ok)
         }
+    }
+
+    /// When nothing fits under `target`: a host that takes VM `v` up to `upper`, the
+    /// roomiest. Squeezing a running host is cheaper than waking one that the next
+    /// consolidation would empty again (that round trip costs a host's worth of moves).
+    pub(crate) fn find_squeeze(&self, v: usize, avoid: u32) -> Option<u32> {
+        const MAX_PROBES: usize = 512;
+        let gap = (self.policy.upper - self.policy.target).max(0.0);
+        let max_cap = self.view.hosts.iter().map(|h| h.cpu).fold(0.0, f64::max);
+        let need_mem = self.view.vms[v].mem_mb as f64;
+        self.index
+            .fitting_roomiest(self.pred[v] - gap * max_cap)
+            .take(MAX_PROBES)
+            .find(|&h| {
+                let hu = h as usize;
+                h != avoid
+                    && self.cpu[hu] + self.pred[v] <= self.policy.upper * self.view.hosts[hu].cpu
+                    && self.free_mem(hu) >= need_mem
+            })
     }
 
     /// Moves VM `v` to `to` in the working state (placement when it has no host).

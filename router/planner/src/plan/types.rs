@@ -56,7 +56,11 @@ pub struct Plan {
 impl Plan {
     /// Number of batches (0 for a plan without migrations).
     pub fn batches(&self) -> usize {
-        self.migrations.iter().map(|m| m.batch + 1).max().unwrap_or(0)
+        self.migrations
+            .iter()
+            .map(|m| m.batch + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -55,7 +55,8 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
     let mut vm_host: Vec<Option<u32>> = vec![None; nv];
     let mut last_moved: Vec<Option<f64>> = vec![None; nv];
     let mut power = vec![PowerState::On; nh];
-    let mut changed_at = vec![0.0f64; nh];
+    // Hosts have been in their initial state "forever": none is fresh from a wake.
+    let mut changed_at = vec![-1e9f64; nh];
     let mut prev_active = vec![true; nh];
 
     let mut r = SimReport {
@@ -65,6 +66,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
         ..SimReport::default()
     };
     let (mut energy_j, mut active_s, mut violated_s) = (0.0f64, 0.0f64, 0.0f64);
+    let mut standby_j = 0.0f64;
     let (mut requested, mut degraded, mut unserved) = (0.0f64, 0.0f64, 0.0f64);
     let best = scenario
         .hosts
@@ -200,7 +202,13 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             let was_on = power[h] == PowerState::On;
             if e > t {
                 segs.push((t, e, pre0[h], at(pre0[h], pre1[h], e), was_on));
-                segs.push((e, t + dt, at(post0[h], post1[h], e), post1[h], was_on && !sleeping_now[h]));
+                segs.push((
+                    e,
+                    t + dt,
+                    at(post0[h], post1[h], e),
+                    post1[h],
+                    was_on && !sleeping_now[h],
+                ));
             } else {
                 segs.push((t, t + dt, post0[h], post1[h], was_on && !sleeping_now[h]));
             }
@@ -216,6 +224,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                     if on {
                         (ht.power.watts_at(u0) + ht.power.watts_at(u1)) / 2.0
                     } else {
+                        standby_j += standby_w * len;
                         standby_w
                     }
                 } else if active {
@@ -259,11 +268,24 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
         r.unresolved_overloads += p.unresolved_overloads.len();
     }
     r.energy_kwh = energy_j / 3.6e6;
-    r.slatah = if active_s > 0.0 { violated_s / active_s } else { 0.0 };
-    r.pdm = if requested > 0.0 { degraded / requested } else { 0.0 };
+    r.standby_kwh = standby_j / 3.6e6;
+    r.slatah = if active_s > 0.0 {
+        violated_s / active_s
+    } else {
+        0.0
+    };
+    r.pdm = if requested > 0.0 {
+        degraded / requested
+    } else {
+        0.0
+    };
     r.slav = r.slatah * r.pdm;
     r.esv = r.energy_kwh * r.slav;
-    r.unserved = if requested > 0.0 { unserved / requested } else { 0.0 };
+    r.unserved = if requested > 0.0 {
+        unserved / requested
+    } else {
+        0.0
+    };
     r.mean_active_hosts = if r.series.is_empty() {
         0.0
     } else {

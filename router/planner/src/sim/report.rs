@@ -26,6 +26,8 @@ pub struct SimReport {
     pub vms: usize,
     pub hosts: usize,
     pub energy_kwh: f64,
+    /// Of `energy_kwh`: drawn by sleeping hosts (realistic scenario only).
+    pub standby_kwh: f64,
     /// Fraction of active-host time with requested MIPS above capacity.
     pub slatah: f64,
     /// MIPS lost to migration / MIPS requested.
@@ -63,7 +65,11 @@ impl fmt::Display for SimReport {
             self.hosts,
             self.series.len()
         )?;
-        writeln!(f, "  energy          {:>10.2} kWh", self.energy_kwh)?;
+        writeln!(
+            f,
+            "  energy          {:>10.2} kWh  (standby {:.2} kWh)",
+            self.energy_kwh, self.standby_kwh
+        )?;
         writeln!(
             f,
             "  physical bound  {:>10.2} kWh  (energy / bound = {:.3})",
@@ -83,10 +89,22 @@ impl fmt::Display for SimReport {
         writeln!(f, "  SLATAH          {:>10.2} %", self.slatah * 100.0)?;
         writeln!(f, "  PDM             {:>10.3} %", self.pdm * 100.0)?;
         writeln!(f, "  ESV             {:>10.6}", self.esv)?;
-        writeln!(f, "  host shutdowns  {:>10}  (CloudSim's count)", self.host_shutdowns)?;
+        writeln!(
+            f,
+            "  host shutdowns  {:>10}  (CloudSim's count)",
+            self.host_shutdowns
+        )?;
         writeln!(f, "  sleeps / wakes  {:>10} / {}", self.sleeps, self.wakes)?;
-        writeln!(f, "  mean active     {:>10.1} hosts", self.mean_active_hosts)?;
+        writeln!(
+            f,
+            "  mean active     {:>10.1} hosts",
+            self.mean_active_hosts
+        )?;
         writeln!(f, "  unserved demand {:>10.3} %", self.unserved * 100.0)?;
-        write!(f, "  unresolved overloads {} host-steps", self.unresolved_overloads)
+        write!(
+            f,
+            "  unresolved overloads {} host-steps",
+            self.unresolved_overloads
+        )
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, Prediction};
+use crate::policy::Policy;
 use crate::power::PowerModel;
 
 /// One physical host.
@@ -104,26 +104,11 @@ impl Scenario {
         }
     }
 
-    /// The policy to run this scenario with (what `router simulate` uses).
+    /// The policy to run this scenario with (what `router simulate` uses): the balanced
+    /// PlanetLab policy; the realistic scenario adds the N+1 reserve, 16 parallel
+    /// migrations and 15 min minimum awake time.
     pub fn default_policy(&self) -> Policy {
-        let base = Policy {
-            upper: 1.0,
-            target: 0.95,
-            lower: 0.75,
-            mem_target: 1.0,
-            prediction: Prediction {
-                window: 6,
-                k_stddev: 0.0,
-            },
-            spread: true,
-            reserve_hosts: 0,
-            // CloudSim starts every migration of a round at once.
-            max_parallel_migrations: usize::MAX,
-            max_consolidation_migrations: usize::MAX,
-            max_evacuation_vms: 32,
-            min_vm_move_interval_s: 1800.0,
-            min_awake_s: 0.0,
-        };
+        let base = Policy::planetlab_balanced();
         match self.accounting {
             Accounting::CloudSim => base,
             Accounting::Realistic { .. } => Policy {

@@ -37,7 +37,11 @@ pub fn render_svg(r: &SimReport) -> String {
             "#1f77b4",
             r.series.iter().map(|x| x.hosts_active as f64).collect(),
         ),
-        ("power (W)", "#d62728", r.series.iter().map(|x| x.power_w).collect()),
+        (
+            "power (W)",
+            "#d62728",
+            r.series.iter().map(|x| x.power_w).collect(),
+        ),
         (
             "demand (MIPS)",
             "#2ca02c",
@@ -88,12 +92,17 @@ pub fn render_svg(r: &SimReport) -> String {
             break;
         }
         let x = LEFT + (W - LEFT - RIGHT) * (ts / t_end);
-        let _ = writeln!(s, r#"<text x="{x:.1}" y="{base}" text-anchor="middle">{hour} h</text>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{base}" text-anchor="middle">{hour} h</text>"#
+        );
     }
     s.push_str("</svg>\n");
     s
 }
 
 fn escape(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -62,7 +62,9 @@ pub fn random_cluster(rng: &mut Rng) -> ClusterView {
         let mem_mb = rng.pick(&[128u64, 512, 1024, 2048]);
         let cpu_now = cpu_max * rng.unit() * rng.unit();
         let hist_len = rng.below(9) as usize;
-        let cpu_history = (0..hist_len).map(|_| cpu_max * rng.unit() * rng.unit()).collect();
+        let cpu_history = (0..hist_len)
+            .map(|_| cpu_max * rng.unit() * rng.unit())
+            .collect();
         let mut host = None;
         if rng.below(10) > 0 {
             let h = rng.below(nh as u64) as usize;
