@@ -359,8 +359,17 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
                     continue;
                 }
             };
-            if let Err(e) = frame::write_frame(&mut wr, &msg, MAX_FRAME_BYTES).await {
-                break Err(ferr(e));
+            // A router that stops reading must not wedge this loop (and with it the
+            // lease renewals): a write that cannot finish in time ends the session.
+            match tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                frame::write_frame(&mut wr, &msg, MAX_FRAME_BYTES),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Err(ferr(e)),
+                Err(_) => break Err(t("a report write")),
             }
         };
         drop(reader);
