@@ -96,8 +96,8 @@ fn cloudsim_counts_a_host_at_zero_as_off_and_overload_as_violation() {
 
 #[test]
 fn realistic_counts_idle_and_standby_power() {
-    // Same two-VM day as the first test, realistic accounting: both hosts start on; the
-    // empty one may not sleep before `min_awake_s` (900 s) so it idles at 100 W all day.
+    // Same two-VM day as the first test, realistic accounting, hosts start on. Without a
+    // reserve the empty host sleeps at t=0 and draws 8 W for the 900 s.
     let w = Workload::from_samples(vec![vec![30.0, 60.0, 30.0], vec![30.0, 30.0, 30.0]]);
     let sc = tiny(Accounting::Realistic {
         standby_w: 8.0,
@@ -106,22 +106,25 @@ fn realistic_counts_idle_and_standby_power() {
     let mut policy = sc.default_policy();
     policy.reserve_hosts = 0;
     let r = simulate(&w, &sc, &policy);
-    let expected_kwh = (153_000.0 + 100.0 * 900.0) / 3.6e6;
+    let expected_kwh = (153_000.0 + 8.0 * 900.0) / 3.6e6;
     assert!(
         (r.energy_kwh - expected_kwh).abs() < 1e-9,
         "energy {} kWh, expected {expected_kwh}",
         r.energy_kwh
     );
-    // With a shorter hysteresis the empty host sleeps at t=0 and draws 8 W.
-    policy.min_awake_s = 0.0;
+    assert!((r.standby_kwh - 8.0 * 900.0 / 3.6e6).abs() < 1e-12);
+    assert_eq!(r.sleeps, 1);
+    // With the N+1 reserve the second host must stay up (the first one's loss needs a
+    // whole host of room), idling at 100 W: the price of the reserve.
+    policy.reserve_hosts = 1;
     let r = simulate(&w, &sc, &policy);
-    let expected_kwh = (153_000.0 + 8.0 * 900.0) / 3.6e6;
+    let expected_kwh = (153_000.0 + 100.0 * 900.0) / 3.6e6;
     assert!(
         (r.energy_kwh - expected_kwh).abs() < 1e-9,
         "{}",
         r.energy_kwh
     );
-    assert_eq!(r.sleeps, 1);
+    assert_eq!(r.sleeps, 0);
     let svg = render_svg(&r);
     assert!(
         svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>")

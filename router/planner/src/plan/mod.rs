@@ -27,8 +27,9 @@ pub fn plan(view: &ClusterView, policy: &Policy) -> Plan {
     let mut out = Plan::default();
 
     place_new(&mut s, &mut wake_order, &mut out);
-    relieve_overloads(&mut s, &mut wake_order, &mut out);
-    restore_reserve(&mut s, &mut wake_order);
+    let stuck = relieve_overloads(&mut s, &mut wake_order);
+    let stuck = settle(&mut s, &mut wake_order, stuck);
+    out.unresolved_overloads = stuck.iter().map(|&h| HostIx(h as u32)).collect();
     // While some overload has no room, nothing is emptied or put to sleep: that room
     // would be the first thing the next plan wakes again.
     let (emptied, sleep) = if out.unresolved_overloads.is_empty() {
@@ -115,12 +116,13 @@ fn dest_or_wake(
             return Some(h);
         }
     }
-    // A VM bigger than any host would wake everything: only wake hosts it fits on empty.
+    // A VM bigger than any host would wake everything: only wake a host it fits on empty
+    // (with the headroom `find_dest` asks for), so that every wake gets used.
     let vm = &s.view.vms[v];
     loop {
         let &h = wake_order.last()?;
         let host = &s.view.hosts[h as usize];
-        if s.pred[v] > s.policy.target * host.cpu
+        if s.need[v] > s.policy.target * host.cpu
             || vm.mem_mb as f64 > s.policy.mem_target * host.mem_mb as f64
         {
             return None;
@@ -155,7 +157,7 @@ fn place_new(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
 /// smallest-memory VM that removes it all on its own (one cheap migration), otherwise
 /// the one that removes the most.
 fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option<usize> {
-    let mut best_single: Option<(f64, usize)> = None;
+    let mut best_single: Option<(f64, f64, usize)> = None;
     let mut best_part: Option<(f64, usize)> = None;
     for &v in &s.host_vms[h] {
         let vu = v as usize;
@@ -164,8 +166,9 @@ fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option
         }
         let (p, m) = (s.pred[vu], s.view.vms[vu].mem_mb as f64);
         if p >= cpu && m >= mem {
-            if best_single.is_none_or(|(bm, _)| m < bm) {
-                best_single = Some((m, vu));
+            // Least memory (migration time), then least CPU (room it takes elsewhere).
+            if best_single.is_none_or(|(bm, bp, _)| (m, p) < (bm, bp)) {
+                best_single = Some((m, p, vu));
             }
         } else {
             let gain = if cpu > 0.0 { (p / cpu).min(1.0) } else { 0.0 }
@@ -175,10 +178,11 @@ fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option
             }
         }
     }
-    best_single.or(best_part).map(|(_, v)| v)
+    best_single.map(|(_, _, v)| v).or(best_part.map(|(_, v)| v))
 }
 
-fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
+/// First pass over overloaded hosts, worst first. Returns those still overloaded.
+fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>) -> Vec<usize> {
     let mut over: Vec<(f64, usize)> = (0..s.view.hosts.len())
         .filter(|&h| s.live[h])
         .filter_map(|h| {
@@ -193,12 +197,30 @@ fn relieve_overloads(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
             stuck.push(h);
         }
     }
-    // Hosts that shed after a stuck one may have made room for it: one more pass.
-    for h in stuck {
-        if !shed(s, wake_order, h) {
-            out.unresolved_overloads.push(HostIx(h as u32));
+    stuck
+}
+
+/// Retries the overloads that found no room and restores the reserve, until neither
+/// changes anything. Hosts handled after a stuck one may have made room for it (they
+/// shed load, a host was woken for them or for the reserve); an overload now outranks
+/// the reserve for a failure that may never come, and the reserve is then restored by
+/// waking more. Settling here is what makes planning again right after this plan find
+/// nothing more to do. Returns the overloads that stay unresolved.
+fn settle(s: &mut State, wake_order: &mut Vec<u32>, mut stuck: Vec<usize>) -> Vec<usize> {
+    const MAX_ROUNDS: usize = 8;
+    restore_reserve(s, wake_order);
+    for _ in 0..MAX_ROUNDS {
+        if stuck.is_empty() {
+            break;
+        }
+        let before = (s.moves.len(), s.woken.len());
+        stuck.retain(|&h| !shed(s, wake_order, h));
+        restore_reserve(s, wake_order);
+        if (s.moves.len(), s.woken.len()) == before {
+            break;
         }
     }
+    stuck
 }
 
 /// Moves VMs off host `h` until it is back under `target`. False if it stays above `upper`.
