@@ -3,6 +3,7 @@
 
 mod client;
 mod ha;
+pub mod power;
 pub mod table;
 mod vm;
 
@@ -68,6 +69,30 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Chassis power through the BMCs: status, on, off, soft, cycle, reset.
+    #[command(subcommand)]
+    Power(power::PowerCmd),
+    /// Wake a host (Wake-on-LAN, verified by its genie registering; IPMI as fallback).
+    Wake {
+        host: String,
+        /// Override the router's wake_deadline_ms for this wake.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a host to sleep: suspend-to-RAM through its genie, or IPMI soft-off.
+    Suspend {
+        host: String,
+        /// IPMI soft-off instead of suspend-to-RAM.
+        #[arg(long)]
+        off: bool,
+        /// Even with VMs running there.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent events (detections, fences, power, migrations).
     Events {
         #[arg(long, default_value_t = 50)]
@@ -108,6 +133,18 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
             })
         }
         Cmd::Vm(cmd) => vm::run(&cli.api, cmd),
+        Cmd::Power(cmd) => power::run(&cli.api, cmd),
+        Cmd::Wake {
+            host,
+            deadline_ms,
+            json,
+        } => power::wake(&cli.api, host, *deadline_ms, *json),
+        Cmd::Suspend {
+            host,
+            off,
+            force,
+            json,
+        } => power::suspend(&cli.api, host, *off, *force, *json),
         Cmd::Sla { json } => ha::sla(&cli.api, *json),
         Cmd::Maintenance { mode, host, json } => ha::maintenance(&cli.api, *mode, host, *json),
         Cmd::Events { limit, json } => {

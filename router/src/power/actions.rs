@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use wisp_common::HostId;
 use wisp_power::{Bmc, PowerAction, PowerState};
 
-use super::status::{known, query};
+use super::status::{known, poll_power};
 use super::wait::{self, ms};
 use super::{PowerError, PowerPlane};
 use crate::cluster::state::{HostStatus, PowerKnown};
@@ -93,38 +93,30 @@ pub async fn power_action(
     let accepted = start.elapsed();
     let want = expected(action);
     let deadline = Instant::now() + verify;
-    let mut last: Option<PowerState> = None;
-    let confirmed = wait::until(deadline, || {
-        let bmc = bmc.clone();
-        let last = &mut last;
-        async move {
-            // A BMC hiccup during verification is retried until the deadline.
-            let p = query(&bmc, host).await.ok()?;
-            *last = Some(p);
-            (p == want).then_some(p)
-        }
-    })
-    .await;
+    let confirmed = poll_power(&bmc, host, deadline, |p| p == want).await;
     let verified_after = start.elapsed();
-    let Some(seen) = confirmed else {
-        let e = PowerError::NotConfirmed {
-            host: host.clone(),
-            bmc: addr.clone(),
-            action,
-            seen: last
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "nothing".into()),
-            after: verify,
-        };
-        cluster
-            .record(
-                EventKind::Error,
-                Some(host.clone()),
-                None,
-                crate::vms::chain(&e),
-            )
-            .await;
-        return Err(e);
+    let seen = match confirmed {
+        Ok(p) => p,
+        Err(last) => {
+            let e = PowerError::NotConfirmed {
+                host: host.clone(),
+                bmc: addr.clone(),
+                action,
+                seen: last
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "nothing".into()),
+                after: verify,
+            };
+            cluster
+                .record(
+                    EventKind::Error,
+                    Some(host.clone()),
+                    None,
+                    crate::vms::chain(&e),
+                )
+                .await;
+            return Err(e);
+        }
     };
     // After an off, the genie's link drops as its processes die: wait for that (up to
     // the rest of the deadline) so the host is recorded as proven down.

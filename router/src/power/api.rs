@@ -103,7 +103,9 @@ async fn action(
     };
     let h = host_id(&host)?;
     let (_, verify) = timing(&s).await?;
-    Ok(Json(power_action(&s.cluster, &s.power, &h, a, verify).await?))
+    Ok(Json(
+        power_action(&s.cluster, &s.power, &h, a, verify).await?,
+    ))
 }
 
 async fn wake_host(

@@ -129,3 +129,30 @@ pub async fn status(
         .await
         .ok_or(PowerError::Shutdown)
 }
+
+/// Asks `bmc` until its answer satisfies `ok` or `deadline` passes. Returns the
+/// accepted answer, or `Err` with the last answer seen (BMC hiccups in between are
+/// retried: one lost reply must not fail a verification).
+pub async fn poll_power(
+    bmc: &Arc<dyn Bmc>,
+    host: &HostId,
+    deadline: Instant,
+    ok: impl Fn(PowerState) -> bool,
+) -> Result<PowerState, Option<PowerState>> {
+    let mut last = None;
+    loop {
+        if let Ok(p) = query(bmc, host).await {
+            if ok(p) {
+                return Ok(p);
+            }
+            last = Some(p);
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(
+            super::wait::POLL.min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+}

@@ -17,7 +17,7 @@ use wisp_common::{HostId, VmId, VmRunState};
 use wisp_power::{PowerAction, PowerState};
 
 use super::actions::bmc_of;
-use super::status::{known, query};
+use super::status::{known, poll_power};
 use super::wait::{self, ms};
 use super::{PowerError, PowerPlane};
 use crate::cluster::state::{HostStatus, PowerKnown};
@@ -254,19 +254,9 @@ async fn send_and_verify(
     // Off as the BMC sees it: required for soft-off; for suspend-to-RAM many BMCs
     // report S3 as on, so the answer is recorded but not required.
     let want_off = mode == SuspendMode::SoftOff;
-    let mut last = None;
-    let seen = wait::until(deadline, || {
-        let b = b.clone();
-        let last = &mut last;
-        async move {
-            let p = query(&b, host).await.ok()?;
-            *last = Some(p);
-            (!want_off || p == PowerState::Off).then_some(p)
-        }
-    })
-    .await;
+    let seen = poll_power(&b, host, deadline, |p| !want_off || p == PowerState::Off).await;
     match seen {
-        Some(p) => {
+        Ok(p) => {
             verified.push_str(&format!(
                 ", BMC {} reports power {p} after {} ms",
                 b.address(),
@@ -274,7 +264,7 @@ async fn send_and_verify(
             ));
             Ok((Some(p), verified))
         }
-        None if want_off => Err(PowerError::NotConfirmed {
+        Err(last) if want_off => Err(PowerError::NotConfirmed {
             host: host.clone(),
             bmc: b.address().to_string(),
             action: PowerAction::Soft,
@@ -283,7 +273,7 @@ async fn send_and_verify(
                 .unwrap_or_else(|| "nothing".into()),
             after: verify,
         }),
-        None => {
+        Err(_) => {
             verified.push_str(&format!(", BMC {} did not answer", b.address()));
             Ok((None, verified))
         }

@@ -1,0 +1,161 @@
+//! `router power status|on|off|soft|cycle|reset`, `router wake`, `router suspend`.
+//! Output reads like ipmitool's (`Chassis Power is on`), a table for many hosts,
+//! `--json` for scripts; every command says what was verified and how long it took.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::{print_or_json, table, Client, ClientError};
+use crate::power::actions::ActionReport;
+use crate::power::api::{SuspendRequest, WakeRequest};
+use crate::power::status::PowerStatusRow;
+use crate::power::suspend::SuspendOutcome;
+use crate::power::wake::WakeOutcome;
+
+/// A BMC call is bounded by its own timeout (5 s with retries); verification by
+/// `power_verify_ms`; a wake by twice `wake_deadline_ms`. The client waits longer than
+/// any of them so the router, not the HTTP client, reports what happened.
+const POWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Subcommand)]
+pub enum PowerCmd {
+    /// Chassis power from the BMC (every host, in parallel, when HOST is omitted).
+    Status {
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power up.
+    On {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hard power down.
+    Off {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ACPI soft shutdown.
+    Soft {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power down, then up.
+    Cycle {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hard reset.
+    Reset {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn word(p: crate::cluster::state::PowerKnown) -> &'static str {
+    match p {
+        crate::cluster::state::PowerKnown::On => "on",
+        crate::cluster::state::PowerKnown::Off => "off",
+        crate::cluster::state::PowerKnown::Unknown => "unknown",
+    }
+}
+
+/// One host like ipmitool, many as a table.
+pub fn status_text(rows: &Vec<PowerStatusRow>) -> String {
+    if let [r] = rows.as_slice() {
+        return match &r.error {
+            None => format!(
+                "Chassis Power is {}\n({}: BMC {}, {} ms; host {})\n",
+                word(r.power),
+                r.host,
+                r.bmc.as_deref().unwrap_or("-"),
+                r.elapsed_ms,
+                r.state.as_str()
+            ),
+            Some(e) => format!("Error: {e} ({} ms)\n", r.elapsed_ms),
+        };
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.host.to_string(),
+                word(r.power).into(),
+                r.state.as_str().into(),
+                r.bmc.clone().unwrap_or_else(|| "-".into()),
+                format!("{} ms", r.elapsed_ms),
+                r.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table::render(&["HOST", "POWER", "STATE", "BMC", "TIME", "ERROR"], &body)
+}
+
+pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
+    let c = Client::new(api, Some(POWER_TIMEOUT));
+    let (action, host, json) = match cmd {
+        PowerCmd::Status { host, json } => {
+            let path = match host {
+                Some(h) => format!("/v1/power/{h}"),
+                None => "/v1/power".into(),
+            };
+            let rows: Vec<PowerStatusRow> = c.get(&path)?;
+            print_or_json(*json, &rows, status_text)?;
+            // A single host whose BMC failed is a failed command.
+            if let (Some(_), [PowerStatusRow { error: Some(e), .. }]) = (host, rows.as_slice()) {
+                return Err(ClientError::Api {
+                    status: 502,
+                    message: e.clone(),
+                });
+            }
+            return Ok(());
+        }
+        PowerCmd::On { host, json } => ("on", host, json),
+        PowerCmd::Off { host, json } => ("off", host, json),
+        PowerCmd::Soft { host, json } => ("soft", host, json),
+        PowerCmd::Cycle { host, json } => ("cycle", host, json),
+        PowerCmd::Reset { host, json } => ("reset", host, json),
+    };
+    let r: ActionReport = c.post(
+        &format!("/v1/power/{host}/{action}"),
+        &serde_json::json!({}),
+    )?;
+    print_or_json(*json, &r, |r| {
+        format!("{}\n(total {} ms)\n", r.message, r.elapsed_ms)
+    })
+}
+
+pub fn wake(
+    api: &str,
+    host: &str,
+    deadline_ms: Option<u64>,
+    json: bool,
+) -> Result<(), ClientError> {
+    let c = Client::new(api, Some(POWER_TIMEOUT));
+    let r: WakeOutcome = c.post(
+        &format!("/v1/hosts/{host}/wake"),
+        &WakeRequest { deadline_ms },
+    )?;
+    print_or_json(json, &r, |r| format!("{}\n", r.message))
+}
+
+pub fn suspend(
+    api: &str,
+    host: &str,
+    off: bool,
+    force: bool,
+    json: bool,
+) -> Result<(), ClientError> {
+    let c = Client::new(api, Some(POWER_TIMEOUT));
+    let r: SuspendOutcome = c.post(
+        &format!("/v1/hosts/{host}/suspend"),
+        &SuspendRequest { off, force },
+    )?;
+    print_or_json(json, &r, |r| format!("{}\n", r.message))
+}
