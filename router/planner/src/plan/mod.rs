@@ -225,25 +225,23 @@ fn settle(s: &mut State, wake_order: &mut Vec<u32>, mut stuck: Vec<usize>) -> Ve
 
 /// Moves VMs off host `h` until it is back under `target`. False if it stays above `upper`.
 fn shed(s: &mut State, wake_order: &mut Vec<u32>, h: usize) -> bool {
-    {
-        let mut tried: Vec<u32> = Vec::new();
-        loop {
-            // Shed down to `target` (not just `upper`) so the host does not overload
-            // again at the next small rise: that gap is the hysteresis.
-            let host = &s.view.hosts[h];
-            let cpu_ex = s.cpu[h] - s.policy.target * host.cpu;
-            let mem_ex = s.mem[h] - s.policy.mem_target * host.mem_mb as f64;
-            if cpu_ex <= 1e-9 && mem_ex <= 1e-9 {
-                break;
-            }
-            let Some(v) = pick_victim(s, h, cpu_ex.max(0.0), mem_ex.max(0.0), &tried) else {
-                break;
-            };
-            tried.push(v as u32);
-            if let Some(to) = dest_or_wake(s, wake_order, v, h as u32, s.policy.spread) {
-                s.shift(v, to, MoveReason::Overload);
-                s.frozen[v] = true;
-            }
+    let mut tried: Vec<u32> = Vec::new();
+    loop {
+        // Shed down to `target` (not just `upper`) so the host does not overload
+        // again at the next small rise: that gap is the hysteresis.
+        let host = &s.view.hosts[h];
+        let cpu_ex = s.cpu[h] - s.policy.target * host.cpu;
+        let mem_ex = s.mem[h] - s.policy.mem_target * host.mem_mb as f64;
+        if cpu_ex <= 1e-9 && mem_ex <= 1e-9 {
+            break;
+        }
+        let Some(v) = pick_victim(s, h, cpu_ex.max(0.0), mem_ex.max(0.0), &tried) else {
+            break;
+        };
+        tried.push(v as u32);
+        if let Some(to) = dest_or_wake(s, wake_order, v, h as u32, s.policy.spread) {
+            s.shift(v, to, MoveReason::Overload);
+            s.frozen[v] = true;
         }
     }
     let (c, m) = s.excess(h);
