@@ -15,8 +15,15 @@
 //! * A migration that would end after the interval is counted as ending with it.
 //! * Requested MIPS for PDM's denominator is sampled at each step (left Riemann sum), as
 //!   CloudSim's state history does between events.
-//! * The sample after the last one repeats it (CloudSim's `UtilizationModelPlanetLabInMemory`
-//!   copies the last value).
+//! * The sample after the last one repeats it: our reading of CloudSim's
+//!   `UtilizationModelPlanetLabInMemory` (not checked against its source here).
+//! * The first round places every VM with its RAM checked (CloudSim's first placement);
+//!   from the second round on, `ram_only_at_placement` shows the planner hosts with
+//!   unlimited memory, as CloudSim then requests no RAM for a VM. Migration times always
+//!   use the VM's real RAM.
+//! * The physical bound printed here is computed from the traces with the README's VM
+//!   types in blocks; it differs from the README's figures by -1.5 %, -3.4 % and +3.4 %
+//!   (we could not find the assignment that reproduces them).
 
 use crate::model::{ClusterView, HostIx, HostView, PowerState, VmView};
 use crate::plan::plan;
