@@ -1,1 +1,104 @@
-fn main() {}
+//! Benchmarks of the lab and of failure detection, printed next to their goals:
+//! - lab setup (3 hosts with BMCs, no router): goal well under 1 s besides ipmi_sim;
+//! - a SIGKILLed genie shown `unreachable` by `router hosts`: goal ≤ 1 s;
+//! - a cut host link (genie alive, cable pulled) shown `unreachable`: goal ≤ 1 s.
+//!
+//! Run: `cargo build --workspace --bins && cargo bench -p wisp-tests --bench
+//! failure_detection` (as root).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use wisp_tests::lab::{poll, GenieMode, Lab, LabSpec, WAIT};
+
+const ROUNDS: usize = 5;
+
+/// Benches build in release, but `cargo build --workspace --bins` builds debug
+/// binaries: use those unless `WISP_BIN_DIR` says otherwise.
+fn bin_dir() -> Option<std::path::PathBuf> {
+    if std::env::var_os("WISP_BIN_DIR").is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    // <target>/release/deps/failure_detection-xxx -> <target>/debug
+    Some(exe.parent()?.parent()?.parent()?.join("debug"))
+}
+
+fn stats(name: &str, goal_ms: u128, mut v: Vec<Duration>) {
+    v.sort();
+    let ms: Vec<u128> = v.iter().map(Duration::as_millis).collect();
+    let median = ms[ms.len() / 2];
+    let max = *ms.last().unwrap();
+    println!(
+        "{name:<44} median {median:>5} ms  max {max:>5} ms  (n={}, goal <= {goal_ms} ms) {}",
+        ms.len(),
+        if max <= goal_ms { "OK" } else { "MISSED" }
+    );
+}
+
+fn state(lab: &Lab, host: &str) -> String {
+    lab.hosts_json()
+        .unwrap()
+        .into_iter()
+        .find(|h| h.name == host)
+        .map(|h| h.state)
+        .unwrap_or_default()
+}
+
+fn wait_state(lab: &Lab, host: &str, want: &str) -> Duration {
+    let t0 = Instant::now();
+    poll(WAIT, &format!("{host} {want}"), |last| {
+        let s = state(lab, host);
+        *last = s.clone();
+        (s == want).then_some(())
+    })
+    .unwrap();
+    t0.elapsed()
+}
+
+fn main() {
+    // Lab setup without router or genie.
+    let mut setup = Vec::new();
+    for _ in 0..ROUNDS {
+        let t0 = Instant::now();
+        let lab = Lab::start(LabSpec {
+            hosts: 3,
+            start_router: false,
+            genie: GenieMode::StandIn(vec!["sleep".into(), "infinity".into()]),
+            bin_dir: bin_dir(),
+            ..LabSpec::default()
+        })
+        .unwrap();
+        setup.push(t0.elapsed());
+        drop(lab);
+    }
+    stats("lab setup, 3 hosts + BMCs + WoL (ready)", 1000, setup);
+
+    let lab = Lab::start(LabSpec {
+        hosts: 3,
+        wol_listener: false,
+        bin_dir: bin_dir(),
+        ..LabSpec::default()
+    })
+    .unwrap();
+    for h in ["h1", "h2", "h3"] {
+        wait_state(&lab, h, "up");
+    }
+    let mut killed = Vec::new();
+    let mut cut = Vec::new();
+    for r in 0..ROUNDS {
+        let i = 1 + r % 3;
+        let name = format!("h{i}");
+        lab.kill_genie(i).unwrap();
+        killed.push(wait_state(&lab, &name, "unreachable"));
+        lab.start_genie(i).unwrap();
+        wait_state(&lab, &name, "up");
+
+        lab.cut_host_link(i).unwrap();
+        cut.push(wait_state(&lab, &name, "unreachable"));
+        lab.restore_host_link(i).unwrap();
+        wait_state(&lab, &name, "up");
+    }
+    stats("genie SIGKILL -> `router hosts` unreachable", 1000, killed);
+    stats("host link cut -> `router hosts` unreachable", 1000, cut);
+}

@@ -1,32 +1,57 @@
-//! The tiny guest: a 32-bit multiboot ELF whose only job is to increment a counter in
+//! The tiny guest: a 32-bit multiboot ELF whose only job is to count timer ticks in
 //! memory forever, so a test can prove a VM is running (and keeps running across a
 //! migration) by reading that counter twice over QMP.
 //!
+//! It programs the PIT to 1 kHz, points every IDT vector at one handler (increment the
+//! counter, EOI, iret) and `hlt`s in between: an idle guest, so a lab VM costs almost
+//! no host CPU under TCG (a spinning guest costs a full core each, which a loaded
+//! 2-core machine cannot afford).
+//!
 //! Layout (one file, one PT_LOAD segment loaded at 1 MiB):
-//! ELF header (52) | program header (32) | multiboot header (12) | code (11).
+//! ELF header (52) | program header (32) | multiboot header (12) | code (101).
 //! The multiboot header has no address fields, so QEMU's loader uses the ELF headers.
-
 /// Physical address of the 32-bit counter the guest increments.
 pub const COUNTER_ADDR: u32 = 0x0020_0000;
 const LOAD_ADDR: u32 = 0x0010_0000;
 const MB_MAGIC: u32 = 0x1BAD_B002;
 const MB_FLAGS: u32 = 0;
 
+/// File offset of the code; the code below is assembled for `LOAD_ADDR + CODE_OFF`.
+const CODE_OFF: u32 = 52 + 32 + 12;
+/// Where the guest puts its IDT (256 gates).
+pub const IDT_ADDR: u32 = 0x0020_1000;
+
+/// `as --32` output of (addresses absolute, code at 0x100060):
+/// ```text
+/// start:  cli; mov $IDT,%edi; mov $handler,%eax; mov %cs,%dx; mov $256,%ecx
+/// fill:   mov %ax,(%edi); mov %dx,2(%edi); mov $0x8E00,%ebx   # present, DPL0, 32-bit interrupt gate; mov %ebx,4(%edi)
+///         shr $16,%eax; mov %ax,6(%edi); mov $handler,%eax; add $8,%edi; loop fill
+///         lidt idtr
+///         mov $0x34,%al; out %al,$0x43        # PIT ch0, rate generator
+///         mov $0xA9,%al; out %al,$0x40        # divisor 1193 = 1 kHz
+///         mov $0x04,%al; out %al,$0x40
+///         in $0x21,%al; and $0xFE,%al; out %al,$0x21   # unmask IRQ0
+///         sti
+/// idle:   hlt; jmp idle
+/// handler: push %eax; mov $0x20,%al; out %al,$0x20; out %al,$0xA0; pop %eax
+///         incl COUNTER; iret
+/// idtr:   .word 256*8-1; .long IDT
+/// ```
+const CODE: [u8; 101] = [
+    0xfa, 0xbf, 0x00, 0x10, 0x20, 0x00, 0xb8, 0xb0, 0x00, 0x10, 0x00, 0x66, 0x8c, 0xca, 0xb9,
+    0x00, 0x01, 0x00, 0x00, 0x66, 0x89, 0x07, 0x66, 0x89, 0x57, 0x02, 0xbb, 0x00, 0x8e, 0x00,
+    0x00, 0x89, 0x5f, 0x04, 0xc1, 0xe8, 0x10, 0x66, 0x89, 0x47, 0x06, 0xb8, 0xb0, 0x00, 0x10,
+    0x00, 0x83, 0xc7, 0x08, 0xe2, 0xe0, 0x0f, 0x01, 0x1d, 0xbf, 0x00, 0x10, 0x00, 0xb0, 0x34,
+    0xe6, 0x43, 0xb0, 0xa9, 0xe6, 0x40, 0xb0, 0x04, 0xe6, 0x40, 0xe4, 0x21, 0x24, 0xfe, 0xe6,
+    0x21, 0xfb, 0xf4, 0xeb, 0xfd, 0x50, 0xb0, 0x20, 0xe6, 0x20, 0xe6, 0xa0, 0x58, 0xff, 0x05,
+    0x00, 0x00, 0x20, 0x00, 0xcf, 0xff, 0x07, 0x00, 0x10, 0x20, 0x00,
+];
+
 /// The guest ELF image.
 pub fn elf() -> Vec<u8> {
-    let a = COUNTER_ADDR.to_le_bytes();
-    // cli; loop: inc dword [COUNTER_ADDR]; jmp loop
-    let code: Vec<u8> = [
-        &[0xFA][..],
-        &[0xFF, 0x05],
-        &a,
-        &[0xEB, 0xF8], // jmp -8: back to the inc (6 bytes) plus this jmp (2)
-        &[0xF4],       // hlt, never reached
-    ]
-    .concat();
-    let code_off: u32 = 52 + 32 + 12;
-    let total = code_off + code.len() as u32;
-    let entry = LOAD_ADDR + code_off;
+    let code = CODE.to_vec();
+    let total = CODE_OFF + code.len() as u32;
+    let entry = LOAD_ADDR + CODE_OFF;
 
     let mut f = Vec::with_capacity(total as usize);
     // ELF header
@@ -71,5 +96,10 @@ mod tests {
         assert_eq!(sum, 0);
         let entry = u32::from_le_bytes(e[24..28].try_into().unwrap());
         assert_eq!(e[(entry - LOAD_ADDR) as usize], 0xFA);
+        // The code's absolute operands match where it is loaded and what we export.
+        let handler = LOAD_ADDR + CODE_OFF + 0x50;
+        assert_eq!(CODE[7..11], handler.to_le_bytes());
+        assert_eq!(CODE[0x5a..0x5e], COUNTER_ADDR.to_le_bytes());
+        assert_eq!(CODE[2..6], IDT_ADDR.to_le_bytes());
     }
 }

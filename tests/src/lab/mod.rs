@@ -21,10 +21,12 @@ pub mod capture;
 pub mod cmd;
 pub mod configs;
 pub mod guest;
+pub mod ha_ext;
 pub mod names;
 pub mod power;
 pub mod procs;
 pub mod qmp;
+pub mod vm_ext;
 
 use std::fs;
 use std::io::Write;
