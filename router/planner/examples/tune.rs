@@ -32,8 +32,7 @@ fn main() {
     p.lower_mean = env("LMEAN", p.lower_mean);
     p.min_awake_s = env("AWAKE", p.min_awake_s);
     p.move_k_stddev = env("MK", p.move_k_stddev);
-    p.max_consolidation_migrations =
-        env("CBUDGET", p.max_consolidation_migrations as f64) as usize;
+    p.max_consolidation_migrations = env("CBUDGET", p.max_consolidation_migrations as f64) as usize;
     p.upper = env("UPPER", p.upper);
     p.prediction.k_stddev = env("K", p.prediction.k_stddev);
     p.prediction.window = env("WINDOW", p.prediction.window as f64) as usize;
