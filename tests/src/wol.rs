@@ -87,12 +87,17 @@ mod tests {
 
     #[test]
     fn udp_port_9_and_not_other_ports() {
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 255];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 255,
+        ];
         let mut udp = vec![0x30, 0x39, 0, 9, 0, 0, 0, 0];
         udp.extend_from_slice(&magic_payload(MAC));
         let mut ok = ip.clone();
         ok.extend_from_slice(&udp);
-        assert_eq!(parse_frame(&eth(0x0800, &ok)), Some((MAC, WakeMethod::Udp9)));
+        assert_eq!(
+            parse_frame(&eth(0x0800, &ok)),
+            Some((MAC, WakeMethod::Udp9))
+        );
         udp[3] = 7;
         ip.extend_from_slice(&udp);
         assert_eq!(parse_frame(&eth(0x0800, &ip)), None);

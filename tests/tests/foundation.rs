@@ -59,16 +59,20 @@ fn wait_state(lab: &Lab, name: &str, state: &str) -> Duration {
 }
 
 fn wait_vm(lab: &Lab, vm: &str, on: &str, pid: u32) -> VmRow {
-    poll(WAIT, &format!("{vm} running on {on} with pid {pid}"), |last| {
-        let rows = lab.vms_json().unwrap();
-        *last = format!("{rows:?}");
-        rows.into_iter().find(|r| {
-            r.name == vm
-                && r.host.as_deref() == Some(on)
-                && r.state == "running"
-                && r.pid == Some(pid)
-        })
-    })
+    poll(
+        WAIT,
+        &format!("{vm} running on {on} with pid {pid}"),
+        |last| {
+            let rows = lab.vms_json().unwrap();
+            *last = format!("{rows:?}");
+            rows.into_iter().find(|r| {
+                r.name == vm
+                    && r.host.as_deref() == Some(on)
+                    && r.state == "running"
+                    && r.pid == Some(pid)
+            })
+        },
+    )
     .unwrap()
 }
 
@@ -95,7 +99,13 @@ fn genies_report_metrics_from_their_namespaces() {
             .exec_in(
                 &h.ns,
                 lab_genie(&lab).to_str().unwrap(),
-                &["--config", h.genie_toml.to_str().unwrap(), "report", "--once", "--json"],
+                &[
+                    "--config",
+                    h.genie_toml.to_str().unwrap(),
+                    "report",
+                    "--once",
+                    "--json",
+                ],
             )
             .unwrap();
         assert!(out.status.success(), "genie report --once: {out:?}");
@@ -146,7 +156,10 @@ fn killed_genie_is_unreachable_fast_while_its_vm_runs_and_a_restart_finds_the_vm
     let killed = lab.kill_genie(1).unwrap();
     assert_eq!(killed.len(), 1, "one genie on h1: {killed:?}");
     let took = wait_state(&lab, "h1", "unreachable");
-    eprintln!("measured: h1 unreachable {} ms after its genie was killed", took.as_millis());
+    eprintln!(
+        "measured: h1 unreachable {} ms after its genie was killed",
+        took.as_millis()
+    );
     assert!(
         took <= Duration::from_secs(3),
         "h1 took {} ms to become unreachable (goal 1 s, bound 3 s)",
@@ -174,7 +187,9 @@ fn genie_with_a_wrong_secret_is_refused_and_says_why() {
     lab.kill_genie(2).unwrap();
     wait_state(&lab, "h2", "unreachable");
 
-    let log = lab.start_genie_with_secret(2, "not-the-cluster-secret").unwrap();
+    let log = lab
+        .start_genie_with_secret(2, "not-the-cluster-secret")
+        .unwrap();
     poll(WAIT, "the genie to log an authentication failure", |last| {
         let text = read_log(&log);
         *last = text.clone();

@@ -74,14 +74,19 @@ fn network_comes_up_and_hosts_reach_the_core() {
             .exec_in(&core, "ping", &["-c", "1", "-W", "5", &h.ip.to_string()])
             .unwrap();
         assert!(ping.status.success(), "core cannot ping {}: {ping:?}", h.ip);
-        let lo = lab.exec_in(&h.ns, "ip", &["-br", "link", "show", "lo"]).unwrap();
+        let lo = lab
+            .exec_in(&h.ns, "ip", &["-br", "link", "show", "lo"])
+            .unwrap();
         assert!(stdout(&lo).contains("UNKNOWN") || stdout(&lo).contains("UP"));
     }
     // The BMC password is not readable by others and not in lan.conf's mode either.
     use std::os::unix::fs::PermissionsExt;
     let h = &lab.hosts()[0];
     for f in [&h.bmc.password_file, &h.bmc.lan_conf] {
-        assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o077, 0);
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o077,
+            0
+        );
     }
 }
 
@@ -135,7 +140,9 @@ fn magic_packets_wake_an_off_host_by_both_methods() {
     // EtherType 0x0842 with etherwake; tcpdump as an outside witness of the frame.
     let cap = lab.tcpdump(&core, "br0", "ether proto 0x0842").unwrap();
     let mac2 = mac_string(&lab.hosts()[1].mac);
-    let o = lab.exec_in(&core, "etherwake", &["-i", "br0", &mac2]).unwrap();
+    let o = lab
+        .exec_in(&core, "etherwake", &["-i", "br0", &mac2])
+        .unwrap();
     assert!(o.status.success(), "etherwake: {o:?}");
     wait_standin(&lab, 2);
     assert_eq!(lab.power_state(2).unwrap(), Power::On);
@@ -158,7 +165,10 @@ fn magic_packets_wake_an_off_host_by_both_methods() {
     wait_standin(&lab, 3);
 
     let log = std::fs::read_to_string(lab.wol_log()).unwrap();
-    assert!(log.contains(&format!("wake h2 ({mac2}) by ethertype-0x0842")), "{log}");
+    assert!(
+        log.contains(&format!("wake h2 ({mac2}) by ethertype-0x0842")),
+        "{log}"
+    );
     assert!(log.contains(&format!("wake h3 ({mac3}) by udp-9")), "{log}");
     // h1 was on all along and must not have been restarted.
     assert_eq!(lab.genie_pids(1).unwrap().len(), 1);
@@ -222,7 +232,9 @@ fn drop_leaves_no_namespace_and_no_process() {
     let list = stdout(&list);
     for ns in &namespaces {
         assert!(
-            !list.lines().any(|l| l.split_whitespace().next() == Some(ns)),
+            !list
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns)),
             "{ns} left behind"
         );
     }

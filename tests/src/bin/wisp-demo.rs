@@ -33,7 +33,11 @@ async fn main() -> Result<()> {
 
     println!("wisp-demo: starting a 3-host lab (namespaces, ipmi_sim BMCs, genies, router)...");
     let lab = Lab::start(LabSpec::default())?;
-    println!("wisp-demo: lab in {} (core namespace {})", lab.dir().display(), lab.core_ns());
+    println!(
+        "wisp-demo: lab in {} (core namespace {})",
+        lab.dir().display(),
+        lab.core_ns()
+    );
     for (host, vm) in [(1, "vm1"), (2, "vm2")] {
         let h = lab
             .start_qemu_vm(host, vm, 64)

@@ -56,7 +56,11 @@ fn main() -> Result<()> {
     else {
         bail!("unexpected channel type on {}", lab.bridge);
     };
-    println!("wisp-lab-wol: listening on {} for {} hosts", lab.bridge, hosts.len());
+    println!(
+        "wisp-lab-wol: listening on {} for {} hosts",
+        lab.bridge,
+        hosts.len()
+    );
     std::io::stdout().flush().ok();
 
     loop {
@@ -69,14 +73,25 @@ fn main() -> Result<()> {
             println!("wisp-lab-wol: magic packet ({method}) for unknown MAC {mac}: ignored");
             continue;
         };
-        let host = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let host = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match power::state(dir) {
-            Ok(Power::On) => println!("wisp-lab-wol: magic packet ({method}) for {host} ({mac}): already on"),
+            Ok(Power::On) => {
+                println!("wisp-lab-wol: magic packet ({method}) for {host} ({mac}): already on")
+            }
             Ok(_) => match power::power_on(dir) {
                 Ok(_) => println!("wisp-lab-wol: wake {host} ({mac}) by {method}: powered on"),
-                Err(e) => println!("wisp-lab-wol: wake {host} ({mac}) by {method} failed: {:#}", anyhow::Error::from(e)),
+                Err(e) => println!(
+                    "wisp-lab-wol: wake {host} ({mac}) by {method} failed: {:#}",
+                    anyhow::Error::from(e)
+                ),
             },
-            Err(e) => println!("wisp-lab-wol: {host}: cannot read power state: {:#}", anyhow::Error::from(e)),
+            Err(e) => println!(
+                "wisp-lab-wol: {host}: cannot read power state: {:#}",
+                anyhow::Error::from(e)
+            ),
         }
         std::io::stdout().flush().ok();
     }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinError {
-    #[error("binary `{name}` not found: run `cargo build --workspace --bins` first (looked in {dir})")]
+    #[error(
+        "binary `{name}` not found: run `cargo build --workspace --bins` first (looked in {dir})"
+    )]
     Missing { name: String, dir: PathBuf },
     #[error("cannot locate the running executable to find the binaries; set WISP_BIN_DIR")]
     NoExe(#[source] std::io::Error),

@@ -129,7 +129,12 @@ mod tests {
         assert!(t.contains("heartbeat_ms = 200"));
         let v: toml::Value = toml::from_str(&t).unwrap();
         assert_eq!(v["host"][0]["bmc"].as_str(), Some("10.77.0.101:623"));
-        let g = genie_toml(2, Path::new("/sec"), Path::new("/vms"), &["a b".into(), "c".into()]);
+        let g = genie_toml(
+            2,
+            Path::new("/sec"),
+            Path::new("/vms"),
+            &["a b".into(), "c".into()],
+        );
         let v: toml::Value = toml::from_str(&g).unwrap();
         assert_eq!(v["suspend_command"][0].as_str(), Some("a b"));
         assert_eq!(v["address"].as_str(), Some("10.77.0.12"));

@@ -243,9 +243,8 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -495,7 +494,10 @@ impl Lab {
         let log = fs::File::create(&log_path).map_err(io_err(&log_path))?;
         let log2 = log.try_clone().map_err(io_err(&log_path))?;
         let mut c = cmd::in_ns(&self.names.core_ns(), &self.bins.wol);
-        c.arg(&self.dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+        c.arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
         let child = c.spawn().map_err(|source| CmdError::Spawn {
             command: cmd::describe(&c),
             source,
@@ -838,10 +840,18 @@ impl Lab {
     pub fn ipmitool(&self, i: usize, args: &[&str]) -> Result<Output, LabError> {
         let h = self.host(i)?;
         let mut c = cmd::in_ns(&self.names.core_ns(), "ipmitool");
-        c.args(["-I", "lanplus", "-H", &h.bmc_ip.to_string(), "-U", "admin", "-f"])
-            .arg(&h.bmc.password_file)
-            .args(["-C", "3", "-N", "1", "-R", "2"])
-            .args(args);
+        c.args([
+            "-I",
+            "lanplus",
+            "-H",
+            &h.bmc_ip.to_string(),
+            "-U",
+            "admin",
+            "-f",
+        ])
+        .arg(&h.bmc.password_file)
+        .args(["-C", "3", "-N", "1", "-R", "2"])
+        .args(args);
         Ok(cmd::output(&mut c)?)
     }
 
@@ -882,7 +892,13 @@ impl Lab {
     pub fn tcpdump(&self, ns: &str, iface: &str, filter: &str) -> Result<Capture, LabError> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Capture::start(ns, iface, filter, &self.dir, &format!("capture{n}"))?)
+        Ok(Capture::start(
+            ns,
+            iface,
+            filter,
+            &self.dir,
+            &format!("capture{n}"),
+        )?)
     }
 
     // ---- VMs ----
@@ -926,7 +942,11 @@ impl Lab {
             });
         }
         let pid = poll(WAIT, &format!("pidfile of VM {name}"), |_| {
-            fs::read_to_string(&pidfile).ok()?.trim().parse::<u32>().ok()
+            fs::read_to_string(&pidfile)
+                .ok()?
+                .trim()
+                .parse::<u32>()
+                .ok()
         })?;
         Ok(VmHandle {
             name: name.to_owned(),
@@ -945,7 +965,11 @@ impl Lab {
 
     /// The witness QMP socket of a VM the lab started on host `i`.
     pub fn witness_qmp(&self, i: usize, name: &str) -> Result<PathBuf, LabError> {
-        Ok(self.host(i)?.dir.join("witness").join(format!("{name}.qmp")))
+        Ok(self
+            .host(i)?
+            .dir
+            .join("witness")
+            .join(format!("{name}.qmp")))
     }
 
     /// Reads the tiny guest's counter of VM `name` on host `i` over its witness QMP
