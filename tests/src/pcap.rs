@@ -44,6 +44,7 @@ pub fn frames(bytes: &[u8]) -> Result<Vec<Vec<u8>>, PcapError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

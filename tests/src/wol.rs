@@ -66,6 +66,7 @@ pub fn magic_payload(mac: [u8; 6]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -66,12 +66,10 @@ fn set(dir: &Path, params: &[String]) -> Result<()> {
             }
             ("power", Some("0")) => power::power_off(dir, OffHow::Hard, None)?,
             ("shutdown", Some("1")) => power::power_off(dir, OffHow::Soft, None)?,
-            ("reset", Some("1")) => {
-                // A reset of a host that is off does nothing (as on real iron).
-                if power::state(dir)? == Power::On {
-                    power::power_off(dir, OffHow::Hard, None)?;
-                    power::power_on(dir)?;
-                }
+            // A reset of a host that is off does nothing (as on real iron).
+            ("reset", Some("1")) if power::state(dir)? == Power::On => {
+                power::power_off(dir, OffHow::Hard, None)?;
+                power::power_on(dir)?;
             }
             // Boot device and other parameters do not matter in the lab.
             _ => {}

@@ -109,6 +109,7 @@ pub fn router_toml(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -74,6 +74,7 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
