@@ -88,19 +88,6 @@ impl GenieLink {
             tx,
         }
     }
-
-    /// A handle plus the receiving end, for tests that play the genie.
-    #[cfg(test)]
-    pub(crate) fn pair(host: &str) -> (Self, mpsc::Receiver<LinkRequest>) {
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        (
-            Self {
-                host: host.into(),
-                tx,
-            },
-            rx,
-        )
-    }
 }
 
 /// Accepts genies until `shutdown` turns true.
