@@ -313,6 +313,7 @@ impl Lab {
             },
         };
 
+        reap_stale_labs();
         let names = Names::fresh();
         let dir = std::env::temp_dir().join(format!("wisp-lab-{}", names.tag));
         let _ = fs::remove_dir_all(&dir);
@@ -1018,6 +1019,42 @@ impl Lab {
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Tears down what labs of dead processes left behind (a test binary killed by
+/// SIGKILL or a timeout never runs `Drop`): namespaces named `wl<pid>x<n>-*` whose
+/// creator PID is gone, every process in them, and their temp dirs. Labs of live
+/// processes (parallel test binaries) are never touched.
+fn reap_stale_labs() {
+    let Ok(out) = cmd::run(Command::new("ip").args(["netns", "list"])) else {
+        return;
+    };
+    let mut stale: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|ns| {
+            let (tag, pid) = names::parse_ns(ns)?;
+            let alive = i32::try_from(pid).is_ok_and(procs::is_alive);
+            (!alive).then(|| (tag, ns.to_owned()))
+        })
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    stale.sort();
+    for (_, ns) in &stale {
+        eprintln!("lab: removing stale namespace {ns} (its creator is gone)");
+        let _ = procs::kill_ns(ns, None, Duration::from_secs(5));
+    }
+    let dels: String = stale
+        .iter()
+        .map(|(_, ns)| format!("netns del {ns}\n"))
+        .collect();
+    let _ = ip_batch_force(&dels);
+    stale.dedup_by(|a, b| a.0 == b.0);
+    for (tag, _) in stale {
+        let _ = fs::remove_dir_all(std::env::temp_dir().join(format!("wisp-lab-{tag}")));
     }
 }
 

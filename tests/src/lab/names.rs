@@ -65,6 +65,15 @@ impl Names {
     }
 }
 
+/// The tag and creator PID of a lab namespace name (`wl<pid hex>x<n>-<role>`).
+pub fn parse_ns(name: &str) -> Option<(String, u32)> {
+    let rest = name.strip_prefix("wl")?;
+    let (tag, _role) = rest.split_once('-')?;
+    let (pid, n) = tag.split_once('x')?;
+    n.parse::<u32>().ok()?;
+    Some((tag.to_owned(), u32::from_str_radix(pid, 16).ok()?))
+}
+
 /// `02:77:00:00:01:02` form.
 pub fn mac_string(mac: &[u8; 6]) -> String {
     mac.iter()
@@ -87,5 +96,8 @@ mod tests {
         assert_eq!(mac_string(&[2, 0x77, 0, 0, 1, 0x0a]), "02:77:00:00:01:0a");
         assert_eq!(Names::host_ip(3).to_string(), "10.77.0.13");
         assert_eq!(Names::bmc_ip(3).to_string(), "10.77.0.103");
+        let (tag, pid) = parse_ns(&a.host_ns(2)).unwrap();
+        assert_eq!((tag, pid), (a.tag.clone(), std::process::id()));
+        assert_eq!(parse_ns("wlan0-x"), None);
     }
 }
