@@ -20,7 +20,7 @@ use std::process::{Child, Output, Stdio};
 
 use serde::Deserialize;
 
-use super::{cmd, guest, names::Names, poll, procs, Lab, LabError, WAIT};
+use super::{cmd, guest, poll, procs, Lab, LabError, WAIT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmExtError {
@@ -44,7 +44,9 @@ pub enum VmExtError {
     },
     #[error("qemu {pid} has no `-m <MiB>` on its command line")]
     NoMemArg { pid: i32 },
-    #[error("qemu {pid}: no private rw mapping of {mem_mib} MiB (its guest RAM) in /proc/{pid}/maps")]
+    #[error(
+        "qemu {pid}: no private rw mapping of {mem_mib} MiB (its guest RAM) in /proc/{pid}/maps"
+    )]
     NoRamMapping { pid: i32, mem_mib: u64 },
     #[error("cannot write {path}")]
     Write {
@@ -91,18 +93,22 @@ pub fn counter_guest_elf(fill_mib: u32) -> Vec<u8> {
     let c_hi = (COUNTER64_ADDR + 4).to_le_bytes();
     let dwords = fill_mib * (1 << 20) / 4;
     let code: Vec<u8> = [
-        &[0xFA][..],                           // cli
-        &[0xBF],                               // mov edi, FILL_ADDR
-        &FILL_ADDR.to_le_bytes(),              //
-        &[0xB9],                               // mov ecx, dwords
-        &dwords.to_le_bytes(),                 //
-        &[0xB8, 0xEF, 0xBE, 0xAD, 0xDE],       // mov eax, 0xdeadbeef
-        &[0xFC],                               // cld
-        &[0xF3, 0xAB],                         // rep stosd (no-op when ecx = 0)
-        &[0x83, 0x05], &c, &[0x01],            // loop: add dword [c], 1
-        &[0x83, 0x15], &c_hi, &[0x00],         //       adc dword [c+4], 0
-        &[0xEB, 0xF0],                         //       jmp loop (-16)
-        &[0xF4],                               // hlt, never reached
+        &[0xFA][..],                     // cli
+        &[0xBF],                         // mov edi, FILL_ADDR
+        &FILL_ADDR.to_le_bytes(),        //
+        &[0xB9],                         // mov ecx, dwords
+        &dwords.to_le_bytes(),           //
+        &[0xB8, 0xEF, 0xBE, 0xAD, 0xDE], // mov eax, 0xdeadbeef
+        &[0xFC],                         // cld
+        &[0xF3, 0xAB],                   // rep stosd (no-op when ecx = 0)
+        &[0x83, 0x05],
+        &c,
+        &[0x01], // loop: add dword [c], 1
+        &[0x83, 0x15],
+        &c_hi,
+        &[0x00],       //       adc dword [c+4], 0
+        &[0xEB, 0xF0], //       jmp loop (-16)
+        &[0xF4],       // hlt, never reached
     ]
     .concat();
     multiboot_elf(&code)
@@ -176,13 +182,12 @@ fn mem_mib_of(args: &[String]) -> Option<u64> {
 
 /// Start address of the private rw anonymous mapping of exactly `mem_mib` MiB.
 fn ram_mapping(pid: i32, mem_mib: u64) -> Result<u64, VmExtError> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|source| {
-        VmExtError::Proc {
+    let maps =
+        fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|source| VmExtError::Proc {
             pid,
             what: "maps",
             source,
-        }
-    })?;
+        })?;
     let want = mem_mib << 20;
     maps.lines()
         .filter_map(|l| {
@@ -297,8 +302,10 @@ impl Lab {
 
     /// Polls until no live qemu of `vm` is left on host `i`.
     pub fn wait_no_qemu(&self, i: usize, vm: &str) -> Result<(), LabError> {
-        poll(WAIT, &format!("no qemu of {vm} left on h{i}"), |last| {
-            match self.qemu_pids(i, vm) {
+        poll(
+            WAIT,
+            &format!("no qemu of {vm} left on h{i}"),
+            |last| match self.qemu_pids(i, vm) {
                 Ok(p) if p.is_empty() => Some(()),
                 Ok(p) => {
                     *last = format!("still alive: {p:?}");
@@ -308,8 +315,8 @@ impl Lab {
                     *last = e.to_string();
                     None
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Writes the counter guest (see [`counter_guest_elf`]) into the lab dir, which
@@ -336,7 +343,7 @@ impl Lab {
     }
 
     /// `router vm create NAME --vcpus 1 --mem MIB --kernel KERNEL [--host HOST]`.
-    pub fn create_vm(
+    pub fn vm_create(
         &self,
         name: &str,
         mem_mib: u64,
@@ -355,7 +362,7 @@ impl Lab {
     }
 
     /// `router vm migrate NAME --to HOST --json`, typed.
-    pub fn migrate_vm(&self, name: &str, to: &str) -> Result<MigrationRow, VmExtError> {
+    pub fn vm_migrate(&self, name: &str, to: &str) -> Result<MigrationRow, VmExtError> {
         let args = ["vm", "migrate", name, "--to", to, "--json"];
         let text = self.router_ok(&args)?;
         serde_json::from_str(&text).map_err(|source| VmExtError::BadJson {
@@ -406,11 +413,6 @@ impl Lab {
     }
 }
 
-/// Host name of lab host `i` (`h1`, `h2`, ...).
-pub fn host_name(i: usize) -> String {
-    Names::host_name(i)
-}
-
 /// A finished CLI call as (exit code, one-line trimmed stderr, stdout).
 pub fn cli_result(out: &Output) -> (Option<i32>, String, String) {
     (
@@ -445,10 +447,16 @@ mod tests {
 
     #[test]
     fn mem_and_name_are_read_from_qemu_command_lines() {
-        let a: Vec<String> = ["qemu-system-x86_64", "-name", "vm1,debug-threads=on", "-m", "64"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let a: Vec<String> = [
+            "qemu-system-x86_64",
+            "-name",
+            "vm1,debug-threads=on",
+            "-m",
+            "64",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert!(is_qemu_of(&a, "vm1"));
         assert!(!is_qemu_of(&a, "vm"));
         assert_eq!(mem_mib_of(&a), Some(64));
