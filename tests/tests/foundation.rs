@@ -253,3 +253,33 @@ fn malformed_frames_on_the_link_port_do_not_disturb_other_genies() {
         lab.router_pid().unwrap() as i32
     ));
 }
+
+#[test]
+fn ipmi_power_off_stops_the_real_genie_and_a_magic_packet_brings_it_back() {
+    let lab = Lab::start(LabSpec {
+        hosts: 2,
+        wol_listener: true,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    wait_all_up(&lab);
+    let o = lab.ipmitool(2, &["chassis", "power", "off"]).unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(lab.host_pids(2).unwrap().is_empty());
+    poll(WAIT, "h2 no longer up", |last| {
+        let rows = hosts(&lab);
+        let h = host(&rows, "h2");
+        *last = format!("{h:?}");
+        (h.state != "up").then_some(())
+    })
+    .unwrap();
+
+    let mac = wisp_tests::lab::mac_string(&lab.hosts()[1].mac);
+    let o = lab
+        .exec_in(&lab.core_ns(), "etherwake", &["-i", "br0", &mac])
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    wait_state(&lab, "h2", "up");
+    assert_eq!(lab.genie_pids(2).unwrap().len(), 1);
+    assert_eq!(host(&hosts(&lab), "h1").state, "up");
+}
