@@ -67,8 +67,8 @@ fn word(p: crate::cluster::state::PowerKnown) -> &'static str {
 }
 
 /// One host like ipmitool, many as a table.
-pub fn status_text(rows: &Vec<PowerStatusRow>) -> String {
-    if let [r] = rows.as_slice() {
+pub fn status_text(rows: &[PowerStatusRow]) -> String {
+    if let [r] = rows {
         return match &r.error {
             None => format!(
                 "Chassis Power is {}\n({}: BMC {}, {} ms; host {})\n",
@@ -106,7 +106,7 @@ pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
                 None => "/v1/power".into(),
             };
             let rows: Vec<PowerStatusRow> = c.get(&path)?;
-            print_or_json(*json, &rows, status_text)?;
+            print_or_json(*json, &rows, |r| status_text(r))?;
             // A single host whose BMC failed is a failed command.
             if let (Some(_), [PowerStatusRow { error: Some(e), .. }]) = (host, rows.as_slice()) {
                 return Err(ClientError::Api {
