@@ -74,9 +74,22 @@ fn main() {
     }
     stats("lab setup, 3 hosts + BMCs + WoL (ready)", 1000, setup);
 
+    // The router's defaults, then a tighter threshold: a cut link is only noticed when
+    // reports stop, so it costs `unreachable_after_ms` (router default 1000) plus up to
+    // a heartbeat; a killed genie closes its TCP connection and is noticed at once.
+    for (label, extra) in [
+        ("router defaults", ""),
+        ("unreachable_after_ms = 700", "unreachable_after_ms = 700"),
+    ] {
+        detection(label, extra);
+    }
+}
+
+fn detection(label: &str, extra: &str) {
     let lab = Lab::start(LabSpec {
         hosts: 3,
         wol_listener: false,
+        router_extra_toml: extra.to_owned(),
         bin_dir: bin_dir(),
         ..LabSpec::default()
     })
@@ -99,6 +112,7 @@ fn main() {
         lab.restore_host_link(i).unwrap();
         wait_state(&lab, &name, "up");
     }
+    println!("[{label}]");
     stats("genie SIGKILL -> `router hosts` unreachable", 1000, killed);
     stats("host link cut -> `router hosts` unreachable", 1000, cut);
 }
