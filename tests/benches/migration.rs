@@ -128,7 +128,7 @@ fn main() {
         std::process::exit(1)
     });
     wait_all_up(&lab);
-    let kernel = lab.counter_guest(0).unwrap();
+    let kernel = lab.guest_elf().to_owned();
     let k = kernel.to_string_lossy().into_owned();
 
     let mut running = Vec::new();

@@ -77,7 +77,7 @@ fn wait_row(lab: &Lab, vm: &str, host: &str, pid: i32) -> VmRow {
 }
 
 /// Reads the counter, then waits until it moves: the guest runs.
-fn assert_counting(lab: &Lab, host: usize, vm: &str) -> u64 {
+fn assert_counting(lab: &Lab, host: usize, vm: &str) -> u32 {
     let c = lab.guest_counter(host, vm).unwrap();
     poll(WAIT, &format!("the counter of {vm} on h{host} to move from {c}"), |last| {
         let now = lab.guest_counter(host, vm).unwrap();
@@ -134,7 +134,7 @@ fn snapshot(lab: &Lab) -> Vec<(String, Option<String>, Option<u32>, Option<Strin
 #[test]
 fn live_migration_moves_the_running_guest_to_the_destination() {
     let lab = lab(2, "");
-    let guest = lab.counter_guest(0).unwrap();
+    let guest = lab.guest_elf().to_owned();
     lab.vm_create("vm1", 64, &guest, Some("h1")).unwrap();
     let src = lab.qemu_pid(1, "vm1").unwrap();
     wait_row(&lab, "vm1", "h1", src);
@@ -143,6 +143,7 @@ fn live_migration_moves_the_running_guest_to_the_destination() {
     let before = lab.wait_counter_above(1, "vm1", c0.saturating_mul(4)).unwrap();
 
     let rep = lab.vm_migrate("vm1", "h2").unwrap();
+    eprintln!("migration h1 -> h2: {rep:?}");
     assert_eq!(
         (rep.vm.as_str(), rep.from.as_str(), rep.to.as_str()),
         ("vm1", "h1", "h2")
@@ -215,7 +216,7 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     // 8 MiB/s and 128 MiB of non-zero guest memory: the copy takes ~16 s, plenty of
     // time to kill the destination in the middle of it.
     let lab = lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n");
-    let guest = lab.counter_guest(128).unwrap();
+    let guest = lab.filled_guest(128).unwrap();
     lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
     let src = lab.qemu_pid(1, "vm1").unwrap();
     wait_row(&lab, "vm1", "h1", src);
@@ -226,6 +227,7 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     let (child, dst) = start_slow_migration(&lab);
     kill(Pid::from_raw(dst), Signal::SIGKILL).unwrap();
     let (code, stderr) = finish(child);
+    eprintln!("destination qemu killed: {stderr}");
     assert_eq!(code, Some(1), "the migration should fail: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: ") && stderr.contains("vm1"), "{stderr}");
@@ -239,6 +241,7 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     lab.kill_genie(2).unwrap();
     kill(Pid::from_raw(dst), Signal::SIGKILL).unwrap();
     let (code, stderr) = finish(child);
+    eprintln!("destination genie and qemu killed: {stderr}");
     assert_eq!(code, Some(1), "the migration should fail: {stderr}");
     assert!(stderr.starts_with("error: ") && stderr.contains("vm1"), "{stderr}");
     lab.start_genie(2).unwrap();
@@ -263,9 +266,9 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
 }
 
 #[test]
-fn router_and_genie_restarts_lose_nothing_and_restart_nothing() {
+fn a_router_restart_loses_nothing_and_restarts_nothing() {
     let mut lab = lab(2, "");
-    let guest = lab.counter_guest(0).unwrap();
+    let guest = lab.guest_elf().to_owned();
     lab.vm_create("vm1", 64, &guest, Some("h1")).unwrap();
     lab.vm_create("vm2", 64, &guest, Some("h2")).unwrap();
     let p1 = lab.qemu_pid(1, "vm1").unwrap();
@@ -287,6 +290,19 @@ fn router_and_genie_restarts_lose_nothing_and_restart_nothing() {
         assert!(lab.qemu_pids(1, "vm2").unwrap().is_empty());
     });
     lab.wait_counter_above(1, "vm1", c1).unwrap();
+    lab.wait_counter_above(2, "vm2", 0).unwrap();
+}
+
+#[test]
+fn a_genie_restart_leaves_its_vms_untouched_and_rediscovers_them() {
+    let lab = lab(2, "");
+    let guest = lab.guest_elf().to_owned();
+    lab.vm_create("vm1", 64, &guest, Some("h1")).unwrap();
+    lab.vm_create("vm2", 64, &guest, Some("h2")).unwrap();
+    let p1 = lab.qemu_pid(1, "vm1").unwrap();
+    let p2 = lab.qemu_pid(2, "vm2").unwrap();
+    wait_row(&lab, "vm1", "h1", p1);
+    wait_row(&lab, "vm2", "h2", p2);
 
     // The genie of h1 crashes: its VM runs on without it, and is found again.
     lab.kill_genie(1).unwrap();
@@ -309,7 +325,7 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
     // Every lab host sees the whole machine's memory: give them a small, known size.
     lab.set_host_capacity(8, 1024).unwrap();
     wait_all_up(&lab);
-    let guest = lab.counter_guest(0).unwrap();
+    let guest = lab.guest_elf().to_owned();
     lab.vm_create("vm1", 512, &guest, Some("h1")).unwrap();
     lab.vm_create("vm2", 768, &guest, Some("h2")).unwrap();
     let p1 = lab.qemu_pid(1, "vm1").unwrap();

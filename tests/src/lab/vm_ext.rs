@@ -7,7 +7,7 @@
 //! guest-RAM mapping whose size is the `-m` of its command line). That path shares no
 //! code with the genie, the router or QMP, so none of their bugs can hide behind it.
 //!
-//! Also: a guest with a 64-bit counter that first fills part of its memory with
+//! Also: the lab's guest with a prologue that first fills part of its memory with
 //! non-zero words (QEMU sends zero pages as a flag, so only a filled guest makes a
 //! migration move real bytes and last long enough under a bandwidth cap to be
 //! interrupted), the router CLI's migration report typed for tests, and host capacity
@@ -77,22 +77,24 @@ pub struct MigrationRow {
     pub elapsed_ms: u64,
 }
 
-/// Where the counter guest keeps its 64-bit counter (low word first).
-pub const COUNTER64_ADDR: u32 = guest::COUNTER_ADDR;
-/// Where the filler starts: above the image (1 MiB) and the counter (2 MiB).
+/// Where the lab's guest keeps its tick counter (32 bits, 1 kHz).
+pub const COUNTER_ADDR: u32 = guest::COUNTER_ADDR;
+/// Where the filler starts: above the guest image (1 MiB), its counter and IDT (2 MiB).
 pub const FILL_ADDR: u32 = 0x0030_0000;
 const LOAD_ADDR: u32 = 0x0010_0000;
-const MB_MAGIC: u32 = 0x1BAD_B002;
+/// ELF offsets of the fields we patch in the lab guest's image.
+const E_ENTRY: usize = 24;
+const P_FILESZ: usize = 52 + 16;
+const P_MEMSZ: usize = 52 + 20;
 
-/// A multiboot ELF whose code fills `fill_mib` MiB from [`FILL_ADDR`] with a non-zero
-/// word, then counts forever in a 64-bit counter at [`COUNTER64_ADDR`] (a 32-bit one
-/// wraps every ~16 s under TCG, too fast to compare readings across a migration).
-/// The VM needs at least `3 + fill_mib` MiB of memory.
-pub fn counter_guest_elf(fill_mib: u32) -> Vec<u8> {
-    let c = COUNTER64_ADDR.to_le_bytes();
-    let c_hi = (COUNTER64_ADDR + 4).to_le_bytes();
+/// The lab's idle tick-counting guest (`guest::elf`) with a prologue that first fills
+/// `fill_mib` MiB from [`FILL_ADDR`] with a non-zero word, then jumps to the guest's
+/// own entry. The VM needs at least `3 + fill_mib` MiB of memory.
+pub fn filled_guest_elf(fill_mib: u32) -> Vec<u8> {
+    let mut f = guest::elf();
+    let entry = u32::from_le_bytes(f[E_ENTRY..E_ENTRY + 4].try_into().expect("4 bytes"));
     let dwords = fill_mib * (1 << 20) / 4;
-    let code: Vec<u8> = [
+    let prologue: Vec<u8> = [
         &[0xFA][..],                     // cli
         &[0xBF],                         // mov edi, FILL_ADDR
         &FILL_ADDR.to_le_bytes(),        //
@@ -100,45 +102,19 @@ pub fn counter_guest_elf(fill_mib: u32) -> Vec<u8> {
         &dwords.to_le_bytes(),           //
         &[0xB8, 0xEF, 0xBE, 0xAD, 0xDE], // mov eax, 0xdeadbeef
         &[0xFC],                         // cld
-        &[0xF3, 0xAB],                   // rep stosd (no-op when ecx = 0)
-        &[0x83, 0x05],
-        &c,
-        &[0x01], // loop: add dword [c], 1
-        &[0x83, 0x15],
-        &c_hi,
-        &[0x00],       //       adc dword [c+4], 0
-        &[0xEB, 0xF0], //       jmp loop (-16)
-        &[0xF4],       // hlt, never reached
+        &[0xF3, 0xAB],                   // rep stosd (nothing when ecx = 0)
+        &[0xB8],                         // mov eax, entry
+        &entry.to_le_bytes(),            //
+        &[0xFF, 0xE0],                   // jmp eax
     ]
     .concat();
-    multiboot_elf(&code)
-}
-
-/// One PT_LOAD segment at 1 MiB: ELF header, program header, multiboot header, code
-/// (the layout of the lab's own tiny guest).
-fn multiboot_elf(code: &[u8]) -> Vec<u8> {
-    let code_off: u32 = 52 + 32 + 12;
-    let total = code_off + code.len() as u32;
-    let entry = LOAD_ADDR + code_off;
-    let mut f = Vec::with_capacity(total as usize);
-    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1, 0]);
-    f.extend_from_slice(&[0; 8]);
-    for h in [2u16, 3] {
-        f.extend_from_slice(&h.to_le_bytes()); // ET_EXEC, EM_386
-    }
-    for w in [1u32, entry, 52, 0, 0] {
-        f.extend_from_slice(&w.to_le_bytes()); // version, entry, phoff, shoff, flags
-    }
-    for h in [52u16, 32, 1, 40, 0, 0] {
-        f.extend_from_slice(&h.to_le_bytes());
-    }
-    for v in [1, 0, LOAD_ADDR, LOAD_ADDR, total, total, 7, 4] {
-        f.extend_from_slice(&u32::to_le_bytes(v));
-    }
-    f.extend_from_slice(&MB_MAGIC.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&(0u32.wrapping_sub(MB_MAGIC)).to_le_bytes());
-    f.extend_from_slice(code);
+    // The prologue goes after the image, inside the one PT_LOAD segment, which grows.
+    let new_entry = LOAD_ADDR + f.len() as u32;
+    f.extend_from_slice(&prologue);
+    let total = (f.len() as u32).to_le_bytes();
+    f[E_ENTRY..E_ENTRY + 4].copy_from_slice(&new_entry.to_le_bytes());
+    f[P_FILESZ..P_FILESZ + 4].copy_from_slice(&total);
+    f[P_MEMSZ..P_MEMSZ + 4].copy_from_slice(&total);
     f
 }
 
@@ -227,18 +203,9 @@ fn read_guest<const N: usize>(pid: i32, addr: u32) -> Result<[u8; N], VmExtError
     Ok(buf)
 }
 
-/// The 64-bit counter of [`counter_guest_elf`] in qemu `pid` (for the lab's own tiny
-/// guest this is its 32-bit counter: the high word stays zero). Reads the high word
-/// on both sides of the low one so a carry between them cannot tear the value.
-pub fn read_counter64(pid: i32) -> Result<u64, VmExtError> {
-    loop {
-        let hi1 = u32::from_le_bytes(read_guest::<4>(pid, COUNTER64_ADDR + 4)?);
-        let lo = u32::from_le_bytes(read_guest::<4>(pid, COUNTER64_ADDR)?);
-        let hi2 = u32::from_le_bytes(read_guest::<4>(pid, COUNTER64_ADDR + 4)?);
-        if hi1 == hi2 {
-            return Ok(u64::from(hi1) << 32 | u64::from(lo));
-        }
-    }
+/// The guest's tick counter in qemu `pid`, read from the qemu's memory.
+pub fn read_counter(pid: i32) -> Result<u32, VmExtError> {
+    Ok(u32::from_le_bytes(read_guest::<4>(pid, COUNTER_ADDR)?))
 }
 
 /// The whole command line of `pid` (for assertions such as "started with -incoming").
@@ -277,12 +244,12 @@ impl Lab {
     }
 
     /// The guest counter of `vm` on host `i`, read from its qemu's memory.
-    pub fn guest_counter(&self, i: usize, vm: &str) -> Result<u64, VmExtError> {
-        read_counter64(self.qemu_pid(i, vm)?)
+    pub fn guest_counter(&self, i: usize, vm: &str) -> Result<u32, VmExtError> {
+        read_counter(self.qemu_pid(i, vm)?)
     }
 
     /// Polls until the counter of `vm` on host `i` is above `above`; returns it.
-    pub fn wait_counter_above(&self, i: usize, vm: &str, above: u64) -> Result<u64, LabError> {
+    pub fn wait_counter_above(&self, i: usize, vm: &str, above: u32) -> Result<u32, LabError> {
         poll(
             WAIT,
             &format!("the guest counter of {vm} on h{i} to pass {above}"),
@@ -319,11 +286,11 @@ impl Lab {
         )
     }
 
-    /// Writes the counter guest (see [`counter_guest_elf`]) into the lab dir, which
+    /// Writes the filled guest (see [`filled_guest_elf`]) into the lab dir, which
     /// every host reaches (the lab's shared storage), and returns its path.
-    pub fn counter_guest(&self, fill_mib: u32) -> Result<PathBuf, VmExtError> {
-        let path = self.dir().join(format!("counter-fill{fill_mib}.elf"));
-        fs::write(&path, counter_guest_elf(fill_mib)).map_err(|source| VmExtError::Write {
+    pub fn filled_guest(&self, fill_mib: u32) -> Result<PathBuf, VmExtError> {
+        let path = self.dir().join(format!("guest-fill{fill_mib}.elf"));
+        fs::write(&path, filled_guest_elf(fill_mib)).map_err(|source| VmExtError::Write {
             path: path.clone(),
             source,
         })?;
@@ -428,21 +395,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counter_guest_is_multiboot_and_its_loop_jumps_back_to_the_add() {
-        let e = counter_guest_elf(5);
-        let mb = &e[84..96];
-        let sum = (0..3).fold(0u32, |s, i| {
-            s.wrapping_add(u32::from_le_bytes(mb[i * 4..i * 4 + 4].try_into().unwrap()))
-        });
-        assert_eq!(sum, 0);
-        let entry = u32::from_le_bytes(e[24..28].try_into().unwrap());
+    fn filled_guest_enters_the_fill_then_jumps_to_the_lab_guest() {
+        let base = guest::elf();
+        let e = filled_guest_elf(5);
+        assert_eq!(&e[84..96], &base[84..96], "multiboot header unchanged");
+        let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let entry = word(&e, E_ENTRY);
+        assert_eq!(entry, LOAD_ADDR + base.len() as u32);
+        assert_eq!(
+            (word(&e, P_FILESZ), word(&e, P_MEMSZ)),
+            (e.len() as u32, e.len() as u32)
+        );
         let code = &e[(entry - LOAD_ADDR) as usize..];
-        assert_eq!(code[0], 0xFA);
-        assert_eq!(u32::from_le_bytes(code[7..11].try_into().unwrap()), 5 << 18);
-        // The jmp at the end of the loop lands on the `add` right after `rep stosd`.
-        let add = code.windows(2).position(|w| w == [0x83, 0x05]).unwrap();
-        let jmp = code.windows(2).position(|w| w == [0xEB, 0xF0]).unwrap();
-        assert_eq!(jmp + 2 - 16, add);
+        assert_eq!(word(code, 7), 5 << 18, "dwords to fill");
+        assert_eq!(&code[code.len() - 2..], [0xFF, 0xE0]);
+        assert_eq!(word(code, code.len() - 6), word(&base, E_ENTRY));
     }
 
     #[test]
