@@ -109,11 +109,11 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
         Cmd::Serve { .. } => unreachable!("serve is handled by main"),
         Cmd::Hosts { json } => {
             let hosts: Vec<HostView> = c.get("/v1/hosts")?;
-            print_or_json(*json, &hosts, hosts_table)
+            print_or_json(*json, &hosts, |h| hosts_table(h))
         }
         Cmd::Vms { json } => {
             let vms: Vec<VmView> = c.get("/v1/vms")?;
-            print_or_json(*json, &vms, vms_table)
+            print_or_json(*json, &vms, |v| vms_table(v))
         }
         Cmd::Status { json } => {
             let s: StatusView = c.get("/v1/status")?;
@@ -149,7 +149,7 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
         Cmd::Maintenance { mode, host, json } => ha::maintenance(&cli.api, *mode, host, *json),
         Cmd::Events { limit, json } => {
             let evs: Vec<Event> = c.get(&format!("/v1/events?limit={limit}"))?;
-            print_or_json(*json, &evs, events_table)
+            print_or_json(*json, &evs, |e| events_table(e))
         }
     }
 }
@@ -174,7 +174,7 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| "-".into())
 }
 
-pub fn hosts_table(hosts: &Vec<HostView>) -> String {
+pub fn hosts_table(hosts: &[HostView]) -> String {
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
@@ -212,7 +212,7 @@ pub fn hosts_table(hosts: &Vec<HostView>) -> String {
     )
 }
 
-pub fn vms_table(vms: &Vec<VmView>) -> String {
+pub fn vms_table(vms: &[VmView]) -> String {
     let rows: Vec<Vec<String>> = vms
         .iter()
         .map(|v| {
@@ -236,7 +236,7 @@ pub fn vms_table(vms: &Vec<VmView>) -> String {
     )
 }
 
-pub fn events_table(evs: &Vec<Event>) -> String {
+pub fn events_table(evs: &[Event]) -> String {
     let rows: Vec<Vec<String>> = evs
         .iter()
         .map(|e| {

@@ -195,11 +195,9 @@ fn show_progress(api: &str, name: &str, done: &AtomicBool) {
     while !done.load(Ordering::Relaxed) {
         if let Ok(d) = c.get::<VmDetail>(&format!("/v1/vms/{name}")) {
             if let Some(p) = d.migration {
-                let pct = if p.total_bytes > 0 {
-                    100 * p.transferred_bytes.min(p.total_bytes) / p.total_bytes
-                } else {
-                    0
-                };
+                let pct = (100 * p.transferred_bytes.min(p.total_bytes))
+                    .checked_div(p.total_bytes)
+                    .unwrap_or(0);
                 let line = format!(
                     "  {}: {} MiB sent, {} MiB remaining ({pct}%)",
                     p.status,

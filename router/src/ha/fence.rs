@@ -136,6 +136,15 @@ impl Model {
             .values()
             .filter(|h| matches!(h.status, HostStatus::Suspect | HostStatus::Unreachable))
             .filter(|h| h.last_report.is_some() || h.power != PowerKnown::Off)
+            // A host being put to sleep goes silent on purpose: the flag is stored
+            // before the suspend is sent.
+            .filter(|h| {
+                !self
+                    .persisted
+                    .hosts
+                    .get(&h.cfg.name)
+                    .is_some_and(|r| r.standby || r.maintenance)
+            })
             .map(|h| Work {
                 host: h.cfg.name.clone(),
                 status: h.status,
@@ -153,6 +162,14 @@ impl Model {
         };
         if !matches!(h.status, HostStatus::Suspect | HostStatus::Unreachable) {
             return;
+        }
+        if let Verdict::LeaseExpired { silent_ms, .. } = v {
+            // The host may have reported while its BMC was being asked: the lease
+            // proof holds only if it has really been silent that long.
+            let silent = h.report_age(Instant::now()).unwrap_or(Duration::MAX);
+            if silent < Duration::from_millis(*silent_ms) {
+                return;
+            }
         }
         let (status, power, kind, msg) = match v {
             Verdict::Off => (
@@ -190,13 +207,21 @@ impl Model {
         };
         h.status = status;
         h.power = power;
+        // Proven off: its VMs are not running, whatever its last report said (a cut
+        // link may never close, so that report would otherwise stay forever).
+        h.vms.clear();
         self.event(kind, Some(host.clone()), None, msg);
     }
 }
 
 /// Decides the verdict for one host (the BMC calls happen here, off the cluster task).
 pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Verdict {
+    let t_judge = Instant::now();
     let lease_verdict = |bmc_error: String| {
+        // The silence went on while the BMC did not answer (a timeout takes seconds):
+        // judge the lease on the silence now, not when the work was listed, or every
+        // dead BMC would add one timeout to the failover.
+        let since_report = w.since_report.saturating_add(t_judge.elapsed());
         if !w.may_fence || !w.has_vms {
             return Verdict::NoProof {
                 reason: format!("BMC: {bmc_error}"),
@@ -208,16 +233,16 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
             };
         }
         let needed = rules.lease + rules.lease_margin;
-        if w.since_report >= needed {
+        if since_report >= needed {
             Verdict::LeaseExpired {
-                silent_ms: w.since_report.as_millis() as u64,
+                silent_ms: since_report.as_millis() as u64,
                 bmc_error,
             }
         } else {
             Verdict::NoProof {
                 reason: format!(
                     "BMC: {bmc_error}; waiting for its self-fence lease to expire ({} ms of {} ms)",
-                    w.since_report.as_millis(),
+                    since_report.as_millis(),
                     needed.as_millis()
                 ),
             }
@@ -423,14 +448,9 @@ mod tests {
             rules(),
         )
         .await;
+        // The silence is judged when the BMC gave up (after its 200 ms timeout).
         assert!(
-            matches!(
-                v,
-                Verdict::LeaseExpired {
-                    silent_ms: 4500,
-                    ..
-                }
-            ),
+            matches!(v, Verdict::LeaseExpired { silent_ms, .. } if silent_ms >= 4700),
             "{v:?}"
         );
         // The lease proves nothing when the router itself is suspect.

@@ -50,7 +50,10 @@ pub(super) async fn run(
         Ok(Err(e)) => {
             warn!(error = %e, "genie refused");
             let host = match &e {
-                HandshakeError::Refused { host, .. } => HostId::new(host.as_str()).ok(),
+                HandshakeError::Refused { host, .. }
+                | HandshakeError::ClosedAfterChallenge { host, .. } => {
+                    HostId::new(host.as_str()).ok()
+                }
                 _ => None,
             };
             cluster

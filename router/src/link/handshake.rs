@@ -35,6 +35,8 @@ pub enum HandshakeError {
         expected: &'static str,
         got: String,
     },
+    #[error("host {host} (peer {peer}) closed the connection after our challenge: it could not verify the router's proof, so the cluster secrets probably differ")]
+    ClosedAfterChallenge { peer: SocketAddr, host: String },
     #[error("peer {peer} (host {host}) refused: {reason}")]
     Refused {
         peer: SocketAddr,
@@ -89,7 +91,15 @@ where
         },
     )
     .await?;
-    let reply = read(stream, peer).await?;
+    let reply = match read(stream, peer).await {
+        Err(HandshakeError::Closed { peer }) => {
+            return Err(HandshakeError::ClosedAfterChallenge {
+                peer,
+                host: host.to_string(),
+            })
+        }
+        other => other?,
+    };
     let GenieMsg::Auth { proof } = reply else {
         return Err(HandshakeError::Unexpected {
             peer,
