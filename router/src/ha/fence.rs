@@ -148,7 +148,13 @@ impl Model {
             .map(|h| Work {
                 host: h.cfg.name.clone(),
                 status: h.status,
-                since_report: h.report_age(now).unwrap_or(Duration::MAX),
+                // Never heard since this router started: its genie has been without a
+                // router at least that long (the previous one was gone by then). Not
+                // "forever": a BMC that does not answer right after a router restart
+                // must not look like an expired lease.
+                since_report: h
+                    .report_age(now)
+                    .unwrap_or_else(|| now.saturating_duration_since(self.started)),
                 has_vms: placed.contains(&h.cfg.name) || !h.vms.is_empty(),
                 may_fence: !suspect_self,
             })
@@ -157,6 +163,7 @@ impl Model {
 
     /// Applies a verdict if the host is still silent.
     pub fn apply_verdict(&mut self, host: &HostId, v: &Verdict) {
+        let started = self.started;
         let Some(h) = self.cluster.hosts.get_mut(host) else {
             return;
         };
@@ -166,7 +173,10 @@ impl Model {
         if let Verdict::LeaseExpired { silent_ms, .. } = v {
             // The host may have reported while its BMC was being asked: the lease
             // proof holds only if it has really been silent that long.
-            let silent = h.report_age(Instant::now()).unwrap_or(Duration::MAX);
+            let now = Instant::now();
+            let silent = h
+                .report_age(now)
+                .unwrap_or_else(|| now.saturating_duration_since(started));
             if silent < Duration::from_millis(*silent_ms) {
                 return;
             }
@@ -304,6 +314,11 @@ pub async fn run(
     // "No proof" is said once per host per silence, not ten times a second.
     let mut warned: HashSet<HostId> = HashSet::new();
     let (done_tx, mut done_rx) = mpsc::channel::<HostId>(64);
+    // When the router last suspected itself. A host silent through that suspicion was
+    // silent because of the router's own network: once it is over, every host gets a
+    // fresh grace (and lease) period to report, or a host whose genie reconnects a
+    // little later than the others would be powered off at once.
+    let mut suspected_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -316,7 +331,13 @@ pub async fn run(
         let silent: HashSet<HostId> = work.iter().map(|w| w.host.clone()).collect();
         warned.retain(|h| silent.contains(h));
         let now = Instant::now();
-        for w in work {
+        if work.iter().any(|w| !w.may_fence) {
+            suspected_at = Some(now);
+        }
+        for mut w in work {
+            if let Some(t) = suspected_at {
+                w.since_report = w.since_report.min(now.duration_since(t));
+            }
             if in_flight.contains(&w.host)
                 || last_check
                     .get(&w.host)

@@ -19,7 +19,7 @@ use wisp_common::time::unix_ms;
 use wisp_common::VmId;
 
 use crate::cluster::state::HostStatus;
-use crate::cluster::Model;
+use crate::cluster::{Model, Op};
 use crate::events::EventKind;
 use crate::store::Desired;
 
@@ -139,10 +139,18 @@ impl Model {
         let ids: Vec<VmId> = self.persisted.vms.keys().cloned().collect();
         for vm in ids {
             let rec = &self.persisted.vms[&vm];
-            let running = self
-                .observed(&vm)
+            let seen = self.observed(&vm);
+            let running = seen
                 .iter()
                 .any(|(_, s)| s.state == wisp_common::VmRunState::Running);
+            // A live migration pauses the guest for at most its downtime limit, but
+            // reports see the switch-over only at their own period: while the
+            // migration is in flight, or its destination (now the placement) has not
+            // yet reported `running`, no copy may say so. That is not an outage.
+            let migrating = matches!(self.ops.get(&vm), Some(Op::Migrate { .. }))
+                || seen.iter().any(|(h, s)| {
+                    Some(h) == rec.host.as_ref() && s.state == wisp_common::VmRunState::Inmigrate
+                });
             let placed = rec.host.as_ref().and_then(|h| self.cluster.hosts.get(h));
             let status = placed.map(|h| h.status);
             let last_report_ms = placed
@@ -176,7 +184,7 @@ impl Model {
                 }
                 continue;
             }
-            if open || e.first_running_ms.is_none() {
+            if open || e.first_running_ms.is_none() || migrating {
                 continue;
             }
             let (start, cause) = match status {

@@ -108,7 +108,20 @@ impl Model {
 
     fn decide(&mut self, vm: &VmId) -> Option<Action> {
         let rec = self.persisted.vms.get(vm)?.clone();
-        let seen = self.observed(vm);
+        // A host proven off runs nothing, whatever its last report said: its genie
+        // link may still look open (a cut cable sends no FIN), and trusting that report
+        // would keep the VM "running where placed" forever, with no failover.
+        let seen: Vec<_> = self
+            .observed(vm)
+            .into_iter()
+            .filter(|(h, _)| {
+                !self
+                    .cluster
+                    .hosts
+                    .get(h)
+                    .is_some_and(|x| proven_off(x.status))
+            })
+            .collect();
         // Copies away from the placement: stale (older epoch) or an unrecorded move.
         for (h, st) in &seen {
             if Some(h) == rec.host.as_ref() {

@@ -100,6 +100,13 @@ fn qemu_name(cmdline: &[u8]) -> Option<String> {
     None
 }
 
+/// The parent PID of `pid` (field 4 of /proc/<pid>/stat, after the `(comm)`).
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -165,13 +172,25 @@ impl Lab {
     pub fn census(&self) -> Result<Census, LabError> {
         let mut seen = Vec::new();
         for h in &self.hosts {
+            let mut qemus: Vec<(i32, i32, String)> = Vec::new();
             for pid in super::procs::ns_pids(&h.ns)? {
                 let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
                     continue;
                 };
-                let Some(vm) = qemu_name(&cmdline) else {
+                if let Some(vm) = qemu_name(&cmdline) {
+                    qemus.push((pid, ppid(pid).unwrap_or(0), vm));
+                }
+            }
+            // `-daemonize`: the first qemu process lives on (same command line) until
+            // its forked daemon is ready. It is one VM, not two: count the daemon.
+            let parents: Vec<(i32, String)> = qemus
+                .iter()
+                .map(|(_, ppid, vm)| (*ppid, vm.clone()))
+                .collect();
+            for (pid, _, vm) in qemus {
+                if parents.contains(&(pid, vm.clone())) {
                     continue;
-                };
+                }
                 let socket = h.dir.join("witness").join(format!("{vm}.qmp"));
                 let status = match Qmp::connect(&socket).and_then(|mut q| q.status()) {
                     Ok(s) => s,
@@ -206,7 +225,7 @@ impl Lab {
     }
 
     /// `router vm create NAME --mem MEM --kernel <guest> [--host hN] [--priority P]`.
-    pub fn create_vm(
+    pub fn create_ha_vm(
         &self,
         name: &str,
         mem_mib: u32,
@@ -218,7 +237,15 @@ impl Lab {
         let kernel = self.guest.to_string_lossy().into_owned();
         let hn = host.map(Names::host_name);
         let mut args = vec![
-            "vm", "create", name, "--mem", &mem, "--kernel", &kernel, "--priority", &prio,
+            "vm",
+            "create",
+            name,
+            "--mem",
+            &mem,
+            "--kernel",
+            &kernel,
+            "--priority",
+            &prio,
         ];
         if let Some(h) = &hn {
             args.extend(["--host", h.as_str()]);
