@@ -6,6 +6,7 @@
 //! beyond reading the bytes it is handed.
 
 pub mod config;
+pub mod error;
 pub mod ids;
 pub mod proto;
 pub mod resources;

@@ -95,17 +95,7 @@ impl Hypervisor for VmManager {
     }
 }
 
-/// Full error chain on one line, for `Outcome::Failed` and logs.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use wisp_common::error::chain;
 
 fn outcome(r: Result<(), VmError>) -> Outcome {
     match r {

@@ -72,14 +72,4 @@ impl VmError {
     }
 }
 
-/// The error and its causes on one line: "could not store…: cannot write …: No space".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use wisp_common::error::chain;

@@ -115,6 +115,28 @@ fn check_spec(spec: &VmSpec) -> Result<(), VmError> {
     Ok(())
 }
 
+/// Sends `cmd` about `vm` to the genie on `host` and expects `Outcome::Done`.
+pub async fn run_done(
+    link: &GenieLink,
+    host: &HostId,
+    vm: &VmId,
+    cmd: Command,
+) -> Result<(), VmError> {
+    match link.command(cmd, None).await.map_err(VmError::Link)? {
+        Outcome::Done => Ok(()),
+        Outcome::Failed { error } => Err(VmError::Genie {
+            vm: vm.clone(),
+            host: host.clone(),
+            message: error,
+        }),
+        other => Err(VmError::Unexpected {
+            vm: vm.clone(),
+            host: host.clone(),
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
 /// Asks the genie on `host` to start `spec` with `epoch`.
 pub async fn start_on(
     link: &GenieLink,
@@ -123,23 +145,7 @@ pub async fn start_on(
     epoch: u64,
 ) -> Result<(), VmError> {
     let vm = spec.name.clone();
-    match link
-        .command(Command::StartVm { spec, epoch }, None)
-        .await
-        .map_err(VmError::Link)?
-    {
-        Outcome::Done => Ok(()),
-        Outcome::Failed { error } => Err(VmError::Genie {
-            vm,
-            host: host.clone(),
-            message: error,
-        }),
-        other => Err(VmError::Unexpected {
-            vm,
-            host: host.clone(),
-            answer: format!("{other:?}"),
-        }),
-    }
+    run_done(link, host, &vm, Command::StartVm { spec, epoch }).await
 }
 
 /// Asks the genie on `host` to stop (or delete) `vm`.
@@ -159,19 +165,7 @@ pub async fn stop_on(
             timeout_ms: if force { 0 } else { GRACEFUL_STOP_MS },
         }
     };
-    match link.command(cmd, None).await.map_err(VmError::Link)? {
-        Outcome::Done => Ok(()),
-        Outcome::Failed { error } => Err(VmError::Genie {
-            vm: vm.clone(),
-            host: host.clone(),
-            message: error,
-        }),
-        other => Err(VmError::Unexpected {
-            vm: vm.clone(),
-            host: host.clone(),
-            answer: format!("{other:?}"),
-        }),
-    }
+    run_done(link, host, vm, cmd).await
 }
 
 async fn release(c: &ClusterHandle, vm: &VmId) {

@@ -359,27 +359,8 @@ async fn execute(c: &ClusterHandle, a: Action) {
 }
 
 async fn drop_stale(link: &GenieLink, host: &HostId, vm: &VmId) -> Result<(), VmError> {
-    use wisp_common::proto::{Command, Outcome};
-    match link
-        .command(
-            Command::DropStale {
-                vms: vec![vm.clone()],
-            },
-            None,
-        )
-        .await
-        .map_err(VmError::Link)?
-    {
-        Outcome::Done => Ok(()),
-        Outcome::Failed { error } => Err(VmError::Genie {
-            vm: vm.clone(),
-            host: host.clone(),
-            message: error,
-        }),
-        other => Err(VmError::Unexpected {
-            vm: vm.clone(),
-            host: host.clone(),
-            answer: format!("{other:?}"),
-        }),
-    }
+    let cmd = wisp_common::proto::Command::DropStale {
+        vms: vec![vm.clone()],
+    };
+    ops::run_done(link, host, vm, cmd).await
 }
