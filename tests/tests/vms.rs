@@ -101,6 +101,7 @@ fn holds_for(d: Duration, mut check: impl FnMut()) {
 fn assert_cli_error(lab: &Lab, args: &[&str], needles: &[&str]) -> String {
     let out = lab.router_cli(args).unwrap();
     let (code, stderr, stdout) = cli_result(&out);
+    eprintln!("router {}: {stderr}", args.join(" "));
     assert_eq!(
         code,
         Some(1),
@@ -355,6 +356,13 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
         &["vm", "create", "vm3", "--mem", "64", "--kernel", &k, "--host", "h9"],
         &["h9"],
     );
+    // A kernel qemu cannot load: the create fails on the host and leaves no VM behind
+    // (no record the reconciler would retry forever, no name taken).
+    assert_cli_error(
+        &lab,
+        &["vm", "create", "bad", "--mem", "64", "--kernel", "/nonexistent/guest.elf"],
+        &["bad", "/nonexistent/guest.elf"],
+    );
     assert_cli_error(&lab, &["vm", "migrate", "nosuch", "--to", "h2"], &["nosuch"]);
     assert_cli_error(&lab, &["vm", "migrate", "vm1", "--to", "h9"], &["h9"]);
     assert_cli_error(&lab, &["vm", "migrate", "vm1", "--to", "h2"], &["h2", "room"]);
@@ -362,7 +370,7 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
 
     assert_eq!(snapshot(&lab), before);
     for h in 1..=2 {
-        for vm in ["huge", "vm3"] {
+        for vm in ["huge", "vm3", "bad"] {
             assert!(lab.qemu_pids(h, vm).unwrap().is_empty(), "{vm} on h{h}");
         }
     }
@@ -373,6 +381,16 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
     // The refused migration left nothing claimed: a legal one still works.
     lab.router_ok(&["vm", "delete", "vm2"]).unwrap();
     lab.wait_no_qemu(2, "vm2").unwrap();
+    // A host in maintenance takes no VMs, room or not.
+    lab.router_ok(&["maintenance", "on", "h2"]).unwrap();
+    assert_cli_error(
+        &lab,
+        &["vm", "migrate", "vm1", "--to", "h2"],
+        &["h2", "maintenance"],
+    );
+    assert_eq!(lab.qemu_pids(1, "vm1").unwrap(), vec![p1]);
+    lab.router_ok(&["maintenance", "off", "h2"]).unwrap();
+    wait_all_up(&lab);
     let rep = lab.vm_migrate("vm1", "h2").unwrap();
     assert_eq!(rep.to, "h2");
 }

@@ -274,6 +274,22 @@ pub async fn create(
         .await
         .ok_or(VmError::Shutdown)??;
     let r = start_on(&link, &host, spec, epoch).await;
+    if matches!(r, Err(VmError::Genie { .. } | VmError::Unexpected { .. })) {
+        // The host refused the VM (a kernel qemu cannot load, a qemu error): undo the
+        // create, so a failed create changes nothing — no record the reconciler would
+        // retry forever, no capacity held, the name free again. A lost link is
+        // different: the VM may be starting, and the reconciler finishes the job from
+        // the stored record. The VM is still claimed, so nothing races with this.
+        let _ = stop_on(&link, &host, &vm, true, true).await;
+        let v = vm.clone();
+        let _ = c
+            .with(move |m| {
+                if m.persisted.vms.get(&v).is_some_and(|r| r.epoch == epoch) {
+                    let _ = m.update(|p| p.vms.remove(&v));
+                }
+            })
+            .await;
+    }
     finish(c, &vm, &host, "create", t0, r).await
 }
 
