@@ -232,6 +232,10 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     assert_eq!(code, Some(1), "the migration should fail: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: ") && stderr.contains("vm1"), "{stderr}");
+    assert!(
+        stderr.contains("from h1 to h2 failed; vm1 keeps running on h1"),
+        "{stderr}"
+    );
     assert_eq!(lab.qemu_pid(1, "vm1").unwrap(), src, "the source qemu changed");
     let c = assert_counting(&lab, 1, "vm1");
     lab.wait_no_qemu(2, "vm1").unwrap();

@@ -156,13 +156,39 @@ pub async fn migrate(
             .await;
             Ok(rep)
         }
-        (Err(e), _) | (Ok(_), Err(e)) => {
+        (Err(e), _) => {
             c.record(
                 EventKind::MigrationFailed,
                 Some(from.clone()),
                 Some(vm.clone()),
                 format!(
                     "migration of {vm} {from} -> {to} failed: {}; it keeps running on {from}",
+                    super::chain(&e)
+                ),
+            )
+            .await;
+            // A genie's own answer means the source was left running (or resumed) by
+            // its genie: tell the user so, and which move failed. A lost link says
+            // nothing about the source, so it is reported as it is.
+            Err(match e {
+                VmError::Genie { .. } => VmError::MigrationFailed {
+                    vm,
+                    from,
+                    to,
+                    source: Box::new(e),
+                },
+                e => e,
+            })
+        }
+        (Ok(_), Err(e)) => {
+            // QEMU finished: the VM now runs on `to`, but the placement is not stored.
+            // The reconciler adopts the copy with the newer epoch once it can store it.
+            c.record(
+                EventKind::MigrationFailed,
+                Some(to.clone()),
+                Some(vm.clone()),
+                format!(
+                    "{vm} migrated {from} -> {to} but the new placement could not be stored: {}",
                     super::chain(&e)
                 ),
             )

@@ -42,6 +42,14 @@ pub enum VmError {
         host: HostId,
         message: String,
     },
+    #[error("migration of {vm} from {from} to {to} failed; {vm} keeps running on {from}")]
+    MigrationFailed {
+        vm: VmId,
+        from: HostId,
+        to: HostId,
+        #[source]
+        source: Box<VmError>,
+    },
     #[error("VM {vm}: unexpected answer from the genie on {host}: {answer}")]
     Unexpected {
         vm: VmId,
@@ -68,6 +76,7 @@ impl VmError {
             Self::HostNotUp { .. } | Self::Placement(_) | Self::NotRunning { .. } => 409,
             Self::Genie { .. } | Self::Unexpected { .. } | Self::Link(_) => 502,
             Self::Store(_) | Self::Shutdown => 503,
+            Self::MigrationFailed { source, .. } => source.status(),
         }
     }
 }
