@@ -243,6 +243,44 @@ fn host_crash_fails_over_then_the_repaired_host_rejoins_clean_and_sla_counts_it(
 }
 
 #[test]
+fn silent_host_crash_is_detected_by_missed_heartbeats_and_proven_off_by_its_bmc() {
+    // A real power loss sends nothing: the bridge port goes down first, so the FIN of
+    // the dying host's sockets never reaches the router. The router must notice the
+    // silence and take the BMC's "off" as proof, with no power-off of its own.
+    let lab = lab(3, "");
+    wait_all_up(&lab);
+    let before = create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
+    let t0 = unix_ms();
+    lab.cut_host_link(1).unwrap();
+    lab.power_off(1).unwrap();
+    let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
+        c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
+    });
+    wait_state(&lab, "h1", "down", WAIT);
+    assert!(chassis_status(&lab, 1).ends_with("off"));
+    let suspect = events_of(&lab, t0, "host_suspect", Some("h1"), None);
+    assert!(!suspect.is_empty(), "detected by missed heartbeats");
+    let fenced = events_of(&lab, t0, "host_fenced", Some("h1"), None);
+    assert!(fenced.is_empty(), "{fenced:?}");
+    assert_eq!(pid_of(&after, "vm2"), pid_of(&before, "vm2"));
+    counter_advances(&lab, &after, "vm1");
+    // The cable is back and the host repaired: it rejoins empty.
+    lab.restore_host_link(1).unwrap();
+    assert!(lab
+        .ipmitool(1, &["chassis", "power", "on"])
+        .unwrap()
+        .status
+        .success());
+    wait_state(&lab, "h1", "up", WAIT);
+    stays(
+        &lab,
+        Duration::from_secs(2),
+        "h1 back, nothing on it",
+        |c| c.each_once(&["vm1", "vm2"]) && c.on_host("h1").is_empty(),
+    );
+}
+
+#[test]
 fn killed_genie_restarted_within_the_grace_fences_nothing() {
     // A grace longer than the default, so a slow restart on a loaded machine still
     // falls inside it: what is tested is that a genie restart is not a host failure.
@@ -417,6 +455,11 @@ fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
     wait_all_up(&lab);
     create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
     let t0 = unix_ms();
+    // A silent crash (no FIN) with the BMC out of reach for the moment, so the router
+    // is surely killed between detection (missed heartbeats) and proof; the BMC is
+    // back for the new router.
+    lab.cut_bmc(1).unwrap();
+    lab.cut_host_link(1).unwrap();
     lab.power_off(1).unwrap();
     poll(WAIT, "the router to notice h1", |last| {
         let evs: Vec<EventRow> = events(&lab)
@@ -429,7 +472,11 @@ fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
             .then_some(())
     })
     .unwrap();
+    let proven_before = !events_of(&lab, t0, "host_down", Some("h1"), None).is_empty()
+        || !events_of(&lab, t0, "host_fenced", Some("h1"), None).is_empty();
     lab.kill_router();
+    assert!(!proven_before, "the router was to be killed before any proof");
+    lab.restore_bmc(1).unwrap();
     lab.start_router().unwrap();
     let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
         c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
@@ -455,6 +502,7 @@ fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
         row.host.as_deref(),
         Some(after.running_on("vm1")[0].as_str())
     );
+    wait_state(&lab, "h1", "down", WAIT);
     counter_advances(&lab, &after, "vm1");
 }
 

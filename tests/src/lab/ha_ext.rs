@@ -100,11 +100,29 @@ fn qemu_name(cmdline: &[u8]) -> Option<String> {
     None
 }
 
-/// The parent PID of `pid` (field 4 of /proc/<pid>/stat, after the `(comm)`).
-fn ppid(pid: i32) -> Option<i32> {
+/// The session id of `pid` (field 6 of /proc/<pid>/stat, after the `(comm)`).
+fn sid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// True unless `pid` is the first process of a `qemu -daemonize` still waiting for its
+/// daemon: that one has the same command line for a moment but is not a second VM.
+/// `-daemonize` forks, calls setsid and forks again, so the daemon lives in a session
+/// led by a qemu (or by nobody once that middle process exits), while the waiting
+/// process is still in its starter's session (the genie's, or the test's).
+fn daemonized(pid: i32) -> bool {
+    let Some(sid) = sid(pid) else {
+        return false;
+    };
+    if sid == pid || !super::procs::is_alive(sid) {
+        return true;
+    }
+    fs::read(format!("/proc/{sid}/cmdline"))
+        .ok()
+        .and_then(|c| qemu_name(&c))
+        .is_some()
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -172,23 +190,14 @@ impl Lab {
     pub fn census(&self) -> Result<Census, LabError> {
         let mut seen = Vec::new();
         for h in &self.hosts {
-            let mut qemus: Vec<(i32, i32, String)> = Vec::new();
             for pid in super::procs::ns_pids(&h.ns)? {
                 let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
                     continue;
                 };
-                if let Some(vm) = qemu_name(&cmdline) {
-                    qemus.push((pid, ppid(pid).unwrap_or(0), vm));
-                }
-            }
-            // `-daemonize`: the first qemu process lives on (same command line) until
-            // its forked daemon is ready. It is one VM, not two: count the daemon.
-            let parents: Vec<(i32, String)> = qemus
-                .iter()
-                .map(|(_, ppid, vm)| (*ppid, vm.clone()))
-                .collect();
-            for (pid, _, vm) in qemus {
-                if parents.contains(&(pid, vm.clone())) {
+                let Some(vm) = qemu_name(&cmdline) else {
+                    continue;
+                };
+                if !daemonized(pid) {
                     continue;
                 }
                 let socket = h.dir.join("witness").join(format!("{vm}.qmp"));
