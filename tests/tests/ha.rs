@@ -475,7 +475,10 @@ fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
     let proven_before = !events_of(&lab, t0, "host_down", Some("h1"), None).is_empty()
         || !events_of(&lab, t0, "host_fenced", Some("h1"), None).is_empty();
     lab.kill_router();
-    assert!(!proven_before, "the router was to be killed before any proof");
+    assert!(
+        !proven_before,
+        "the router was to be killed before any proof"
+    );
     lab.restore_bmc(1).unwrap();
     lab.start_router().unwrap();
     let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {

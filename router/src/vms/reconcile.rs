@@ -8,8 +8,10 @@
 //! - desired running, its host unreachable or suspect: nothing. Without proof that
 //!   the host is off, a restart could run the VM twice;
 //! - a copy on another host with an older epoch: stale (its host was fenced and came
-//!   back), dropped; a copy with a newer epoch is a migration the router did not get to
-//!   record (it crashed): adopted;
+//!   back), dropped; a running copy with a newer epoch is a migration the router did
+//!   not get to record (it crashed, or lost the source genie): adopted once the placed
+//!   copy is gone or left paused in postmigrate; a newer copy still waiting for its
+//!   incoming state while the placed copy runs is a failed migration's leftover: dropped;
 //! - desired stopped, running: stop it.
 //!
 //! Idempotent and safe after a crash: every decision is taken from the stored desired
@@ -122,12 +124,49 @@ impl Model {
                     .is_some_and(|x| proven_off(x.status))
             })
             .collect();
-        // Copies away from the placement: stale (older epoch) or an unrecorded move.
+        let placed = rec
+            .host
+            .as_ref()
+            .and_then(|p| seen.iter().find(|(x, _)| x == p))
+            .map(|(_, s)| s.state.clone());
+        // Copies away from the placement: stale (older epoch), an unrecorded move, or
+        // the waiting destination of a migration whose orchestration was lost.
         for (h, st) in &seen {
             if Some(h) == rec.host.as_ref() {
                 continue;
             }
-            if st.epoch > rec.epoch && !seen.iter().any(|(x, _)| Some(x) == rec.host.as_ref()) {
+            // Moved: the newer copy runs (so it received the whole VM: a destination
+            // only runs after a completed migration) and the placed copy is gone or is
+            // the paused source QEMU leaves behind (postmigrate). A newer copy that is
+            // still waiting is never adopted, even when the placed copy is not seen
+            // (its genie may just be restarting): adopting it would drop the only
+            // real copy as stale.
+            let moved = st.state == VmRunState::Running
+                && (placed.is_none() || placed == Some(VmRunState::Postmigrate));
+            // A newer copy still waiting for its incoming state while the placed copy
+            // runs, and no migration of this VM in flight (it is not claimed, or we
+            // would not be here): it never got the VM and never will.
+            if st.epoch > rec.epoch
+                && st.state == VmRunState::Inmigrate
+                && placed == Some(VmRunState::Running)
+            {
+                let link = self.link_of(h).ok()?;
+                self.event(
+                    EventKind::VmLost,
+                    Some(h.clone()),
+                    Some(vm.clone()),
+                    format!(
+                        "leftover destination of a failed migration of {vm} on {h} (epoch {} > {}, still waiting while {vm} runs where placed): dropping it",
+                        st.epoch, rec.epoch
+                    ),
+                );
+                return Some(Action::DropStale {
+                    vm: vm.clone(),
+                    host: h.clone(),
+                    link,
+                });
+            }
+            if st.epoch > rec.epoch && moved {
                 let (h2, e) = (h.clone(), st.epoch);
                 let vm2 = vm.clone();
                 if self
