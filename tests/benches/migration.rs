@@ -177,7 +177,12 @@ fn main() {
         big.elapsed,
         "-",
     );
-    line("`router vm migrate` CLI wall time", small.wall, big.wall, "-");
+    line(
+        "`router vm migrate` CLI wall time",
+        small.wall,
+        big.wall,
+        "-",
+    );
     println!(
         "{:<46} {:>8} {:>8}   {}",
         "`router vm create` -> guest running",

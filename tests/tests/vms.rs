@@ -79,11 +79,15 @@ fn wait_row(lab: &Lab, vm: &str, host: &str, pid: i32) -> VmRow {
 /// Reads the counter, then waits until it moves: the guest runs.
 fn assert_counting(lab: &Lab, host: usize, vm: &str) -> u32 {
     let c = lab.guest_counter(host, vm).unwrap();
-    poll(WAIT, &format!("the counter of {vm} on h{host} to move from {c}"), |last| {
-        let now = lab.guest_counter(host, vm).unwrap();
-        *last = now.to_string();
-        (now != c).then_some(now)
-    })
+    poll(
+        WAIT,
+        &format!("the counter of {vm} on h{host} to move from {c}"),
+        |last| {
+            let now = lab.guest_counter(host, vm).unwrap();
+            *last = now.to_string();
+            (now != c).then_some(now)
+        },
+    )
     .unwrap()
 }
 
@@ -141,7 +145,9 @@ fn live_migration_moves_the_running_guest_to_the_destination() {
     wait_row(&lab, "vm1", "h1", src);
     // Let it count for a while, so a restart (from 0) could not catch up with it.
     let c0 = assert_counting(&lab, 1, "vm1");
-    let before = lab.wait_counter_above(1, "vm1", c0.saturating_mul(4)).unwrap();
+    let before = lab
+        .wait_counter_above(1, "vm1", c0.saturating_mul(4))
+        .unwrap();
 
     let rep = lab.vm_migrate("vm1", "h2").unwrap();
     eprintln!("migration h1 -> h2: {rep:?}");
@@ -203,9 +209,11 @@ fn start_slow_migration(lab: &Lab) -> (Child, i32) {
 
 /// Waits for the CLI to exit and returns (exit code, stderr).
 fn finish(mut child: Child) -> (Option<i32>, String) {
-    poll(Duration::from_secs(120), "the migrate command to return", |_| {
-        child.try_wait().unwrap().map(|_| ())
-    })
+    poll(
+        Duration::from_secs(120),
+        "the migrate command to return",
+        |_| child.try_wait().unwrap().map(|_| ()),
+    )
     .unwrap();
     let out = child.wait_with_output().unwrap();
     let (code, stderr, _) = cli_result(&out);
@@ -231,12 +239,19 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     eprintln!("destination qemu killed: {stderr}");
     assert_eq!(code, Some(1), "the migration should fail: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains("vm1"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("vm1"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("from h1 to h2 failed; vm1 keeps running on h1"),
         "{stderr}"
     );
-    assert_eq!(lab.qemu_pid(1, "vm1").unwrap(), src, "the source qemu changed");
+    assert_eq!(
+        lab.qemu_pid(1, "vm1").unwrap(),
+        src,
+        "the source qemu changed"
+    );
     let c = assert_counting(&lab, 1, "vm1");
     lab.wait_no_qemu(2, "vm1").unwrap();
     wait_row(&lab, "vm1", "h1", src);
@@ -248,10 +263,17 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     let (code, stderr) = finish(child);
     eprintln!("destination genie and qemu killed: {stderr}");
     assert_eq!(code, Some(1), "the migration should fail: {stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains("vm1"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("vm1"),
+        "{stderr}"
+    );
     lab.start_genie(2).unwrap();
     wait_all_up(&lab);
-    assert_eq!(lab.qemu_pid(1, "vm1").unwrap(), src, "the source qemu changed");
+    assert_eq!(
+        lab.qemu_pid(1, "vm1").unwrap(),
+        src,
+        "the source qemu changed"
+    );
     lab.wait_counter_above(1, "vm1", c).unwrap();
     lab.wait_no_qemu(2, "vm1").unwrap();
     wait_row(&lab, "vm1", "h1", src);
@@ -268,6 +290,57 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     lab.wait_no_qemu(1, "vm1").unwrap();
     let moved = lab.qemu_pid(2, "vm1").unwrap();
     wait_row(&lab, "vm1", "h2", moved);
+}
+
+#[test]
+fn a_source_genie_killed_mid_migration_keeps_exactly_one_copy_running() {
+    let lab = lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n");
+    let guest = lab.filled_guest(128).unwrap();
+    lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
+    let src = lab.qemu_pid(1, "vm1").unwrap();
+    wait_row(&lab, "vm1", "h1", src);
+    lab.wait_counter_above(1, "vm1", 0).unwrap();
+
+    // The genie that runs the migration dies; QEMU itself goes on streaming, so the
+    // router cannot know how it ends and must not kill either copy.
+    let (child, dst) = start_slow_migration(&lab);
+    let before = lab.guest_counter(1, "vm1").unwrap();
+    lab.kill_genie(1).unwrap();
+    let (code, stderr) = finish(child);
+    eprintln!("source genie killed: {stderr}");
+    assert_eq!(code, Some(1), "the migration should fail: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("vm1") && stderr.contains("h1"),
+        "{stderr}"
+    );
+    lab.start_genie(1).unwrap();
+    wait_all_up(&lab);
+    // Settled: exactly one copy runs, one of the two qemu processes of the migration
+    // (never a restart), and the router shows it where it runs.
+    let (host, pid) = poll(WAIT, "exactly one copy of vm1 left running", |last| {
+        let on1 = lab.qemu_pids(1, "vm1").unwrap();
+        let on2 = lab.qemu_pids(2, "vm1").unwrap();
+        *last = format!("h1 {on1:?}, h2 {on2:?}");
+        match (&on1[..], &on2[..]) {
+            ([p], []) => Some((1, *p)),
+            ([], [p]) => Some((2, *p)),
+            _ => None,
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        pid,
+        if host == 1 { src } else { dst },
+        "vm1 was restarted: settled on h{host}, source pid {src}, destination pid {dst}"
+    );
+    wait_row(&lab, "vm1", &format!("h{host}"), pid);
+    let after = lab.wait_counter_above(host, "vm1", before).unwrap();
+    eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
+    holds_for(Duration::from_secs(2), || {
+        assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
+        assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
+    });
 }
 
 #[test]
@@ -347,7 +420,9 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
     );
     assert_cli_error(
         &lab,
-        &["vm", "create", "huge", "--mem", "4096", "--kernel", &k, "--host", "h1"],
+        &[
+            "vm", "create", "huge", "--mem", "4096", "--kernel", &k, "--host", "h1",
+        ],
         &["h1", "room"],
     );
     assert_cli_error(
@@ -357,20 +432,42 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
     );
     assert_cli_error(
         &lab,
-        &["vm", "create", "vm3", "--mem", "64", "--kernel", &k, "--host", "h9"],
+        &[
+            "vm", "create", "vm3", "--mem", "64", "--kernel", &k, "--host", "h9",
+        ],
         &["h9"],
     );
     // A kernel qemu cannot load: the create fails on the host and leaves no VM behind
     // (no record the reconciler would retry forever, no name taken).
     assert_cli_error(
         &lab,
-        &["vm", "create", "bad", "--mem", "64", "--kernel", "/nonexistent/guest.elf"],
+        &[
+            "vm",
+            "create",
+            "bad",
+            "--mem",
+            "64",
+            "--kernel",
+            "/nonexistent/guest.elf",
+        ],
         &["bad", "/nonexistent/guest.elf"],
     );
-    assert_cli_error(&lab, &["vm", "migrate", "nosuch", "--to", "h2"], &["nosuch"]);
+    assert_cli_error(
+        &lab,
+        &["vm", "migrate", "nosuch", "--to", "h2"],
+        &["nosuch"],
+    );
     assert_cli_error(&lab, &["vm", "migrate", "vm1", "--to", "h9"], &["h9"]);
-    assert_cli_error(&lab, &["vm", "migrate", "vm1", "--to", "h2"], &["h2", "room"]);
-    assert_cli_error(&lab, &["vm", "migrate", "vm1", "--to", "h1"], &["vm1", "h1"]);
+    assert_cli_error(
+        &lab,
+        &["vm", "migrate", "vm1", "--to", "h2"],
+        &["h2", "room"],
+    );
+    assert_cli_error(
+        &lab,
+        &["vm", "migrate", "vm1", "--to", "h1"],
+        &["vm1", "h1"],
+    );
 
     assert_eq!(snapshot(&lab), before);
     for h in 1..=2 {
@@ -414,7 +511,10 @@ fn wait_running_anywhere(lab: &Lab, vm: &str) -> (usize, i32) {
 
 fn assert_no_qemu_anywhere(lab: &Lab, vm: &str) {
     for h in 1..=lab.hosts().len() {
-        assert!(lab.qemu_pids(h, vm).unwrap().is_empty(), "{vm} runs on h{h}");
+        assert!(
+            lab.qemu_pids(h, vm).unwrap().is_empty(),
+            "{vm} runs on h{h}"
+        );
     }
 }
 
@@ -426,7 +526,10 @@ fn vm_lifecycle_create_stop_start_restart_delete() {
     // create: placed by the router (no --host), running where `router vms` says.
     let out = lab.vm_create("vm1", 64, &k, None).unwrap();
     let (h, pid) = wait_running_anywhere(&lab, "vm1");
-    assert!(out.contains(&format!("h{h}")), "create said {out:?}, VM is on h{h}");
+    assert!(
+        out.contains(&format!("h{h}")),
+        "create said {out:?}, VM is on h{h}"
+    );
     wait_row(&lab, "vm1", &format!("h{h}"), pid);
     assert_counting(&lab, h, "vm1");
 
@@ -441,7 +544,9 @@ fn vm_lifecycle_create_stop_start_restart_delete() {
             .then_some(())
     })
     .unwrap();
-    holds_for(Duration::from_secs(3), || assert_no_qemu_anywhere(&lab, "vm1"));
+    holds_for(Duration::from_secs(3), || {
+        assert_no_qemu_anywhere(&lab, "vm1")
+    });
 
     // start: running again, a new qemu.
     lab.router_ok(&["vm", "start", "vm1"]).unwrap();
@@ -476,7 +581,9 @@ fn vm_lifecycle_create_stop_start_restart_delete() {
     })
     .unwrap();
     assert_cli_error(&lab, &["vm", "show", "vm1"], &["vm1"]);
-    holds_for(Duration::from_secs(3), || assert_no_qemu_anywhere(&lab, "vm1"));
+    holds_for(Duration::from_secs(3), || {
+        assert_no_qemu_anywhere(&lab, "vm1")
+    });
     // Forgotten means the name is free again.
     lab.vm_create("vm1", 64, &k, Some("h2")).unwrap();
     let pid4 = lab.qemu_pid(2, "vm1").unwrap();

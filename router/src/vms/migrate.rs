@@ -273,11 +273,24 @@ async fn run(
             host: from.clone(),
             answer: format!("{other:?}"),
         },
-        Err(e) => VmError::Link(e),
+        // The source genie is gone, but its qemu may still be streaming and may
+        // complete: then the destination holds the only running copy, and cancelling
+        // it would lose the VM. Leave both to the reconciler, which adopts a completed
+        // move (newer copy running, source in postmigrate) or drops a destination that
+        // never got the VM (still waiting while the source runs).
+        Err(e) => {
+            return Err(VmError::SourceLost {
+                vm: vm.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                source: e,
+            })
+        }
     };
-    // The VM stays at the source: remove the waiting destination qemu. If the
-    // destination is unreachable its genie cleans up on its own (the incoming qemu
-    // never received a complete state) and the reconciler drops it as stale.
+    // The source genie answered, so the VM stays at the source (its genie resumed it
+    // if needed): remove the waiting destination qemu. If the destination is
+    // unreachable, its incoming qemu exits when the stream breaks, and the reconciler
+    // drops a copy that still waits.
     let _ = dst
         .command(Command::CancelIncoming { vm: vm.clone() }, None)
         .await;

@@ -50,6 +50,14 @@ pub enum VmError {
         #[source]
         source: Box<VmError>,
     },
+    #[error("migration of {vm} from {from} to {to}: lost the genie of {from} before it finished; the reconciler keeps {vm} on whichever host runs it (see `router vm show {vm}`)")]
+    SourceLost {
+        vm: VmId,
+        from: HostId,
+        to: HostId,
+        #[source]
+        source: LinkError,
+    },
     #[error("VM {vm}: unexpected answer from the genie on {host}: {answer}")]
     Unexpected {
         vm: VmId,
@@ -77,6 +85,7 @@ impl VmError {
             Self::Genie { .. } | Self::Unexpected { .. } | Self::Link(_) => 502,
             Self::Store(_) | Self::Shutdown => 503,
             Self::MigrationFailed { source, .. } => source.status(),
+            Self::SourceLost { .. } => 502,
         }
     }
 }
