@@ -41,6 +41,8 @@ fn main() {
     p.spread = env("SPREAD", 1.0) > 0.5;
     p.spread_consolidation = env("CSPREAD", 0.0) > 0.5;
     p.squeeze_before_wake = env("SQUEEZE", 1.0) > 0.5;
+    p.prefer_efficient_hosts = env("EFF", 1.0) > 0.5;
+    p.lower_less_efficient = env("LEFF", p.lower_less_efficient);
     for (day, _) in baseline::BOUNDS_KWH {
         let w = load_planetlab_day(&root.join(day)).expect("traces");
         let r = simulate(&w, &sc, &p);

@@ -46,6 +46,14 @@ pub struct Policy {
     /// Before waking a host for a VM shed by an overloaded host, try a running host that
     /// takes it up to `upper` (not just `target`).
     pub squeeze_before_wake: bool,
+    /// Destinations are searched on the most efficient hosts (MIPS per watt at full
+    /// load, in 5 % tiers) first, and consolidation never moves a VM to a less efficient
+    /// host; `false` ignores efficiency when choosing destinations.
+    pub prefer_efficient_hosts: bool,
+    /// Hosts less efficient than the best running ones are candidates to be emptied below
+    /// this fraction of their capacity (at least `lower`): their VMs cost fewer watts on a
+    /// better host.
+    pub lower_less_efficient: f64,
     /// Failover reserve: 0 = none; 1 = the running hosts keep enough free room
     /// (CPU up to `upper`, and memory) to absorb the largest running host (N+1).
     pub reserve_hosts: u32,
@@ -80,6 +88,8 @@ impl Default for Policy {
             spread: true,
             spread_consolidation: false,
             squeeze_before_wake: true,
+            prefer_efficient_hosts: true,
+            lower_less_efficient: 0.5,
             reserve_hosts: 1,
             max_parallel_migrations: 2,
             max_consolidation_migrations: 16,
@@ -108,6 +118,8 @@ impl Policy {
             spread: true,
             spread_consolidation: false,
             squeeze_before_wake: true,
+            prefer_efficient_hosts: true,
+            lower_less_efficient: 0.75,
             reserve_hosts: 0,
             // CloudSim starts every migration of a round at once.
             max_parallel_migrations: usize::MAX,

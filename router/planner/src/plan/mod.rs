@@ -108,7 +108,7 @@ fn dest_or_wake(
     avoid: u32,
     spread: bool,
 ) -> Option<u32> {
-    if let Some(h) = s.find_dest(v, avoid, spread) {
+    if let Some(h) = s.find_dest(v, avoid, spread, u16::MAX) {
         return Some(h);
     }
     if s.policy.squeeze_before_wake && avoid != NONE {
@@ -128,7 +128,7 @@ fn dest_or_wake(
             return None;
         }
         wake_one(s, wake_order);
-        if let Some(h) = s.find_dest(v, avoid, spread) {
+        if let Some(h) = s.find_dest(v, avoid, spread, u16::MAX) {
             return Some(h);
         }
     }
@@ -260,6 +260,20 @@ fn restore_reserve(s: &mut State, wake_order: &mut Vec<u32>) {
 fn consolidate(s: &mut State) -> usize {
     let p = s.policy;
     let view = s.view;
+    // Hosts less efficient than the best running ones are emptied up to a higher load:
+    // their VMs serve more MIPS per watt on a better host.
+    let best_tier = (0..view.hosts.len())
+        .filter(|&h| s.live[h])
+        .map(|h| s.index.tier(h as u32))
+        .min()
+        .unwrap_or(0);
+    let lower_of = |s: &State, h: usize| -> f64 {
+        if s.index.tier(h as u32) > best_tier {
+            p.lower.max(p.lower_less_efficient)
+        } else {
+            p.lower
+        }
+    };
     let mut cands: Vec<usize> = (0..view.hosts.len())
         .filter(|&h| {
             let host = &view.hosts[h];
@@ -267,7 +281,7 @@ fn consolidate(s: &mut State) -> usize {
                 && !s.waking[h]
                 && !s.host_vms[h].is_empty()
                 && s.host_vms[h].len() <= p.max_evacuation_vms
-                && (s.cpu[h] < p.lower * host.cpu || p.lower_mean > 0.0)
+                && (s.cpu[h] < lower_of(s, h) * host.cpu || p.lower_mean > 0.0)
                 && view.now_s - host.power_changed_at_s >= p.min_awake_s
                 && s.host_vms[h].iter().all(|&v| !s.frozen[v as usize])
         })
@@ -304,7 +318,7 @@ fn consolidate(s: &mut State) -> usize {
         let n = s.host_vms[h].len();
         // Either the host itself is light, or the running hosts as a whole are: emptying
         // it must leave their mean predicted CPU below `lower_mean`.
-        if s.cpu[h] >= p.lower * view.hosts[h].cpu {
+        if s.cpu[h] >= lower_of(s, h) * view.hosts[h].cpu {
             let cap: f64 = (0..view.hosts.len())
                 .filter(|&x| s.live[x] && x != h)
                 .map(|x| view.hosts[x].cpu)
@@ -327,8 +341,10 @@ fn consolidate(s: &mut State) -> usize {
                 .then(a.cmp(&b))
         });
         let mut ok = true;
+        // Never onto a less efficient host: that would undo what emptying it is for.
+        let max_tier = s.index.tier(h as u32);
         for v in vms {
-            match s.find_dest(v as usize, h as u32, p.spread_consolidation) {
+            match s.find_dest(v as usize, h as u32, p.spread_consolidation, max_tier) {
                 Some(to) => s.shift(v as usize, to, MoveReason::Consolidate),
                 None => {
                     ok = false;

@@ -3,7 +3,7 @@
 //! evacuation turns out impossible).
 
 use crate::model::{ClusterView, PowerState};
-use crate::plan::fit::FitIndex;
+use crate::plan::fit::{tiers, FitIndex};
 use crate::plan::types::MoveReason;
 use crate::policy::Policy;
 use crate::predict::predict_cpu;
@@ -68,7 +68,14 @@ impl<'a> State<'a> {
             live: Vec::with_capacity(nh),
             waking: Vec::with_capacity(nh),
             dest_ok: Vec::with_capacity(nh),
-            index: FitIndex::new(nh),
+            index: FitIndex::new(tiers(
+                &view
+                    .hosts
+                    .iter()
+                    .map(|h| h.cpu / h.power_model.max_w().max(1e-9))
+                    .collect::<Vec<_>>(),
+                policy.prefer_efficient_hosts,
+            )),
             moves: Vec::new(),
             woken: Vec::new(),
         };
@@ -155,9 +162,16 @@ impl<'a> State<'a> {
         }
     }
 
-    /// A destination that fits VM `v` (CPU to `target`, memory), not `avoid`: the
-    /// roomiest when `spread`, else the tightest.
-    pub(crate) fn find_dest(&self, v: usize, avoid: u32, spread: bool) -> Option<u32> {
+    /// A destination that fits VM `v` (CPU to `target`, memory), not `avoid`, of tier at
+    /// most `max_tier`: the most efficient tier first, within it the roomiest when
+    /// `spread`, else the tightest.
+    pub(crate) fn find_dest(
+        &self,
+        v: usize,
+        avoid: u32,
+        spread: bool,
+        max_tier: u16,
+    ) -> Option<u32> {
         // Memory rarely binds in practice; the cap keeps a pathological view from
         // turning one lookup into a scan of every host.
         const MAX_PROBES: usize = 512;
@@ -165,11 +179,14 @@ impl<'a> State<'a> {
         let ok = |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem;
         if spread {
             self.index
-                .fitting_roomiest(self.need[v])
+                .fitting_roomiest(self.need[v], max_tier)
                 .take(MAX_PROBES)
                 .find(ok)
         } else {
-            self.index.fitting(self.need[v]).take(MAX_PROBES).find(ok)
+            self.index
+                .fitting(self.need[v], max_tier)
+                .take(MAX_PROBES)
+                .find(ok)
         }
     }
 
@@ -182,7 +199,7 @@ impl<'a> State<'a> {
         let max_cap = self.view.hosts.iter().map(|h| h.cpu).fold(0.0, f64::max);
         let need_mem = self.view.vms[v].mem_mb as f64;
         self.index
-            .fitting_roomiest(self.pred[v] - gap * max_cap)
+            .fitting_roomiest(self.pred[v] - gap * max_cap, u16::MAX)
             .take(MAX_PROBES)
             .find(|&h| {
                 let hu = h as usize;
