@@ -344,6 +344,54 @@ fn a_source_genie_killed_mid_migration_keeps_exactly_one_copy_running() {
 }
 
 #[test]
+fn a_router_crash_mid_migration_keeps_exactly_one_copy_running() {
+    let mut lab = lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n");
+    let guest = lab.filled_guest(128).unwrap();
+    lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
+    let src = lab.qemu_pid(1, "vm1").unwrap();
+    wait_row(&lab, "vm1", "h1", src);
+    lab.wait_counter_above(1, "vm1", 0).unwrap();
+
+    // The router dies while the genies and QEMU are mid-way; it comes back at once
+    // (well within the genies' self-fence lease).
+    let (child, dst) = start_slow_migration(&lab);
+    let before = lab.guest_counter(1, "vm1").unwrap();
+    lab.kill_router();
+    let (code, stderr) = finish(child);
+    eprintln!("router killed: {stderr}");
+    assert_eq!(code, Some(1), "the CLI lost its router: {stderr}");
+    lab.start_router().unwrap();
+    wait_all_up(&lab);
+    let (host, pid) = poll(WAIT, "exactly one copy of vm1 left running", |last| {
+        let on1 = lab.qemu_pids(1, "vm1").unwrap();
+        let on2 = lab.qemu_pids(2, "vm1").unwrap();
+        *last = format!("h1 {on1:?}, h2 {on2:?}");
+        match (&on1[..], &on2[..]) {
+            ([p], []) => Some((1, *p)),
+            ([], [p]) => Some((2, *p)),
+            _ => None,
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        pid,
+        if host == 1 { src } else { dst },
+        "vm1 was restarted: settled on h{host}, source pid {src}, destination pid {dst}"
+    );
+    wait_row(&lab, "vm1", &format!("h{host}"), pid);
+    let after = lab.wait_counter_above(host, "vm1", before).unwrap();
+    eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
+    holds_for(Duration::from_secs(2), || {
+        assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
+        assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
+    });
+    // Nothing is left claimed: the VM migrates again.
+    let to = if host == 1 { "h2" } else { "h1" };
+    let rep = lab.vm_migrate("vm1", to).unwrap();
+    assert_eq!(rep.to, to);
+}
+
+#[test]
 fn a_router_restart_loses_nothing_and_restarts_nothing() {
     let mut lab = lab(2, "");
     let guest = lab.guest_elf().to_owned();
