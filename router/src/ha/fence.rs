@@ -300,6 +300,24 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
     }
 }
 
+/// Counts a host's silence from the end of the router's last self-suspicion at the
+/// earliest (see `run`), and records `now` as suspected if any work says so.
+pub fn silence_since_suspicion(
+    mut work: Vec<Work>,
+    suspected_at: &mut Option<Instant>,
+    now: Instant,
+) -> Vec<Work> {
+    if work.iter().any(|w| !w.may_fence) {
+        *suspected_at = Some(now);
+    }
+    if let Some(t) = *suspected_at {
+        for w in &mut work {
+            w.since_report = w.since_report.min(now.duration_since(t));
+        }
+    }
+    work
+}
+
 /// Runs the fence reconciler until `shutdown`.
 pub async fn run(
     c: ClusterHandle,
@@ -331,13 +349,8 @@ pub async fn run(
         let silent: HashSet<HostId> = work.iter().map(|w| w.host.clone()).collect();
         warned.retain(|h| silent.contains(h));
         let now = Instant::now();
-        if work.iter().any(|w| !w.may_fence) {
-            suspected_at = Some(now);
-        }
-        for mut w in work {
-            if let Some(t) = suspected_at {
-                w.since_report = w.since_report.min(now.duration_since(t));
-            }
+        let work = silence_since_suspicion(work, &mut suspected_at, now);
+        for w in work {
             if in_flight.contains(&w.host)
                 || last_check
                     .get(&w.host)
@@ -397,6 +410,42 @@ mod tests {
             FakeBmc::new("127.0.0.1:623".parse().unwrap(), p)
                 .with_timeout(Duration::from_millis(200)),
         )
+    }
+
+    #[tokio::test]
+    async fn silence_through_a_self_suspicion_does_not_count_against_a_host() {
+        let mut at = None;
+        let t0 = Instant::now();
+        // Suspected: every host silent for long, but nobody may be fenced.
+        let w = silence_since_suspicion(
+            vec![work(HostStatus::Unreachable, 20_000, true, false)],
+            &mut at,
+            t0,
+        );
+        assert_eq!(w[0].since_report, Duration::ZERO);
+        // Suspicion over 2 s ago: a host still silent has been silent 2 s as far as
+        // its grace goes, not the 22 s since its last report.
+        let w = silence_since_suspicion(
+            vec![work(HostStatus::Unreachable, 22_000, true, true)],
+            &mut at,
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!(w[0].since_report, Duration::from_secs(2));
+        assert!(
+            matches!(
+                judge(&w[0], Some(fake(PowerState::On)), rules()).await,
+                Verdict::OnWaiting
+            ),
+            "inside the fresh grace"
+        );
+        // Without a suspicion, silence counts from the report.
+        let mut never = None;
+        let w = silence_since_suspicion(
+            vec![work(HostStatus::Unreachable, 7_000, true, true)],
+            &mut never,
+            Instant::now(),
+        );
+        assert_eq!(w[0].since_report, Duration::from_secs(7));
     }
 
     #[tokio::test]
