@@ -146,12 +146,12 @@ fn main() {
 
     println!();
     println!("VMs on the lab: medians of {ROUNDS} runs (ms), 2 hosts, idle counter guest, TCG");
-    println!(
-        "{:<46} {:>8} {:>8}   {}",
-        "metric", "64 MiB", "512 MiB", "reference (LAB.md)"
-    );
-    let line = |name: &str, a: u64, b: u64, reference: &str| {
+    let row = |name: &str, a: &str, b: &str, reference: &str| {
         println!("{name:<46} {a:>8} {b:>8}   {reference}");
+    };
+    row("metric", "64 MiB", "512 MiB", "reference (LAB.md)");
+    let line = |name: &str, a: u64, b: u64, reference: &str| {
+        row(name, &a.to_string(), &b.to_string(), reference);
     };
     line(
         "migration total (QEMU)",
@@ -183,17 +183,16 @@ fn main() {
         big.wall,
         "-",
     );
-    println!(
-        "{:<46} {:>8} {:>8}   {}",
+    row(
         "`router vm create` -> guest running",
-        median(running),
+        &median(running).to_string(),
         "-",
-        "qemu start 100-300 ms"
+        "qemu start 100-300 ms",
     );
-    println!(
-        "{:<46} {:>8} {:>8}   -",
+    row(
         "`router vm create` CLI returns",
-        median(cli),
-        "-"
+        &median(cli).to_string(),
+        "-",
+        "-",
     );
 }

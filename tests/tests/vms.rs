@@ -124,8 +124,11 @@ fn assert_cli_error(lab: &Lab, args: &[&str], needles: &[&str]) -> String {
     stderr
 }
 
-/// (name, host, pid, desired) of every row: what "nothing changed" compares.
-fn snapshot(lab: &Lab) -> Vec<(String, Option<String>, Option<u32>, Option<String>)> {
+/// (name, host, pid, desired) of one `router vms` row.
+type RowKey = (String, Option<String>, Option<u32>, Option<String>);
+
+/// Every row's key: what "nothing changed" compares.
+fn snapshot(lab: &Lab) -> Vec<RowKey> {
     let mut v: Vec<_> = lab
         .vms_json()
         .unwrap()
