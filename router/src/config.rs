@@ -58,6 +58,9 @@ pub struct RouterConfig {
     pub power_verify_ms: u64,
     #[serde(default)]
     pub migration: MigrationConfig,
+    /// Energy-saving mode (`[energy]`): planner interval, thresholds, power model.
+    #[serde(default)]
+    pub energy: crate::energy::config::EnergyConfig,
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
 }
@@ -248,6 +251,9 @@ impl RouterConfig {
                 "unreachable_after_ms".into(),
                 "must be at least suspect_after_ms".into(),
             ));
+        }
+        if let Err((key, message)) = self.energy.validate() {
+            return Err(invalid(key, message));
         }
         let mut names = HashSet::new();
         let mut macs = HashSet::new();

@@ -80,12 +80,15 @@ pub async fn run_on(
         params,
         shutdown.clone(),
     ));
-    let api_task = tokio::spawn(api::serve(
+    let (energy, energy_task) =
+        crate::energy::spawn(cluster.clone(), power.clone(), &config, shutdown.clone());
+    let api_task = tokio::spawn(api::serve_router(
         api_listener,
-        ApiState {
+        api::app(ApiState {
             cluster: cluster.clone(),
             power: power.clone(),
-        },
+        })
+        .merge(crate::energy::api::routes(cluster.clone(), energy)),
         shutdown.clone(),
     ));
     let fencer = tokio::spawn(crate::ha::fence::run(
@@ -106,7 +109,14 @@ pub async fn run_on(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
-    let _ = tokio::join!(link_task, api_task, reconciler, fencer, cluster_task);
+    let _ = tokio::join!(
+        link_task,
+        api_task,
+        reconciler,
+        fencer,
+        energy_task,
+        cluster_task
+    );
     power.shutdown().await;
     info!("router stopped");
     Ok(())

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod energy;
 pub mod events;
 pub mod ha;
 pub mod link;

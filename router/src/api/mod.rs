@@ -78,8 +78,18 @@ pub fn app(state: ApiState) -> Router {
 }
 
 /// Serves the API until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
-    let result = axum::serve(listener, app(state))
+pub async fn serve(listener: TcpListener, state: ApiState, shutdown: watch::Receiver<bool>) {
+    serve_router(listener, app(state), shutdown).await
+}
+
+/// Serves `router` (the API plus routes with state of their own, e.g. energy) until
+/// `shutdown` turns true.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })

@@ -1,0 +1,87 @@
+//! HTTP routes of energy mode: `GET /v1/energy` (status) and `POST /v1/energy`
+//! (`{"on": true|false}`: turn it on or off; stored, and a planner round follows at
+//! once).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{EnergyHandle, EnergyStatus};
+use crate::api::ApiError;
+use crate::cluster::ClusterHandle;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct EnergyRequest {
+    pub on: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnergyApi {
+    pub cluster: ClusterHandle,
+    pub energy: EnergyHandle,
+}
+
+/// The energy routes, with their own state (merge into the API's router).
+pub fn routes(cluster: ClusterHandle, energy: EnergyHandle) -> Router {
+    Router::new()
+        .route("/v1/energy", get(status).post(set))
+        .with_state(EnergyApi { cluster, energy })
+}
+
+async fn status(State(s): State<EnergyApi>) -> Result<Json<EnergyStatus>, ApiError> {
+    let mut st = s.energy.status();
+    // The stored mode is the truth even before the task publishes again.
+    st.enabled = s
+        .cluster
+        .with(|m| m.persisted.energy_mode)
+        .await
+        .ok_or_else(shutting_down)?;
+    Ok(Json(st))
+}
+
+async fn set(
+    State(s): State<EnergyApi>,
+    Json(req): Json<EnergyRequest>,
+) -> Result<Json<EnergyStatus>, ApiError> {
+    let on = req.on;
+    s.cluster
+        .with(move |m| {
+            let r = m.update(|p| p.energy_mode = on);
+            if r.is_ok() {
+                m.event(
+                    crate::events::EventKind::Power,
+                    None,
+                    None,
+                    format!("energy mode turned {}", if on { "on" } else { "off" }),
+                );
+            }
+            r
+        })
+        .await
+        .ok_or_else(shutting_down)?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "energy mode not changed: {}",
+                    wisp_common::error::chain(&e)
+                ),
+            )
+        })?;
+    if let Err(e) = s.energy.mark_chosen() {
+        tracing::warn!(error = %e, "could not record that the energy mode was chosen; the config default applies at the next start");
+    }
+    s.energy.kick();
+    let mut st = s.energy.status();
+    st.enabled = on;
+    Ok(Json(st))
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the router is shutting down",
+    )
+}

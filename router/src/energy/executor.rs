@@ -1,0 +1,267 @@
+//! Carries out a `Plan`: wake hosts first (in parallel, each verified), then the
+//! migrations batch by batch (a batch in parallel, bounded by the policy), then put
+//! the emptied hosts to sleep. The effects sit behind [`Actuator`]: [`RealActuator`]
+//! uses the power code (verified WoL with IPMI fallback; suspend through the genie or
+//! IPMI soft-off) and `vms::migrate`; tests use a hand-written fake.
+//!
+//! A step whose premise failed is skipped, not forced: a migration to a host that did
+//! not wake, a sleep of a host a migration out of did not empty.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use wisp_common::error::chain;
+use wisp_common::{HostId, VmId, VmRunState};
+use wisp_planner::Plan;
+
+use super::config::SleepMode;
+use super::view::Snapshot;
+use crate::cluster::ClusterHandle;
+use crate::config::MigrationConfig;
+use crate::power::suspend::{suspend, SuspendMode};
+use crate::power::wake::{wake, WakeMethod};
+use crate::power::{PowerError, PowerPlane};
+use crate::vms::VmError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("waking host {host}")]
+    Wake {
+        host: HostId,
+        #[source]
+        source: PowerError,
+    },
+    #[error("moving {vm} to {to}")]
+    Migrate {
+        vm: VmId,
+        to: HostId,
+        #[source]
+        source: VmError,
+    },
+    #[error("putting host {host} to sleep")]
+    Sleep {
+        host: HostId,
+        #[source]
+        source: PowerError,
+    },
+    #[error("host {host} is not put to sleep: {why}")]
+    NotEmpty { host: HostId, why: String },
+    #[error("the router is shutting down")]
+    Shutdown,
+}
+
+/// The effects a plan needs. Each returns a one-line description of what it did.
+pub trait Actuator: Send + Sync + 'static {
+    fn wake(&self, host: HostId) -> impl Future<Output = Result<String, ExecError>> + Send;
+    fn migrate(
+        &self,
+        vm: VmId,
+        to: HostId,
+    ) -> impl Future<Output = Result<String, ExecError>> + Send;
+    fn sleep(&self, host: HostId) -> impl Future<Output = Result<String, ExecError>> + Send;
+}
+
+/// What an execution did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecReport {
+    /// Hosts woken, with how (e.g. "woke by Wake-on-LAN ...").
+    pub woken: Vec<(HostId, String)>,
+    pub moved: Vec<VmId>,
+    pub slept: Vec<HostId>,
+    /// Steps skipped because an earlier one failed.
+    pub skipped: Vec<String>,
+    /// Failures, each with its cause chain.
+    pub errors: Vec<String>,
+}
+
+impl ExecReport {
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} woken, {} moved, {} asleep",
+            self.woken.len(),
+            self.moved.len(),
+            self.slept.len()
+        );
+        if !self.skipped.is_empty() {
+            s.push_str(&format!(", {} skipped", self.skipped.len()));
+        }
+        if !self.errors.is_empty() {
+            s.push_str(&format!("; errors: {}", self.errors.join("; ")));
+        }
+        s
+    }
+}
+
+/// Executes `plan` (made against `snap`) with `act`; `extra_wakes` are hosts the
+/// failover code asked for.
+pub async fn execute<A: Actuator>(
+    act: Arc<A>,
+    snap: &Snapshot,
+    plan: &Plan,
+    extra_wakes: &[HostId],
+) -> ExecReport {
+    let mut rep = ExecReport::default();
+
+    // 1. Wakes, all at once: each waits for its own genie to register.
+    let mut wakes: Vec<HostId> = plan.wake.iter().map(|h| snap.host(*h).clone()).collect();
+    for h in extra_wakes {
+        if !wakes.contains(h) {
+            wakes.push(h.clone());
+        }
+    }
+    let mut set = JoinSet::new();
+    for h in wakes {
+        let a = act.clone();
+        set.spawn(async move { (h.clone(), a.wake(h).await) });
+    }
+    let mut not_up = BTreeSet::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((h, Ok(msg))) => rep.woken.push((h, msg)),
+            Ok((h, Err(e))) => {
+                rep.errors.push(chain(&e));
+                not_up.insert(h);
+            }
+            Err(e) => rep.errors.push(format!("wake task failed: {e}")),
+        }
+    }
+
+    // 2. Migrations, batch by batch.
+    let mut not_emptied = BTreeSet::new();
+    for batch in 0..plan.batches() {
+        let mut set = JoinSet::new();
+        for m in plan.migrations.iter().filter(|m| m.batch == batch) {
+            let (vm, from, to) = (
+                snap.vm(m.vm).clone(),
+                snap.host(m.from).clone(),
+                snap.host(m.to).clone(),
+            );
+            if not_up.contains(&to) {
+                rep.skipped
+                    .push(format!("move of {vm} to {to}: {to} did not wake"));
+                not_emptied.insert(from);
+                continue;
+            }
+            let a = act.clone();
+            set.spawn(async move { (vm.clone(), from, a.migrate(vm, to).await) });
+        }
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok((vm, _, Ok(_))) => rep.moved.push(vm),
+                Ok((_, from, Err(e))) => {
+                    rep.errors.push(chain(&e));
+                    not_emptied.insert(from);
+                }
+                Err(e) => rep.errors.push(format!("migration task failed: {e}")),
+            }
+        }
+    }
+
+    // 3. Sleep the emptied hosts (the actuator checks again that they are empty).
+    for h in plan.sleep.iter().map(|h| snap.host(*h).clone()) {
+        if not_emptied.contains(&h) {
+            rep.skipped
+                .push(format!("sleep of {h}: a move out of it did not happen"));
+            continue;
+        }
+        match act.sleep(h.clone()).await {
+            Ok(_) => rep.slept.push(h),
+            Err(e) => rep.errors.push(chain(&e)),
+        }
+    }
+    rep
+}
+
+/// The real effects: the router's power code and live migration.
+#[derive(Debug, Clone)]
+pub struct RealActuator {
+    pub cluster: ClusterHandle,
+    pub power: Arc<PowerPlane>,
+    pub wake_deadline: Duration,
+    pub verify: Duration,
+    pub migration: MigrationConfig,
+    pub sleep_mode: SleepMode,
+}
+
+impl Actuator for RealActuator {
+    async fn wake(&self, host: HostId) -> Result<String, ExecError> {
+        let o = wake(&self.cluster, &self.power, &host, self.wake_deadline)
+            .await
+            .map_err(|source| ExecError::Wake {
+                host: host.clone(),
+                source,
+            })?;
+        Ok(match o.method {
+            WakeMethod::AlreadyUp => format!("{host} was already up"),
+            _ => o.message,
+        })
+    }
+
+    async fn migrate(&self, vm: VmId, to: HostId) -> Result<String, ExecError> {
+        let r = crate::vms::migrate::migrate(&self.cluster, vm.clone(), to.to_string(), self.migration)
+            .await
+            .map_err(|source| ExecError::Migrate {
+                vm: vm.clone(),
+                to: to.clone(),
+                source,
+            })?;
+        Ok(format!(
+            "{vm} moved {} -> {} in {} ms (downtime {} ms)",
+            r.from, r.to, r.total_ms, r.downtime_ms
+        ))
+    }
+
+    async fn sleep(&self, host: HostId) -> Result<String, ExecError> {
+        let h = host.clone();
+        // Empty right now, by every account: reported VMs, placements, incoming moves.
+        let why = self
+            .cluster
+            .with(move |m| {
+                let e = m.cluster.hosts.get(&h)?;
+                let flags = m.persisted.hosts.get(&h);
+                if flags.is_some_and(|f| f.maintenance) {
+                    return Some("it is in maintenance".to_owned());
+                }
+                if e.vms.iter().any(|v| v.state != VmRunState::Stopped) {
+                    return Some(format!("its genie reports {} VM(s)", e.vms.len()));
+                }
+                let placed = m
+                    .persisted
+                    .vms
+                    .values()
+                    .filter(|r| r.host.as_ref() == Some(&h))
+                    .count();
+                if placed > 0 {
+                    return Some(format!("{placed} VM(s) are placed there"));
+                }
+                if m.ops.values().any(|op| match op {
+                    crate::cluster::Op::Migrate { to, from } => to == &h || from == &h,
+                    crate::cluster::Op::Start { host } => host == &h,
+                    _ => false,
+                }) {
+                    return Some("an operation on it is in flight".to_owned());
+                }
+                None
+            })
+            .await
+            .ok_or(ExecError::Shutdown)?;
+        if let Some(why) = why {
+            return Err(ExecError::NotEmpty { host, why });
+        }
+        let mode = match self.sleep_mode {
+            SleepMode::Suspend => SuspendMode::Ram,
+            SleepMode::Off => SuspendMode::SoftOff,
+        };
+        let o = suspend(&self.cluster, &self.power, &host, mode, false, self.verify)
+            .await
+            .map_err(|source| ExecError::Sleep {
+                host: host.clone(),
+                source,
+            })?;
+        Ok(o.message)
+    }
+}

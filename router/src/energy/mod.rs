@@ -1,0 +1,432 @@
+//! Energy-saving mode: a reconciler that, while `energy_mode` is on, runs the pure
+//! planner every `interval_s` on a view of the cluster and executes its plan (wake
+//! ahead of need, pack VMs by live migration, put emptied hosts to sleep). It also
+//! serves `Model::wake_wanted` (hosts the failover code wants woken) whether the mode
+//! is on or not, and keeps the energy estimate behind `router energy status`.
+//!
+//! The task owns its records (CPU history, moves, power changes, the energy book) and
+//! publishes an [`EnergyStatus`] on a `watch` channel that the API reads. A plan runs
+//! in its own task so sampling and accounting go on during long migrations and wakes;
+//! no new plan is made while one is executing.
+
+pub mod api;
+pub mod config;
+pub mod executor;
+pub mod meter;
+pub mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use wisp_common::time::unix_ms;
+use wisp_common::{HostId, VmId};
+use wisp_planner::{plan, Policy};
+
+use crate::cluster::ClusterHandle;
+use crate::config::RouterConfig;
+use crate::events::EventKind;
+use crate::power::PowerPlane;
+use config::EnergyConfig;
+use executor::{execute, Actuator, ExecReport, RealActuator};
+use meter::EnergyBook;
+use view::{build, observe, power_state, watts, Observed, Records};
+
+/// How often the task samples VM CPU time and integrates power: once per genie
+/// metrics report (1 s by default), so a rate needs no interpolation.
+pub const SAMPLE: Duration = Duration::from_secs(1);
+
+/// Marks that the operator chose the mode with `router energy on|off`; without it the
+/// config's `enabled` applies at start.
+pub const CHOSEN_MARKER: &str = "energy-mode-chosen";
+
+/// The planner's last decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at_ms: u64,
+    pub migrations: usize,
+    pub batches: usize,
+    pub wake: Vec<HostId>,
+    pub sleep: Vec<HostId>,
+    pub unresolved_overloads: Vec<HostId>,
+    pub unplaced: Vec<VmId>,
+    /// The planner's one-line reason.
+    pub reason: String,
+    /// What the execution did, once it finished.
+    pub outcome: Option<String>,
+}
+
+/// One host in `router energy status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostEnergy {
+    pub host: HostId,
+    pub state: String,
+    /// on, asleep, waking, unavailable (the planner's view).
+    pub power: String,
+    pub vms: usize,
+    /// Estimated draw now; null when the energy mode has no say (failed, maintenance).
+    pub watts: Option<f64>,
+}
+
+/// What `GET /v1/energy` returns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnergyStatus {
+    pub enabled: bool,
+    pub interval_s: f64,
+    /// Where the watts come from.
+    pub power_source: String,
+    pub hosts: Vec<HostEnergy>,
+    pub awake: usize,
+    pub asleep: usize,
+    pub watts_now: f64,
+    pub watts_all_on: f64,
+    pub used_kwh: f64,
+    pub all_on_kwh: f64,
+    pub saved_kwh: f64,
+    /// Seconds the energy book covers.
+    pub accounted_s: f64,
+    pub executing: bool,
+    pub last: Option<Decision>,
+    /// Plans made and executed since start.
+    pub plans: u64,
+}
+
+/// Handle to the energy task.
+#[derive(Debug, Clone)]
+pub struct EnergyHandle {
+    status: watch::Receiver<EnergyStatus>,
+    kick: Arc<Notify>,
+    marker: PathBuf,
+}
+
+impl EnergyHandle {
+    pub fn status(&self) -> EnergyStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Asks for a planner round now (after the mode changed).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Notes that the operator chose the mode (the config default no longer applies).
+    pub fn mark_chosen(&self) -> std::io::Result<()> {
+        std::fs::write(&self.marker, b"chosen by router energy on|off\n")
+    }
+}
+
+/// Starts the energy task with the real power code and migrations.
+pub fn spawn(
+    cluster: ClusterHandle,
+    power: Arc<PowerPlane>,
+    cfg: &RouterConfig,
+    shutdown: watch::Receiver<bool>,
+) -> (EnergyHandle, JoinHandle<()>) {
+    let act = Arc::new(RealActuator {
+        cluster: cluster.clone(),
+        power,
+        wake_deadline: Duration::from_millis(cfg.wake_deadline_ms),
+        verify: Duration::from_millis(cfg.power_verify_ms),
+        migration: cfg.migration,
+        sleep_mode: cfg.energy.sleep,
+    });
+    spawn_with(cluster, act, cfg, shutdown)
+}
+
+/// Starts the energy task with the given effects (tests pass a fake).
+pub fn spawn_with<A: Actuator>(
+    cluster: ClusterHandle,
+    act: Arc<A>,
+    cfg: &RouterConfig,
+    shutdown: watch::Receiver<bool>,
+) -> (EnergyHandle, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(EnergyStatus {
+        interval_s: cfg.energy.interval_s,
+        power_source: "model".into(),
+        ..Default::default()
+    });
+    let kick = Arc::new(Notify::new());
+    let marker = cfg.state_dir.join(CHOSEN_MARKER);
+    let handle = EnergyHandle {
+        status: rx,
+        kick: kick.clone(),
+        marker: marker.clone(),
+    };
+    let task = Task {
+        cluster,
+        act,
+        cfg: cfg.energy.clone(),
+        policy: cfg.energy.policy(),
+        rec: Records::default(),
+        book: EnergyBook::default(),
+        last: None,
+        plans: 0,
+        running: None,
+        tx,
+        kick,
+        marker,
+    };
+    (handle, tokio::spawn(task.run(shutdown)))
+}
+
+type Running = JoinHandle<(ExecReport, Vec<HostId>)>;
+
+struct Task<A: Actuator> {
+    cluster: ClusterHandle,
+    act: Arc<A>,
+    cfg: EnergyConfig,
+    policy: Policy,
+    rec: Records,
+    book: EnergyBook,
+    last: Option<Decision>,
+    plans: u64,
+    running: Option<Running>,
+    tx: watch::Sender<EnergyStatus>,
+    kick: Arc<Notify>,
+    marker: PathBuf,
+}
+
+impl<A: Actuator> Task<A> {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if !self.apply_config_default().await {
+            return;
+        }
+        let start = Instant::now();
+        let interval = self.cfg.interval_s;
+        let mut tick = tokio::time::interval(SAMPLE.min(Duration::from_secs_f64(interval)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first round waits one interval: CPU demand needs readings first.
+        let mut next_round = interval;
+        loop {
+            let mut kicked = false;
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+                _ = self.kick.notified() => kicked = true,
+            }
+            let now_s = start.elapsed().as_secs_f64();
+            let Some(obs) = self.cluster.with(|m| observe(m)).await else {
+                break;
+            };
+            self.rec.update(&obs, now_s);
+            let w = watts(&obs, &self.cfg);
+            let (actual, all_on) = w.iter().filter_map(|(_, w)| *w).fold((0.0, 0.0), |a, w| {
+                (a.0 + w.actual, a.1 + w.all_on)
+            });
+            self.book.sample(now_s, actual, all_on);
+            self.collect(now_s).await;
+            let due = now_s >= next_round || kicked;
+            if self.running.is_none() && (due || !obs.wake_wanted.is_empty()) {
+                if due {
+                    self.rec.meter.end_round();
+                    next_round = now_s + interval;
+                }
+                self.round(&obs, now_s, due).await;
+            }
+            self.publish(&obs, &w);
+        }
+        if let Some(r) = self.running.take() {
+            r.abort();
+        }
+    }
+
+    /// Applies `[energy] enabled` unless the operator chose the mode. False on shutdown.
+    async fn apply_config_default(&self) -> bool {
+        if self.marker.exists() {
+            return true;
+        }
+        let want = self.cfg.enabled;
+        self.cluster
+            .with(move |m| {
+                if m.persisted.energy_mode != want {
+                    if let Err(e) = m.update(|p| p.energy_mode = want) {
+                        warn!(error = %e, "could not store the configured energy mode");
+                    }
+                }
+            })
+            .await
+            .is_some()
+    }
+
+    /// Collects a finished execution.
+    async fn collect(&mut self, now_s: f64) {
+        if !self.running.as_ref().is_some_and(|r| r.is_finished()) {
+            return;
+        }
+        let Some(r) = self.running.take() else { return };
+        let (rep, served) = match r.await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "energy plan execution failed");
+                return;
+            }
+        };
+        for vm in &rep.moved {
+            self.rec.moved_at.insert(vm.clone(), now_s);
+        }
+        let summary = rep.summary();
+        if let Some(d) = self.last.as_mut() {
+            d.outcome = Some(summary.clone());
+        }
+        let kind = if rep.errors.is_empty() {
+            EventKind::Power
+        } else {
+            EventKind::Error
+        };
+        self.cluster
+            .record(kind, None, None, format!("energy plan done: {summary}"))
+            .await;
+        if !served.is_empty() {
+            self.cluster
+                .with(move |m| {
+                    for h in &served {
+                        m.wake_wanted.remove(h);
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// One planner round (when `plan_now`; else only the failover code's wake requests).
+    async fn round(&mut self, obs: &Observed, now_s: f64, plan_now: bool) {
+        // Wake requests for hosts that can be woken; drop the rest (already up, or
+        // failed: not ours to wake).
+        let wanted: Vec<HostId> = obs
+            .wake_wanted
+            .iter()
+            .filter(|h| {
+                obs.hosts
+                    .iter()
+                    .find(|o| &o.id == *h)
+                    .is_some_and(|o| power_state(o).wakeable())
+            })
+            .cloned()
+            .collect();
+        let dropped: Vec<HostId> = obs
+            .wake_wanted
+            .iter()
+            .filter(|h| !wanted.contains(h))
+            .cloned()
+            .collect();
+        if !dropped.is_empty() {
+            self.cluster
+                .with(move |m| {
+                    for h in &dropped {
+                        m.wake_wanted.remove(h);
+                    }
+                })
+                .await;
+        }
+        let snap = build(obs, &self.rec, &self.cfg, now_s);
+        let p = if obs.energy_mode && plan_now {
+            let p = plan(&snap.view, &self.policy);
+            self.plans += 1;
+            let d = Decision {
+                at_ms: unix_ms(),
+                migrations: p.migrations.len(),
+                batches: p.batches(),
+                wake: p.wake.iter().map(|h| snap.host(*h).clone()).collect(),
+                sleep: p.sleep.iter().map(|h| snap.host(*h).clone()).collect(),
+                unresolved_overloads: p
+                    .unresolved_overloads
+                    .iter()
+                    .map(|h| snap.host(*h).clone())
+                    .collect(),
+                unplaced: p.unplaced.iter().map(|v| snap.vm(*v).clone()).collect(),
+                reason: p.reason.clone(),
+                outcome: if p.is_empty() && wanted.is_empty() {
+                    Some("nothing to do".into())
+                } else {
+                    None
+                },
+            };
+            if !p.is_empty() {
+                info!(reason = %p.reason, "energy plan");
+                self.cluster
+                    .record(
+                        EventKind::Power,
+                        None,
+                        None,
+                        format!(
+                            "energy plan: {} migration(s) in {} batch(es), wake [{}], sleep [{}]: {}",
+                            d.migrations,
+                            d.batches,
+                            join(&d.wake),
+                            join(&d.sleep),
+                            d.reason
+                        ),
+                    )
+                    .await;
+            }
+            self.last = Some(d);
+            p
+        } else {
+            wisp_planner::Plan::default()
+        };
+        if p.is_empty() && wanted.is_empty() {
+            return;
+        }
+        let act = self.act.clone();
+        self.running = Some(tokio::spawn(async move {
+            let rep = execute(act, &snap, &p, &wanted).await;
+            (rep, wanted)
+        }));
+    }
+
+    fn publish(&self, obs: &Observed, w: &[(HostId, Option<meter::HostWatts>)]) {
+        let (watts_now, watts_all_on) = self.book.watts_now();
+        let hosts: Vec<HostEnergy> = obs
+            .hosts
+            .iter()
+            .zip(w)
+            .map(|(h, (_, w))| HostEnergy {
+                host: h.id.clone(),
+                state: h.status.as_str().into(),
+                power: match power_state(h) {
+                    wisp_planner::PowerState::On => "on",
+                    wisp_planner::PowerState::Asleep => "asleep",
+                    wisp_planner::PowerState::Off => "off",
+                    wisp_planner::PowerState::Waking => "waking",
+                    wisp_planner::PowerState::Unavailable => "unavailable",
+                }
+                .into(),
+                vms: h.vms.len(),
+                watts: w.map(|w| w.actual),
+            })
+            .collect();
+        let status = EnergyStatus {
+            enabled: obs.energy_mode,
+            interval_s: self.cfg.interval_s,
+            power_source: "model".into(),
+            awake: hosts.iter().filter(|h| h.power == "on").count(),
+            asleep: hosts
+                .iter()
+                .filter(|h| h.power == "asleep" || h.power == "off")
+                .count(),
+            hosts,
+            watts_now,
+            watts_all_on,
+            used_kwh: self.book.used_kwh,
+            all_on_kwh: self.book.all_on_kwh,
+            saved_kwh: self.book.saved_kwh(),
+            accounted_s: self
+                .book
+                .since_s
+                .map(|s| self.book.last_at().unwrap_or(s) - s)
+                .unwrap_or(0.0),
+            executing: self.running.is_some(),
+            last: self.last.clone(),
+            plans: self.plans,
+        };
+        self.tx.send_replace(status);
+    }
+}
+
+fn join(hs: &[HostId]) -> String {
+    hs.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+}
