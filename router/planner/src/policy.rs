@@ -101,20 +101,28 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The balanced policy tuned on the PlanetLab traces in the CloudSim scenario
-    /// (what `Scenario::cloudsim().default_policy()` returns); see the `planetlab` bench.
+    /// The policy tuned on the PlanetLab traces in the CloudSim scenario (what
+    /// `Scenario::cloudsim().default_policy()` returns); see the `planetlab` bench. It meets
+    /// the three goals on all three days (energy ≤ 0.85 × LR-MMT 1.2, SLAV ≤ LR-MMT's,
+    /// migrations ≤ 0.2 × LR-MMT's) and so do its neighbours (lower 0.70–0.75, freeze
+    /// 40–60 min), so it is not a knife edge of the tuning.
+    ///
+    /// It spends part of the SLAV budget: a host is relieved only above 105 % of its
+    /// capacity (demand up to 5 % above capacity is tolerated for an interval), and
+    /// destinations are filled to 100 %. Hosts are emptied below 72 %; a VM that moved
+    /// stays 50 min; moved VMs land where mean + 1.5 σ of their last hour fits.
     pub fn planetlab_balanced() -> Self {
         Self {
-            upper: 1.0,
-            target: 0.95,
-            lower: 0.75,
+            upper: 1.05,
+            target: 1.0,
+            lower: 0.72,
             lower_mean: 0.0,
             mem_target: 1.0,
             prediction: Prediction {
-                window: 6,
+                window: 12,
                 k_stddev: 0.0,
             },
-            move_k_stddev: 1.0,
+            move_k_stddev: 1.5,
             spread: true,
             spread_consolidation: false,
             squeeze_before_wake: true,
@@ -125,29 +133,57 @@ impl Policy {
             max_parallel_migrations: usize::MAX,
             max_consolidation_migrations: usize::MAX,
             max_evacuation_vms: 32,
-            min_vm_move_interval_s: 1800.0,
+            min_vm_move_interval_s: 3000.0,
             min_awake_s: 0.0,
         }
     }
 
-    /// Lower energy for more migrations: pack to 100 %, empty hosts below 85 %, a VM may
-    /// move again after 15 min.
-    pub fn planetlab_energy_first() -> Self {
+    /// The previous default (before efficiency tiers): relieve above 100 %, fill to 95 %,
+    /// empty below 75 %, destinations chosen without regard to host efficiency. Kept to
+    /// compare with in the `planetlab` bench.
+    pub fn planetlab_v1() -> Self {
         Self {
-            target: 1.0,
-            lower: 0.85,
-            move_k_stddev: 2.0,
-            spread_consolidation: true,
-            min_vm_move_interval_s: 900.0,
+            upper: 1.0,
+            target: 0.95,
+            lower: 0.75,
+            prediction: Prediction {
+                window: 6,
+                k_stddev: 0.0,
+            },
+            move_k_stddev: 1.0,
+            prefer_efficient_hosts: false,
+            min_vm_move_interval_s: 1800.0,
             ..Self::planetlab_balanced()
         }
     }
 
-    /// Fewer migrations for more energy: empty only hosts below 60 %.
+    /// Never plans an overload (relieve above 100 %, fill to 100 %), otherwise like
+    /// `planetlab_balanced`: lower SLAV, more energy; on the edge of the energy goal.
+    pub fn planetlab_no_overload() -> Self {
+        Self {
+            upper: 1.0,
+            lower: 0.72,
+            move_k_stddev: 1.0,
+            min_vm_move_interval_s: 2400.0,
+            ..Self::planetlab_balanced()
+        }
+    }
+
+    /// Lower energy for more migrations: empty hosts below 80 %, a VM may move again
+    /// after 30 min.
+    pub fn planetlab_energy_first() -> Self {
+        Self {
+            lower: 0.8,
+            min_vm_move_interval_s: 1800.0,
+            ..Self::planetlab_balanced()
+        }
+    }
+
+    /// Fewer migrations for more energy: empty only hosts below 60 %, a VM stays an hour.
     pub fn planetlab_few_migrations() -> Self {
         Self {
             lower: 0.6,
-            min_vm_move_interval_s: 900.0,
+            min_vm_move_interval_s: 3600.0,
             ..Self::planetlab_balanced()
         }
     }

@@ -167,7 +167,7 @@ fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option
         let (p, m) = (s.pred[vu], s.view.vms[vu].mem_mb as f64);
         if p >= cpu && m >= mem {
             // Least memory (migration time), then least CPU (room it takes elsewhere).
-            if best_single.is_none_or(|(bm, bp, _)| (m, p) < (bm, bp)) {
+            if best_single.is_none_or(|(bm, bp, _)| (p, m) < (bp, bm)) {
                 best_single = Some((m, p, vu));
             }
         } else {
