@@ -2,8 +2,10 @@
 //! of the daemon's local API.
 
 mod client;
+pub mod energy;
 mod ha;
 pub mod power;
+pub mod simulate;
 pub mod table;
 mod vm;
 
@@ -93,6 +95,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Energy-saving mode: on, off, status (watts, kWh saved, last decision).
+    #[command(subcommand)]
+    Energy(energy::EnergyCmd),
+    /// Replay a day of CPU traces through the planner (no daemon needed); SVG plot.
+    Simulate(simulate::SimulateArgs),
     /// Recent events (detections, fences, power, migrations).
     Events {
         #[arg(long, default_value_t = 50)]
@@ -145,6 +152,16 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
             force,
             json,
         } => power::suspend(&cli.api, host, *off, *force, *json),
+        Cmd::Energy(cmd) => energy::run(&cli.api, cmd),
+        Cmd::Simulate(args) => {
+            // Runs here, not in the daemon. The CLI's one error type is the client's;
+            // the message (with its causes) is what the user sees.
+            let (out, text) = simulate::run(args).map_err(|e| ClientError::Api {
+                status: 0,
+                message: wisp_common::error::chain(&e),
+            })?;
+            print_or_json(args.json, &out, |_| text.clone())
+        }
         Cmd::Sla { json } => ha::sla(&cli.api, *json),
         Cmd::Maintenance { mode, host, json } => ha::maintenance(&cli.api, *mode, host, *json),
         Cmd::Events { limit, json } => {
@@ -256,7 +273,7 @@ pub fn events_table(evs: &[Event]) -> String {
 }
 
 /// `HH:MM:SS.mmm` of a Unix-ms timestamp (UTC): events are read within a day.
-fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     let s = ms / 1000;
     format!(
         "{:02}:{:02}:{:02}.{:03}",
