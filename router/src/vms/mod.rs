@@ -26,7 +26,7 @@ pub enum VmError {
     NameTaken { vm: VmId },
     #[error("no host named {host} in the inventory")]
     UnknownHost { host: String },
-    #[error("host {host} is {state}, not up: it cannot take VMs now")]
+    #[error("host {host} cannot take VMs now: its state is {state}, not up")]
     HostNotUp { host: HostId, state: String },
     #[error("placement failed")]
     Placement(#[source] placement::PlacementError),
