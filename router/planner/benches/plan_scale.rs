@@ -73,6 +73,8 @@ fn cluster(hosts: usize, vms: usize, rng: &mut Rng) -> ClusterView {
 fn main() {
     let policy = Policy {
         max_consolidation_migrations: usize::MAX,
+        // NOEFF=1: destinations without efficiency tiers, to compare plan times.
+        prefer_efficient_hosts: std::env::var("NOEFF").is_err(),
         ..Policy::default()
     };
     println!(

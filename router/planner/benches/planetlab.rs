@@ -30,12 +30,7 @@ fn main() {
     let realistic = Scenario::realistic();
     // (label, scenario, policy, judged against the goals)
     let runs: Vec<(&str, &Scenario, Policy, bool)> = vec![
-        (
-            "wisp default",
-            &cloudsim,
-            cloudsim.default_policy(),
-            true,
-        ),
+        ("wisp default", &cloudsim, cloudsim.default_policy(), true),
         (
             "wisp no-overload",
             &cloudsim,
@@ -54,7 +49,12 @@ fn main() {
             Policy::planetlab_few_migrations(),
             true,
         ),
-        ("wisp v1 (old default)", &cloudsim, Policy::planetlab_v1(), true),
+        (
+            "wisp v1 (old default)",
+            &cloudsim,
+            Policy::planetlab_v1(),
+            true,
+        ),
         (
             "wisp realistic",
             &realistic,

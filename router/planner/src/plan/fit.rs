@@ -1,5 +1,5 @@
 //! Best-fit index over destination hosts, by efficiency tier: find the host with the
-//! least (or most) free CPU that still fits a VM, in O(tiers · log n), so planning
+//! least (or most) free CPU that still fits a VM, in O(log n) per tier, so planning
 //! 10,000 hosts stays fast. Tier 0 holds the most efficient hosts (MIPS per watt at full
 //! load); searches try tier 0 first, so VMs gather on the hosts that serve a MIPS for the
 //! fewest watts, and the less efficient ones are left to be emptied.
@@ -60,37 +60,24 @@ impl FitIndex {
         }
     }
 
-    /// Hosts of tier ≤ `max_tier` with at least `need` free CPU: best tier first, the
-    /// roomiest first within a tier.
-    pub(crate) fn fitting_roomiest(
-        &self,
-        need: f64,
-        max_tier: u16,
-    ) -> impl Iterator<Item = u32> + '_ {
-        let lo = lo_key(need);
-        self.tiers
-            .iter()
-            .take_while(move |&&t| t <= max_tier)
-            .flat_map(move |&t| {
-                self.set
-                    .range((t, lo, 0)..=(t, i64::MAX, u32::MAX))
-                    .rev()
-                    .map(|&(_, _, h)| h)
-            })
+    /// The tiers present, best first.
+    pub(crate) fn tier_list(&self) -> &[u16] {
+        &self.tiers
     }
 
-    /// Hosts of tier ≤ `max_tier` with at least `need` free CPU: best tier first, the
-    /// tightest first within a tier.
-    pub(crate) fn fitting(&self, need: f64, max_tier: u16) -> impl Iterator<Item = u32> + '_ {
-        let lo = lo_key(need);
-        self.tiers
-            .iter()
-            .take_while(move |&&t| t <= max_tier)
-            .flat_map(move |&t| {
-                self.set
-                    .range((t, lo, 0)..=(t, i64::MAX, u32::MAX))
-                    .map(|&(_, _, h)| h)
-            })
+    /// Hosts of tier `t` with at least `need` free CPU, roomiest first.
+    pub(crate) fn roomiest_in_tier(&self, t: u16, need: f64) -> impl Iterator<Item = u32> + '_ {
+        self.set
+            .range((t, lo_key(need), 0)..=(t, i64::MAX, u32::MAX))
+            .rev()
+            .map(|&(_, _, h)| h)
+    }
+
+    /// Hosts of tier `t` with at least `need` free CPU, tightest first.
+    pub(crate) fn tightest_in_tier(&self, t: u16, need: f64) -> impl Iterator<Item = u32> + '_ {
+        self.set
+            .range((t, lo_key(need), 0)..=(t, i64::MAX, u32::MAX))
+            .map(|&(_, _, h)| h)
     }
 }
 
@@ -121,30 +108,28 @@ mod tests {
         ix.update(1, 3.0);
         ix.update(2, 5.0);
         ix.update(3, -2.0);
-        assert_eq!(ix.fitting(4.0, 0).collect::<Vec<_>>(), vec![2, 0]);
-        assert_eq!(ix.fitting(-3.0, 0).next(), Some(3));
+        assert_eq!(ix.tightest_in_tier(0, 4.0).collect::<Vec<_>>(), vec![2, 0]);
+        assert_eq!(ix.tightest_in_tier(0, -3.0).next(), Some(3));
         ix.update(2, 1.0);
-        assert_eq!(ix.fitting(4.0, 0).next(), Some(0));
+        assert_eq!(ix.tightest_in_tier(0, 4.0).next(), Some(0));
         ix.remove(0);
-        assert_eq!(ix.fitting(4.0, 0).next(), None);
-        assert_eq!(ix.fitting(0.5, 0).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(ix.tightest_in_tier(0, 4.0).next(), None);
+        assert_eq!(ix.roomiest_in_tier(0, 0.5).collect::<Vec<_>>(), vec![1, 2]);
         ix.remove(3);
     }
 
     #[test]
-    fn better_tier_first_and_bounded() {
+    fn tiers_are_separate_and_listed_best_first() {
         // Hosts 0 and 2 efficient (tier 0), 1 and 3 not (tier 4).
-        let mut ix = FitIndex::new(vec![0, 4, 0, 4]);
+        let mut ix = FitIndex::new(vec![4, 0, 4, 0]);
         for (h, free) in [(0, 10.0), (1, 3.0), (2, 5.0), (3, 20.0)] {
             ix.update(h, free);
         }
-        assert_eq!(ix.fitting(2.0, u16::MAX).collect::<Vec<_>>(), vec![2, 0, 1, 3]);
-        assert_eq!(
-            ix.fitting_roomiest(2.0, u16::MAX).collect::<Vec<_>>(),
-            vec![0, 2, 3, 1]
-        );
-        assert_eq!(ix.fitting(2.0, 0).collect::<Vec<_>>(), vec![2, 0]);
-        assert_eq!(ix.fitting(12.0, 4).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(ix.tier_list(), &[0, 4]);
+        assert_eq!(ix.tier(2), 4);
+        assert_eq!(ix.tightest_in_tier(0, 2.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(ix.roomiest_in_tier(4, 2.0).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(ix.roomiest_in_tier(4, 12.0).next(), None);
     }
 
     #[test]

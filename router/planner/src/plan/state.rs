@@ -172,22 +172,30 @@ impl<'a> State<'a> {
         spread: bool,
         max_tier: u16,
     ) -> Option<u32> {
-        // Memory rarely binds in practice; the cap keeps a pathological view from
-        // turning one lookup into a scan of every host.
-        const MAX_PROBES: usize = 512;
+        // Memory rarely binds in practice; the caps keep a pathological view from
+        // turning one lookup into a scan of every host, and a tier whose hosts are full
+        // in memory from hiding the next tier.
+        const PROBES_PER_TIER: usize = 512;
         let need_mem = self.view.vms[v].mem_mb as f64;
         let ok = |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem;
-        if spread {
-            self.index
-                .fitting_roomiest(self.need[v], max_tier)
-                .take(MAX_PROBES)
-                .find(ok)
-        } else {
-            self.index
-                .fitting(self.need[v], max_tier)
-                .take(MAX_PROBES)
-                .find(ok)
-        }
+        let lo = self.need[v];
+        self.index
+            .tier_list()
+            .iter()
+            .take_while(|&&t| t <= max_tier)
+            .find_map(|&t| {
+                if spread {
+                    self.index
+                        .roomiest_in_tier(t, lo)
+                        .take(PROBES_PER_TIER)
+                        .find(ok)
+                } else {
+                    self.index
+                        .tightest_in_tier(t, lo)
+                        .take(PROBES_PER_TIER)
+                        .find(ok)
+                }
+            })
     }
 
     /// When nothing fits under `target`: a host that takes VM `v` up to `upper`, the
@@ -198,15 +206,28 @@ impl<'a> State<'a> {
         let gap = (self.policy.upper - self.policy.target).max(0.0);
         let max_cap = self.view.hosts.iter().map(|h| h.cpu).fold(0.0, f64::max);
         let need_mem = self.view.vms[v].mem_mb as f64;
-        self.index
-            .fitting_roomiest(self.pred[v] - gap * max_cap, u16::MAX)
-            .take(MAX_PROBES)
-            .find(|&h| {
+        let mut probes = 0;
+        for &t in self.index.tier_list() {
+            for h in self.index.roomiest_in_tier(t, self.pred[v] - gap * max_cap) {
+                probes += 1;
+                if probes > MAX_PROBES {
+                    return None;
+                }
                 let hu = h as usize;
-                h != avoid
-                    && self.cpu[hu] + self.pred[v] <= self.policy.upper * self.view.hosts[hu].cpu
-                    && self.free_mem(hu) >= need_mem
-            })
+                if h == avoid {
+                    continue;
+                }
+                if self.cpu[hu] + self.pred[v] > self.policy.upper * self.view.hosts[hu].cpu {
+                    // Roomiest first: the rest of this tier has less room (hosts of one
+                    // tier are mostly of one size), so try the next tier.
+                    break;
+                }
+                if self.free_mem(hu) >= need_mem {
+                    return Some(h);
+                }
+            }
+        }
+        None
     }
 
     /// Moves VM `v` to `to` in the working state (placement when it has no host).
