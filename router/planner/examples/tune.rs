@@ -1,6 +1,6 @@
 //! Policy exploration on the PlanetLab days: `cargo run --release --example tune -p wisp-planner`
 //! with policy knobs in environment variables (TARGET, LOWER, UPPER, K, WINDOW, FREEZE,
-//! EVAC). Prints one line per day; used to choose `Scenario::default_policy`.
+//! EVAC, MK, SPREAD, CSPREAD, SQUEEZE, EFF = prefer efficient hosts, LEFF). Prints one line per day; used to choose `Scenario::default_policy`.
 
 use std::path::PathBuf;
 
