@@ -403,3 +403,184 @@ async fn drop_stale(link: &GenieLink, host: &HostId, vm: &VmId) -> Result<(), Vm
     };
     ops::run_done(link, host, vm, cmd).await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cluster::state::LinkEntry;
+    use crate::config::RouterConfig;
+    use crate::store::{MemStore, PersistedState, Store, VmRecord};
+    use wisp_common::proto::VmStatus;
+
+    fn h(n: &str) -> HostId {
+        HostId::new(n).unwrap()
+    }
+
+    /// A cluster task with h1 and h2 and one VM placed on h1 at epoch 1.
+    async fn cluster() -> (ClusterHandle, watch::Sender<bool>) {
+        let text = "listen = \"127.0.0.1:1\"\nstate_dir = \"/nonexistent/wisp-reconcile-unit\"\n\
+                    secret_file = \"/nonexistent/secret\"\n\
+                    [[host]]\nname = \"h1\"\nmac = \"02:00:00:00:00:01\"\naddress = \"127.0.0.1\"\n\
+                    [[host]]\nname = \"h2\"\nmac = \"02:00:00:00:00:02\"\naddress = \"127.0.0.1\"\n";
+        let config = RouterConfig::parse(std::path::Path::new("router.toml"), text).unwrap();
+        let vm = VmId::new("vm1").unwrap();
+        let mut state = PersistedState {
+            version: crate::store::STATE_VERSION,
+            next_epoch: 3,
+            ..Default::default()
+        };
+        state.vms.insert(
+            vm.clone(),
+            VmRecord {
+                spec: VmSpec {
+                    name: vm,
+                    vcpus: 1,
+                    mem_mib: 64,
+                    disk: None,
+                    kernel: None,
+                    priority: 0,
+                },
+                desired: Desired::Running,
+                host: Some(h("h1")),
+                epoch: 1,
+                created_at_ms: 0,
+            },
+        );
+        let store = MemStore {
+            state: Some(state),
+            ..Default::default()
+        };
+        let persisted = store.load().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let (c, _task) = crate::cluster::spawn(&config, Box::new(store), persisted, rx);
+        (c, stop)
+    }
+
+    /// Host `host` up with a live link, reporting vm1 in `state` at `epoch` (or
+    /// nothing; or unreachable with no link when `linked` is false).
+    fn report(m: &mut Model, host: &str, linked: bool, vm: Option<(VmRunState, u64)>) {
+        let e = m.cluster.hosts.get_mut(&h(host)).unwrap();
+        e.status = if linked {
+            HostStatus::Up
+        } else {
+            HostStatus::Unreachable
+        };
+        e.link = linked.then(|| LinkEntry {
+            session: 1,
+            instance: 1,
+            genie_version: "test".into(),
+            handle: GenieLink::detached(),
+        });
+        e.vms = vm
+            .map(|(state, epoch)| VmStatus {
+                id: VmId::new("vm1").unwrap(),
+                state,
+                vcpus: 1,
+                mem_mib: 64,
+                cpu_time_ms: 0,
+                pid: Some(1),
+                qmp_socket: "/x/vm1.qmp".into(),
+                epoch,
+            })
+            .into_iter()
+            .collect();
+    }
+
+    /// What the reconciler does in one pass: (action, host), and the placement after.
+    fn pass(m: &mut Model) -> (Vec<(&'static str, HostId)>, Option<HostId>, u64) {
+        m.ops.clear();
+        let acts = m
+            .plan_vm_actions(Instant::now(), MAX_PARALLEL)
+            .into_iter()
+            .map(|a| match a {
+                Action::Start { host, .. } => ("start", host),
+                Action::Stop { host, .. } => ("stop", host),
+                Action::DropStale { host, .. } => ("drop", host),
+            })
+            .collect();
+        let r = &m.persisted.vms[&VmId::new("vm1").unwrap()];
+        (acts, r.host.clone(), r.epoch)
+    }
+
+    #[tokio::test]
+    async fn a_completed_unrecorded_migration_is_adopted_and_its_source_dropped() {
+        let (c, _stop) = cluster().await;
+        let (first, second) = c
+            .with(|m| {
+                // QEMU left the source paused in postmigrate; the destination runs.
+                report(m, "h1", true, Some((VmRunState::Postmigrate, 1)));
+                report(m, "h2", true, Some((VmRunState::Running, 2)));
+                (pass(m), pass(m))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            (vec![], Some(h("h2")), 2),
+            "adopted, nothing done yet"
+        );
+        assert_eq!(second, (vec![("drop", h("h1"))], Some(h("h2")), 2));
+    }
+
+    #[tokio::test]
+    async fn a_running_copy_is_adopted_when_its_source_is_gone() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .with(|m| {
+                report(m, "h1", true, None);
+                report(m, "h2", true, Some((VmRunState::Running, 2)));
+                pass(m)
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, (vec![], Some(h("h2")), 2));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_destination_is_never_adopted_even_while_the_source_is_unseen() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .with(|m| {
+                // The source genie is restarting: its VM is not reported for a moment.
+                report(m, "h1", false, None);
+                report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
+                pass(m)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            (vec![], Some(h("h1")), 1),
+            "nothing moves, nothing dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_destination_beside_a_running_source_is_dropped() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .with(|m| {
+                report(m, "h1", true, Some((VmRunState::Running, 1)));
+                report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
+                pass(m)
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, (vec![("drop", h("h2"))], Some(h("h1")), 1));
+    }
+
+    #[tokio::test]
+    async fn two_running_copies_are_left_alone_rather_than_guessed_at() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .with(|m| {
+                report(m, "h1", true, Some((VmRunState::Running, 1)));
+                report(m, "h2", true, Some((VmRunState::Running, 2)));
+                pass(m)
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, (vec![], Some(h("h1")), 1));
+    }
+}
