@@ -31,14 +31,13 @@ pub fn routes(cluster: ClusterHandle, energy: EnergyHandle) -> Router {
 }
 
 async fn status(State(s): State<EnergyApi>) -> Result<Json<EnergyStatus>, ApiError> {
-    let mut st = s.energy.status();
-    // The stored mode is the truth even before the task publishes again.
-    st.enabled = s
+    // Mode and host states from the model now, not from the last sample.
+    let obs = s
         .cluster
-        .with(|m| m.persisted.energy_mode)
+        .with(|m| super::view::observe(m))
         .await
         .ok_or_else(shutting_down)?;
-    Ok(Json(st))
+    Ok(Json(s.energy.status_from(&obs)))
 }
 
 async fn set(

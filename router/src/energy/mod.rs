@@ -102,11 +102,25 @@ pub struct EnergyHandle {
     status: watch::Receiver<EnergyStatus>,
     kick: Arc<Notify>,
     marker: PathBuf,
+    cfg: Arc<EnergyConfig>,
 }
 
 impl EnergyHandle {
+    /// The last published status (at most one sample period old).
     pub fn status(&self) -> EnergyStatus {
         self.status.borrow().clone()
+    }
+
+    /// The status with host states, mode and watts taken from `obs` (fresh).
+    pub fn status_from(&self, obs: &Observed) -> EnergyStatus {
+        let mut st = self.status();
+        st.enabled = obs.energy_mode;
+        let (hosts, awake, asleep) = host_rows(obs, &watts(obs, &self.cfg));
+        st.hosts = hosts;
+        st.awake = awake;
+        st.asleep = asleep;
+        st.watts_now = st.hosts.iter().filter_map(|h| h.watts).sum();
+        st
     }
 
     /// Asks for a planner round now (after the mode changed).
@@ -156,6 +170,7 @@ pub fn spawn_with<A: Actuator>(
         status: rx,
         kick: kick.clone(),
         marker: marker.clone(),
+        cfg: Arc::new(cfg.energy.clone()),
     };
     let task = Task {
         cluster,
@@ -380,34 +395,13 @@ impl<A: Actuator> Task<A> {
 
     fn publish(&self, obs: &Observed, w: &[(HostId, Option<meter::HostWatts>)]) {
         let (watts_now, watts_all_on) = self.book.watts_now();
-        let hosts: Vec<HostEnergy> = obs
-            .hosts
-            .iter()
-            .zip(w)
-            .map(|(h, (_, w))| HostEnergy {
-                host: h.id.clone(),
-                state: h.status.as_str().into(),
-                power: match power_state(h) {
-                    wisp_planner::PowerState::On => "on",
-                    wisp_planner::PowerState::Asleep => "asleep",
-                    wisp_planner::PowerState::Off => "off",
-                    wisp_planner::PowerState::Waking => "waking",
-                    wisp_planner::PowerState::Unavailable => "unavailable",
-                }
-                .into(),
-                vms: h.vms.len(),
-                watts: w.map(|w| w.actual),
-            })
-            .collect();
+        let (hosts, awake, asleep) = host_rows(obs, w);
         let status = EnergyStatus {
             enabled: obs.energy_mode,
             interval_s: self.cfg.interval_s,
             power_source: "model".into(),
-            awake: hosts.iter().filter(|h| h.power == "on").count(),
-            asleep: hosts
-                .iter()
-                .filter(|h| h.power == "asleep" || h.power == "off")
-                .count(),
+            awake,
+            asleep,
             hosts,
             watts_now,
             watts_all_on,
@@ -425,6 +419,38 @@ impl<A: Actuator> Task<A> {
         };
         self.tx.send_replace(status);
     }
+}
+
+/// One row per host, and how many are awake and asleep.
+fn host_rows(
+    obs: &Observed,
+    w: &[(HostId, Option<meter::HostWatts>)],
+) -> (Vec<HostEnergy>, usize, usize) {
+    let hosts: Vec<HostEnergy> = obs
+        .hosts
+        .iter()
+        .zip(w)
+        .map(|(h, (_, w))| HostEnergy {
+            host: h.id.clone(),
+            state: h.status.as_str().into(),
+            power: match power_state(h) {
+                wisp_planner::PowerState::On => "on",
+                wisp_planner::PowerState::Asleep => "asleep",
+                wisp_planner::PowerState::Off => "off",
+                wisp_planner::PowerState::Waking => "waking",
+                wisp_planner::PowerState::Unavailable => "unavailable",
+            }
+            .into(),
+            vms: h.vms.len(),
+            watts: w.map(|w| w.actual),
+        })
+        .collect();
+    let awake = hosts.iter().filter(|h| h.power == "on").count();
+    let asleep = hosts
+        .iter()
+        .filter(|h| h.power == "asleep" || h.power == "off")
+        .count();
+    (hosts, awake, asleep)
 }
 
 fn join(hs: &[HostId]) -> String {
