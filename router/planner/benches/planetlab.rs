@@ -32,9 +32,9 @@ fn main() {
     let runs: Vec<(&str, &Scenario, Policy, bool)> = vec![
         ("wisp default", &cloudsim, cloudsim.default_policy(), true),
         (
-            "wisp no-overload",
+            "wisp balanced",
             &cloudsim,
-            Policy::planetlab_no_overload(),
+            Policy::planetlab_balanced(),
             true,
         ),
         (
