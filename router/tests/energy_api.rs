@@ -135,7 +135,10 @@ async fn config_default_applies_until_the_operator_chooses() {
     assert!(s.hosts.iter().all(|h| h.power == "unavailable"), "{s:?}");
     assert_eq!((s.awake, s.asleep), (0, 0));
     let text = router::cli::energy::status_text(&s);
-    assert!(text.contains("energy mode: on") && text.contains("h2"), "{text}");
+    assert!(
+        text.contains("energy mode: on") && text.contains("h2"),
+        "{text}"
+    );
 
     let off = set(&d.api, false).await;
     assert!(!off.enabled);
@@ -195,7 +198,10 @@ fn energy_config_rules() {
     let e = RouterConfig::parse(&p, &base("[energy]\nlower = 0.9\n"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("energy.lower") && e.contains("hysteresis"), "{e}");
+    assert!(
+        e.contains("energy.lower") && e.contains("hysteresis"),
+        "{e}"
+    );
     let e = RouterConfig::parse(&p, &base("[energy]\ninterval = 3\n"))
         .unwrap_err()
         .to_string();

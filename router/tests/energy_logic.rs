@@ -66,7 +66,11 @@ fn spread() -> Observed {
             host("h2", HostStatus::Up, &["vm2"]),
             host("h3", HostStatus::Up, &["vm3"]),
         ],
-        vms: vec![vm("vm1", "h1", 64), vm("vm2", "h2", 64), vm("vm3", "h3", 64)],
+        vms: vec![
+            vm("vm1", "h1", 64),
+            vm("vm2", "h2", 64),
+            vm("vm3", "h3", 64),
+        ],
         wake_wanted: BTreeSet::new(),
     }
 }
@@ -80,7 +84,9 @@ fn view_maps_states_units_and_frozen_vms() {
     obs.hosts.push(host("h7", HostStatus::Unreachable, &[]));
     obs.vms[1].busy = true; // vm2: a migration in flight
     obs.vms.push(vm("lost", "h4", 64)); // placed on a sleeping host
-    obs.hosts[2].vms.push((v("foreign"), VmRunState::Running, 0, 2, 128));
+    obs.hosts[2]
+        .vms
+        .push((v("foreign"), VmRunState::Running, 0, 2, 128));
 
     let mut rec = Records::default();
     // vm1 used half a core for 10 s.
@@ -109,10 +115,22 @@ fn view_maps_states_units_and_frozen_vms() {
     assert!((vm1.cpu_now - 0.5).abs() < 1e-9, "{vm1:?}");
     assert_eq!(vm1.cpu_max, 1.0);
     assert_eq!(vm1.last_moved_at_s, None, "free to move");
-    assert_eq!(snap.view.vms[ix("vm2")].last_moved_at_s, Some(100.0), "busy: frozen");
-    assert_eq!(snap.view.vms[ix("lost")].host, None, "its host is asleep: to place");
+    assert_eq!(
+        snap.view.vms[ix("vm2")].last_moved_at_s,
+        Some(100.0),
+        "busy: frozen"
+    );
+    assert_eq!(
+        snap.view.vms[ix("lost")].host,
+        None,
+        "its host is asleep: to place"
+    );
     let f = &snap.view.vms[ix("foreign")];
-    assert_eq!((f.mem_mb, f.last_moved_at_s), (128, Some(100.0)), "unmanaged: frozen");
+    assert_eq!(
+        (f.mem_mb, f.last_moved_at_s),
+        (128, Some(100.0)),
+        "unmanaged: frozen"
+    );
     assert_eq!(snap.host(f.host.unwrap()).as_str(), "h3");
 
     // Watts: awake hosts by the model at their load, asleep at standby (idle if on),
@@ -199,7 +217,10 @@ impl Actuator for FakeActuator {
         Ok(format!("{host} woke by Wake-on-LAN (fake)"))
     }
     async fn migrate(&self, vm: VmId, to: HostId) -> Result<String, ExecError> {
-        self.calls.lock().unwrap().push(format!("migrate {vm} {to}"));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("migrate {vm} {to}"));
         if self.fail_migrate.contains(&vm) {
             return Err(ExecError::NotEmpty {
                 host: to,
@@ -226,7 +247,10 @@ async fn executor_runs_batches_then_sleeps() {
     assert_eq!(rep.slept.len(), 1);
     assert!(rep.errors.is_empty(), "{rep:?}");
     // Sleeps come after every migration.
-    let last_move = calls.iter().rposition(|c| c.starts_with("migrate")).unwrap();
+    let last_move = calls
+        .iter()
+        .rposition(|c| c.starts_with("migrate"))
+        .unwrap();
     let first_sleep = calls.iter().position(|c| c.starts_with("sleep")).unwrap();
     assert!(last_move < first_sleep, "{calls:?}");
 }
@@ -269,7 +293,9 @@ async fn wakes_come_first_and_a_failed_wake_skips_moves_to_it() {
         wake_wanted: BTreeSet::new(),
     };
     let snap = build(&obs, &Records::default(), &cfg(), 60.0);
-    let ix = |n: &str| wisp_planner::HostIx(snap.hosts.iter().position(|x| x.as_str() == n).unwrap() as u32);
+    let ix = |n: &str| {
+        wisp_planner::HostIx(snap.hosts.iter().position(|x| x.as_str() == n).unwrap() as u32)
+    };
     let p = wisp_planner::Plan {
         wake: vec![ix("h2")],
         migrations: vec![wisp_planner::Migration {
@@ -294,4 +320,54 @@ async fn wakes_come_first_and_a_failed_wake_skips_moves_to_it() {
     assert!(rep.woken[0].1.contains("Wake-on-LAN"));
     assert_eq!(rep.skipped.len(), 1, "{rep:?}");
     assert!(rep.skipped[0].contains("did not wake"), "{rep:?}");
+}
+
+#[test]
+fn guests_burning_cpu_wake_a_host_and_move_a_vm_there() {
+    // Three VMs on a 2-CPU host each start using 0.9 cores: 2.7 > 2, overloaded; the
+    // only other host sleeps. The reserve is off here so that CPU alone decides.
+    let mut obs = Observed {
+        energy_mode: true,
+        hosts: vec![
+            host("h1", HostStatus::Up, &["vm1", "vm2", "vm3"]),
+            host("h2", HostStatus::Standby, &[]),
+        ],
+        vms: vec![
+            vm("vm1", "h1", 64),
+            vm("vm2", "h1", 64),
+            vm("vm3", "h1", 64),
+        ],
+        wake_wanted: BTreeSet::new(),
+    };
+    let cfg = EnergyConfig {
+        reserve_hosts: Some(0),
+        ..cfg()
+    };
+    let mut rec = Records::default();
+    for t in 0..=60u64 {
+        for v in &mut obs.hosts[0].vms {
+            v.2 = 900 * t;
+        }
+        rec.update(&obs, t as f64);
+        if t % 10 == 0 {
+            rec.meter.end_round();
+        }
+    }
+    let snap = build(&obs, &rec, &cfg, 60.0);
+    assert!(
+        (snap.view.vms[0].cpu_now - 0.9).abs() < 1e-9,
+        "{:?}",
+        snap.view.vms[0]
+    );
+    assert!(snap.view.vms[0].cpu_history.len() >= 5);
+    let p = plan(&snap.view, &cfg.policy());
+    let woken: Vec<&str> = p.wake.iter().map(|x| snap.host(*x).as_str()).collect();
+    assert_eq!(woken, ["h2"], "{p:?}");
+    assert!(
+        p.migrations.iter().any(|m| snap.host(m.to).as_str() == "h2"
+            && m.waits_for_wake
+            && m.reason == wisp_planner::MoveReason::Overload),
+        "{p:?}"
+    );
+    assert!(p.sleep.is_empty());
 }

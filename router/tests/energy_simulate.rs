@@ -24,7 +24,8 @@ fn write_traces(root: &Path, day: &str) {
                 let v = if vm % 2 == 0 {
                     5.0
                 } else {
-                    50.0 + 40.0 * ((i as f64 / 288.0 + vm as f64 / 40.0) * std::f64::consts::TAU).sin()
+                    50.0 + 40.0
+                        * ((i as f64 / 288.0 + vm as f64 / 40.0) * std::f64::consts::TAU).sin()
                 };
                 format!("{}", v.round() as i64)
             })
@@ -52,12 +53,23 @@ fn simulate_runs_the_planner_on_traces_and_writes_the_plot() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("40 VMs"), "{stdout}");
-    assert!(stdout.contains("energy") && stdout.contains("migrations"), "{stdout}");
+    assert!(
+        stdout.contains("energy") && stdout.contains("migrations"),
+        "{stdout}"
+    );
     assert!(stdout.contains("no published baseline"), "{stdout}");
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.trim_start().starts_with("<svg") || plot.starts_with("<?xml"), "{}", &plot[..80.min(plot.len())]);
+    assert!(
+        plot.trim_start().starts_with("<svg") || plot.starts_with("<?xml"),
+        "{}",
+        &plot[..80.min(plot.len())]
+    );
     assert!(plot.contains("</svg>"));
 
     // --json: the same simulation, machine-readable; the realistic scenario adds standby.
@@ -67,7 +79,11 @@ fn simulate_runs_the_planner_on_traces_and_writes_the_plot() {
         .args(["--day", "20990101"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["day"], "20990101");
     assert_eq!(v["report"]["vms"], 40);
@@ -86,5 +102,8 @@ fn simulate_names_the_missing_day_directory() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains("/nonexistent-wisp/planetlab/20110303"), "{err}");
+    assert!(
+        err.contains("/nonexistent-wisp/planetlab/20110303"),
+        "{err}"
+    );
 }

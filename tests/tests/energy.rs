@@ -129,11 +129,15 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
     })
     .unwrap();
     // The router's energy status catches up once the suspend is verified.
-    let st = poll(WAIT, "`router energy status` to show a host asleep", |last| {
-        let st = energy_status(&lab);
-        *last = st.to_string();
-        (st["asleep"].as_u64()? >= 1).then_some(st)
-    })
+    let st = poll(
+        WAIT,
+        "`router energy status` to show a host asleep",
+        |last| {
+            let st = energy_status(&lab);
+            *last = st.to_string();
+            (st["asleep"].as_u64()? >= 1).then_some(st)
+        },
+    )
     .unwrap();
     eprintln!("{}", lab.router_ok(&["energy", "status"]).unwrap());
     assert_eq!(st["enabled"], true, "{st}");
@@ -163,7 +167,11 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
         counters_advance(&lab, &mut counters);
         let rows = lab.hosts_json().ok()?;
         let row = rows.iter().find(|h| h.name == sleeper)?;
-        *last = format!("{sleeper}: {} / lab power {:?}", row.state, lab.power_state(asleep));
+        *last = format!(
+            "{sleeper}: {} / lab power {:?}",
+            row.state,
+            lab.power_state(asleep)
+        );
         (row.state == "up" && lab.power_state(asleep).ok() == Some(Power::On)).then_some(())
     })
     .unwrap();

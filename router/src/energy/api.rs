@@ -63,10 +63,7 @@ async fn set(
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "energy mode not changed: {}",
-                    wisp_common::error::chain(&e)
-                ),
+                format!("energy mode not changed: {}", wisp_common::error::chain(&e)),
             )
         })?;
     if let Err(e) = s.energy.mark_chosen() {

@@ -160,7 +160,7 @@ impl EnergyConfig {
 
     /// Cross-field rules; `Err((key, message))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if !(self.interval_s > 0.0) {
+        if self.interval_s.is_nan() || self.interval_s <= 0.0 {
             return Err(("energy.interval_s".into(), "must be positive".into()));
         }
         let p = self.policy();
@@ -173,8 +173,9 @@ impl EnergyConfig {
                 ),
             ));
         }
-        for (name, hp) in std::iter::once((None, self.power(&HostId::new("default").expect("valid id"))))
-            .chain(self.hosts.iter().map(|(h, p)| (Some(h), *p)))
+        for (name, hp) in
+            std::iter::once((None, self.power(&HostId::new("default").expect("valid id"))))
+                .chain(self.hosts.iter().map(|(h, p)| (Some(h), *p)))
         {
             if hp.idle_watts < 0.0 || hp.max_watts < hp.idle_watts || hp.standby_watts < 0.0 {
                 return Err((

@@ -230,9 +230,10 @@ impl<A: Actuator> Task<A> {
             };
             self.rec.update(&obs, now_s);
             let w = watts(&obs, &self.cfg);
-            let (actual, all_on) = w.iter().filter_map(|(_, w)| *w).fold((0.0, 0.0), |a, w| {
-                (a.0 + w.actual, a.1 + w.all_on)
-            });
+            let (actual, all_on) = w
+                .iter()
+                .filter_map(|(_, w)| *w)
+                .fold((0.0, 0.0), |a, w| (a.0 + w.actual, a.1 + w.all_on));
             self.book.sample(now_s, actual, all_on);
             self.collect(now_s).await;
             let due = now_s >= next_round || kicked;

@@ -85,7 +85,15 @@ pub fn observe(m: &Model) -> Observed {
                 vms: h
                     .vms
                     .iter()
-                    .map(|v| (v.id.clone(), v.state.clone(), v.cpu_time_ms, v.vcpus, v.mem_mib))
+                    .map(|v| {
+                        (
+                            v.id.clone(),
+                            v.state.clone(),
+                            v.cpu_time_ms,
+                            v.vcpus,
+                            v.mem_mib,
+                        )
+                    })
                     .collect(),
             }
         })
