@@ -3,8 +3,9 @@
 //!
 //! Witnesses are independent of the code under test: the qemu processes themselves
 //! (found in each host's namespace by `-name`, their guest counter read from their
-//! memory through /proc, see `lab::vm_ext`), and `router vms --json` for what the
-//! router believes. A live migration is told apart from a restart by the counter (a
+//! memory through /proc, see `lab::vm_ext`), QEMU's own QMP answers over a witness
+//! socket the lab's qemu wrapper adds (`Lab::start_ha`, read with the lab's QMP
+//! client), and `router vms --json` for what the router believes. A live migration is told apart from a restart by the counter (a
 //! restarted guest counts from 0) and by the destination qemu's `-incoming`.
 //!
 //! Needs `cargo build --workspace --bins` first, root, ip, ipmi_sim, ipmitool and qemu;
@@ -17,10 +18,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wisp_tests::lab::vm_ext::{cli_result, qemu_cmdline};
-use wisp_tests::lab::{poll, Lab, LabSpec, VmRow, WAIT};
+use wisp_tests::lab::{poll, query_status, Lab, LabSpec, VmRow, WAIT};
 
 fn lab(hosts: usize, router_extra_toml: &str) -> Lab {
-    let lab = Lab::start(LabSpec {
+    // start_ha: every genie runs qemu through the lab's wrapper that adds a witness
+    // QMP socket (lab::ha_ext), so tests can ask QEMU itself about router-made VMs.
+    let lab = Lab::start_ha(LabSpec {
         hosts,
         wol_listener: false,
         router_extra_toml: router_extra_toml.to_owned(),
@@ -74,6 +77,19 @@ fn wait_row(lab: &Lab, vm: &str, host: &str, pid: i32) -> VmRow {
         },
     )
     .unwrap()
+}
+
+/// QEMU's own word, over the witness QMP socket of `vm` on host `i`: it runs there,
+/// and no other host has a qemu of it that says so.
+fn assert_qmp_running_only_on(lab: &Lab, i: usize, vm: &str) {
+    let st = query_status(&lab.witness_qmp(i, vm).unwrap()).unwrap();
+    assert_eq!(st, "running", "QMP status of {vm} on h{i}");
+    let census = lab.census().unwrap();
+    assert_eq!(
+        census.running_on(vm),
+        vec![format!("h{i}")],
+        "QMP census of every qemu: {census:?}"
+    );
 }
 
 /// Reads the counter, then waits until it moves: the guest runs.
@@ -178,6 +194,14 @@ fn live_migration_moves_the_running_guest_to_the_destination() {
     lab.wait_counter_above(2, "vm1", after).unwrap();
     wait_row(&lab, "vm1", "h2", dst);
     assert_eq!(lab.qemu_pids(1, "vm1").unwrap(), Vec::<i32>::new());
+    // QEMU agrees, over QMP: running on h2 only, and the counter it shows (read by
+    // the lab's own QMP client) continues from the source's.
+    assert_qmp_running_only_on(&lab, 2, "vm1");
+    let by_qmp = lab.read_counter(2, "vm1").unwrap();
+    assert!(
+        by_qmp >= after,
+        "QMP counter {by_qmp} < /proc counter {after}"
+    );
 
     // And back: the placement really moved (a second migration starts from h2).
     let back = lab.vm_migrate("vm1", "h1").unwrap();
@@ -187,6 +211,7 @@ fn live_migration_moves_the_running_guest_to_the_destination() {
     let last = lab.guest_counter(1, "vm1").unwrap();
     assert!(last >= after, "counter went back from {after} to {last}");
     wait_row(&lab, "vm1", "h1", home);
+    assert_qmp_running_only_on(&lab, 1, "vm1");
 }
 
 /// Starts `router vm migrate vm1 --to h2` and waits until the migration is moving
@@ -258,6 +283,7 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     let c = assert_counting(&lab, 1, "vm1");
     lab.wait_no_qemu(2, "vm1").unwrap();
     wait_row(&lab, "vm1", "h1", src);
+    assert_qmp_running_only_on(&lab, 1, "vm1");
 
     // 2. The destination genie and its qemu die (the host's software crashes).
     let (child, dst) = start_slow_migration(&lab);
@@ -280,6 +306,7 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     lab.wait_counter_above(1, "vm1", c).unwrap();
     lab.wait_no_qemu(2, "vm1").unwrap();
     wait_row(&lab, "vm1", "h1", src);
+    assert_qmp_running_only_on(&lab, 1, "vm1");
     // The router does not retry on its own or resurrect the dead copy.
     holds_for(Duration::from_secs(2), || {
         assert_eq!(lab.qemu_pids(2, "vm1").unwrap(), Vec::<i32>::new());
@@ -340,6 +367,7 @@ fn a_source_genie_killed_mid_migration_keeps_exactly_one_copy_running() {
     wait_row(&lab, "vm1", &format!("h{host}"), pid);
     let after = lab.wait_counter_above(host, "vm1", before).unwrap();
     eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
+    assert_qmp_running_only_on(&lab, host, "vm1");
     holds_for(Duration::from_secs(2), || {
         assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
         assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
@@ -384,6 +412,7 @@ fn a_router_crash_mid_migration_keeps_exactly_one_copy_running() {
     wait_row(&lab, "vm1", &format!("h{host}"), pid);
     let after = lab.wait_counter_above(host, "vm1", before).unwrap();
     eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
+    assert_qmp_running_only_on(&lab, host, "vm1");
     holds_for(Duration::from_secs(2), || {
         assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
         assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
@@ -420,6 +449,8 @@ fn a_router_restart_loses_nothing_and_restarts_nothing() {
     });
     lab.wait_counter_above(1, "vm1", c1).unwrap();
     lab.wait_counter_above(2, "vm2", 0).unwrap();
+    assert_qmp_running_only_on(&lab, 1, "vm1");
+    assert_qmp_running_only_on(&lab, 2, "vm2");
 }
 
 #[test]
@@ -446,6 +477,8 @@ fn a_genie_restart_leaves_its_vms_untouched_and_rediscovers_them() {
     });
     lab.wait_counter_above(1, "vm1", c1).unwrap();
     wait_row(&lab, "vm2", "h2", p2);
+    assert_qmp_running_only_on(&lab, 1, "vm1");
+    assert_qmp_running_only_on(&lab, 2, "vm2");
 }
 
 #[test]
@@ -583,6 +616,7 @@ fn vm_lifecycle_create_stop_start_restart_delete() {
     );
     wait_row(&lab, "vm1", &format!("h{h}"), pid);
     assert_counting(&lab, h, "vm1");
+    assert_qmp_running_only_on(&lab, h, "vm1");
 
     // stop: gone, desired stopped, and the reconciler leaves it stopped.
     lab.router_ok(&["vm", "stop", "vm1", "--force"]).unwrap();
@@ -604,6 +638,7 @@ fn vm_lifecycle_create_stop_start_restart_delete() {
     let (h, pid2) = wait_running_anywhere(&lab, "vm1");
     assert_ne!(pid2, pid);
     assert_counting(&lab, h, "vm1");
+    assert_qmp_running_only_on(&lab, h, "vm1");
 
     // restart: a new qemu again, the old one gone (graceful stop: this tiny guest
     // ignores ACPI, so the genie quits it after its grace period).
@@ -612,6 +647,7 @@ fn vm_lifecycle_create_stop_start_restart_delete() {
     assert_ne!(pid3, pid2);
     assert_eq!(lab.qemu_pids(h, "vm1").unwrap(), vec![pid3]);
     assert_counting(&lab, h, "vm1");
+    assert_qmp_running_only_on(&lab, h, "vm1");
 
     // a name already taken.
     let k2 = k.to_string_lossy().into_owned();
