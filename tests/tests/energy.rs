@@ -177,13 +177,16 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
     .unwrap();
     // Woken by Wake-on-LAN and verified by its genie registering (the power code's
     // event says how).
-    let evs = lab.events_json(200).unwrap();
-    let woke = evs
-        .iter()
-        .filter(|e| e.host.as_deref() == Some(sleeper.as_str()))
-        .map(|e| e.message.clone())
-        .find(|m| m.contains("woke by"))
-        .unwrap_or_else(|| panic!("no wake event for {sleeper}: {evs:?}"));
+    // The wake records its verdict once it sees the registration: poll for it.
+    let woke = poll(WAIT, "the wake's verdict in `router events`", |last| {
+        let evs = lab.events_json(200).ok()?;
+        *last = format!("{evs:?}");
+        evs.iter()
+            .filter(|e| e.host.as_deref() == Some(sleeper.as_str()))
+            .map(|e| e.message.clone())
+            .find(|m| m.contains("woke by") || m.contains("failed to wake"))
+    })
+    .unwrap();
     eprintln!("{woke}");
     assert!(woke.contains("Wake-on-LAN"), "{woke}");
     // Every VM, the new one included, still runs and has kept counting.
