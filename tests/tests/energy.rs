@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wisp_tests::lab::{poll, Lab, LabSpec, Power, WAIT};
 
@@ -101,6 +101,7 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
     assert_eq!(off["enabled"], false, "{off}");
 
     // 1. Energy mode on: pack and sleep.
+    let t_on = Instant::now();
     let on = lab.router_ok(&["energy", "on"]).unwrap();
     assert!(on.contains("energy mode: on"), "{on}");
     let asleep = poll(CYCLE, "VMs packed and an emptied host asleep", |last| {
@@ -115,7 +116,11 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
     })
     .unwrap();
     let sleeper = format!("h{asleep}");
-    eprintln!("packed: {:?}; {sleeper} asleep", placement(&lab));
+    eprintln!(
+        "packed: {:?}; {sleeper} asleep {} ms after `energy on` (goal: a minute)",
+        placement(&lab),
+        t_on.elapsed().as_millis()
+    );
     // The BMC agrees (a suspended host is off as IPMI sees it) and its genie is gone.
     let ipmi = lab
         .ipmitool(asleep, &["chassis", "power", "status"])
@@ -163,6 +168,7 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
         })
         .unwrap();
     lab.vm_create("big", 128, &guest, Some(&spare)).unwrap();
+    let t_big = Instant::now();
     poll(CYCLE, "the sleeping host to be woken and up", |last| {
         counters_advance(&lab, &mut counters);
         let rows = lab.hosts_json().ok()?;
@@ -187,7 +193,10 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
             .find(|m| m.contains("woke by") || m.contains("failed to wake"))
     })
     .unwrap();
-    eprintln!("{woke}");
+    eprintln!(
+        "{woke} ({} ms after the big VM was created)",
+        t_big.elapsed().as_millis()
+    );
     assert!(woke.contains("Wake-on-LAN"), "{woke}");
     // Every VM, the new one included, still runs and has kept counting.
     poll(WAIT, "every VM running and counting", |last| {
