@@ -115,11 +115,12 @@ impl EnergyHandle {
     pub fn status_from(&self, obs: &Observed) -> EnergyStatus {
         let mut st = self.status();
         st.enabled = obs.energy_mode;
-        let (hosts, awake, asleep) = host_rows(obs, &watts(obs, &self.cfg));
+        let w = watts(obs, &self.cfg);
+        let (hosts, awake, asleep) = host_rows(obs, &w);
         st.hosts = hosts;
         st.awake = awake;
         st.asleep = asleep;
-        st.watts_now = st.hosts.iter().filter_map(|h| h.watts).sum();
+        (st.watts_now, st.watts_all_on) = sum_watts(&w);
         st
     }
 
@@ -230,10 +231,7 @@ impl<A: Actuator> Task<A> {
             };
             self.rec.update(&obs, now_s);
             let w = watts(&obs, &self.cfg);
-            let (actual, all_on) = w
-                .iter()
-                .filter_map(|(_, w)| *w)
-                .fold((0.0, 0.0), |a, w| (a.0 + w.actual, a.1 + w.all_on));
+            let (actual, all_on) = sum_watts(&w);
             self.book.sample(now_s, actual, all_on);
             self.collect(now_s).await;
             let due = now_s >= next_round || kicked;
@@ -420,6 +418,13 @@ impl<A: Actuator> Task<A> {
         };
         self.tx.send_replace(status);
     }
+}
+
+/// Estimated draw of the cluster: (now, with every host on), watts.
+fn sum_watts(w: &[(HostId, Option<meter::HostWatts>)]) -> (f64, f64) {
+    w.iter()
+        .filter_map(|(_, w)| *w)
+        .fold((0.0, 0.0), |a, w| (a.0 + w.actual, a.1 + w.all_on))
 }
 
 /// One row per host, and how many are awake and asleep.
