@@ -44,7 +44,10 @@ async fn start_router(tag: &str) -> Router {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
-    std::fs::File::create(&secret).unwrap().write_all(SECRET).unwrap();
+    std::fs::File::create(&secret)
+        .unwrap()
+        .write_all(SECRET)
+        .unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = format!(
         r#"listen = "127.0.0.1:1"
@@ -101,8 +104,13 @@ async fn connect(router: &Router, host: &str, secret: &[u8]) -> Result<FakeGenie
     };
     let router_ok = auth::verify(&secret, Role::Router, &host, &gn, &nonce, &proof);
     let p = auth::proof(&secret, Role::Genie, &host, &nonce, &gn);
-    write_frame(&mut s, &GenieMsg::Auth { proof: p }, MAX_FRAME_BYTES).await.unwrap();
-    match read_frame::<_, RouterMsg>(&mut s, MAX_FRAME_BYTES).await.unwrap() {
+    write_frame(&mut s, &GenieMsg::Auth { proof: p }, MAX_FRAME_BYTES)
+        .await
+        .unwrap();
+    match read_frame::<_, RouterMsg>(&mut s, MAX_FRAME_BYTES)
+        .await
+        .unwrap()
+    {
         Some(RouterMsg::Welcome { heartbeat_ms, .. }) => {
             assert!(router_ok, "router proof must verify with the right secret");
             assert_eq!(heartbeat_ms, 200);
@@ -144,14 +152,22 @@ async fn host(api: &str, name: &str) -> HostView {
 }
 
 /// Polls until `cond` holds for the host or the deadline passes.
-async fn wait_host(api: &str, name: &str, what: &str, cond: impl Fn(&HostView) -> bool) -> HostView {
+async fn wait_host(
+    api: &str,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&HostView) -> bool,
+) -> HostView {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let h = host(api, name).await;
         if cond(&h) {
             return h;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} {what}: {h:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {name} {what}: {h:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -170,7 +186,10 @@ async fn reporting_genie_is_up_and_closed_link_is_unreachable() {
 
     drop(g);
     let t = std::time::Instant::now();
-    wait_host(&r.api, "h1", "unreachable", |h| h.state.as_str() == "unreachable").await;
+    wait_host(&r.api, "h1", "unreachable", |h| {
+        h.state.as_str() == "unreachable"
+    })
+    .await;
     eprintln!("closed link seen as unreachable after {:?}", t.elapsed());
 }
 
@@ -181,8 +200,14 @@ async fn silent_genie_goes_suspect_then_unreachable() {
     g.report(None).await;
     wait_host(&r.api, "h1", "up", |h| h.state.as_str() == "up").await;
     // The link stays open but nothing is sent: age decides.
-    wait_host(&r.api, "h1", "suspect or unreachable", |h| h.state.as_str() != "up").await;
-    wait_host(&r.api, "h1", "unreachable", |h| h.state.as_str() == "unreachable").await;
+    wait_host(&r.api, "h1", "suspect or unreachable", |h| {
+        h.state.as_str() != "up"
+    })
+    .await;
+    wait_host(&r.api, "h1", "unreachable", |h| {
+        h.state.as_str() == "unreachable"
+    })
+    .await;
     drop(g);
 }
 
@@ -196,8 +221,9 @@ async fn wrong_secret_and_unknown_host_are_refused_with_reasons() {
     assert_eq!(host(&r.api, "h1").await.state.as_str(), "unreachable");
     let evs: Vec<router::events::Event> = get(&r.api, "/v1/events").await;
     assert!(
-        evs.iter().any(|e| e.message.contains("authentication failed")
-            && e.host.as_ref().map(|h| h.as_str()) == Some("h1")),
+        evs.iter()
+            .any(|e| e.message.contains("authentication failed")
+                && e.host.as_ref().map(|h| h.as_str()) == Some("h1")),
         "{evs:?}"
     );
     // The secret itself never appears in what the API serves.
@@ -243,7 +269,10 @@ async fn stale_reports_are_dropped_and_bad_frames_disturb_nobody() {
     g2.report(None).await;
     wait_host(&r.api, "h2", "up", |h| h.state.as_str() == "up").await;
     g2.stream.write_all(b"\x00\x00\x00\x03abc").await.unwrap();
-    wait_host(&r.api, "h2", "unreachable", |h| h.state.as_str() == "unreachable").await;
+    wait_host(&r.api, "h2", "unreachable", |h| {
+        h.state.as_str() == "unreachable"
+    })
+    .await;
     g.report(None).await;
     assert_eq!(host(&r.api, "h1").await.state.as_str(), "up");
 }
@@ -258,5 +287,8 @@ async fn cli_reports_an_unreachable_api_clearly() {
     })
     .await
     .unwrap();
-    assert!(e.contains("127.0.0.1:1") && e.contains("router serve"), "{e}");
+    assert!(
+        e.contains("127.0.0.1:1") && e.contains("router serve"),
+        "{e}"
+    );
 }

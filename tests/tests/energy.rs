@@ -208,3 +208,65 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
     .unwrap();
     eprintln!("{}", lab.router_ok(&["energy", "status"]).unwrap());
 }
+
+/// A VM that fits on no awake host wakes a sleeping one (Wake-on-LAN, verified), even
+/// with energy mode off: the create is refused with a message naming the host being
+/// woken, and succeeds once it is up.
+#[test]
+fn a_vm_that_does_not_fit_wakes_a_sleeping_host() {
+    let mut lab = Lab::start(LabSpec {
+        hosts: 2,
+        wol_listener: true,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    lab.set_host_capacity(4, 256).unwrap();
+    poll(WAIT, "every host up", |last| {
+        let rows = lab.hosts_json().ok()?;
+        *last = format!("{rows:?}");
+        rows.iter()
+            .all(|h| h.state == "up" && h.mem_total_bytes.is_some())
+            .then_some(())
+    })
+    .unwrap();
+    let guest = lab.guest_elf().to_owned();
+    lab.vm_create("small", 64, &guest, Some("h1")).unwrap();
+    lab.router_ok(&["suspend", "h2"]).unwrap();
+    poll(WAIT, "h2 asleep", |last| {
+        let rows = lab.hosts_json().ok()?;
+        let h2 = rows.iter().find(|h| h.name == "h2")?;
+        *last = format!("{} / lab power {:?}", h2.state, lab.power_state(2));
+        (h2.state == "standby" && lab.power_state(2).ok() != Some(Power::On)).then_some(())
+    })
+    .unwrap();
+
+    // 200 MiB does not fit next to the 64 MiB VM on h1's 256.
+    let kernel = guest.to_string_lossy().into_owned();
+    let out = lab
+        .router_cli(&["vm", "create", "big", "--mem", "200", "--kernel", &kernel])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "create should be refused for now");
+    assert!(err.contains("h2") && err.contains("woken"), "{err}");
+    poll(WAIT, "h2 woken and up", |last| {
+        let rows = lab.hosts_json().ok()?;
+        let h2 = rows.iter().find(|h| h.name == "h2")?;
+        *last = h2.state.clone();
+        (h2.state == "up" && lab.power_state(2).ok() == Some(Power::On)).then_some(())
+    })
+    .unwrap();
+    // The wake records its verdict once it has seen the registration.
+    poll(WAIT, "the wake's verdict naming Wake-on-LAN", |last| {
+        let evs = lab.events_json(200).ok()?;
+        *last = format!("{evs:?}");
+        evs.iter()
+            .any(|e| e.host.as_deref() == Some("h2") && e.message.contains("Wake-on-LAN"))
+            .then_some(())
+    })
+    .unwrap();
+    lab.vm_create("big", 200, &guest, None).unwrap();
+    let rows = lab.vms_json().unwrap();
+    let big = rows.iter().find(|r| r.name == "big").unwrap();
+    assert_eq!(big.host.as_deref(), Some("h2"), "{rows:?}");
+    lab.wait_counter_above(2, "big", 0).unwrap();
+}

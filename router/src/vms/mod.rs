@@ -30,6 +30,14 @@ pub enum VmError {
     HostNotUp { host: HostId, state: String },
     #[error("placement failed")]
     Placement(#[source] placement::PlacementError),
+    #[error(
+        "no awake host has room, so sleeping host {host} is being woken: try again in a moment"
+    )]
+    Waking {
+        host: HostId,
+        #[source]
+        cause: placement::PlacementError,
+    },
     #[error("VM {vm} is busy ({op}); try again when that finishes")]
     Busy { vm: VmId, op: String },
     #[error("VM {vm} is not running (it is {state})")]
@@ -81,7 +89,10 @@ impl VmError {
             Self::NotFound { .. } | Self::UnknownHost { .. } => 404,
             Self::NameTaken { .. } | Self::Busy { .. } | Self::SameHost { .. } => 409,
             Self::BadSpec { .. } => 400,
-            Self::HostNotUp { .. } | Self::Placement(_) | Self::NotRunning { .. } => 409,
+            Self::HostNotUp { .. }
+            | Self::Placement(_)
+            | Self::Waking { .. }
+            | Self::NotRunning { .. } => 409,
             Self::Genie { .. } | Self::Unexpected { .. } | Self::Link(_) => 502,
             Self::Store(_) | Self::Shutdown => 503,
             Self::MigrationFailed { source, .. } => source.status(),

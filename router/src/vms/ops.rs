@@ -244,7 +244,12 @@ pub async fn create(
                         placement::check(cand, s.resources()).map_err(VmError::Placement)?;
                         id
                     }
-                    None => placement::choose(&cands, s.resources()).map_err(VmError::Placement)?,
+                    None => placement::choose(&cands, s.resources()).map_err(|e| {
+                        match m.want_wake_for_room() {
+                            Some(h) => VmError::Waking { host: h, cause: e },
+                            None => VmError::Placement(e),
+                        }
+                    })?,
                 };
             let link = m.link_of(&host)?;
             let epoch = m.new_epoch()?;

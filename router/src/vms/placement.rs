@@ -140,6 +140,21 @@ impl Model {
             .collect()
     }
 
+    /// When no awake host has room: picks a sleeping (standby) host that is not in
+    /// maintenance, asks for it to be woken (`wake_wanted`, served by the energy task)
+    /// and returns it, so the caller can say so. None if there is nothing to wake.
+    pub fn want_wake_for_room(&mut self) -> Option<HostId> {
+        let standby = self
+            .cluster
+            .hosts
+            .values()
+            .filter(|h| h.status == HostStatus::Standby)
+            .map(|h| h.cfg.name.clone())
+            .find(|id| !self.persisted.hosts.get(id).is_some_and(|r| r.maintenance))?;
+        self.wake_wanted.insert(standby.clone());
+        Some(standby)
+    }
+
     /// Resources in use on `host`.
     pub fn used_on(&self, host: &HostId, ignore: Option<&VmId>) -> Resources {
         let managed: Resources = self

@@ -257,12 +257,16 @@ impl Model {
             Err(e) => {
                 self.retry_after
                     .insert(vm.clone(), Instant::now() + RETRY_AFTER);
+                let waking = self
+                    .want_wake_for_room()
+                    .map(|h| format!("; waking standby host {h} for it"))
+                    .unwrap_or_default();
                 self.event(
                     EventKind::Failover,
                     from.clone(),
                     Some(vm.clone()),
                     format!(
-                        "cannot restart {vm}{}: {e}",
+                        "cannot restart {vm}{}: {e}{waking}",
                         from.as_ref()
                             .map(|h| format!(" from {h}"))
                             .unwrap_or_default()

@@ -303,12 +303,12 @@ mod tests {
 
     #[test]
     fn qemu_names_from_command_lines() {
-        let c = b"/usr/bin/qemu-system-x86_64\0-name\0vm7,debug-threads=on\0-m\0064\0";
+        let c = b"/usr/bin/qemu-system-x86_64\0-name\0vm7,debug-threads=on\0-m\x00064\0";
         assert_eq!(qemu_name(c).as_deref(), Some("vm7"));
         let c = b"qemu-system-x86_64\0-name\0guest=web\0";
         assert_eq!(qemu_name(c).as_deref(), Some("web"));
         assert_eq!(qemu_name(b"/bin/sh\0-name\0x\0"), None);
-        assert_eq!(qemu_name(b"qemu-system-x86_64\0-m\064\0"), None);
+        assert_eq!(qemu_name(b"qemu-system-x86_64\0-m\x0064\0"), None);
     }
 
     #[test]
