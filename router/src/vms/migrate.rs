@@ -120,13 +120,7 @@ pub async fn migrate(
             m.ops.remove(&v);
             m.progress.remove(&v);
             if ok {
-                m.update(|p| {
-                    if let Some(r) = p.vms.get_mut(&v) {
-                        r.host = Some(t2.clone());
-                        r.epoch = epoch;
-                    }
-                })
-                .map_err(VmError::Store)
+                m.set_placement(&v, &t2, epoch).map_err(VmError::Store)
             } else {
                 let _ = f2;
                 Ok(())

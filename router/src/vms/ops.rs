@@ -80,6 +80,22 @@ impl Model {
         Ok(())
     }
 
+    /// Records that `vm` is placed on `host` under `epoch` (stored before anything
+    /// acts on it; rolled back if the store fails).
+    pub fn set_placement(
+        &mut self,
+        vm: &VmId,
+        host: &HostId,
+        epoch: u64,
+    ) -> Result<(), crate::store::StoreError> {
+        self.update(|p| {
+            if let Some(r) = p.vms.get_mut(vm) {
+                r.host = Some(host.clone());
+                r.epoch = epoch;
+            }
+        })
+    }
+
     /// Allocates a fencing epoch (stored before use, so it is never handed out twice).
     pub fn new_epoch(&mut self) -> Result<u64, VmError> {
         self.update(|p| {
@@ -340,14 +356,7 @@ pub async fn start(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
                     let h = placement::choose(&cands, rec.spec.resources())
                         .map_err(VmError::Placement)?;
                     let e = m.new_epoch()?;
-                    let h2 = h.clone();
-                    m.update(|p| {
-                        if let Some(r) = p.vms.get_mut(&v) {
-                            r.host = Some(h2);
-                            r.epoch = e;
-                        }
-                    })
-                    .map_err(VmError::Store)?;
+                    m.set_placement(&v, &h, e).map_err(VmError::Store)?;
                     (h, e)
                 }
             };

@@ -150,34 +150,14 @@ impl Model {
                 && st.state == VmRunState::Inmigrate
                 && placed == Some(VmRunState::Running)
             {
-                let link = self.link_of(h).ok()?;
-                self.event(
-                    EventKind::VmLost,
-                    Some(h.clone()),
-                    Some(vm.clone()),
-                    format!(
+                return self.drop_copy(vm, h, format!(
                         "leftover destination of a failed migration of {vm} on {h} (epoch {} > {}, still waiting while {vm} runs where placed): dropping it",
                         st.epoch, rec.epoch
-                    ),
-                );
-                return Some(Action::DropStale {
-                    vm: vm.clone(),
-                    host: h.clone(),
-                    link,
-                });
+                    ));
             }
             if st.epoch > rec.epoch && moved {
-                let (h2, e) = (h.clone(), st.epoch);
-                let vm2 = vm.clone();
-                if self
-                    .update(|p| {
-                        if let Some(r) = p.vms.get_mut(&vm2) {
-                            r.host = Some(h2);
-                            r.epoch = e;
-                        }
-                    })
-                    .is_ok()
-                {
+                let e = st.epoch;
+                if self.set_placement(vm, h, e).is_ok() {
                     self.event(
                         EventKind::VmMigrated,
                         Some(h.clone()),
@@ -188,21 +168,10 @@ impl Model {
                 return None;
             }
             if st.epoch < rec.epoch || rec.desired == Desired::Stopped {
-                let link = self.link_of(h).ok()?;
-                self.event(
-                    EventKind::VmLost,
-                    Some(h.clone()),
-                    Some(vm.clone()),
-                    format!(
+                return self.drop_copy(vm, h, format!(
                         "stale copy of {vm} on {h} (epoch {} < {}): dropping it, it must never resume",
                         st.epoch, rec.epoch
-                    ),
-                );
-                return Some(Action::DropStale {
-                    vm: vm.clone(),
-                    host: h.clone(),
-                    link,
-                });
+                    ));
             }
         }
         let here = rec
@@ -249,6 +218,17 @@ impl Model {
         }
     }
 
+    /// Drops the copy of `vm` on `host`, saying why: it must never resume.
+    fn drop_copy(&mut self, vm: &VmId, host: &HostId, why: String) -> Option<Action> {
+        let link = self.link_of(host).ok()?;
+        self.event(EventKind::VmLost, Some(host.clone()), Some(vm.clone()), why);
+        Some(Action::DropStale {
+            vm: vm.clone(),
+            host: host.clone(),
+            link,
+        })
+    }
+
     /// Places `vm` on a new host with a new epoch.
     fn failover(&mut self, vm: &VmId, spec: &VmSpec, from: Option<HostId>) -> Option<Action> {
         let cands = self.candidates(Some(vm));
@@ -277,14 +257,7 @@ impl Model {
         };
         let link = self.link_of(&host).ok()?;
         let epoch = self.new_epoch().ok()?;
-        let (vm2, h2) = (vm.clone(), host.clone());
-        self.update(|p| {
-            if let Some(r) = p.vms.get_mut(&vm2) {
-                r.host = Some(h2);
-                r.epoch = epoch;
-            }
-        })
-        .ok()?;
+        self.set_placement(vm, &host, epoch).ok()?;
         self.event(
             EventKind::Failover,
             Some(host.clone()),
