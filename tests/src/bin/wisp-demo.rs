@@ -38,11 +38,24 @@ async fn main() -> Result<()> {
         lab.dir().display(),
         lab.core_ns()
     );
-    for (host, vm) in [(1, "vm1"), (2, "vm2")] {
-        let h = lab
-            .start_qemu_vm(host, vm, 64)
-            .with_context(|| format!("starting {vm} on h{host}"))?;
-        println!("wisp-demo: started {vm} on h{host} (qemu pid {})", h.pid);
+    // The VMs are created through the router, as a user would: it persists them,
+    // places them, and keeps them running (failover included).
+    wisp_tests::lab::poll(wisp_tests::lab::WAIT, "every host up", |last| {
+        let rows = lab.hosts_json().ok()?;
+        *last = format!("{rows:?}");
+        rows.iter().all(|h| h.state == "up").then_some(())
+    })?;
+    let kernel = lab.guest_elf().to_string_lossy().into_owned();
+    for (host, vm) in [("h1", "vm1"), ("h2", "vm2")] {
+        let args = [
+            "vm", "create", vm, "--mem", "64", "--kernel", &kernel, "--host", host,
+        ];
+        println!("$ router {}", args.join(" "));
+        let out = lab
+            .router_cli(&args)
+            .with_context(|| format!("creating {vm} on {host}"))?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
     }
     println!("wisp-demo: Ctrl-C to stop and tear everything down\n");
     loop {
