@@ -3,20 +3,20 @@
 //! /proc/<pid>/stat. Printed next to the goal.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-use wisp_common::proto::auth::{self, Role};
 use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
-    GenieMsg, HostMetrics, NetCounters, Nonce, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    GenieMsg, HostMetrics, NetCounters, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };
 use wisp_common::secret::Secret;
-use wisp_common::{HostId, VmId, VmRunState};
+use wisp_common::{VmId, VmRunState};
 
 /// Our own goal: the router should spend at most 5 % of one core per 1,000 reports/s,
 /// so one controller follows ~100 servers at 5 reports/s each with a few % of a core.
@@ -75,37 +75,15 @@ fn full_report(gen: u64, host: usize) -> Report {
 }
 
 async fn genie(addr: String, host: usize, secret: Secret, rate: f64, until: Instant) -> u64 {
-    let mut s = TcpStream::connect(&addr).await.unwrap();
-    let h = HostId::new(format!("h{host}")).unwrap();
-    let gn = Nonce::random();
-    write_frame(
-        &mut s,
-        &GenieMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            host: h.clone(),
-            instance: host as u64,
-            genie_version: "bench".into(),
-            nonce: gn,
-        },
-        MAX_FRAME_BYTES,
+    let s = support::genie_handshake(
+        addr.parse().unwrap(),
+        &format!("h{host}"),
+        secret.expose(),
+        host as u64,
     )
     .await
-    .unwrap();
-    let Some(RouterMsg::Challenge { nonce, .. }) =
-        read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap()
-    else {
-        panic!("no challenge")
-    };
-    let proof = auth::proof(&secret, Role::Genie, &h, &nonce, &gn);
-    write_frame(&mut s, &GenieMsg::Auth { proof }, MAX_FRAME_BYTES)
-        .await
-        .unwrap();
-    let Some(RouterMsg::Welcome { .. }) = read_frame::<_, RouterMsg>(&mut s, MAX_FRAME_BYTES)
-        .await
-        .unwrap()
-    else {
-        panic!("not welcomed")
-    };
+    .unwrap_or_else(|e| panic!("not welcomed: {e}"))
+    .stream;
     let (mut rd, mut wr) = s.into_split();
     // Drain acks so the router never blocks on a full socket.
     tokio::spawn(async move {

@@ -3,6 +3,8 @@
 //! peers that must not disturb anyone else.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -15,13 +17,8 @@ use router::config::RouterConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use wisp_common::proto::auth::{self, Role};
-use wisp_common::proto::frame::{read_frame, write_frame};
-use wisp_common::proto::{
-    GenieMsg, HostMetrics, Nonce, Report, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-};
-use wisp_common::secret::Secret;
-use wisp_common::HostId;
+use wisp_common::proto::frame::write_frame;
+use wisp_common::proto::{GenieMsg, HostMetrics, Report, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"test-cluster-secret";
 
@@ -86,38 +83,16 @@ struct FakeGenie {
 }
 
 async fn connect(router: &Router, host: &str, secret: &[u8]) -> Result<FakeGenie, String> {
-    let mut s = TcpStream::connect(router.link).await.unwrap();
-    let host = HostId::new(host).unwrap();
-    let secret = Secret::from_bytes(secret.to_vec());
-    let gn = Nonce::random();
-    let hello = GenieMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        host: host.clone(),
-        instance: 42,
-        genie_version: "fake".into(),
-        nonce: gn,
-    };
-    write_frame(&mut s, &hello, MAX_FRAME_BYTES).await.unwrap();
-    let ch: RouterMsg = read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap().unwrap();
-    let RouterMsg::Challenge { nonce, proof } = ch else {
-        return Err(format!("{ch:?}"));
-    };
-    let router_ok = auth::verify(&secret, Role::Router, &host, &gn, &nonce, &proof);
-    let p = auth::proof(&secret, Role::Genie, &host, &nonce, &gn);
-    write_frame(&mut s, &GenieMsg::Auth { proof: p }, MAX_FRAME_BYTES)
-        .await
-        .unwrap();
-    match read_frame::<_, RouterMsg>(&mut s, MAX_FRAME_BYTES)
-        .await
-        .unwrap()
-    {
-        Some(RouterMsg::Welcome { heartbeat_ms, .. }) => {
-            assert!(router_ok, "router proof must verify with the right secret");
-            assert_eq!(heartbeat_ms, 200);
-            Ok(FakeGenie { stream: s, gen: 0 })
-        }
-        other => Err(format!("{other:?}")),
-    }
+    let w = support::genie_handshake(router.link, host, secret, 42).await?;
+    assert!(
+        w.router_proof_ok,
+        "router proof must verify with the right secret"
+    );
+    assert_eq!(w.heartbeat_ms, 200);
+    Ok(FakeGenie {
+        stream: w.stream,
+        gen: 0,
+    })
 }
 
 impl FakeGenie {

@@ -4,6 +4,8 @@
 //! Wake-on-LAN wake, the IPMI fallback, a wake that fails, and the HTTP API.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -21,13 +23,11 @@ use router::power::suspend::{suspend, SuspendMode};
 use router::power::wake::{wake, WakeMethod};
 use router::power::{PowerError, PowerPlane};
 use router::store::MemStore;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wisp_common::proto::auth::{self, Role};
 use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
-    Command, GenieMsg, Nonce, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };
 use wisp_common::secret::Secret;
 use wisp_common::{HostId, VmId, VmRunState};
@@ -126,30 +126,10 @@ async fn rig(tag: &str, power: &[PowerState]) -> Rig {
 /// Plays a genie until its host "loses power" (`alive` turns false) or it is asked
 /// to suspend (it replies, then goes away like a suspended host).
 async fn genie(link: SocketAddr, host: &str, vms: Vec<&str>, alive: watch::Receiver<bool>) {
-    let mut s = TcpStream::connect(link).await.unwrap();
-    let host = h(host);
-    let secret = Secret::from_bytes(SECRET.to_vec());
-    let gn = Nonce::random();
-    let hello = GenieMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        host: host.clone(),
-        instance: rand_instance(),
-        genie_version: "fake".into(),
-        nonce: gn,
-    };
-    write_frame(&mut s, &hello, MAX_FRAME_BYTES).await.unwrap();
-    let Some(RouterMsg::Challenge { nonce, .. }) =
-        read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap()
-    else {
-        panic!("no challenge");
-    };
-    let p = auth::proof(&secret, Role::Genie, &host, &nonce, &gn);
-    write_frame(&mut s, &GenieMsg::Auth { proof: p }, MAX_FRAME_BYTES)
+    let s = support::genie_handshake(link, host, SECRET, rand_instance())
         .await
-        .unwrap();
-    let Some(RouterMsg::Welcome { .. }) = read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap() else {
-        panic!("not welcomed");
-    };
+        .unwrap_or_else(|e| panic!("not welcomed: {e}"))
+        .stream;
     let vms: Vec<VmStatus> = vms
         .into_iter()
         .map(|v| VmStatus {
