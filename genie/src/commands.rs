@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use wisp_common::proto::{Command, CommandId, GenieMsg, MigrationProgress, Outcome, VmStatus};
 use wisp_common::{VmId, VmSpec};
 
+use crate::host_sleep::Power;
 use crate::manager::{VmError, VmManager};
-use crate::power::Power;
 
 /// The VM operations commands need; [`VmManager`] is the real one.
 pub trait Hypervisor: Clone + Send + Sync + 'static {

@@ -10,8 +10,12 @@ use wisp_common::proto::{MigrationProgress, VmStatus};
 use wisp_common::{VmId, VmRunState, VmSpec};
 
 use crate::commands::Hypervisor;
+use crate::host_sleep::{Power, PowerError};
+use crate::lease::Fence;
 use crate::manager::VmError;
-use crate::power::{Power, PowerError};
+use crate::metrics::{MetricsError, MetricsSource};
+use std::sync::atomic::{AtomicU64, Ordering};
+use wisp_common::proto::HostMetrics;
 
 /// Records calls as strings ("start vm1 epoch 3") and keeps a list of VM statuses.
 #[derive(Debug, Clone, Default)]
@@ -149,5 +153,43 @@ impl Power for FakePower {
     async fn suspend(&self) -> Result<(), PowerError> {
         self.calls.lock().expect("fake lock").push("suspend");
         Ok(())
+    }
+}
+
+/// A scripted source for tests: returns `next` and counts samples; fails while `fail`.
+#[derive(Debug, Default, Clone)]
+pub struct FakeMetrics {
+    pub next: HostMetrics,
+    pub samples: u64,
+    pub fail: bool,
+}
+
+impl MetricsSource for FakeMetrics {
+    fn sample(&mut self) -> Result<HostMetrics, MetricsError> {
+        self.samples += 1;
+        if self.fail {
+            return Err(MetricsError::Read {
+                what: "fake",
+                source: sysinfo::Error::Unsupported,
+            });
+        }
+        Ok(self.next.clone())
+    }
+}
+
+/// Counts kills, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct FakeFence {
+    pub kills: Arc<AtomicU64>,
+    /// How many VMs each kill_all reports.
+    pub vms: usize,
+}
+
+impl Fence for FakeFence {
+    fn kill_all(&self) -> usize {
+        if self.vms > 0 {
+            self.kills.fetch_add(1, Ordering::SeqCst);
+        }
+        self.vms
     }
 }

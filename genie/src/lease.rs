@@ -122,27 +122,11 @@ async fn run<F: Fence>(
     }
 }
 
-/// Counts kills, for tests.
-#[derive(Debug, Default, Clone)]
-pub struct FakeFence {
-    pub kills: Arc<AtomicU64>,
-    /// How many VMs each kill_all reports.
-    pub vms: usize,
-}
-
-impl Fence for FakeFence {
-    fn kill_all(&self) -> usize {
-        if self.vms > 0 {
-            self.kills.fetch_add(1, Ordering::SeqCst);
-        }
-        self.vms
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::fakes::FakeFence;
 
     async fn advance(ms: u64) {
         tokio::time::advance(Duration::from_millis(ms)).await;

@@ -6,12 +6,13 @@
 
 pub mod commands;
 pub mod config;
+#[cfg(any(test, feature = "fake"))]
 pub mod fakes;
+pub mod host_sleep;
 pub mod lease;
 pub mod link;
 pub mod manager;
 pub mod metrics;
-pub mod power;
 pub mod qemu;
 pub mod qmp;
 pub mod report;

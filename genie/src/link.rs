@@ -16,9 +16,9 @@ use wisp_common::secret::Secret;
 use wisp_common::HostId;
 
 use crate::commands::{self, Hypervisor};
+use crate::host_sleep::Power;
 use crate::lease::LeaseHandle;
 use crate::metrics::MetricsSource;
-use crate::power::Power;
 use crate::report::Reporter;
 
 /// Connect and each handshake step must finish within this; a router that takes longer

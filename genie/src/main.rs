@@ -14,10 +14,10 @@ use wisp_common::proto::Report;
 use wisp_common::secret::Secret;
 
 use genie::config::GenieConfig;
+use genie::host_sleep::SystemPower;
 use genie::link::{self, Link, LinkConfig};
 use genie::manager::VmManager;
 use genie::metrics::{MetricsSource, SysinfoMetrics};
-use genie::power::SystemPower;
 use genie::report::Reporter;
 
 #[derive(Debug, Parser)]

@@ -100,27 +100,6 @@ impl MetricsSource for SysinfoMetrics {
     }
 }
 
-/// A scripted source for tests: returns `next` and counts samples; fails while `fail`.
-#[derive(Debug, Default, Clone)]
-pub struct FakeMetrics {
-    pub next: HostMetrics,
-    pub samples: u64,
-    pub fail: bool,
-}
-
-impl MetricsSource for FakeMetrics {
-    fn sample(&mut self) -> Result<HostMetrics, MetricsError> {
-        self.samples += 1;
-        if self.fail {
-            return Err(MetricsError::Read {
-                what: "fake",
-                source: sysinfo::Error::Unsupported,
-            });
-        }
-        Ok(self.next.clone())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

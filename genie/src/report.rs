@@ -75,7 +75,7 @@ impl<M: MetricsSource> Reporter<M> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::metrics::FakeMetrics;
+    use crate::fakes::FakeMetrics;
 
     #[test]
     fn gen_strictly_increases_over_all_kinds() {

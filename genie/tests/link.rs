@@ -8,8 +8,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use genie::fakes::FakeFence;
 use genie::fakes::{fake_status, FakeHypervisor, FakePower};
-use genie::lease::{self, FakeFence};
+use genie::lease;
 use genie::link::{random_instance, Link, LinkConfig};
 use genie::metrics::SysinfoMetrics;
 use genie::report::Reporter;

@@ -25,13 +25,13 @@ use router::power::{PowerError, PowerPlane};
 use router::store::MemStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use wisp_bmc::{Bmc, FakeBmc, FakeBmcFault, FakeWaker, MacAddr, PowerAction, PowerState, Waker};
 use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
     Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };
 use wisp_common::secret::Secret;
 use wisp_common::{HostId, VmId, VmRunState};
-use wisp_power::{Bmc, FakeBmc, FakeBmcFault, FakeWaker, MacAddr, PowerAction, PowerState, Waker};
 
 const SECRET: &[u8] = b"power-test-secret";
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use wisp_bmc::{Bmc, PowerAction, PowerState};
 use wisp_common::HostId;
-use wisp_power::{Bmc, PowerAction, PowerState};
 
 use crate::cluster::state::{HostStatus, PowerKnown};
 use crate::cluster::{ClusterHandle, Model};
@@ -385,7 +385,7 @@ pub async fn run(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use wisp_power::{FakeBmc, FakeBmcFault};
+    use wisp_bmc::{FakeBmc, FakeBmcFault};
 
     fn rules() -> FenceRules {
         FenceRules {

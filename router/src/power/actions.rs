@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use wisp_bmc::{Bmc, PowerAction, PowerState};
 use wisp_common::HostId;
-use wisp_power::{Bmc, PowerAction, PowerState};
 
 use super::status::{known, poll_power};
 use super::wait::{self, ms};

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use wisp_bmc::PowerAction;
 use wisp_common::HostId;
-use wisp_power::PowerAction;
 
 use super::actions::{power_action, ActionReport};
 use super::status::{status, PowerStatusRow};

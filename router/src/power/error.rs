@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use wisp_bmc::{BmcError, PowerAction};
 use wisp_common::{HostId, VmId};
-use wisp_power::{BmcError, PowerAction};
 
 use crate::link::LinkError;
 use crate::store::StoreError;

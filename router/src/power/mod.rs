@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use wisp_bmc::{Bmc, BmcConfig, IpmiBmc, MacAddr, Waker, WolWaker};
 use wisp_common::secret::{Secret, SecretError};
 use wisp_common::HostId;
-use wisp_power::{Bmc, BmcConfig, IpmiBmc, MacAddr, Waker, WolWaker};
 
 use crate::config::RouterConfig;
 

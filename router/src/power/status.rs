@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use wisp_bmc::{Bmc, PowerState};
 use wisp_common::HostId;
-use wisp_power::{Bmc, PowerState};
 
 use super::wait::ms;
 use super::{PowerError, PowerPlane};
@@ -89,7 +89,7 @@ pub async fn status(
     }
     let mut answers = Vec::with_capacity(hosts.len());
     while let Some(r) = set.join_next().await {
-        // A panicking BMC client is a bug in wisp-power; the row is then missing
+        // A panicking BMC client is a bug in wisp-bmc; the row is then missing
         // and the caller sees fewer rows, not a hung command.
         if let Ok(a) = r {
             answers.push(a);

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use wisp_bmc::{PowerAction, PowerState};
 use wisp_common::proto::{Command, Outcome};
 use wisp_common::{HostId, VmId, VmRunState};
-use wisp_power::{PowerAction, PowerState};
 
 use super::actions::bmc_of;
 use super::status::{known, poll_power};
@@ -188,7 +188,7 @@ async fn send_and_verify(
     mode: SuspendMode,
     link: Option<crate::link::GenieLink>,
     session: Option<u64>,
-    bmc: Option<std::sync::Arc<dyn wisp_power::Bmc>>,
+    bmc: Option<std::sync::Arc<dyn wisp_bmc::Bmc>>,
     verify: Duration,
     start: Instant,
 ) -> Result<(Option<PowerState>, String), PowerError> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use wisp_bmc::{PowerAction, PowerState};
 use wisp_common::HostId;
-use wisp_power::{PowerAction, PowerState};
 
 use super::status::{known, query};
 use super::wait::{self, ms};
@@ -275,7 +275,7 @@ async fn finish(
 async fn fail(
     cluster: &ClusterHandle,
     host: &HostId,
-    bmc: Option<&std::sync::Arc<dyn wisp_power::Bmc>>,
+    bmc: Option<&std::sync::Arc<dyn wisp_bmc::Bmc>>,
     tried: String,
     start: Instant,
 ) -> Result<WakeOutcome, PowerError> {

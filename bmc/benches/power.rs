@@ -1,5 +1,5 @@
 //! Power-control figures next to their goals (harness = false; run with
-//! `cargo bench -p wisp-power --bench power`). Uses real ipmi_sim BMCs on loopback
+//! `cargo bench -p wisp-bmc --bench power`). Uses real ipmi_sim BMCs on loopback
 //! and a private network namespace for Wake-on-LAN; fails loudly without them.
 //!
 //! Goals: status latency no worse than ipmitool on the same BMC (ratio <= 1);
@@ -11,8 +11,8 @@ use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wisp_power::testkit::{require, IpmiSim, Netns};
-use wisp_power::{magic_packet, Bmc, BmcConfig, IpmiBmc, MacAddr, PowerState, WolWaker};
+use wisp_bmc::testkit::{require, IpmiSim, Netns};
+use wisp_bmc::{magic_packet, Bmc, BmcConfig, IpmiBmc, MacAddr, PowerState, WolWaker};
 
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();

@@ -15,8 +15,8 @@ fn traces_dir() -> PathBuf {
     if let Ok(d) = std::env::var("WISP_TRACES") {
         return PathBuf::from(d);
     }
-    // CARGO_MANIFEST_DIR is router/planner; the traces sit beside the repository.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces")
+    // CARGO_MANIFEST_DIR is planner/; the traces sit beside the repository.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
 }
 
 fn main() {

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wisp_power::ipmi::chassis::RawRequest;
-use wisp_power::ipmi::worker::{Connector, Session, Settings};
-use wisp_power::{Bmc, BmcError, IpmiBmc, PowerAction, PowerState};
+use wisp_bmc::ipmi::chassis::RawRequest;
+use wisp_bmc::ipmi::worker::{Connector, Session, Settings};
+use wisp_bmc::{Bmc, BmcError, IpmiBmc, PowerAction, PowerState};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {

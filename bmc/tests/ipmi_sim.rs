@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use wisp_power::testkit::IpmiSim;
-use wisp_power::{Bmc, BmcConfig, BmcError, IpmiBmc, PowerAction, PowerState};
+use wisp_bmc::testkit::IpmiSim;
+use wisp_bmc::{Bmc, BmcConfig, BmcError, IpmiBmc, PowerAction, PowerState};
 
 fn client(sim: &IpmiSim, timeout: Duration) -> IpmiBmc {
     let mut cfg = BmcConfig::new(sim.addr(), IpmiSim::USER, sim.password());

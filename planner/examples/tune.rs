@@ -16,9 +16,7 @@ fn env(name: &str, default: f64) -> f64 {
 fn main() {
     let root = std::env::var("WISP_TRACES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces")
-        })
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
         .join("planetlab");
     let sc = if std::env::var("REALISTIC").is_ok() {
         Scenario::realistic()

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use wisp_power::testkit::{require, Netns, TempDir};
-use wisp_power::{magic_packet, MacAddr, WolWaker};
+use wisp_bmc::testkit::{require, Netns, TempDir};
+use wisp_bmc::{magic_packet, MacAddr, WolWaker};
 
 /// tcpdump inside the namespace, killed by PID on drop.
 struct Capture {
@@ -142,7 +142,7 @@ fn setup() -> (Netns, TempDir) {
 }
 
 /// Runs the waker on a thread that entered the namespace (setns is per thread).
-fn wake_in(ns: &Netns, waker: WolWaker, mac: MacAddr) -> wisp_power::WakeReport {
+fn wake_in(ns: &Netns, waker: WolWaker, mac: MacAddr) -> wisp_bmc::WakeReport {
     let path = ns.path();
     std::thread::spawn(move || {
         let f = fs::File::open(&path).unwrap();

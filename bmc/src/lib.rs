@@ -1,4 +1,4 @@
-//! wisp-power: switching servers on and off over IPMI and waking them with magic packets.
+//! wisp-bmc: switching servers on and off over IPMI and waking them with magic packets.
 //!
 //! Two narrow traits carry every external power effect of the router:
 //! - [`Bmc`]: one server's baseboard management controller. The real one is
@@ -12,6 +12,7 @@
 //! `ipmi_sim` launcher and namespace helpers for tests and the lab.
 
 pub mod bmc;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod ipmi;
 pub mod wol;
@@ -20,6 +21,7 @@ pub mod wol;
 pub mod testkit;
 
 pub use bmc::{Bmc, BmcConfig, BmcError, BoxFuture, PowerAction, PowerState};
+#[cfg(any(test, feature = "fake"))]
 pub use fake::{FakeBmc, FakeBmcFault, FakeWaker};
 pub use ipmi::IpmiBmc;
 pub use wol::{magic_packet, MacAddr, WakeError, WakeReport, Waker, WolWaker};
