@@ -65,6 +65,27 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// Runs a long operation (create, migrate, wake, suspend, maintenance, ...) as its own
+/// task and waits for its answer. The client only waits: if it gives up (Ctrl-C, its
+/// own timeout), hyper drops this handler's future, but the operation runs on to its
+/// end and records its result, like dropshot's `DetachFromClient`. An operation left
+/// half-done by a vanished client could hold a VM or a host in between states.
+pub async fn detached<T, E>(
+    op: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<Json<T>, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(r) => r.map(Json).map_err(Into::into),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the operation's task ended without an answer ({e}); see `router events`"),
+        )),
+    }
+}
+
 pub fn app(state: ApiState) -> Router {
     Router::new()
         .route("/v1/hosts", get(hosts))

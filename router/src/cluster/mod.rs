@@ -2,8 +2,11 @@
 //! desired state, events). Everyone else holds a [`ClusterHandle`] and talks to it over
 //! a channel with oneshot replies, so there is no shared lock to reason about.
 
+pub mod claims;
 pub mod state;
 pub mod views;
+
+pub use claims::{Busy, Claim, Op};
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -185,9 +188,10 @@ pub struct Model {
     pub persisted: PersistedState,
     store: Box<dyn Store>,
     pub events: VecDeque<Event>,
-    /// Long operations in flight per VM (start, stop, migrate, restart): a VM has at
-    /// most one, so two reconcilers never act on it at once.
-    pub ops: std::collections::HashMap<VmId, Op>,
+    /// Operations in flight per VM (start, stop, migrate, delete): a VM has at most
+    /// one, so two actors never act on it at once. Released by dropping the guard.
+    pub claims: claims::Claims,
+    releases: mpsc::UnboundedReceiver<claims::Release>,
     /// Latest progress of migrations in flight, for `router vm show`.
     pub progress: std::collections::HashMap<VmId, wisp_common::proto::MigrationProgress>,
     /// Hosts that should be woken (no room for a VM, reserve short); served by the
@@ -214,15 +218,6 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// An operation in flight on a VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    Start { host: HostId },
-    Stop { host: HostId },
-    Migrate { from: HostId, to: HostId },
-    Delete,
-}
-
 /// Starts the cluster task. It runs until `shutdown` turns true.
 pub fn spawn(
     config: &RouterConfig,
@@ -232,9 +227,11 @@ pub fn spawn(
 ) -> (ClusterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let inventory = Arc::new(config.hosts.iter().map(|h| h.name.clone()).collect());
+    let (claims, releases) = claims::Claims::new();
     let mut task = Model {
         config: Arc::new(config.clone()),
-        ops: Default::default(),
+        claims,
+        releases,
         progress: Default::default(),
         retry_after: Default::default(),
         wake_wanted: Default::default(),
@@ -291,6 +288,7 @@ impl Model {
     }
 
     fn on_tick(&mut self) {
+        self.apply_releases();
         let now = Instant::now();
         self.account_sla(now);
         for t in self.cluster.tick(now) {
@@ -303,6 +301,8 @@ impl Model {
     }
 
     fn handle(&mut self, msg: Msg) {
+        // Releases first: a claim dropped before this message was sent is free now.
+        self.apply_releases();
         let now = Instant::now();
         match msg {
             Msg::Connected {
@@ -377,6 +377,19 @@ impl Model {
                 let _ = reply.send(self.events.iter().skip(start).cloned().collect());
             }
         }
+    }
+
+    /// Applies the releases of dropped claims.
+    pub fn apply_releases(&mut self) {
+        while let Ok(r) = self.releases.try_recv() {
+            self.claims.release(r);
+        }
+    }
+
+    /// Holds `vm` for `op` until the returned guard drops.
+    pub fn claim(&mut self, vm: &VmId, op: Op) -> Result<Claim, Busy> {
+        self.apply_releases();
+        self.claims.claim(vm, op)
     }
 
     /// Records an event now.

@@ -239,7 +239,7 @@ impl Actuator for RealActuator {
                 if placed > 0 {
                     return Some(format!("{placed} VM(s) are placed there"));
                 }
-                if m.ops.values().any(|op| match op {
+                if m.claims.iter().any(|(_, op)| match op {
                     crate::cluster::Op::Migrate { to, from } => to == &h || from == &h,
                     crate::cluster::Op::Start { host } => host == &h,
                     _ => false,

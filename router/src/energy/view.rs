@@ -108,7 +108,7 @@ pub fn observe(m: &Model) -> Observed {
             vcpus: r.spec.vcpus,
             mem_mib: r.spec.mem_mib,
             host: r.host.clone(),
-            busy: m.ops.contains_key(id),
+            busy: m.claims.is_held(id),
         })
         .collect();
     Observed {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::maintenance::{self, MaintenanceReport};
 use super::sla::SlaReport;
-use crate::api::{ApiError, ApiState};
+use crate::api::{detached, ApiError, ApiState};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MaintenanceRequest {
@@ -34,5 +34,5 @@ async fn set_maintenance(
     Path(name): Path<String>,
     Json(req): Json<MaintenanceRequest>,
 ) -> Result<Json<MaintenanceReport>, ApiError> {
-    Ok(Json(maintenance::set(&s.cluster, name, req.on).await?))
+    detached(async move { maintenance::set(&s.cluster, name, req.on).await }).await
 }

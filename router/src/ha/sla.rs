@@ -147,7 +147,7 @@ impl Model {
             // reports see the switch-over only at their own period: while the
             // migration is in flight, or its destination (now the placement) has not
             // yet reported `running`, no copy may say so. That is not an outage.
-            let migrating = matches!(self.ops.get(&vm), Some(Op::Migrate { .. }))
+            let migrating = matches!(self.claims.op(&vm), Some(Op::Migrate { .. }))
                 || seen.iter().any(|(h, s)| {
                     Some(h) == rec.host.as_ref() && s.state == wisp_common::VmRunState::Inmigrate
                 });

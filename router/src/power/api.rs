@@ -17,7 +17,7 @@ use super::status::{status, PowerStatusRow};
 use super::suspend::{suspend, SuspendMode, SuspendOutcome};
 use super::wake::{wake, WakeOutcome};
 use super::PowerError;
-use crate::api::{ApiError, ApiState};
+use crate::api::{detached, ApiError, ApiState};
 use crate::vms::chain;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -103,9 +103,7 @@ async fn action(
     };
     let h = host_id(&host)?;
     let (_, verify) = timing(&s).await?;
-    Ok(Json(
-        power_action(&s.cluster, &s.power, &h, a, verify).await?,
-    ))
+    detached(async move { power_action(&s.cluster, &s.power, &h, a, verify).await }).await
 }
 
 async fn wake_host(
@@ -119,7 +117,7 @@ async fn wake_host(
         .and_then(|b| b.deadline_ms)
         .map(Duration::from_millis)
         .unwrap_or(deadline);
-    Ok(Json(wake(&s.cluster, &s.power, &h, deadline).await?))
+    detached(async move { wake(&s.cluster, &s.power, &h, deadline).await }).await
 }
 
 async fn suspend_host(
@@ -135,7 +133,5 @@ async fn suspend_host(
         SuspendMode::Ram
     };
     let (_, verify) = timing(&s).await?;
-    Ok(Json(
-        suspend(&s.cluster, &s.power, &h, mode, req.force, verify).await?,
-    ))
+    detached(async move { suspend(&s.cluster, &s.power, &h, mode, req.force, verify).await }).await
 }

@@ -9,7 +9,7 @@ use wisp_common::proto::MigrationProgress;
 use wisp_common::{VmId, VmSpec};
 
 use super::{chain, VmError};
-use crate::api::{ApiError, ApiState};
+use crate::api::{detached, ApiError, ApiState};
 use crate::cluster::views::VmView;
 use crate::events::Event;
 use crate::store::VmRecord;
@@ -37,7 +37,7 @@ pub struct StopRequest {
 pub struct VmDetail {
     pub views: Vec<VmView>,
     pub record: Option<VmRecord>,
-    pub op: Option<String>,
+    pub op: Option<crate::cluster::Op>,
     pub migration: Option<MigrationProgress>,
     pub events: Vec<Event>,
 }
@@ -69,14 +69,16 @@ async fn create(
     State(s): State<ApiState>,
     Json(req): Json<CreateRequest>,
 ) -> Result<Json<super::OpReport>, ApiError> {
-    Ok(Json(super::create(&s.cluster, req.spec, req.host).await?))
+    let c = s.cluster;
+    detached(async move { super::create(&c, req.spec, req.host).await }).await
 }
 
 async fn start(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<super::OpReport>, ApiError> {
-    Ok(Json(super::start(&s.cluster, vm_id(&name)?).await?))
+    let (c, vm) = (s.cluster, vm_id(&name)?);
+    detached(async move { super::start(&c, vm).await }).await
 }
 
 async fn stop(
@@ -85,21 +87,24 @@ async fn stop(
     body: Option<Json<StopRequest>>,
 ) -> Result<Json<super::OpReport>, ApiError> {
     let force = body.map(|b| b.force).unwrap_or(false);
-    Ok(Json(super::stop(&s.cluster, vm_id(&name)?, force).await?))
+    let (c, vm) = (s.cluster, vm_id(&name)?);
+    detached(async move { super::stop(&c, vm, force).await }).await
 }
 
 async fn restart(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<super::OpReport>, ApiError> {
-    Ok(Json(super::restart(&s.cluster, vm_id(&name)?).await?))
+    let (c, vm) = (s.cluster, vm_id(&name)?);
+    detached(async move { super::restart(&c, vm).await }).await
 }
 
 async fn delete(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<super::OpReport>, ApiError> {
-    Ok(Json(super::delete(&s.cluster, vm_id(&name)?).await?))
+    let (c, vm) = (s.cluster, vm_id(&name)?);
+    detached(async move { super::delete(&c, vm).await }).await
 }
 
 async fn migrate(
@@ -112,9 +117,8 @@ async fn migrate(
         .with(|m| m.config.migration)
         .await
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-    Ok(Json(
-        super::migrate::migrate(&s.cluster, vm_id(&name)?, req.to, settings).await?,
-    ))
+    let (c, vm) = (s.cluster, vm_id(&name)?);
+    detached(async move { super::migrate::migrate(&c, vm, req.to, settings).await }).await
 }
 
 async fn show(
@@ -133,7 +137,7 @@ async fn show(
             Some(VmDetail {
                 views,
                 record,
-                op: m.ops.get(&vm).map(|o| format!("{o:?}")),
+                op: m.claims.op(&vm).cloned(),
                 migration: m.progress.get(&vm).cloned(),
                 events: {
                     let mut evs: Vec<Event> = m

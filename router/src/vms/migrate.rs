@@ -42,7 +42,9 @@ pub async fn migrate(
 ) -> Result<MigrationReport, VmError> {
     let t0 = Instant::now();
     let v = vm.clone();
-    let (from, to, spec, epoch, src, dst) = c
+    // The claim is held until this function returns or is dropped: either way the VM
+    // is released, so a client that gives up cannot leave it busy.
+    let (from, to, spec, epoch, src, dst, _claim) = c
         .with(move |m| -> Result<_, VmError> {
             let rec = m
                 .persisted
@@ -55,10 +57,10 @@ pub async fn migrate(
                 .filter(|h| m.cluster.hosts.contains_key(h))
                 .ok_or(VmError::UnknownHost { host: to })?;
             let seen = m.observed(&v);
-            let (from, status) = seen
+            let from = seen
                 .iter()
                 .find(|(h, s)| Some(h) == rec.host.as_ref() && s.state == VmRunState::Running)
-                .cloned()
+                .map(|(h, _)| h.clone())
                 .ok_or_else(|| VmError::NotRunning {
                     vm: v.clone(),
                     state: seen
@@ -66,7 +68,6 @@ pub async fn migrate(
                         .map(|(h, s)| format!("{} on {h}", s.state))
                         .unwrap_or_else(|| "not running anywhere".into()),
                 })?;
-            let _ = status;
             if from == to {
                 return Err(VmError::SameHost {
                     vm: v.clone(),
@@ -90,7 +91,7 @@ pub async fn migrate(
             placement::check(cand, rec.spec.resources()).map_err(VmError::Placement)?;
             let src = m.link_of(&from)?;
             let dst = m.link_of(&to)?;
-            m.claim(
+            let claim = m.claim(
                 &v,
                 Op::Migrate {
                     from: from.clone(),
@@ -99,30 +100,22 @@ pub async fn migrate(
             )?;
             // The epoch is stored before use: after a router crash mid-migration the
             // destination's copy is recognised as the newer placement.
-            let epoch = match m.new_epoch() {
-                Ok(e) => e,
-                Err(e) => {
-                    m.ops.remove(&v);
-                    return Err(e);
-                }
-            };
-            Ok((from, to, rec.spec, epoch, src, dst))
+            let epoch = m.new_epoch()?;
+            Ok((from, to, rec.spec, epoch, src, dst, claim))
         })
         .await
         .ok_or(VmError::Shutdown)??;
 
     let result = run(c, &vm, &from, &to, spec, epoch, &src, &dst, settings, t0).await;
     let v = vm.clone();
-    let (f2, t2) = (from.clone(), to.clone());
+    let t2 = to.clone();
     let ok = result.is_ok();
     let recorded = c
         .with(move |m| {
-            m.ops.remove(&v);
             m.progress.remove(&v);
             if ok {
                 m.set_placement(&v, &t2, epoch).map_err(VmError::Store)
             } else {
-                let _ = f2;
                 Ok(())
             }
         })

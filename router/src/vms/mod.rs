@@ -2,8 +2,9 @@
 //! migration, and the reconciler that keeps the observed world equal to the desired
 //! one (which is also how VMs of a failed host are restarted elsewhere).
 //!
-//! Every operation first claims the VM in the model (`Model::ops`), so a user command,
-//! the reconciler and the energy planner never act on one VM at the same time.
+//! Every operation first claims the VM in the model (`Model::claim`), so a user
+//! command, the reconciler and the energy planner never act on one VM at the same
+//! time; the claim is a guard that releases the VM when dropped, cancellation included.
 
 pub mod api;
 pub mod migrate;
@@ -39,7 +40,7 @@ pub enum VmError {
         cause: placement::PlacementError,
     },
     #[error("VM {vm} is busy ({op}); try again when that finishes")]
-    Busy { vm: VmId, op: String },
+    Busy { vm: VmId, op: crate::cluster::Op },
     #[error("VM {vm} is not running (it is {state})")]
     NotRunning { vm: VmId, state: String },
     #[error("VM {vm} already runs on {host}")]
@@ -80,6 +81,12 @@ pub enum VmError {
     BadSpec { reason: String },
     #[error("the router is shutting down")]
     Shutdown,
+}
+
+impl From<crate::cluster::Busy> for VmError {
+    fn from(b: crate::cluster::Busy) -> Self {
+        Self::Busy { vm: b.vm, op: b.op }
+    }
 }
 
 impl VmError {

@@ -13,7 +13,7 @@ use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 use super::placement;
 use super::VmError;
 use crate::cluster::state::HostStatus;
-use crate::cluster::{ClusterHandle, Model, Op};
+use crate::cluster::{Claim, ClusterHandle, Model, Op};
 use crate::events::EventKind;
 use crate::link::GenieLink;
 use crate::store::{Desired, VmRecord};
@@ -66,18 +66,6 @@ impl Model {
                     .map(|v| (h.cfg.name.clone(), v.clone()))
             })
             .collect()
-    }
-
-    /// Claims `vm` for `op`, or says what it is busy with.
-    pub fn claim(&mut self, vm: &VmId, op: Op) -> Result<(), VmError> {
-        if let Some(cur) = self.ops.get(vm) {
-            return Err(VmError::Busy {
-                vm: vm.clone(),
-                op: format!("{cur:?}"),
-            });
-        }
-        self.ops.insert(vm.clone(), op);
-        Ok(())
     }
 
     /// Records that `vm` is placed on `host` under `epoch` (stored before anything
@@ -184,15 +172,6 @@ pub async fn stop_on(
     run_done(link, host, vm, cmd).await
 }
 
-async fn release(c: &ClusterHandle, vm: &VmId) {
-    let vm = vm.clone();
-    let _ = c
-        .with(move |m| {
-            m.ops.remove(&vm);
-        })
-        .await;
-}
-
 async fn finish(
     c: &ClusterHandle,
     vm: &VmId,
@@ -201,7 +180,6 @@ async fn finish(
     t0: Instant,
     result: Result<(), VmError>,
 ) -> Result<OpReport, VmError> {
-    release(c, vm).await;
     let elapsed_ms = t0.elapsed().as_millis() as u64;
     let (kind, message) = match &result {
         Ok(()) => (
@@ -238,7 +216,7 @@ pub async fn create(
     let t0 = Instant::now();
     let vm = spec.name.clone();
     let s = spec.clone();
-    let (host, epoch, link) = c
+    let (host, epoch, link, _claim) = c
         .with(move |m| -> Result<_, VmError> {
             if m.persisted.vms.contains_key(&s.name) || !m.observed(&s.name).is_empty() {
                 return Err(VmError::NameTaken { vm: s.name.clone() });
@@ -268,6 +246,9 @@ pub async fn create(
                     })?,
                 };
             let link = m.link_of(&host)?;
+            // Held before the record exists, so nothing acts on the new VM before its
+            // first start is done.
+            let claim = m.claim(&s.name, Op::Start { host: host.clone() })?;
             let epoch = m.new_epoch()?;
             let record = VmRecord {
                 spec: s.clone(),
@@ -280,7 +261,6 @@ pub async fn create(
                 p.vms.insert(s.name.clone(), record);
             })
             .map_err(VmError::Store)?;
-            m.claim(&s.name, Op::Start { host: host.clone() })?;
             m.event(
                 EventKind::VmCreated,
                 Some(host.clone()),
@@ -290,7 +270,7 @@ pub async fn create(
                     s.name, s.vcpus, s.mem_mib
                 ),
             );
-            Ok((host, epoch, link))
+            Ok((host, epoch, link, claim))
         })
         .await
         .ok_or(VmError::Shutdown)??;
@@ -316,7 +296,7 @@ pub async fn create(
 
 enum StartPlan {
     Already(HostId),
-    Go(HostId, u64, GenieLink, VmSpec),
+    Go(HostId, u64, GenieLink, VmSpec, Claim),
 }
 
 /// Sets a VM's desired state to running and starts it where it is placed (or on a
@@ -361,13 +341,13 @@ pub async fn start(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
                 }
             };
             let link = m.link_of(&host)?;
-            m.claim(&v, Op::Start { host: host.clone() })?;
-            Ok(StartPlan::Go(host, epoch, link, rec.spec))
+            let claim = m.claim(&v, Op::Start { host: host.clone() })?;
+            Ok(StartPlan::Go(host, epoch, link, rec.spec, claim))
         })
         .await
         .ok_or(VmError::Shutdown)??;
     match plan {
-        StartPlan::Go(host, epoch, link, spec) => {
+        StartPlan::Go(host, epoch, link, spec, _claim) => {
             let r = start_on(&link, &host, spec, epoch).await;
             finish(c, &vm, &host, "start", t0, r).await
         }
@@ -399,7 +379,7 @@ async fn stop_or_delete(
 ) -> Result<OpReport, VmError> {
     let t0 = Instant::now();
     let v = vm.clone();
-    let targets = c
+    let (targets, _claim) = c
         .with(move |m| -> Result<_, VmError> {
             let managed = m.persisted.vms.contains_key(&v);
             let seen = m.observed(&v);
@@ -421,18 +401,14 @@ async fn stop_or_delete(
                 }
                 out.push((h.clone(), m.link_of(&h)?));
             }
-            let op_host = out.first().map(|(h, _)| h.clone());
-            m.claim(
-                &v,
-                if delete {
-                    Op::Delete
-                } else {
-                    Op::Stop {
-                        host: op_host.unwrap_or_else(|| HostId::new("none").expect("valid")),
-                    }
-                },
-            )?;
-            Ok(out)
+            let host = out.first().map(|(h, _)| h.clone());
+            let op = if delete {
+                Op::Delete
+            } else {
+                Op::Stop { host }
+            };
+            let claim = m.claim(&v, op)?;
+            Ok((out, claim))
         })
         .await
         .ok_or(VmError::Shutdown)??;
@@ -457,7 +433,6 @@ async fn stop_or_delete(
     match last_host {
         Some(h) => finish(c, &vm, &h, action, t0, result).await,
         None => {
-            release(c, &vm).await;
             result?;
             Ok(OpReport {
                 vm: vm.clone(),

@@ -167,7 +167,7 @@ impl Model {
             .sum();
         // Migration targets hold memory before the record moves to them.
         let incoming: Resources = self
-            .ops
+            .claims
             .iter()
             .filter(|(id, op)| {
                 matches!(op, crate::cluster::Op::Migrate { to, .. } if to == host)

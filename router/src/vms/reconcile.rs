@@ -27,7 +27,7 @@ use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 
 use super::{ops, placement, VmError};
 use crate::cluster::state::HostStatus;
-use crate::cluster::{ClusterHandle, Model, Op};
+use crate::cluster::{Claim, ClusterHandle, Model, Op};
 use crate::events::EventKind;
 use crate::link::GenieLink;
 use crate::store::Desired;
@@ -76,8 +76,9 @@ pub fn proven_off(s: HostStatus) -> bool {
 }
 
 impl Model {
-    /// Decides up to `budget` actions and claims their VMs.
-    pub fn plan_vm_actions(&mut self, now: Instant, budget: usize) -> Vec<Action> {
+    /// Decides up to `budget` actions and claims their VMs (each claim is released
+    /// when it is dropped, after its action or with it).
+    pub fn plan_vm_actions(&mut self, now: Instant, budget: usize) -> Vec<(Action, Claim)> {
         let mut out = Vec::new();
         let mut order: Vec<(u8, VmId)> = self
             .persisted
@@ -91,18 +92,23 @@ impl Model {
             if out.len() >= budget {
                 break;
             }
-            if self.ops.contains_key(&vm) || self.retry_after.get(&vm).is_some_and(|t| *t > now) {
+            self.apply_releases();
+            if self.claims.is_held(&vm) || self.retry_after.get(&vm).is_some_and(|t| *t > now) {
                 continue;
             }
             if let Some(a) = self.decide(&vm) {
                 let op = match &a {
                     Action::Start { host, .. } => Op::Start { host: host.clone() },
-                    Action::Stop { host, .. } | Action::DropStale { host, .. } => {
-                        Op::Stop { host: host.clone() }
-                    }
+                    Action::Stop { host, .. } | Action::DropStale { host, .. } => Op::Stop {
+                        host: Some(host.clone()),
+                    },
                 };
-                self.ops.insert(vm.clone(), op);
-                out.push(a);
+                match self.claim(&vm, op) {
+                    Ok(claim) => out.push((a, claim)),
+                    // Not held a moment ago and the task is single-threaded: cannot
+                    // happen, but a busy VM is simply left for the next pass.
+                    Err(_) => continue,
+                }
             }
         }
         out
@@ -299,20 +305,22 @@ pub async fn run(c: ClusterHandle, mut shutdown: watch::Receiver<bool>) {
         else {
             return;
         };
-        for a in actions {
+        // An action without a permit is dropped with its claim, so its VM is free for
+        // the next pass.
+        for (a, claim) in actions {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
             let c = c.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                execute(&c, a).await;
+                execute(&c, a, claim).await;
             });
         }
     }
 }
 
-async fn execute(c: &ClusterHandle, a: Action) {
+async fn execute(c: &ClusterHandle, a: Action, claim: Claim) {
     let t0 = std::time::Instant::now();
     let (vm, host, what, result) = match a {
         Action::Start {
@@ -340,7 +348,8 @@ async fn execute(c: &ClusterHandle, a: Action) {
     let (vm2, host2) = (vm.clone(), host.clone());
     let _ = c
         .with(move |m| {
-            m.ops.remove(&vm2);
+            // The VM stays held until its retry time is recorded, then is released.
+            drop(claim);
             match failed {
                 None => {
                     m.retry_after.remove(&vm2);
@@ -466,11 +475,12 @@ mod tests {
 
     /// What the reconciler does in one pass: (action, host), and the placement after.
     fn pass(m: &mut Model) -> (Vec<(&'static str, HostId)>, Option<HostId>, u64) {
-        m.ops.clear();
+        // Each pass starts with no VM held: the claims of the last one are dropped.
+        m.apply_releases();
         let acts = m
             .plan_vm_actions(Instant::now(), MAX_PARALLEL)
             .into_iter()
-            .map(|a| match a {
+            .map(|(a, _claim)| match a {
                 Action::Start { host, .. } => ("start", host),
                 Action::Stop { host, .. } => ("stop", host),
                 Action::DropStale { host, .. } => ("drop", host),
