@@ -213,8 +213,8 @@ async fn status_of(c: &ClusterHandle, host: &str) -> (HostStatus, PowerKnown, bo
     c.with(move |m| {
         let e = &m.cluster.hosts[&id];
         (
-            e.status,
-            e.power,
+            e.status(),
+            e.power(),
             m.persisted.hosts.get(&id).is_some_and(|r| r.standby),
         )
     })

@@ -23,7 +23,7 @@ use crate::config::RouterConfig;
 use crate::events::{Event, EventKind};
 use crate::link::GenieLink;
 use crate::store::{PersistedState, Store};
-use state::{Cluster, LinkEntry, Timing};
+use state::{Cluster, HostEvent, HostStatus, LinkEntry, Timing};
 use views::{HostView, StatusView, VmView};
 
 /// How often host status is re-derived from report age: a tenth of the 1 s detection
@@ -249,11 +249,10 @@ pub fn spawn(
     task.sla = crate::ha::sla::SlaBook::load(&config.state_dir);
     for (id, rec) in &task.persisted.hosts {
         if let Some(h) = task.cluster.hosts.get_mut(id) {
-            if rec.maintenance {
-                h.status = state::HostStatus::Maintenance;
-            } else if rec.standby {
-                h.status = state::HostStatus::Standby;
-            }
+            h.apply(HostEvent::Restored {
+                maintenance: rec.maintenance,
+                standby: rec.standby,
+            });
         }
     }
     if let Ok(old) = task.store.recent_events(EVENTS_IN_MEMORY) {
@@ -377,6 +376,18 @@ impl Model {
                 let _ = reply.send(self.events.iter().skip(start).cloned().collect());
             }
         }
+    }
+
+    /// Applies `ev` to `host`'s state machine and records what it says as events.
+    /// Returns the host's status afterwards (`None` for a host not in the inventory).
+    pub fn host_event(&mut self, host: &HostId, ev: HostEvent<'_>) -> Option<HostStatus> {
+        let h = self.cluster.hosts.get_mut(host)?;
+        let transitions = h.apply(ev);
+        let status = h.status();
+        for t in transitions {
+            self.event(t.kind, Some(t.host), None, t.message);
+        }
+        Some(status)
     }
 
     /// Applies the releases of dropped claims.

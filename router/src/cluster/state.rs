@@ -6,106 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wisp_common::proto::{HostMetrics, Report, VmStatus};
+use wisp_common::proto::Report;
 use wisp_common::HostId;
 
 use crate::config::{HostConfig, RouterConfig};
-use crate::events::EventKind;
-use crate::link::GenieLink;
-
-/// What the router believes about a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HostStatus {
-    /// Reporting.
-    Up,
-    /// Missed heartbeats; not yet declared unreachable.
-    Suspect,
-    /// No genie link: the host may be up with a dead genie, or off.
-    Unreachable,
-    /// Proven off (BMC reports chassis power off).
-    Down,
-    /// Powered off by us to fence it; its VMs may be restarted elsewhere.
-    Fenced,
-    /// Asleep on purpose (energy saving); wakes on demand.
-    Standby,
-    /// Wake requested; waiting for its genie to register.
-    Waking,
-    /// Taken out of the pool by an operator.
-    Maintenance,
-}
-
-impl HostStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Up => "up",
-            Self::Suspect => "suspect",
-            Self::Unreachable => "unreachable",
-            Self::Down => "down",
-            Self::Fenced => "fenced",
-            Self::Standby => "standby",
-            Self::Waking => "waking",
-            Self::Maintenance => "maintenance",
-        }
-    }
-}
-
-/// Chassis power as last learned (from the BMC or implied by a live genie).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PowerKnown {
-    On,
-    Off,
-    Unknown,
-}
-
-/// The live genie connection of a host.
-#[derive(Debug, Clone)]
-pub struct LinkEntry {
-    pub session: u64,
-    pub instance: u64,
-    pub genie_version: String,
-    pub handle: GenieLink,
-}
-
-#[derive(Debug)]
-pub struct HostEntry {
-    pub cfg: HostConfig,
-    pub link: Option<LinkEntry>,
-    /// Instance and generation of the last accepted report.
-    pub last_instance: Option<u64>,
-    pub last_gen: u64,
-    pub last_sent_at_ms: u64,
-    pub last_report: Option<Instant>,
-    pub metrics: Option<HostMetrics>,
-    pub vms: Vec<VmStatus>,
-    pub status: HostStatus,
-    pub power: PowerKnown,
-    /// Reports dropped as stale or reordered (for diagnostics).
-    pub dropped_reports: u64,
-}
-
-impl HostEntry {
-    fn new(cfg: HostConfig) -> Self {
-        Self {
-            cfg,
-            link: None,
-            last_instance: None,
-            last_gen: 0,
-            last_sent_at_ms: 0,
-            last_report: None,
-            metrics: None,
-            vms: Vec::new(),
-            status: HostStatus::Unreachable,
-            power: PowerKnown::Unknown,
-            dropped_reports: 0,
-        }
-    }
-
-    pub fn report_age(&self, now: Instant) -> Option<Duration> {
-        self.last_report.map(|t| now.saturating_duration_since(t))
-    }
-}
+pub use crate::model::host::{
+    HostEntry, HostEvent, HostStatus, LinkEntry, OffProof, PowerKnown, Timing, Transition,
+};
 
 /// Why a report was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,21 +25,6 @@ pub enum ReportRejected {
         gen: u64,
         last_gen: u64,
     },
-}
-
-/// A status change worth an event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    pub host: HostId,
-    pub kind: EventKind,
-    pub message: String,
-}
-
-/// Timing rules for deriving status from report age.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub suspect_after: Duration,
-    pub unreachable_after: Duration,
 }
 
 impl Timing {
@@ -211,7 +103,7 @@ impl Cluster {
         h.last_gen = report.gen;
         h.last_sent_at_ms = report.sent_at_ms;
         h.last_report = Some(now);
-        h.power = PowerKnown::On;
+        h.apply(HostEvent::Reported);
         if let Some(m) = report.metrics {
             h.metrics = Some(m);
         }
@@ -223,60 +115,13 @@ impl Cluster {
         Ok(changed)
     }
 
-    /// Re-derives every host's status from report age. Operator- and power-driven
-    /// states (maintenance, standby, waking, down, fenced) are only left when the
-    /// genie reports again.
+    /// Re-derives every host's status from report age (see `HostEvent::Liveness`).
     pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let timing = self.timing;
         let mut out = Vec::new();
-        for (id, h) in &mut self.hosts {
+        for h in self.hosts.values_mut() {
             let age = h.report_age(now);
-            let fresh = h.link.is_some() && age.is_some_and(|a| a < self.timing.suspect_after);
-            let next = match h.status {
-                HostStatus::Maintenance => HostStatus::Maintenance,
-                HostStatus::Standby
-                | HostStatus::Waking
-                | HostStatus::Down
-                | HostStatus::Fenced
-                    if !fresh =>
-                {
-                    h.status
-                }
-                _ if fresh => HostStatus::Up,
-                _ if h.link.is_none() => HostStatus::Unreachable,
-                _ => match age {
-                    Some(a) if a < self.timing.unreachable_after => HostStatus::Suspect,
-                    _ => HostStatus::Unreachable,
-                },
-            };
-            if next != h.status {
-                let age_txt = age
-                    .map(|a| format!("{} ms", a.as_millis()))
-                    .unwrap_or_else(|| "never".into());
-                let (kind, message) = match next {
-                    HostStatus::Up => (EventKind::HostUp, format!("host {id} is up")),
-                    HostStatus::Suspect => (
-                        EventKind::HostSuspect,
-                        format!("host {id} missed heartbeats (last report {age_txt} ago)"),
-                    ),
-                    _ => (
-                        EventKind::HostUnreachable,
-                        format!(
-                            "host {id} unreachable: {} (last report {age_txt} ago)",
-                            if h.link.is_none() {
-                                "genie link closed"
-                            } else {
-                                "no reports"
-                            }
-                        ),
-                    ),
-                };
-                h.status = next;
-                out.push(Transition {
-                    host: id.clone(),
-                    kind,
-                    message,
-                });
-            }
+            out.extend(h.apply(HostEvent::Liveness { age, timing }));
         }
         out
     }
@@ -286,6 +131,7 @@ impl Cluster {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::events::EventKind;
     use crate::link::GenieLink;
 
     fn cfg(name: &str) -> HostConfig {

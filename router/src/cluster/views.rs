@@ -65,8 +65,8 @@ impl Model {
             .values()
             .map(|h| HostView {
                 name: h.cfg.name.clone(),
-                state: h.status,
-                power: h.power,
+                state: h.status(),
+                power: h.power(),
                 address: h.cfg.address.to_string(),
                 last_report_age_ms: h.report_age(now).map(|a| a.as_millis() as u64),
                 genie_version: h.link.as_ref().map(|l| l.genie_version.clone()),
@@ -76,7 +76,7 @@ impl Model {
                 mem_available_bytes: h.metrics.as_ref().map(|m| m.mem_available_bytes),
                 load_avg: h.metrics.as_ref().map(|m| m.load_avg),
                 uptime_s: h.metrics.as_ref().map(|m| m.uptime_s),
-                vms: if h.status == HostStatus::Up || h.status == HostStatus::Suspect {
+                vms: if h.status() == HostStatus::Up || h.status() == HostStatus::Suspect {
                     h.vms.len()
                 } else {
                     0
@@ -137,7 +137,7 @@ impl Model {
                 .cluster
                 .hosts
                 .values()
-                .filter(|h| h.status == HostStatus::Up)
+                .filter(|h| h.status() == HostStatus::Up)
                 .count(),
             vms_total: vms.len(),
             vms_running: vms.iter().filter(|v| v.state == "running").count(),

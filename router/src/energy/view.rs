@@ -70,7 +70,7 @@ pub fn observe(m: &Model) -> Observed {
             let cap = capacity(h);
             ObservedHost {
                 id: h.cfg.name.clone(),
-                status: h.status,
+                status: h.status(),
                 linked: h.link.is_some(),
                 maintenance: flags.is_some_and(|f| f.maintenance),
                 standby: flags.is_some_and(|f| f.standby),

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerAction, PowerState};
 use wisp_common::HostId;
 
-use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::state::{HostEvent, HostStatus, OffProof, PowerKnown};
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
 use crate::power::PowerPlane;
@@ -88,20 +88,20 @@ impl Model {
             .values()
             .filter(|h| {
                 matches!(
-                    h.status,
+                    h.status(),
                     HostStatus::Up | HostStatus::Suspect | HostStatus::Unreachable
                 )
             })
             .collect();
         let vanished = expected
             .iter()
-            .filter(|h| h.status != HostStatus::Up)
+            .filter(|h| h.status() != HostStatus::Up)
             .count();
         // Hosts that never reported since the router started do not count as vanished:
         // at start-up every host is unreachable until its genie connects.
         let vanished_after_report = expected
             .iter()
-            .filter(|h| h.status != HostStatus::Up && h.last_report.is_some())
+            .filter(|h| h.status() != HostStatus::Up && h.last_report.is_some())
             .count();
         let suspect_self = expected.len() >= SELF_SUSPICION_MIN_HOSTS
             && vanished_after_report * 2 > expected.len();
@@ -134,8 +134,8 @@ impl Model {
         self.cluster
             .hosts
             .values()
-            .filter(|h| matches!(h.status, HostStatus::Suspect | HostStatus::Unreachable))
-            .filter(|h| h.last_report.is_some() || h.power != PowerKnown::Off)
+            .filter(|h| matches!(h.status(), HostStatus::Suspect | HostStatus::Unreachable))
+            .filter(|h| h.last_report.is_some() || h.power() != PowerKnown::Off)
             // A host being put to sleep goes silent on purpose: the flag is stored
             // before the suspend is sent.
             .filter(|h| {
@@ -147,7 +147,7 @@ impl Model {
             })
             .map(|h| Work {
                 host: h.cfg.name.clone(),
-                status: h.status,
+                status: h.status(),
                 // Never heard since this router started: its genie has been without a
                 // router at least that long (the previous one was gone by then). Not
                 // "forever": a BMC that does not answer right after a router restart
@@ -161,66 +161,51 @@ impl Model {
             .collect()
     }
 
-    /// Applies a verdict if the host is still silent.
+    /// Applies a verdict if the host is still silent (the state machine ignores a
+    /// proof for a host that came back meanwhile).
     pub fn apply_verdict(&mut self, host: &HostId, v: &Verdict) {
         let started = self.started;
-        let Some(h) = self.cluster.hosts.get_mut(host) else {
+        let Some(h) = self.cluster.hosts.get(host) else {
             return;
         };
-        if !matches!(h.status, HostStatus::Suspect | HostStatus::Unreachable) {
-            return;
-        }
-        if let Verdict::LeaseExpired { silent_ms, .. } = v {
-            // The host may have reported while its BMC was being asked: the lease
-            // proof holds only if it has really been silent that long.
-            let now = Instant::now();
-            let silent = h
-                .report_age(now)
-                .unwrap_or_else(|| now.saturating_duration_since(started));
-            if silent < Duration::from_millis(*silent_ms) {
-                return;
-            }
-        }
-        let (status, power, kind, msg) = match v {
-            Verdict::Off => (
-                HostStatus::Down,
-                PowerKnown::Off,
-                EventKind::HostDown,
-                format!("host {host} is down: its BMC reports chassis power off"),
-            ),
-            Verdict::Fenced { after_ms } => (
-                HostStatus::Fenced,
-                PowerKnown::Off,
-                EventKind::HostFenced,
-                format!("host {host} fenced: powered off over IPMI and verified off in {after_ms} ms"),
-            ),
+        let proof = match v {
+            Verdict::Off => OffProof::BmcOff,
+            Verdict::Fenced { after_ms } => OffProof::PoweredOff {
+                after_ms: *after_ms,
+            },
             Verdict::LeaseExpired {
                 silent_ms,
                 bmc_error,
-            } => (
-                HostStatus::Fenced,
-                PowerKnown::Unknown,
-                EventKind::HostFenced,
-                format!(
-                    "host {host} fenced by lease: silent for {silent_ms} ms, beyond its self-fence lease; its genie has killed its VMs (BMC: {bmc_error})"
-                ),
-            ),
+            } => {
+                // The host may have reported while its BMC was being asked: the lease
+                // proof holds only if it has really been silent that long.
+                let now = Instant::now();
+                let silent = h
+                    .report_age(now)
+                    .unwrap_or_else(|| now.saturating_duration_since(started));
+                if silent < Duration::from_millis(*silent_ms) {
+                    return;
+                }
+                OffProof::LeaseExpired {
+                    silent_ms: *silent_ms,
+                    bmc_error: bmc_error.clone(),
+                }
+            }
             Verdict::OnWaiting => {
-                h.power = PowerKnown::On;
+                self.host_event(host, HostEvent::SeenOn);
                 return;
             }
             Verdict::NoProof { reason } => {
-                let msg = format!("no proof that host {host} is off, so its VMs are NOT restarted: {reason}");
-                self.event(EventKind::FenceRefused, Some(host.clone()), None, msg);
+                if matches!(h.status(), HostStatus::Suspect | HostStatus::Unreachable) {
+                    let msg = format!(
+                        "no proof that host {host} is off, so its VMs are NOT restarted: {reason}"
+                    );
+                    self.event(EventKind::FenceRefused, Some(host.clone()), None, msg);
+                }
                 return;
             }
         };
-        h.status = status;
-        h.power = power;
-        // Proven off: its VMs are not running, whatever its last report said (a cut
-        // link may never close, so that report would otherwise stay forever).
-        h.vms.clear();
-        self.event(kind, Some(host.clone()), None, msg);
+        self.host_event(host, HostEvent::ProvenOff(proof));
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use wisp_common::{HostId, VmId};
 
-use crate::cluster::state::HostStatus;
+use crate::cluster::state::HostEvent;
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
 use crate::store::Desired;
@@ -34,13 +34,7 @@ pub async fn set(c: &ClusterHandle, host: String, on: bool) -> Result<Maintenanc
             let id2 = id.clone();
             m.update(|p| p.hosts.entry(id2).or_default().maintenance = on)
                 .map_err(VmError::Store)?;
-            let entry = m.cluster.hosts.get_mut(&id).expect("checked above");
-            entry.status = if on {
-                HostStatus::Maintenance
-            } else {
-                // Re-derived from its reports on the next tick.
-                HostStatus::Unreachable
-            };
+            m.host_event(&id, HostEvent::MaintenanceSet { on });
             m.event(
                 EventKind::Maintenance,
                 Some(id.clone()),

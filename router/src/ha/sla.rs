@@ -152,7 +152,7 @@ impl Model {
                     Some(h) == rec.host.as_ref() && s.state == wisp_common::VmRunState::Inmigrate
                 });
             let placed = rec.host.as_ref().and_then(|h| self.cluster.hosts.get(h));
-            let status = placed.map(|h| h.status);
+            let status = placed.map(|h| h.status());
             let last_report_ms = placed
                 .and_then(|h| h.report_age(now))
                 .map(|a| now_ms.saturating_sub(a.as_millis() as u64));

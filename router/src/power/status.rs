@@ -110,7 +110,7 @@ pub async fn status(
                         ),
                     };
                     let state = if power == PowerKnown::Unknown {
-                        m.cluster.hosts.get(&host).map(|h| h.status)
+                        m.cluster.hosts.get(&host).map(|h| h.status())
                     } else {
                         let src = format!("BMC {}", bmc.as_deref().unwrap_or("?"));
                         m.mark_power(&host, power, &src)

@@ -20,7 +20,7 @@ use super::actions::bmc_of;
 use super::status::{known, poll_power};
 use super::wait::{self, ms};
 use super::{PowerError, PowerPlane};
-use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::state::{HostEvent, PowerKnown};
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
 use crate::vms::VmError;
@@ -147,11 +147,7 @@ pub async fn suspend(
                     if let Some(p) = power_seen {
                         m.mark_power(&h, known(p), "BMC, after suspend");
                     }
-                    if let Some(e) = m.cluster.hosts.get_mut(&h) {
-                        if e.status != HostStatus::Maintenance {
-                            e.status = HostStatus::Standby;
-                        }
-                    }
+                    m.host_event(&h, HostEvent::SleepVerified);
                     m.event(EventKind::Power, Some(h.clone()), None, msg);
                 })
                 .await

@@ -17,7 +17,7 @@ use wisp_common::HostId;
 use super::status::{known, query};
 use super::wait::{self, ms};
 use super::{PowerError, PowerPlane};
-use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::cluster::state::{HostEvent, HostStatus};
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
 use crate::vms::chain;
@@ -78,7 +78,7 @@ async fn registered(
             cluster
                 .with(move |m| {
                     m.cluster.hosts.get(&h).is_some_and(|e| {
-                        e.status == HostStatus::Up
+                        e.status() == HostStatus::Up
                             && e.link.as_ref().is_some_and(|l| Some(l.session) != old)
                     })
                 })
@@ -103,12 +103,10 @@ pub async fn wake(
     let already_up = cluster
         .with(move |m| {
             let e = m.cluster.hosts.get_mut(&h)?;
-            if e.link.is_some() && e.status == HostStatus::Up {
+            if e.link.is_some() && e.status() == HostStatus::Up {
                 return Some(true);
             }
-            if e.status != HostStatus::Maintenance {
-                e.status = HostStatus::Waking;
-            }
+            e.apply(HostEvent::WakeRequested);
             Some(false)
         })
         .await
@@ -246,9 +244,7 @@ async fn finish(
     let (h, msg) = (host.clone(), message.clone());
     cluster
         .with(move |m| {
-            if let Some(e) = m.cluster.hosts.get_mut(&h) {
-                e.power = PowerKnown::On;
-            }
+            m.host_event(&h, HostEvent::Woken);
             let was = m.persisted.hosts.get(&h).is_some_and(|r| r.standby);
             let stored = if was {
                 m.update(|p| p.hosts.entry(h.clone()).or_default().standby = false)
@@ -290,15 +286,12 @@ async fn fail(
             if let Some(p) = seen {
                 m.mark_power(&h, known(p), "BMC, after a failed wake");
             }
-            if let Some(e) = m.cluster.hosts.get_mut(&h) {
-                if e.status == HostStatus::Waking {
-                    e.status = if seen == Some(PowerState::Off) {
-                        HostStatus::Down
-                    } else {
-                        HostStatus::Unreachable
-                    };
-                }
-            }
+            m.host_event(
+                &h,
+                HostEvent::WakeFailed {
+                    bmc_says_off: seen == Some(PowerState::Off),
+                },
+            );
             m.event(
                 EventKind::Error,
                 Some(h.clone()),

@@ -86,7 +86,7 @@ pub async fn migrate(
                 .find(|c| c.host == to)
                 .ok_or_else(|| VmError::HostNotUp {
                     host: to.clone(),
-                    state: m.cluster.hosts[&to].status.as_str().into(),
+                    state: m.cluster.hosts[&to].status().as_str().into(),
                 })?;
             placement::check(cand, rec.spec.resources()).map_err(VmError::Placement)?;
             let src = m.link_of(&from)?;

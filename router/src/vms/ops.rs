@@ -41,14 +41,14 @@ impl Model {
             .ok_or_else(|| VmError::UnknownHost {
                 host: host.to_string(),
             })?;
-        match (&h.link, h.status) {
+        match (&h.link, h.status()) {
             (
                 Some(l),
                 HostStatus::Up | HostStatus::Suspect | HostStatus::Maintenance | HostStatus::Waking,
             ) => Ok(l.handle.clone()),
             _ => Err(VmError::HostNotUp {
                 host: host.clone(),
-                state: h.status.as_str().into(),
+                state: h.status().as_str().into(),
             }),
         }
     }
@@ -232,7 +232,7 @@ pub async fn create(
                         let cand = cands.iter().find(|c| c.host == id).ok_or_else(|| {
                             VmError::HostNotUp {
                                 host: id.clone(),
-                                state: m.cluster.hosts[&id].status.as_str().into(),
+                                state: m.cluster.hosts[&id].status().as_str().into(),
                             }
                         })?;
                         placement::check(cand, s.resources()).map_err(VmError::Placement)?;

@@ -124,7 +124,7 @@ impl Model {
         self.cluster
             .hosts
             .values()
-            .filter(|h| h.status == HostStatus::Up && h.link.is_some())
+            .filter(|h| h.status() == HostStatus::Up && h.link.is_some())
             .filter(|h| {
                 !self
                     .persisted
@@ -148,7 +148,7 @@ impl Model {
             .cluster
             .hosts
             .values()
-            .filter(|h| h.status == HostStatus::Standby)
+            .filter(|h| h.status() == HostStatus::Standby)
             .map(|h| h.cfg.name.clone())
             .find(|id| !self.persisted.hosts.get(id).is_some_and(|r| r.maintenance))?;
         self.wake_wanted.insert(standby.clone());

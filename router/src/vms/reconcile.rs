@@ -127,7 +127,7 @@ impl Model {
                     .cluster
                     .hosts
                     .get(h)
-                    .is_some_and(|x| proven_off(x.status))
+                    .is_some_and(|x| proven_off(x.status()))
             })
             .collect();
         let placed = rec
@@ -203,7 +203,7 @@ impl Model {
                     .host
                     .as_ref()
                     .and_then(|h| self.cluster.hosts.get(h))
-                    .map(|h| h.status);
+                    .map(|h| h.status());
                 match (rec.host.clone(), status) {
                     (Some(h), Some(HostStatus::Up)) => {
                         let link = self.link_of(&h).ok()?;
@@ -394,7 +394,7 @@ async fn drop_stale(link: &GenieLink, host: &HostId, vm: &VmId) -> Result<(), Vm
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::cluster::state::LinkEntry;
+    use crate::cluster::state::{HostEvent, LinkEntry};
     use crate::config::RouterConfig;
     use crate::store::{MemStore, PersistedState, Store, VmRecord};
     use wisp_common::proto::VmStatus;
@@ -446,17 +446,18 @@ mod tests {
     /// Host `host` up with a live link, reporting vm1 in `state` at `epoch` (or
     /// nothing; or unreachable with no link when `linked` is false).
     fn report(m: &mut Model, host: &str, linked: bool, vm: Option<(VmRunState, u64)>) {
+        let timing = m.cluster.timing;
         let e = m.cluster.hosts.get_mut(&h(host)).unwrap();
-        e.status = if linked {
-            HostStatus::Up
-        } else {
-            HostStatus::Unreachable
-        };
         e.link = linked.then(|| LinkEntry {
             session: 1,
             instance: 1,
             genie_version: "test".into(),
             handle: GenieLink::detached(),
+        });
+        // Up when linked and just heard, unreachable without a link.
+        e.apply(HostEvent::Liveness {
+            age: Some(std::time::Duration::ZERO),
+            timing,
         });
         e.vms = vm
             .map(|(state, epoch)| VmStatus {
