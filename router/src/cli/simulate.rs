@@ -1,5 +1,5 @@
 //! `router simulate`: replays one day of CPU traces through the same planner and
-//! policy code the daemon runs (`wisp_planner::plan` via `sim::simulate`), in this
+//! policy code the daemon runs (`wisp_planner::plan` via `wisp_sim::simulate`), in this
 //! process (no daemon needed), prints the metrics next to the published CloudSim
 //! baselines for that day, and writes an SVG plot (hosts, power, demand over the day).
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wisp_planner::sim::{baseline, load_planetlab_day, render_svg, simulate, Scenario, SimReport};
+use wisp_sim::{baseline, load_planetlab_day, render_svg, simulate, Scenario, SimReport};
 
 use super::table;
 
@@ -43,7 +43,7 @@ pub enum SimulateError {
         day: String,
         dir: PathBuf,
         #[source]
-        source: wisp_planner::sim::TraceError,
+        source: wisp_sim::TraceError,
     },
     #[error("cannot write the plot to {path}")]
     Svg {

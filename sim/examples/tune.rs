@@ -1,10 +1,12 @@
-//! Policy exploration on the PlanetLab days: `cargo run --release --example tune -p wisp-planner`
+//! Policy exploration on the PlanetLab days: `cargo run --release --example tune -p wisp-sim`
 //! with policy knobs in environment variables (TARGET, LOWER, UPPER, K, WINDOW, FREEZE,
-//! EVAC, MK, SPREAD, CSPREAD, SQUEEZE, EFF = prefer efficient hosts, LEFF). Prints one line per day; used to choose `Scenario::default_policy`.
+//! EVAC, MK, SPREAD, CSPREAD, SQUEEZE, EFF = prefer efficient hosts, LEFF). Prints one line
+//! per day; used to choose `Scenario::default_policy`. Traces as for the planetlab bench:
+//! WISP_TRACES, else the shared copy `../shared/traces` beside the repository.
 
 use std::path::PathBuf;
 
-use wisp_planner::sim::{baseline, load_planetlab_day, simulate, Scenario};
+use wisp_sim::{baseline, load_planetlab_day, simulate, Scenario};
 
 fn env(name: &str, default: f64) -> f64 {
     std::env::var(name)
