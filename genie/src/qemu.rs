@@ -127,7 +127,7 @@ pub fn command_line(spec: &VmSpec, paths: &VmPaths, incoming: Option<SocketAddr>
     push("-name");
     push(spec.name.as_str());
     push("-machine");
-    // TCG: the KVM on our machines is a software one and much slower (LAB.md).
+    // TCG: the KVM on our machines is a software one and much slower (ARCHITECTURE.md, QEMU).
     push("q35,accel=tcg");
     push("-m");
     push(&spec.mem_mib.to_string());
@@ -262,7 +262,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// True if `pid` exists and is not a zombie. (`kill -0` is not enough: with no init
-/// reaping orphans, a killed qemu lingers as a zombie for a while; LAB.md.)
+/// reaping orphans, a killed qemu lingers as a zombie for a while; ARCHITECTURE.md, The lab.)
 pub fn is_alive(pid: u32) -> bool {
     match stat_fields(pid) {
         Some(f) => !matches!(f.first().map(String::as_str), Some("Z" | "X")),

@@ -3,7 +3,7 @@
 //! Tolerant on purpose: unknown events are skipped (only counted), unknown fields are
 //! ignored, and results are handed back as JSON values for the caller to pick from, so
 //! a newer QEMU never breaks the connection (the `qapi` crate drops the connection on
-//! an unknown event name; see LAB.md).
+//! an unknown event name; see ARCHITECTURE.md, QEMU).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,13 +1,15 @@
-//! wisp-planner: the pure consolidation planner and the trace simulator.
+//! wisp-planner: the pure consolidation planner.
 //!
 //! * [`plan`] turns a [`ClusterView`] (hosts, VMs, demand history, `now`) and a
 //!   [`Policy`] into a [`Plan`]: ordered migrations in batches, hosts to wake, hosts to
 //!   put to sleep. It does no I/O and reads no clock.
 //! * [`check`] applies a plan to a view and states the invariants (no overcommit, the
 //!   failover reserve).
-//! * [`sim`] replays CPU traces (PlanetLab, in CloudSim's format) through the same
-//!   `plan()` with a simulated clock and reports CloudSim's metrics; only
-//!   [`sim::trace`] reads files, and [`sim::render_svg`] returns a `String`.
+//! * [`policy`], [`power`] and [`predict`]: the knobs, the host power model and the
+//!   demand prediction the planner uses.
+//!
+//! The whole crate reads no file and pulls in no tokio: the daemon, the simulator (`wisp-sim`, its own crate so
+//! that trace files and SVG stay out of here) and the benchmarks call the same `plan()`.
 
 pub mod check;
 pub mod model;
@@ -15,7 +17,6 @@ pub mod plan;
 pub mod policy;
 pub mod power;
 pub mod predict;
-pub mod sim;
 
 pub use model::{ClusterView, HostIx, HostView, PowerState, VmIx, VmView};
 pub use plan::plan;

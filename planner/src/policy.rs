@@ -101,8 +101,9 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The policy tuned on the PlanetLab traces in the CloudSim scenario (what
-    /// `Scenario::cloudsim().default_policy()` returns); see the `planetlab` bench. It meets
+    /// The policy tuned on the PlanetLab traces in the CloudSim scenario; see the
+    /// `planetlab` bench of wisp-sim (`sim/`), whose `Scenario::cloudsim().default_policy()`
+    /// is the variant below that never plans an overload. It meets
     /// the three goals on all three days (energy ≤ 0.85 × LR-MMT 1.2, SLAV ≤ LR-MMT's,
     /// migrations ≤ 0.2 × LR-MMT's) and so do its neighbours (lower 0.70–0.75, freeze
     /// 40–60 min), so it is not a knife edge of the tuning.

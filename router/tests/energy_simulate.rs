@@ -1,7 +1,8 @@
 //! `router simulate` on small synthetic traces (the PlanetLab format: one file per VM,
 //! 288 integer CPU percents) written to a temp dir: it runs without a daemon, prints
-//! the metrics, writes the SVG, and `--json` carries the same report. Also the error
-//! for a missing day.
+//! the metrics, writes the SVG, and `--json` carries the same report. Also the errors
+//! for a missing day and for a missing `--traces` (the traces are not part of wisp, so
+//! there is no default to fall back on).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -106,4 +107,18 @@ fn simulate_names_the_missing_day_directory() {
         err.contains("/nonexistent-wisp/planetlab/20110303"),
         "{err}"
     );
+}
+
+#[test]
+fn simulate_without_traces_says_where_to_get_them() {
+    let out = router()
+        .args(["simulate", "--day", "0303"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("--traces DIR"), "{err}");
+    assert!(err.contains("Cloudslab/cloudsim"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }

@@ -1,4 +1,4 @@
-//! Benchmark of VMs on the lab, printed as a table next to LAB.md's reference figures:
+//! Benchmark of VMs on the lab, printed next to ARCHITECTURE.md's reference figures (QEMU):
 //! - live migration through `router vm migrate` of idle 64 MiB and 512 MiB guests:
 //!   QEMU's total time and downtime (as the router reports them), the time from the
 //!   CLI request to the QMP `migrate` command (`to_migrate_command_ms`: starting the
@@ -162,7 +162,7 @@ fn main() {
     let row = |name: &str, a: &str, b: &str, reference: &str| {
         println!("{name:<46} {a:>8} {b:>8}   {reference}");
     };
-    row("metric", "64 MiB", "512 MiB", "reference (LAB.md)");
+    row("metric", "64 MiB", "512 MiB", "reference (ARCHITECTURE.md)");
     let line = |name: &str, a: u64, b: u64, reference: &str| {
         row(name, &a.to_string(), &b.to_string(), reference);
     };

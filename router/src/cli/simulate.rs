@@ -1,5 +1,5 @@
 //! `router simulate`: replays one day of CPU traces through the same planner and
-//! policy code the daemon runs (`wisp_planner::plan` via `sim::simulate`), in this
+//! policy code the daemon runs (`wisp_planner::plan` via `wisp_sim::simulate`), in this
 //! process (no daemon needed), prints the metrics next to the published CloudSim
 //! baselines for that day, and writes an SVG plot (hosts, power, demand over the day).
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wisp_planner::sim::{baseline, load_planetlab_day, render_svg, simulate, Scenario, SimReport};
+use wisp_sim::{baseline, load_planetlab_day, render_svg, simulate, Scenario, SimReport};
 
 use super::table;
 
@@ -21,9 +21,11 @@ pub enum ScenarioArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// Trace root holding `planetlab/<day>/` (one file per VM, 288 integer lines).
-    #[arg(long, default_value = "../shared/traces")]
-    pub traces: PathBuf,
+    /// Trace root holding `planetlab/<day>/` (one file per VM, 288 integer lines): the
+    /// PlanetLab traces CloudSim publishes (see sim/README.md). Required; there is no
+    /// default because the traces are not part of wisp.
+    #[arg(long, value_name = "DIR")]
+    pub traces: Option<PathBuf>,
     /// Day directory, e.g. 20110303 (or 0303).
     #[arg(long)]
     pub day: String,
@@ -38,12 +40,14 @@ pub struct SimulateArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
+    #[error("no traces given: pass --traces DIR, a directory holding planetlab/<day>/ with one file per VM (the PlanetLab traces published by CloudSim: {TRACES_SOURCE}; see sim/README.md)")]
+    NoTraces,
     #[error("cannot load the traces of day {day} (looked in {dir}; --traces names the directory holding planetlab/)")]
     Traces {
         day: String,
         dir: PathBuf,
         #[source]
-        source: wisp_planner::sim::TraceError,
+        source: wisp_sim::TraceError,
     },
     #[error("cannot write the plot to {path}")]
     Svg {
@@ -52,6 +56,9 @@ pub enum SimulateError {
         source: std::io::Error,
     },
 }
+
+/// Where the PlanetLab traces come from (named in the error when `--traces` is missing).
+const TRACES_SOURCE: &str = "github.com/Cloudslab/cloudsim, modules/cloudsim-examples/src/main/resources/workload/planetlab";
 
 /// One row of the comparison table.
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +82,7 @@ pub struct SimulateOutput {
     pub svg: Option<PathBuf>,
 }
 
-/// `0303` means the 2011 PlanetLab day of the traces README.
+/// `0303` means the 2011 PlanetLab day (the days of sim/README.md).
 fn day_name(d: &str) -> String {
     if d.len() == 4 && d.chars().all(|c| c.is_ascii_digit()) {
         format!("2011{d}")
@@ -86,8 +93,9 @@ fn day_name(d: &str) -> String {
 
 /// Runs the simulation; returns the output and its text form.
 pub fn run(args: &SimulateArgs) -> Result<(SimulateOutput, String), SimulateError> {
+    let traces = args.traces.as_ref().ok_or(SimulateError::NoTraces)?;
     let day = day_name(&args.day);
-    let dir = args.traces.join("planetlab").join(&day);
+    let dir = traces.join("planetlab").join(&day);
     let w = load_planetlab_day(&dir).map_err(|source| SimulateError::Traces {
         day: day.clone(),
         dir: dir.clone(),

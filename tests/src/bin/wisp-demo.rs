@@ -2,7 +2,7 @@
 //! and `router vms` every few seconds and tears everything down on Ctrl-C or SIGTERM.
 //!
 //! It builds nothing: run `cargo build --workspace --bins` first (the lab says so if a
-//! binary is missing). Needs root and the packages listed in LAB.md.
+//! binary is missing). Needs root and the packages of ARCHITECTURE.md, Debian packages.
 
 use std::time::Duration;
 

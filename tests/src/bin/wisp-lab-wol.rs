@@ -3,7 +3,7 @@
 //! that is off or suspended powers that host on, through the same action as IPMI.
 //!
 //! The socket is promiscuous: the bridge does not hand known-unicast frames to a
-//! listener on the bridge device otherwise (see LAB.md).
+//! listener on the bridge device otherwise (see ARCHITECTURE.md, Wake-on-LAN).
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
-use crate::power::PowerModel;
+use wisp_planner::{Policy, PowerModel};
 
 /// One physical host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +51,7 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// CloudSim 3.0.3's "power/planetlab" scenario (see the traces README).
+    /// CloudSim 3.0.3's "power/planetlab" scenario (sim/README.md, "The CloudSim scenario").
     pub fn cloudsim() -> Self {
         let hosts = (0..800)
             .map(|i| {
@@ -104,8 +103,8 @@ impl Scenario {
         }
     }
 
-    /// The policy to run this scenario with (what `router simulate` uses): the balanced
-    /// PlanetLab policy; the realistic scenario adds the N+1 reserve, 16 parallel
+    /// The policy to run this scenario with (what `router simulate` uses): the PlanetLab
+    /// policy that never plans an overload; the realistic scenario adds the N+1 reserve, 16 parallel
     /// migrations and 15 min minimum awake time.
     pub fn default_policy(&self) -> Policy {
         // The policy that never plans an overload: it meets the goals with SLATAH and

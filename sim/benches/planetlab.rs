@@ -2,20 +2,22 @@
 //! baselines and the physical bound, with PASS/MISS against the goals
 //! (energy ≤ 0.85 × LR-MMT 1.2, SLAV ≤ LR-MMT's, migrations ≤ 0.2 × LR-MMT's).
 //!
-//! Needs the traces at `../shared/traces/planetlab` from the repository root (override
-//! with WISP_TRACES); fails loudly when they are missing.
+//! Needs the PlanetLab traces (sim/README.md says where they come from): the directory
+//! named by WISP_TRACES, else `../shared/traces` beside the repository (the copy on the
+//! project's build machines; benches only, the product never looks there). Fails loudly
+//! when they are missing.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use wisp_planner::sim::{baseline, load_planetlab_day, simulate, Scenario};
 use wisp_planner::Policy;
+use wisp_sim::{baseline, load_planetlab_day, simulate, Scenario};
 
 fn traces_dir() -> PathBuf {
     if let Ok(d) = std::env::var("WISP_TRACES") {
         return PathBuf::from(d);
     }
-    // CARGO_MANIFEST_DIR is planner/; the traces sit beside the repository.
+    // CARGO_MANIFEST_DIR is sim/; the shared copy sits beside the repository.
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
 }
 

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use wisp_planner::sim::{
+use wisp_planner::PowerModel;
+use wisp_sim::{
     load_planetlab_day, render_svg, simulate, Accounting, HostType, Scenario, TraceError, VmType,
     Workload,
 };
-use wisp_planner::PowerModel;
 
 /// Two identical hosts (1000 MIPS, 100 W idle → 200 W full, linear), one VM type of
 /// 1000 MIPS / 100 MB, 300 s steps.
@@ -139,7 +139,7 @@ impl TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
-            "wisp-planner-{tag}-{}-{}",
+            "wisp-sim-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));

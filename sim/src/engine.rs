@@ -30,17 +30,15 @@
 //!   most ~6 VMs each at t = 0 (4096 / 613 MB), so at least N − 6 × 40 ≈ 800 VMs must
 //!   move in the first rounds (we move 800–930 in the first two). Placing without the
 //!   RAM check would avoid them but is not the scenario, so we do not.
-//! * The physical bound printed here is computed from the traces with the README's VM
-//!   types in blocks; it differs from the README's figures by -1.5 %, -3.4 % and +3.4 %
-//!   (we could not find the assignment that reproduces them).
+//! * The physical bound printed here is computed from the traces with the VM types of
+//!   sim/README.md in blocks; it differs from the published figures there by -1.5 %,
+//!   -3.4 % and +3.4 % (we could not find the assignment that reproduces them).
 
-use crate::model::{ClusterView, HostIx, HostView, PowerState, VmView};
-use crate::plan::plan;
-use crate::plan::types::MoveReason;
-use crate::policy::Policy;
-use crate::sim::report::{SimReport, StepSample};
-use crate::sim::scenario::{Accounting, Scenario};
-use crate::sim::trace::Workload;
+use wisp_planner::{plan, ClusterView, HostIx, HostView, MoveReason, Policy, PowerState, VmView};
+
+use crate::report::{SimReport, StepSample};
+use crate::scenario::{Accounting, Scenario};
+use crate::trace::Workload;
 
 /// Host memory shown to the planner once CloudSim stops checking RAM.
 const UNCHECKED_MEM_MB: u64 = 1 << 40;

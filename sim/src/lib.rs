@@ -1,4 +1,7 @@
-//! The trace simulator: replays CPU traces through `plan()` with a simulated clock.
+//! wisp-sim: the trace simulator. It replays CPU traces (PlanetLab, in CloudSim's format)
+//! through the same `wisp_planner::plan()` the daemon runs, with a simulated clock, and
+//! reports CloudSim's metrics. It lives outside the planner so that the planner stays
+//! pure: only [`trace`] reads files here, and [`render_svg`] returns a `String`.
 //!
 //! `router simulate` calls: [`load_planetlab_day`], then [`simulate`] with
 //! [`Scenario::cloudsim`] or [`Scenario::realistic`] and `scenario.default_policy()`,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::sim::report::SimReport;
+use crate::report::SimReport;
 
 const W: f64 = 900.0;
 const PANEL_H: f64 = 150.0;

@@ -1,4 +1,4 @@
-//! The published CloudSim 3.0.3 figures we compare against (traces README, "Baseline").
+//! The published CloudSim 3.0.3 figures we compare against (sim/README.md, "Baselines").
 
 /// One row of the baseline table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,7 +131,7 @@ pub const BASELINES: [Baseline; 9] = [
     ),
 ];
 
-/// The physical bound of each day from the README, kWh.
+/// The physical bound of each day (sim/README.md, "The physical bound"), kWh.
 pub const BOUNDS_KWH: [(&str, f64); 3] =
     [("20110303", 116.7), ("20110306", 93.9), ("20110309", 101.7)];
 

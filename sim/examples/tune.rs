@@ -1,10 +1,12 @@
-//! Policy exploration on the PlanetLab days: `cargo run --release --example tune -p wisp-planner`
+//! Policy exploration on the PlanetLab days: `cargo run --release --example tune -p wisp-sim`
 //! with policy knobs in environment variables (TARGET, LOWER, UPPER, K, WINDOW, FREEZE,
-//! EVAC, MK, SPREAD, CSPREAD, SQUEEZE, EFF = prefer efficient hosts, LEFF). Prints one line per day; used to choose `Scenario::default_policy`.
+//! EVAC, MK, SPREAD, CSPREAD, SQUEEZE, EFF = prefer efficient hosts, LEFF). Prints one line
+//! per day; used to choose `Scenario::default_policy`. WISP_TRACES names the directory
+//! holding `planetlab/<day>/` (sim/README.md says where the traces come from).
 
 use std::path::PathBuf;
 
-use wisp_planner::sim::{baseline, load_planetlab_day, simulate, Scenario};
+use wisp_sim::{baseline, load_planetlab_day, simulate, Scenario};
 
 fn env(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -14,10 +16,13 @@ fn env(name: &str, default: f64) -> f64 {
 }
 
 fn main() {
-    let root = std::env::var("WISP_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
-        .join("planetlab");
+    let Some(traces) = std::env::var_os("WISP_TRACES") else {
+        eprintln!(
+            "error: set WISP_TRACES to the directory holding planetlab/<day>/ (see sim/README.md)"
+        );
+        std::process::exit(1);
+    };
+    let root = PathBuf::from(traces).join("planetlab");
     let sc = if std::env::var("REALISTIC").is_ok() {
         Scenario::realistic()
     } else {
