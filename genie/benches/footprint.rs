@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use genie::commands::Hypervisor;
+use genie::lease::Fence;
 use genie::metrics::{MetricsSource, SysinfoMetrics};
 use tokio::net::TcpListener;
 use wisp_common::proto::frame::{decode, encode, read_frame, write_frame};

@@ -14,16 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// What the lease kills.
+/// What the lease kills; `VmManager` is the real one.
 pub trait Fence: Send + Sync + 'static {
     /// SIGKILLs every VM of the host; returns how many were killed.
     fn kill_all(&self) -> usize;
-}
-
-impl Fence for crate::manager::VmManager {
-    fn kill_all(&self) -> usize {
-        crate::manager::VmManager::kill_all(self)
-    }
 }
 
 /// Renews and configures the lease; cheap to clone.

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use wisp_common::proto::Report;
 use wisp_common::secret::Secret;
 
+use genie::commands::Hypervisor;
 use genie::config::GenieConfig;
 use genie::host_sleep::SystemPower;
 use genie::link::{self, Link, LinkConfig};
