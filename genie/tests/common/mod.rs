@@ -1,4 +1,5 @@
-//! Shared helpers of the genie integration tests: temp dirs that kill their qemus.
+//! Shared helpers of the genie integration tests: temp dirs that kill their qemus,
+//! polling, and the router's side of the handshake.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -68,18 +69,18 @@ pub fn spec(name: &str) -> VmSpec {
     }
 }
 
-/// Polls `f` until true or `timeout` passes.
+/// Polls `f` every 50 ms until true or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let check = || std::future::ready(f().then_some(()));
+    wisp_common::wait::until(
+        deadline,
+        Duration::from_millis(50),
+        "a test condition",
+        check,
+    )
+    .await
+    .is_ok()
 }
 
 /// The router's side of the handshake: the real `accept` (which checks the protocol
