@@ -2,8 +2,8 @@
 //!
 //! Typed ids, resource amounts, the VM spec, the versioned wire protocol with its
 //! framing and authentication, secrets read from files, and TOML config loading with
-//! errors that name the file and the key. Nothing here does network or process I/O
-//! beyond reading the bytes it is handed.
+//! errors that name the file and the key, and polling until a deadline. Nothing here
+//! does network or process I/O beyond reading and writing the stream it is handed.
 
 pub mod config;
 pub mod error;
@@ -13,6 +13,7 @@ pub mod resources;
 pub mod secret;
 pub mod time;
 pub mod vm;
+pub mod wait;
 
 pub use ids::{HostId, IdError, VmId};
 pub use resources::Resources;

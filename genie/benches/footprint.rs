@@ -8,11 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use genie::commands::Hypervisor;
+use genie::lease::Fence;
 use genie::metrics::{MetricsSource, SysinfoMetrics};
 use tokio::net::TcpListener;
-use wisp_common::proto::auth::{self, Role};
 use wisp_common::proto::frame::{decode, encode, read_frame, write_frame};
-use wisp_common::proto::{GenieMsg, Nonce, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES};
+use wisp_common::proto::handshake::{self, Welcome};
+use wisp_common::proto::{GenieMsg, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
 use wisp_common::{VmId, VmRunState};
 
@@ -39,33 +41,17 @@ async fn stub(
     running: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     let secret = Secret::from_bytes(SECRET.to_vec());
-    let (mut s, _) = l.accept().await.expect("genie connects");
-    let Some(GenieMsg::Hello {
-        host, nonce: gn, ..
-    }) = read_frame(&mut s, MAX_FRAME_BYTES).await.expect("hello")
-    else {
-        panic!("expected hello")
-    };
-    let rn = Nonce::random();
-    let proof = auth::proof(&secret, Role::Router, &host, &gn, &rn);
-    write_frame(
-        &mut s,
-        &RouterMsg::Challenge { nonce: rn, proof },
-        MAX_FRAME_BYTES,
-    )
-    .await
-    .expect("challenge");
-    let Some(GenieMsg::Auth { proof }) = read_frame(&mut s, MAX_FRAME_BYTES).await.expect("auth")
-    else {
-        panic!("expected auth")
-    };
-    assert!(auth::verify(&secret, Role::Genie, &host, &rn, &gn, &proof));
-    let welcome = RouterMsg::Welcome {
+    let (mut s, peer) = l.accept().await.expect("genie connects");
+    handshake::accept(&mut s, peer, &secret, |_| true)
+        .await
+        .expect("genie authenticates");
+    let welcome: RouterMsg = Welcome {
         session: 1,
         heartbeat_ms: 200,
         metrics_ms: 1000,
         lease_ms: 3000,
-    };
+    }
+    .into();
     write_frame(&mut s, &welcome, MAX_FRAME_BYTES)
         .await
         .expect("welcome");

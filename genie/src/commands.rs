@@ -12,9 +12,10 @@ use wisp_common::proto::{Command, CommandId, GenieMsg, MigrationProgress, Outcom
 use wisp_common::{VmId, VmSpec};
 
 use crate::host_sleep::Power;
-use crate::manager::{VmError, VmManager};
+use crate::manager::VmError;
 
-/// The VM operations commands need; [`VmManager`] is the real one.
+/// The VM operations commands need. [`VmManager`](crate::manager::VmManager) is the real one (it implements
+/// this trait directly, so each operation is written once); `fakes` has the fake.
 pub trait Hypervisor: Clone + Send + Sync + 'static {
     fn statuses(&self) -> Vec<VmStatus>;
     /// Looks for VMs in vm_dir that are not known yet.
@@ -43,56 +44,6 @@ pub trait Hypervisor: Clone + Send + Sync + 'static {
         progress: &mpsc::Sender<MigrationProgress>,
     ) -> impl Future<Output = Result<(u64, u64), VmError>> + Send;
     fn drop_stale(&self, vms: &[VmId]) -> impl Future<Output = Result<(), VmError>> + Send;
-}
-
-impl Hypervisor for VmManager {
-    fn statuses(&self) -> Vec<VmStatus> {
-        VmManager::statuses(self)
-    }
-    fn scan(&self) -> usize {
-        VmManager::scan(self)
-    }
-    async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
-        VmManager::start(self, spec, epoch).await
-    }
-    async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
-        VmManager::stop(self, vm, force, timeout).await
-    }
-    async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
-        VmManager::delete(self, vm).await
-    }
-    async fn prepare_incoming(
-        &self,
-        spec: &VmSpec,
-        epoch: u64,
-        addr: IpAddr,
-    ) -> Result<String, VmError> {
-        VmManager::prepare_incoming(self, spec, epoch, addr).await
-    }
-    async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
-        VmManager::cancel_incoming(self, vm).await
-    }
-    async fn migrate(
-        &self,
-        vm: &VmId,
-        uri: &str,
-        max_bandwidth_mib_s: u64,
-        downtime_limit_ms: u64,
-        progress: &mpsc::Sender<MigrationProgress>,
-    ) -> Result<(u64, u64), VmError> {
-        VmManager::migrate(
-            self,
-            vm,
-            uri,
-            max_bandwidth_mib_s,
-            downtime_limit_ms,
-            progress,
-        )
-        .await
-    }
-    async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
-        VmManager::drop_stale(self, vms).await
-    }
 }
 
 pub use wisp_common::error::chain;

@@ -1,18 +1,22 @@
-//! The link to the router: connect, mutual HMAC handshake, then heartbeats, full
+//! The link to the router: connect, mutual HMAC handshake
+//! (`wisp_common::proto::handshake::initiate`), then heartbeats, full
 //! reports and immediate VM reports, while commands run in their own tasks.
 //! Reconnects with jittered exponential backoff; `gen` keeps rising across sessions.
 
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
-use wisp_common::proto::auth::{self, Role};
+use tokio::time::{Interval, MissedTickBehavior};
 use wisp_common::proto::frame::{self, FrameError};
-use wisp_common::proto::{GenieMsg, Nonce, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use wisp_common::proto::handshake::{self, Identity, InitiateError, Welcome};
+use wisp_common::proto::{GenieMsg, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
+use wisp_common::time::unix_ms;
 use wisp_common::HostId;
 
 use crate::commands::{self, Hypervisor};
@@ -44,6 +48,9 @@ pub enum LinkError {
         step: &'static str,
         timeout_ms: u64,
     },
+    /// The handshake's own errors already name the router and the host.
+    #[error(transparent)]
+    Handshake(#[from] InitiateError),
     #[error("link to the router at {router} failed")]
     Frame {
         router: String,
@@ -56,34 +63,14 @@ pub enum LinkError {
         #[source]
         source: FrameError,
     },
-    #[error("router at {router} closed the connection {during}")]
-    Closed {
-        router: String,
-        during: &'static str,
-    },
-    #[error("router at {router} sent {got} during {step}")]
-    Unexpected {
-        router: String,
-        step: &'static str,
-        got: String,
-    },
-    #[error(
-        "router at {router} failed to prove the cluster secret for host {host}: \
-         wrong secret on one side, or an impostor; not authenticating to it"
-    )]
-    RouterAuth { router: String, host: HostId },
-    #[error("router at {router} refused host {host}: {reason}")]
-    Refused {
-        router: String,
-        host: HostId,
-        reason: String,
-    },
+    #[error("router at {router} closed the connection during the session")]
+    Closed { router: String },
 }
 
 impl LinkError {
     /// Auth problems need an operator; plain connectivity problems fix themselves.
     fn is_auth(&self) -> bool {
-        matches!(self, Self::RouterAuth { .. } | Self::Refused { .. })
+        matches!(self, Self::Handshake(e) if e.is_auth())
     }
 }
 
@@ -122,9 +109,8 @@ pub struct Link<M, H, P> {
     out_rx: mpsc::Receiver<GenieMsg>,
 }
 
-enum End {
-    Shutdown,
-}
+/// What the reader task hands the session: a frame, a clean end, or a frame error.
+type Inbound = Result<Option<RouterMsg>, FrameError>;
 
 impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
     pub fn new(
@@ -160,31 +146,18 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
             let mut welcomed = false;
             // Shutdown wins at any point, the handshake included; dropping the session
             // closes the socket.
-            let r = tokio::select! {
-                r = self.session(&mut welcomed) => r,
-                _ = shutdown.changed() => Ok(End::Shutdown),
-            };
-            match r {
-                Ok(End::Shutdown) => {
+            let e = tokio::select! {
+                r = self.session(&mut welcomed) => match r {
+                    Err(e) => e,
+                    Ok(never) => match never {},
+                },
+                _ = shutdown.changed() => {
                     tracing::info!("link closed for shutdown");
                     return;
                 }
-                Err(e) => {
-                    let msg = commands::chain(&e);
-                    if e.is_auth() {
-                        tracing::error!(error = %msg, "authentication with the router failed");
-                    } else if welcomed {
-                        tracing::warn!(error = %msg, "link to the router lost; reconnecting");
-                    } else if failures == 0 || failures % 30 == 29 {
-                        // Loud on the first failure, then about once a minute at the
-                        // backoff ceiling: visible, but no log flood while it is away.
-                        tracing::warn!(error = %msg, attempts = failures + 1, "cannot reach the router; retrying");
-                    } else {
-                        tracing::debug!(error = %msg, "cannot reach the router; retrying");
-                    }
-                    failures += 1;
-                }
-            }
+            };
+            log_failure(&e, welcomed, failures);
+            failures += 1;
             if welcomed {
                 backoff = BACKOFF_MIN;
                 failures = 0;
@@ -198,233 +171,199 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
         }
     }
 
-    async fn session(&mut self, welcomed: &mut bool) -> Result<End, LinkError> {
-        let router = self.cfg.router.clone();
-        let host = self.cfg.host.clone();
-        let t = |step: &'static str| LinkError::Timeout {
-            router: router.clone(),
-            step,
-            timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
-        };
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&router))
-            .await
-            .map_err(|_| t("connect"))?
-            .map_err(|source| LinkError::Connect {
-                router: router.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+    /// One connection: connect, handshake, then reports out and commands in until the
+    /// link fails. It never ends otherwise: shutdown drops it from outside.
+    async fn session(&mut self, welcomed: &mut bool) -> Result<Infallible, LinkError> {
+        let mut stream = self.connect().await?;
         let incoming_addr = self
             .cfg
             .address
             .or_else(|| stream.local_addr().ok().map(|a| a.ip()))
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let (mut rd, mut wr) = stream.into_split();
-        let ferr = |source| LinkError::Frame {
-            router: router.clone(),
-            source,
-        };
-
-        // Handshake.
-        let our_nonce = Nonce::random();
-        let hello = GenieMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            host: host.clone(),
-            instance: self.cfg.instance,
-            genie_version: env!("CARGO_PKG_VERSION").to_owned(),
-            nonce: our_nonce,
-        };
-        frame::write_frame(&mut wr, &hello, MAX_FRAME_BYTES)
-            .await
-            .map_err(ferr)?;
-        let challenge = self.read_handshake(&mut rd, "challenge").await?;
-        let router_nonce = match challenge {
-            RouterMsg::Challenge { nonce, proof } => {
-                // The router proved with (theirs = our nonce, own = its nonce).
-                if !auth::verify(
-                    &self.cfg.secret,
-                    Role::Router,
-                    &host,
-                    &our_nonce,
-                    &nonce,
-                    &proof,
-                ) {
-                    return Err(LinkError::RouterAuth { router, host });
-                }
-                nonce
-            }
-            RouterMsg::Refused { reason } => {
-                return Err(LinkError::Refused {
-                    router,
-                    host,
-                    reason,
-                })
-            }
-            other => return Err(unexpected(&router, "challenge", &other)),
-        };
-        let proof = auth::proof(
-            &self.cfg.secret,
-            Role::Genie,
-            &host,
-            &router_nonce,
-            &our_nonce,
-        );
-        frame::write_frame(&mut wr, &GenieMsg::Auth { proof }, MAX_FRAME_BYTES)
-            .await
-            .map_err(ferr)?;
-        let (hb_ms, metrics_ms, lease_ms) = match self.read_handshake(&mut rd, "welcome").await? {
-            RouterMsg::Welcome {
-                heartbeat_ms,
-                metrics_ms,
-                lease_ms,
-                session,
-            } => {
-                tracing::info!(router = %router, session, heartbeat_ms, metrics_ms, lease_ms, "connected to the router");
-                (heartbeat_ms, metrics_ms, lease_ms)
-            }
-            RouterMsg::Refused { reason } => {
-                return Err(LinkError::Refused {
-                    router,
-                    host,
-                    reason,
-                })
-            }
-            other => return Err(unexpected(&router, "welcome", &other)),
-        };
+        let welcome = self.handshake(&mut stream).await?;
         *welcomed = true;
         self.lease.renew();
-        self.lease.set_lease_ms(lease_ms);
-        let period = |ms: u64, dflt: u64| Duration::from_millis(if ms == 0 { dflt } else { ms });
-        let mut heartbeat = tokio::time::interval(period(hb_ms, self.cfg.heartbeat_ms));
-        let mut full = tokio::time::interval(period(metrics_ms, self.cfg.metrics_ms));
-        let mut scan = tokio::time::interval(SCAN_EVERY);
-        for i in [&mut heartbeat, &mut full, &mut scan] {
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
-        // The first full report goes out at once (the interval's first tick is immediate);
-        // skip the immediate heartbeat so the two do not go out back to back.
-        heartbeat.reset();
-
-        // Frames are read by their own task: read_frame is not cancel-safe, so it cannot
-        // sit in the select below without risking a half-read frame.
-        let (in_tx, mut in_rx) = mpsc::channel::<Result<Option<RouterMsg>, FrameError>>(16);
-        let reader = AbortOnDrop(tokio::spawn(async move {
-            loop {
-                let r = frame::read_frame::<_, RouterMsg>(&mut rd, MAX_FRAME_BYTES).await;
-                let stop = !matches!(r, Ok(Some(_)));
-                if in_tx.send(r).await.is_err() || stop {
-                    return;
-                }
-            }
-        }));
-
-        let result = loop {
+        self.lease.set_lease_ms(welcome.lease_ms);
+        let mut timers = Timers::new(&welcome, &self.cfg);
+        let (rd, mut wr) = stream.into_split();
+        let (_reader, mut inbound) = spawn_reader(rd);
+        loop {
             let msg = tokio::select! {
-                r = in_rx.recv() => {
-                    match r {
-                        Some(Ok(Some(m))) => {
-                            self.lease.renew();
-                            match m {
-                                RouterMsg::Ack { .. } => {}
-                                RouterMsg::Command { id, command } => {
-                                    tracing::info!(command = id, ?command, "command from router");
-                                    let (hv, power, out) = (self.hv.clone(), self.power.clone(), self.out_tx.clone());
-                                    tokio::spawn(async move {
-                                        commands::dispatch(&hv, &*power, incoming_addr, id, command, &out).await;
-                                    });
-                                }
-                                other => tracing::warn!(router = %router, msg = ?other, "unexpected message after the handshake; ignored"),
-                            }
-                            continue;
-                        }
-                        Some(Ok(None)) | None => break Err(LinkError::Closed { router: router.clone(), during: "the session" }),
-                        Some(Err(e @ (FrameError::Malformed { .. } | FrameError::TooLarge { .. }))) => {
-                            break Err(LinkError::Malformed { router: router.clone(), source: e });
-                        }
-                        Some(Err(e)) => break Err(ferr(e)),
-                    }
+                r = inbound.recv() => {
+                    let m = self.received(r)?;
+                    self.obey(m, incoming_addr);
+                    continue;
                 }
-                _ = heartbeat.tick() => GenieMsg::Report(self.reporter.heartbeat(wisp_common::time::unix_ms())),
-                _ = full.tick() => {
+                _ = timers.heartbeat.tick() => GenieMsg::Report(self.reporter.heartbeat(unix_ms())),
+                _ = timers.full.tick() => {
                     let vms = self.hv.statuses();
-                    GenieMsg::Report(self.reporter.full(wisp_common::time::unix_ms(), vms))
+                    GenieMsg::Report(self.reporter.full(unix_ms(), vms))
                 }
                 _ = self.changes.notified() => {
                     let vms = self.hv.statuses();
-                    GenieMsg::Report(self.reporter.vms(wisp_common::time::unix_ms(), vms))
+                    GenieMsg::Report(self.reporter.vms(unix_ms(), vms))
                 }
                 Some(m) = self.out_rx.recv() => m,
-                _ = scan.tick() => {
+                _ = timers.scan.tick() => {
                     self.hv.scan();
                     continue;
                 }
             };
-            // A router that stops reading must not wedge this loop (and with it the
-            // lease renewals): a write that cannot finish in time ends the session.
-            match tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                frame::write_frame(&mut wr, &msg, MAX_FRAME_BYTES),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => break Err(ferr(e)),
-                Err(_) => break Err(t("a report write")),
-            }
-        };
-        drop(reader);
-        result
+            self.send(&mut wr, &msg).await?;
+        }
     }
 
-    async fn read_handshake(
-        &self,
-        rd: &mut OwnedReadHalf,
-        step: &'static str,
-    ) -> Result<RouterMsg, LinkError> {
+    async fn connect(&self) -> Result<TcpStream, LinkError> {
         let router = &self.cfg.router;
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(router))
+            .await
+            .map_err(|_| self.timeout("connect"))?
+            .map_err(|source| LinkError::Connect {
+                router: router.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn handshake(&self, stream: &mut TcpStream) -> Result<Welcome, LinkError> {
+        let me = Identity {
+            host: &self.cfg.host,
+            instance: self.cfg.instance,
+            genie_version: env!("CARGO_PKG_VERSION"),
+            secret: &self.cfg.secret,
+        };
+        let w = handshake::initiate(stream, &self.cfg.router, me, HANDSHAKE_TIMEOUT).await?;
+        tracing::info!(
+            router = %self.cfg.router,
+            session = w.session,
+            heartbeat_ms = w.heartbeat_ms,
+            metrics_ms = w.metrics_ms,
+            lease_ms = w.lease_ms,
+            "connected to the router"
+        );
+        Ok(w)
+    }
+
+    /// Any frame from the router renews the lease; the end of the stream or a bad
+    /// frame ends the session.
+    fn received(&self, r: Option<Inbound>) -> Result<RouterMsg, LinkError> {
+        let router = self.cfg.router.clone();
+        match r {
+            Some(Ok(Some(m))) => {
+                self.lease.renew();
+                Ok(m)
+            }
+            Some(Ok(None)) | None => Err(LinkError::Closed { router }),
+            Some(Err(e @ (FrameError::Malformed { .. } | FrameError::TooLarge { .. }))) => {
+                Err(LinkError::Malformed { router, source: e })
+            }
+            Some(Err(source)) => Err(LinkError::Frame { router, source }),
+        }
+    }
+
+    /// Runs a command in its own task; acks need nothing beyond the lease renewal.
+    fn obey(&self, m: RouterMsg, incoming_addr: IpAddr) {
+        match m {
+            RouterMsg::Ack { .. } => {}
+            RouterMsg::Command { id, command } => {
+                tracing::info!(command = id, ?command, "command from router");
+                let (hv, power, out) = (self.hv.clone(), self.power.clone(), self.out_tx.clone());
+                tokio::spawn(async move {
+                    commands::dispatch(&hv, &*power, incoming_addr, id, command, &out).await;
+                });
+            }
+            other => {
+                tracing::warn!(router = %self.cfg.router, msg = ?other, "unexpected message after the handshake; ignored")
+            }
+        }
+    }
+
+    /// A router that stops reading must not wedge the session (and with it the lease
+    /// renewals): a write that cannot finish in time ends the session.
+    async fn send(&self, wr: &mut OwnedWriteHalf, msg: &GenieMsg) -> Result<(), LinkError> {
         match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            frame::read_frame::<_, RouterMsg>(rd, MAX_FRAME_BYTES),
+            frame::write_frame(wr, msg, MAX_FRAME_BYTES),
         )
         .await
         {
-            Err(_) => Err(LinkError::Timeout {
-                router: router.clone(),
-                step,
-                timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
-            }),
-            Ok(Ok(Some(m))) => Ok(m),
-            Ok(Ok(None)) => Err(LinkError::Closed {
-                router: router.clone(),
-                during: "the handshake",
-            }),
-            Ok(Err(e @ (FrameError::Malformed { .. } | FrameError::TooLarge { .. }))) => {
-                Err(LinkError::Malformed {
-                    router: router.clone(),
-                    source: e,
-                })
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(LinkError::Frame {
-                router: router.clone(),
+                router: self.cfg.router.clone(),
                 source,
             }),
+            Err(_) => Err(self.timeout("a report write")),
+        }
+    }
+
+    fn timeout(&self, step: &'static str) -> LinkError {
+        LinkError::Timeout {
+            router: self.cfg.router.clone(),
+            step,
+            timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
         }
     }
 }
 
-fn unexpected(router: &str, step: &'static str, got: &RouterMsg) -> LinkError {
-    let kind = match got {
-        RouterMsg::Challenge { .. } => "challenge",
-        RouterMsg::Welcome { .. } => "welcome",
-        RouterMsg::Refused { .. } => "refused",
-        RouterMsg::Command { .. } => "command",
-        RouterMsg::Ack { .. } => "ack",
-    };
-    LinkError::Unexpected {
-        router: router.to_owned(),
-        step,
-        got: kind.to_owned(),
+/// Auth failures are loud every time; connectivity failures are loud at first, then
+/// about once a minute while the router stays away.
+fn log_failure(e: &LinkError, welcomed: bool, failures: u32) {
+    let msg = commands::chain(e);
+    if e.is_auth() {
+        tracing::error!(error = %msg, "authentication with the router failed");
+    } else if welcomed {
+        tracing::warn!(error = %msg, "link to the router lost; reconnecting");
+    } else if failures == 0 || failures % 30 == 29 {
+        // At the backoff ceiling, 30 attempts are about a minute: visible, but no log
+        // flood while it is away.
+        tracing::warn!(error = %msg, attempts = failures + 1, "cannot reach the router; retrying");
+    } else {
+        tracing::debug!(error = %msg, "cannot reach the router; retrying");
     }
+}
+
+/// The session's clocks, at the rates the router welcomed us with.
+struct Timers {
+    heartbeat: Interval,
+    full: Interval,
+    scan: Interval,
+}
+
+impl Timers {
+    fn new(w: &Welcome, cfg: &LinkConfig) -> Self {
+        // 0 from the router means "keep your configured rate".
+        let period = |ms: u64, dflt: u64| Duration::from_millis(if ms == 0 { dflt } else { ms });
+        let mut t = Self {
+            heartbeat: tokio::time::interval(period(w.heartbeat_ms, cfg.heartbeat_ms)),
+            full: tokio::time::interval(period(w.metrics_ms, cfg.metrics_ms)),
+            scan: tokio::time::interval(SCAN_EVERY),
+        };
+        for i in [&mut t.heartbeat, &mut t.full, &mut t.scan] {
+            i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
+        // The first full report goes out at once (the interval's first tick is
+        // immediate); skip the immediate heartbeat so the two do not go out back to back.
+        t.heartbeat.reset();
+        t
+    }
+}
+
+/// Frames are read by their own task: read_frame is not cancel-safe, so it cannot sit
+/// in the session's select without risking a half-read frame. The task ends with the
+/// stream or when the returned guard is dropped.
+fn spawn_reader(mut rd: OwnedReadHalf) -> (AbortOnDrop, mpsc::Receiver<Inbound>) {
+    let (tx, rx) = mpsc::channel::<Inbound>(16);
+    let task = tokio::spawn(async move {
+        loop {
+            let r = frame::read_frame::<_, RouterMsg>(&mut rd, MAX_FRAME_BYTES).await;
+            let stop = !matches!(r, Ok(Some(_)));
+            if tx.send(r).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    (AbortOnDrop(task), rx)
 }
 
 /// ±25 % jitter so genies that lost the router together do not reconnect in lockstep.

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use wisp_common::proto::Report;
 use wisp_common::secret::Secret;
 
+use genie::commands::Hypervisor;
 use genie::config::GenieConfig;
 use genie::host_sleep::SystemPower;
 use genie::link::{self, Link, LinkConfig};
@@ -124,7 +125,7 @@ async fn run(cfg: GenieConfig) -> Result<()> {
     let found = vms.scan();
     let lease_file = cfg.vm_dir.join("lease");
     let lease_ms = genie::lease::read_lease_file(&lease_file);
-    let lease = genie::lease::spawn(lease_ms, Some(lease_file), vms.clone());
+    let lease = genie::lease::spawn(lease_ms, Some(lease_file), vms.clone())?;
     let instance = link::random_instance();
     tracing::info!(host = %cfg.host, router = %cfg.router, vms = found, lease_ms, instance, "genie started");
 

@@ -1,5 +1,7 @@
 //! The VMs of this host: discovery from vm_dir, and the lifecycle operations the
 //! router's commands map to (start, stop, delete, incoming/outgoing migration, kill).
+//! Those operations are the [`Hypervisor`] impl and the self-fence kill is the
+//! [`Fence`] impl, written there once rather than as inherent methods plus forwarders.
 //!
 //! The manager only keeps the map VmId → [`VmHandle`]; each VM's state lives in its own
 //! task. The map sits behind a std mutex that is never held across an await.
@@ -15,6 +17,8 @@ use tokio::sync::{mpsc, Notify};
 use wisp_common::proto::{MigrationProgress, VmStatus};
 use wisp_common::{VmId, VmRunState, VmSpec};
 
+use crate::commands::Hypervisor;
+use crate::lease::Fence;
 use crate::qemu::{self, QemuError, VmPaths};
 use crate::qmp::QmpError;
 use crate::vm_task::{self, VmHandle};
@@ -97,31 +101,6 @@ impl VmManager {
         self.inner.vms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Finds `*.qmp` sockets in vm_dir that have no task yet and starts one for each.
-    /// Returns how many new VMs were found.
-    pub fn scan(&self) -> usize {
-        let Ok(rd) = std::fs::read_dir(&self.inner.vm_dir) else {
-            return 0;
-        };
-        let mut found = 0;
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".qmp")) else {
-                continue;
-            };
-            let Ok(id) = VmId::new(stem) else { continue };
-            if self.get(&id).is_some() {
-                continue;
-            }
-            self.register(&id);
-            found += 1;
-        }
-        if found > 0 {
-            self.inner.changes.notify_one();
-        }
-        found
-    }
-
     fn register(&self, id: &VmId) -> VmHandle {
         let mut map = self.map();
         if let Some(h) = map.get(id).filter(|h| !h.is_finished()) {
@@ -149,16 +128,6 @@ impl VmManager {
         self.inner.changes.notify_one();
     }
 
-    /// The status of every VM, sorted by id; VMs whose qemu is gone are dropped.
-    pub fn statuses(&self) -> Vec<VmStatus> {
-        let mut map = self.map();
-        map.retain(|_, h| !h.is_finished());
-        let mut v: Vec<VmStatus> = map.values().map(VmHandle::status).collect();
-        drop(map);
-        v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        v
-    }
-
     pub fn len(&self) -> usize {
         self.map().len()
     }
@@ -175,25 +144,6 @@ impl VmManager {
             h.wait_state(timeout, |s| *s != VmRunState::Unreachable)
                 .await;
         }
-    }
-
-    /// Starts qemu for `spec` and waits until it runs. Idempotent: a VM that already
-    /// runs here is left alone.
-    pub async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
-        self.launch(spec, epoch, None).await.map(|_| ())
-    }
-
-    /// Starts qemu waiting for an incoming migration on a free port of `addr`;
-    /// returns the URI the source must migrate to.
-    pub async fn prepare_incoming(
-        &self,
-        spec: &VmSpec,
-        epoch: u64,
-        addr: IpAddr,
-    ) -> Result<String, VmError> {
-        let port = qemu::free_port(&spec.name, addr)?;
-        self.launch(spec, epoch, Some(port)).await?;
-        Ok(format!("tcp:{}:{}", port.ip(), port.port()))
     }
 
     async fn launch(
@@ -242,28 +192,6 @@ impl VmManager {
         Ok(())
     }
 
-    /// ACPI powerdown (unless `force`), then `quit` after `timeout`, then SIGKILL.
-    /// Keeps `<vm>.json` so the VM can be started again with the same epoch.
-    pub async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
-        let paths = VmPaths::new(&self.inner.vm_dir, vm);
-        let pid = qemu::read_pid(&paths.pid);
-        if let (Some(h), false) = (self.get(vm), force) {
-            match h.execute("system_powerdown", None).await {
-                Ok(_) => {
-                    if let Some(p) = pid {
-                        qemu::wait_gone(p, timeout).await;
-                    }
-                }
-                Err(e) => tracing::warn!(vm = %vm, error = %e, "system_powerdown failed; quitting"),
-            }
-        }
-        self.terminate(vm, pid).await?;
-        let _ = std::fs::remove_file(&paths.qmp);
-        let _ = std::fs::remove_file(&paths.pid);
-        self.forget(vm);
-        Ok(())
-    }
-
     /// `quit`, then SIGKILL, each with a grace period.
     async fn terminate(&self, vm: &VmId, pid: Option<u32>) -> Result<(), VmError> {
         if pid.is_some_and(|p| !qemu::is_alive(p)) {
@@ -298,98 +226,6 @@ impl VmManager {
         self.terminate(vm, pid).await?;
         self.forget(vm);
         Ok(())
-    }
-
-    /// Stops (forcefully) and removes every runtime file.
-    pub async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
-        self.stop(vm, true, Duration::ZERO).await?;
-        VmPaths::new(&self.inner.vm_dir, vm).remove_all();
-        Ok(())
-    }
-
-    /// Kills the waiting destination qemu and removes its files.
-    pub async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
-        self.kill_vm(vm).await?;
-        VmPaths::new(&self.inner.vm_dir, vm).remove_all();
-        Ok(())
-    }
-
-    /// VMs restarted elsewhere after a fence: kill them without grace and remove their
-    /// files so they can never resume here.
-    pub async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
-        let mut first_err = None;
-        for vm in vms {
-            if let Err(e) = self.kill_vm(vm).await {
-                first_err.get_or_insert(e);
-            }
-            VmPaths::new(&self.inner.vm_dir, vm).remove_all();
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// Self-fence: SIGKILL every qemu with a pid file in vm_dir. Returns how many were
-    /// signalled. Synchronous on purpose: it must not wait on anything that can hang.
-    pub fn kill_all(&self) -> usize {
-        let mut n = 0;
-        let Ok(rd) = std::fs::read_dir(&self.inner.vm_dir) else {
-            return 0;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".pid")) else {
-                continue;
-            };
-            let Ok(vm) = VmId::new(stem) else { continue };
-            if let Some(pid) = qemu::read_pid(&e.path()) {
-                if qemu::kill(pid, &vm) {
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-
-    /// Live-migrates `vm` to `uri`, sending progress on `progress`. On success the
-    /// source qemu is quit and its files removed; returns (total_ms, downtime_ms). On
-    /// failure the VM is kept running here.
-    pub async fn migrate(
-        &self,
-        vm: &VmId,
-        uri: &str,
-        max_bandwidth_mib_s: u64,
-        downtime_limit_ms: u64,
-        progress: &mpsc::Sender<MigrationProgress>,
-    ) -> Result<(u64, u64), VmError> {
-        let h = self
-            .get(vm)
-            .ok_or_else(|| VmError::NotFound { vm: vm.clone() })?;
-        match self
-            .run_migration(&h, uri, max_bandwidth_mib_s, downtime_limit_ms, progress)
-            .await
-        {
-            Ok(r) => {
-                let paths = VmPaths::new(&self.inner.vm_dir, vm);
-                let pid = qemu::read_pid(&paths.pid);
-                if let Err(e) = self.terminate(vm, pid).await {
-                    tracing::error!(vm = %vm, error = %e, "migrated VM's source qemu did not exit");
-                }
-                paths.remove_all();
-                self.forget(vm);
-                Ok(r)
-            }
-            Err(e) => {
-                // Whatever went wrong, the VM must keep running here.
-                let _ = h.execute("migrate_cancel", None).await;
-                if let Ok(st) = h.execute("query-status", None).await {
-                    if st.get("status").and_then(Value::as_str) != Some("running") {
-                        if let Err(ce) = h.execute("cont", None).await {
-                            tracing::error!(vm = %vm, error = %ce, "cannot resume VM after a failed migration");
-                        }
-                    }
-                }
-                Err(e)
-            }
-        }
     }
 
     async fn run_migration(
@@ -470,5 +306,178 @@ impl VmManager {
             }
             tokio::time::sleep(MIGRATE_POLL).await;
         }
+    }
+}
+
+/// The lifecycle operations the router's commands map to.
+impl Hypervisor for VmManager {
+    /// The status of every VM, sorted by id; VMs whose qemu is gone are dropped.
+    fn statuses(&self) -> Vec<VmStatus> {
+        let mut map = self.map();
+        map.retain(|_, h| !h.is_finished());
+        let mut v: Vec<VmStatus> = map.values().map(VmHandle::status).collect();
+        drop(map);
+        v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Finds `*.qmp` sockets in vm_dir that have no task yet and starts one for each.
+    /// Returns how many new VMs were found.
+    fn scan(&self) -> usize {
+        let Ok(rd) = std::fs::read_dir(&self.inner.vm_dir) else {
+            return 0;
+        };
+        let mut found = 0;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".qmp")) else {
+                continue;
+            };
+            let Ok(id) = VmId::new(stem) else { continue };
+            if self.get(&id).is_some() {
+                continue;
+            }
+            self.register(&id);
+            found += 1;
+        }
+        if found > 0 {
+            self.inner.changes.notify_one();
+        }
+        found
+    }
+
+    /// Starts qemu for `spec` and waits until it runs. Idempotent: a VM that already
+    /// runs here is left alone.
+    async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
+        self.launch(spec, epoch, None).await.map(|_| ())
+    }
+
+    /// ACPI powerdown (unless `force`), then `quit` after `timeout`, then SIGKILL.
+    /// Keeps `<vm>.json` so the VM can be started again with the same epoch.
+    async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        let pid = qemu::read_pid(&paths.pid);
+        if let (Some(h), false) = (self.get(vm), force) {
+            match h.execute("system_powerdown", None).await {
+                Ok(_) => {
+                    if let Some(p) = pid {
+                        qemu::wait_gone(p, timeout).await;
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %vm, error = %e, "system_powerdown failed; quitting"),
+            }
+        }
+        self.terminate(vm, pid).await?;
+        let _ = std::fs::remove_file(&paths.qmp);
+        let _ = std::fs::remove_file(&paths.pid);
+        self.forget(vm);
+        Ok(())
+    }
+
+    /// Stops (forcefully) and removes every runtime file.
+    async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
+        self.stop(vm, true, Duration::ZERO).await?;
+        VmPaths::new(&self.inner.vm_dir, vm).remove_all();
+        Ok(())
+    }
+
+    /// Starts qemu waiting for an incoming migration on a free port of `addr`;
+    /// returns the URI the source must migrate to.
+    async fn prepare_incoming(
+        &self,
+        spec: &VmSpec,
+        epoch: u64,
+        addr: IpAddr,
+    ) -> Result<String, VmError> {
+        let port = qemu::free_port(&spec.name, addr)?;
+        self.launch(spec, epoch, Some(port)).await?;
+        Ok(format!("tcp:{}:{}", port.ip(), port.port()))
+    }
+
+    /// Kills the waiting destination qemu and removes its files.
+    async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
+        self.kill_vm(vm).await?;
+        VmPaths::new(&self.inner.vm_dir, vm).remove_all();
+        Ok(())
+    }
+
+    /// Live-migrates `vm` to `uri`, sending progress on `progress`. On success the
+    /// source qemu is quit and its files removed; returns (total_ms, downtime_ms). On
+    /// failure the VM is kept running here.
+    async fn migrate(
+        &self,
+        vm: &VmId,
+        uri: &str,
+        max_bandwidth_mib_s: u64,
+        downtime_limit_ms: u64,
+        progress: &mpsc::Sender<MigrationProgress>,
+    ) -> Result<(u64, u64), VmError> {
+        let h = self
+            .get(vm)
+            .ok_or_else(|| VmError::NotFound { vm: vm.clone() })?;
+        match self
+            .run_migration(&h, uri, max_bandwidth_mib_s, downtime_limit_ms, progress)
+            .await
+        {
+            Ok(r) => {
+                let paths = VmPaths::new(&self.inner.vm_dir, vm);
+                let pid = qemu::read_pid(&paths.pid);
+                if let Err(e) = self.terminate(vm, pid).await {
+                    tracing::error!(vm = %vm, error = %e, "migrated VM's source qemu did not exit");
+                }
+                paths.remove_all();
+                self.forget(vm);
+                Ok(r)
+            }
+            Err(e) => {
+                // Whatever went wrong, the VM must keep running here.
+                let _ = h.execute("migrate_cancel", None).await;
+                if let Ok(st) = h.execute("query-status", None).await {
+                    if st.get("status").and_then(Value::as_str) != Some("running") {
+                        if let Err(ce) = h.execute("cont", None).await {
+                            tracing::error!(vm = %vm, error = %ce, "cannot resume VM after a failed migration");
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// VMs restarted elsewhere after a fence: kill them without grace and remove their
+    /// files so they can never resume here.
+    async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
+        let mut first_err = None;
+        for vm in vms {
+            if let Err(e) = self.kill_vm(vm).await {
+                first_err.get_or_insert(e);
+            }
+            VmPaths::new(&self.inner.vm_dir, vm).remove_all();
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Fence for VmManager {
+    /// Self-fence: SIGKILL every qemu with a pid file in vm_dir. Returns how many were
+    /// signalled. Synchronous on purpose: it must not wait on anything that can hang.
+    fn kill_all(&self) -> usize {
+        let mut n = 0;
+        let Ok(rd) = std::fs::read_dir(&self.inner.vm_dir) else {
+            return 0;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".pid")) else {
+                continue;
+            };
+            let Ok(vm) = VmId::new(stem) else { continue };
+            if let Some(pid) = qemu::read_pid(&e.path()) {
+                if qemu::kill(pid, &vm) {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 }

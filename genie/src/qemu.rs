@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wisp_common::{VmId, VmSpec};
+use wisp_common::{wait, VmId, VmSpec};
 
 /// How long qemu may take to initialise and daemonize. It takes 0.1–0.3 s here; a
 /// loaded 2-core machine can be 50× slower, and anything beyond this is a hang.
@@ -314,17 +314,15 @@ pub fn kill(pid: u32, vm: &VmId) -> bool {
 }
 
 /// Polls until `pid` is gone (or a zombie) or `timeout` passes. True if gone.
+/// Nothing announces a process's exit to us (qemu is not our child after a genie
+/// restart), so asking every 20 ms is the way; a stop waits at most that much longer.
 pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if !is_alive(pid) {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gone = || std::future::ready((!is_alive(pid)).then_some(()));
+    let what = format!("qemu pid {pid} to exit");
+    wait::until(deadline, Duration::from_millis(20), what, gone)
+        .await
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ impl VmHandle {
     }
 
     /// Waits until the state satisfies `pred` or `timeout` passes; returns the last state.
+    /// Every state change is announced on the task's watch channel, so this waits for
+    /// the announcement instead of polling (`wisp_common::wait` is for what is not).
     pub async fn wait_state(
         &self,
         timeout: Duration,

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{require_qemu, spec, TestDir};
+use genie::commands::Hypervisor;
 use tokio::net::TcpListener;
 use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES};

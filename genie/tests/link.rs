@@ -71,7 +71,7 @@ async fn start_genie(router: String, secret: &[u8]) -> Genie {
 async fn start_genie_fenced(router: String, secret: &[u8], fence: FakeFence) -> Genie {
     let hv = FakeHypervisor::default();
     let changes = Arc::new(Notify::new());
-    let lease = lease::spawn(0, None, fence);
+    let lease = lease::spawn(0, None, fence).unwrap();
     let link = Link::new(
         LinkConfig {
             host: host(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, require_qemu, spec, TestDir};
+use genie::commands::Hypervisor;
 use genie::manager::VmManager;
 use genie::qemu::{self, VmPaths};
 use genie::qmp::{self, Qmp};

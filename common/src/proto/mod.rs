@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod frame;
+pub mod handshake;
 
 use std::path::PathBuf;
 
@@ -96,6 +97,32 @@ pub enum RouterMsg {
     Ack {
         gen: u64,
     },
+}
+
+impl GenieMsg {
+    /// The message's wire name, for errors ("sent report where hello was expected").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Auth { .. } => "auth",
+            Self::Report(_) => "report",
+            Self::Progress { .. } => "progress",
+            Self::Reply { .. } => "reply",
+        }
+    }
+}
+
+impl RouterMsg {
+    /// The message's wire name, for errors ("sent ack during welcome").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Challenge { .. } => "challenge",
+            Self::Welcome { .. } => "welcome",
+            Self::Refused { .. } => "refused",
+            Self::Command { .. } => "command",
+            Self::Ack { .. } => "ack",
+        }
+    }
 }
 
 /// A genie's report. Heartbeats carry neither metrics nor VMs.

@@ -1,4 +1,5 @@
-//! Shared helpers of the genie integration tests: temp dirs that kill their qemus.
+//! Shared helpers of the genie integration tests: temp dirs that kill their qemus,
+//! polling, and the router's side of the handshake.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -68,72 +69,41 @@ pub fn spec(name: &str) -> VmSpec {
     }
 }
 
-/// Polls `f` until true or `timeout` passes.
+/// Polls `f` every 50 ms until true or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let check = || std::future::ready(f().then_some(()));
+    wisp_common::wait::until(
+        deadline,
+        Duration::from_millis(50),
+        "a test condition",
+        check,
+    )
+    .await
+    .is_ok()
 }
 
-/// The router's side of the handshake, as the router does it. Returns the genie's
-/// Hello instance, or None when the genie hung up instead of sending Auth.
+/// The router's side of the handshake: the real `accept` (which checks the protocol
+/// version, that the genie is `host`, and its proof), then `answer` (a Welcome, or a
+/// Refused the test wants the genie to see). Returns the genie's Hello instance, or
+/// None when the genie hung up instead of sending Auth (it did not trust our proof).
 pub async fn router_handshake(
     s: &mut tokio::net::TcpStream,
     secret: &[u8],
     host: &wisp_common::HostId,
     answer: wisp_common::proto::RouterMsg,
 ) -> Option<u64> {
-    use wisp_common::proto::auth::{self, Role};
-    use wisp_common::proto::frame::{read_frame, write_frame};
-    use wisp_common::proto::{GenieMsg, Nonce, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+    use wisp_common::proto::frame::write_frame;
+    use wisp_common::proto::handshake::{accept, AcceptError};
+    use wisp_common::proto::MAX_FRAME_BYTES;
     let secret = wisp_common::secret::Secret::from_bytes(secret.to_vec());
-    let hello: GenieMsg = read_frame(s, MAX_FRAME_BYTES).await.unwrap().unwrap();
-    let GenieMsg::Hello {
-        protocol,
-        host: h,
-        instance,
-        nonce: genie_nonce,
-        genie_version,
-    } = hello
-    else {
-        panic!("expected hello, got {hello:?}");
+    let peer = s.peer_addr().unwrap();
+    let greeted = match accept(s, peer, &secret, |h| h == host).await {
+        Ok(g) => g,
+        Err(AcceptError::ClosedAfterChallenge { .. }) => return None,
+        Err(e) => panic!("handshake with the genie failed: {e}"),
     };
-    assert_eq!((protocol, &h), (PROTOCOL_VERSION, host));
-    assert!(!genie_version.is_empty());
-    let router_nonce = Nonce::random();
-    let proof = auth::proof(&secret, Role::Router, &h, &genie_nonce, &router_nonce);
-    write_frame(
-        s,
-        &RouterMsg::Challenge {
-            nonce: router_nonce,
-            proof,
-        },
-        MAX_FRAME_BYTES,
-    )
-    .await
-    .unwrap();
-    let auth_msg: Option<GenieMsg> = read_frame(s, MAX_FRAME_BYTES).await.ok()?;
-    let Some(GenieMsg::Auth { proof }) = auth_msg else {
-        return None;
-    };
-    assert!(
-        auth::verify(
-            &secret,
-            Role::Genie,
-            &h,
-            &router_nonce,
-            &genie_nonce,
-            &proof
-        ),
-        "genie's proof must verify"
-    );
+    assert!(!greeted.genie_version.is_empty());
     write_frame(s, &answer, MAX_FRAME_BYTES).await.unwrap();
-    Some(instance)
+    Some(greeted.instance)
 }

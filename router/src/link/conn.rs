@@ -1,4 +1,5 @@
-//! One task per genie connection: handshake, then reports in and commands out.
+//! One task per genie connection: handshake (`wisp_common::proto::handshake::accept`),
+//! then reports in and commands out.
 //!
 //! The reader half runs in its own task because reading a frame is not cancel-safe
 //! inside `select!`; it hands whole messages to this task, which owns the writer half
@@ -15,13 +16,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use wisp_common::proto::frame::{read_frame, write_frame, FrameError};
+use wisp_common::proto::handshake::{self, Welcome};
 use wisp_common::proto::{
     CommandId, GenieMsg, MigrationProgress, Outcome, RouterMsg, MAX_FRAME_BYTES,
 };
 use wisp_common::secret::Secret;
-use wisp_common::HostId;
 
-use super::handshake::{self, HandshakeError};
 use super::{GenieLink, WelcomeParams, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
@@ -49,13 +49,7 @@ pub(super) async fn run(
         Ok(Ok(g)) => g,
         Ok(Err(e)) => {
             warn!(error = %e, "genie refused");
-            let host = match &e {
-                HandshakeError::Refused { host, .. }
-                | HandshakeError::ClosedAfterChallenge { host, .. } => {
-                    HostId::new(host.as_str()).ok()
-                }
-                _ => None,
-            };
+            let host = e.host().cloned();
             cluster
                 .record(EventKind::GenieRefused, host, None, e.to_string())
                 .await;
@@ -83,12 +77,13 @@ pub(super) async fn run(
     else {
         return;
     };
-    let welcome = RouterMsg::Welcome {
+    let welcome: RouterMsg = Welcome {
         session,
         heartbeat_ms: params.heartbeat_ms,
         metrics_ms: params.metrics_ms,
         lease_ms: params.lease_ms,
-    };
+    }
+    .into();
     let (read_half, mut write_half) = stream.into_split();
     if let Err(e) = write_frame(&mut write_half, &welcome, MAX_FRAME_BYTES).await {
         warn!(%host, %peer, error = %e, "could not send welcome");

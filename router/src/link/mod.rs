@@ -5,7 +5,6 @@
 //! requests; the connection task owns the stream and the table of commands in flight.
 
 mod conn;
-mod handshake;
 
 use std::sync::Arc;
 use std::time::Duration;

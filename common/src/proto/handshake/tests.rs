@@ -1,0 +1,212 @@
+//! Both sides of the handshake against each other over an in-memory duplex, plus the
+//! deliberately wrong peers (other secret, unknown host, bad first frame, old
+//! protocol, silent router) that only raw frames can play.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::DuplexStream;
+
+use super::*;
+use crate::proto::auth::{self, Role};
+use crate::proto::frame::{read_frame, write_frame};
+use crate::proto::{GenieMsg, Nonce, Proof, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use crate::secret::Secret;
+use crate::HostId;
+
+const STEP: Duration = Duration::from_secs(5);
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:1".parse().unwrap()
+}
+
+fn h(name: &str) -> HostId {
+    HostId::new(name).unwrap()
+}
+
+fn welcome() -> Welcome {
+    Welcome {
+        session: 7,
+        heartbeat_ms: 200,
+        metrics_ms: 1000,
+        lease_ms: 3000,
+    }
+}
+
+/// The real genie side, run in its own task.
+fn genie(
+    mut s: DuplexStream,
+    host: &str,
+    secret: &[u8],
+) -> tokio::task::JoinHandle<Result<Welcome, InitiateError>> {
+    let (host, secret) = (h(host), Secret::from_bytes(secret.to_vec()));
+    tokio::spawn(async move {
+        let me = Identity {
+            host: &host,
+            instance: 5,
+            genie_version: "t",
+            secret: &secret,
+        };
+        initiate(&mut s, "r:1", me, STEP).await
+    })
+}
+
+/// A genie with another secret that answers the challenge anyway (a real one hangs
+/// up), so the router's check of the genie's proof is what is tested.
+async fn stubborn_genie(mut s: DuplexStream, secret: &[u8], host: &str) -> Option<RouterMsg> {
+    let (host, secret) = (h(host), Secret::from_bytes(secret.to_vec()));
+    let gn = Nonce::random();
+    let hello = GenieMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        host: host.clone(),
+        instance: 1,
+        genie_version: "t".into(),
+        nonce: gn,
+    };
+    write_frame(&mut s, &hello, MAX_FRAME_BYTES).await.unwrap();
+    let m: RouterMsg = read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap()?;
+    let RouterMsg::Challenge { nonce, .. } = m else {
+        return Some(m);
+    };
+    let proof = auth::proof(&secret, Role::Genie, &host, &nonce, &gn);
+    let auth = GenieMsg::Auth { proof };
+    write_frame(&mut s, &auth, MAX_FRAME_BYTES).await.unwrap();
+    read_frame(&mut s, MAX_FRAME_BYTES).await.unwrap()
+}
+
+#[tokio::test]
+async fn same_secret_both_sides_agree_and_the_genie_gets_the_welcome() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let g = genie(g, "h1", b"s3cret");
+    let secret = Secret::from_bytes(b"s3cret".to_vec());
+    let ok = accept(&mut r, peer(), &secret, |h| h.as_str() == "h1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (ok.host.as_str(), ok.instance, ok.genie_version.as_str()),
+        ("h1", 5, "t")
+    );
+    let w: RouterMsg = welcome().into();
+    write_frame(&mut r, &w, MAX_FRAME_BYTES).await.unwrap();
+    assert_eq!(g.await.unwrap().unwrap(), welcome());
+}
+
+#[tokio::test]
+async fn genie_proof_with_another_secret_is_refused_with_reason() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let g = tokio::spawn(stubborn_genie(g, b"wrong", "h1"));
+    let secret = Secret::from_bytes(b"s3cret".to_vec());
+    let err = accept(&mut r, peer(), &secret, |_| true).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("h1") && text.contains("authentication failed"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret") && !text.contains("wrong"),
+        "{text}"
+    );
+    assert_eq!(err.host(), Some(&h("h1")));
+    match g.await.unwrap() {
+        Some(RouterMsg::Refused { reason }) => assert!(reason.contains("authentication")),
+        other => panic!("genie got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_router_with_another_secret_gets_no_proof_and_both_sides_say_so() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let g = genie(g, "h1", b"pa55word");
+    let secret = Secret::from_bytes(b"0therpass".to_vec());
+    let err = accept(&mut r, peer(), &secret, |_| true).await.unwrap_err();
+    assert!(
+        matches!(err, AcceptError::ClosedAfterChallenge { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("secrets probably differ"), "{err}");
+    let e = g.await.unwrap().unwrap_err();
+    assert!(e.is_auth(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("r:1")
+            && text.contains("h1")
+            && text.contains("failed to prove the cluster secret"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pa55word") && !text.contains("0therpass"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_host_is_refused_and_the_genie_sees_the_reason() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let g = genie(g, "ghost", b"x");
+    let s = Secret::from_bytes(b"x".to_vec());
+    let e = accept(&mut r, peer(), &s, |h| h.as_str() == "h1")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not in the router's inventory"),
+        "{e}"
+    );
+    let e = g.await.unwrap().unwrap_err();
+    assert!(e.is_auth(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("refused host ghost: host ghost is not in the router's inventory"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn bad_first_frame_and_old_protocol_are_refused() {
+    let s = Secret::from_bytes(b"x".to_vec());
+    let (mut r, mut g) = tokio::io::duplex(4096);
+    let auth = GenieMsg::Auth {
+        proof: Proof::from_bytes([0; 32]),
+    };
+    write_frame(&mut g, &auth, MAX_FRAME_BYTES).await.unwrap();
+    let e = accept(&mut r, peer(), &s, |_| true).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AcceptError::Unexpected {
+                expected: "hello",
+                got: "auth",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let (mut r, mut g) = tokio::io::duplex(4096);
+    let hello = GenieMsg::Hello {
+        protocol: PROTOCOL_VERSION + 1,
+        host: h("h1"),
+        instance: 1,
+        genie_version: "future".into(),
+        nonce: Nonce::random(),
+    };
+    write_frame(&mut g, &hello, MAX_FRAME_BYTES).await.unwrap();
+    let e = accept(&mut r, peer(), &s, |_| true).await.unwrap_err();
+    assert!(e.to_string().contains("is not supported"), "{e}");
+    let answer: Option<RouterMsg> = read_frame(&mut g, MAX_FRAME_BYTES).await.unwrap();
+    assert!(
+        matches!(answer, Some(RouterMsg::Refused { .. })),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_router_times_out_naming_the_step() {
+    let (_r, g) = tokio::io::duplex(4096);
+    let e = genie(g, "h1", b"x").await.unwrap().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "router at r:1 did not answer challenge within 5000 ms"
+    );
+    assert!(!e.is_auth());
+}
