@@ -6,6 +6,9 @@
 //! of it. Events are appended one JSON line each and fsynced per batch. A crash in the
 //! middle of an append leaves a torn last line: reading skips it, and the next append
 //! starts on a fresh line so that the torn bytes cannot swallow a new event.
+//!
+//! A state directory of an older router may still hold the marker file
+//! [`LEGACY_ENERGY_MARKER`]; [`FileStore::open`] moves it into `state.json`.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -13,9 +16,15 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use tracing::info;
+
 use super::{PersistedState, Store, StoreError, STATE_VERSION};
 use crate::events::Event;
 use crate::ha::sla::SlaBook;
+
+/// The marker file by which older routers recorded that the operator chose the energy
+/// mode; now [`PersistedState::energy_chosen`].
+pub const LEGACY_ENERGY_MARKER: &str = "energy-mode-chosen";
 
 const STATE_FILE: &str = "state.json";
 const EVENTS_FILE: &str = "events.jsonl";
@@ -51,19 +60,58 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating) `dir`.
+    /// Opens (creating) `dir` and brings a directory of an older router up to date.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
-        Ok(Self {
+        let store = Self {
             dir: dir.to_owned(),
-        })
+        };
+        store.migrate_energy_marker()?;
+        Ok(store)
     }
 
     fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// Moves the legacy marker into the state. The state is written first and the
+    /// marker removed after, so a crash in between only repeats this on the next start.
+    fn migrate_energy_marker(&self) -> Result<(), StoreError> {
+        let marker = self.path(LEGACY_ENERGY_MARKER);
+        match fs::symlink_metadata(&marker) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: marker,
+                    source,
+                })
+            }
+        }
+        let mut state = self.load()?;
+        if !state.energy_chosen {
+            // The marker only said "chosen"; what was chosen is the stored mode.
+            state.energy_chosen = true;
+            self.write_state(&state)?;
+        }
+        match fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StoreError::Write {
+                    path: marker,
+                    source,
+                })
+            }
+        }
+        info!(
+            energy_mode = state.energy_mode,
+            "the operator's energy choice moved from {LEGACY_ENERGY_MARKER} into {STATE_FILE}"
+        );
+        Ok(())
     }
 
     fn write_state(&self, state: &PersistedState) -> Result<(), StoreError> {
@@ -260,6 +308,9 @@ mod tests {
         let again = FileStore::open(&dir.0).unwrap().load().unwrap();
         assert_eq!(again, st);
         assert!(!dir.0.join("state.json.tmp").exists());
+        // Without an operator's choice the file stays readable by an older router.
+        let text = fs::read_to_string(dir.0.join(STATE_FILE)).unwrap();
+        assert!(!text.contains("energy_chosen"), "{text}");
     }
 
     #[test]
@@ -354,5 +405,56 @@ mod tests {
         let a = &book.vms[&VmId::new("a").unwrap()];
         assert_eq!(a.first_running_ms, Some(2));
         assert_eq!(a.incidents[0].end_ms, Some(4));
+    }
+
+    /// A state directory written by the previous router (marker file, sla.json and a
+    /// state.json without `energy_chosen`) loads, and the marker moves into the state.
+    #[test]
+    fn legacy_state_dir_loads_and_the_marker_is_migrated() {
+        let dir = Dir::new("legacy");
+        fs::create_dir_all(&dir.0).unwrap();
+        fs::write(
+            dir.0.join(STATE_FILE),
+            br#"{"version":1,"vms":{},"hosts":{"h1":{"maintenance":true,"standby":false}},"next_epoch":7,"energy_mode":false}"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.0.join(LEGACY_ENERGY_MARKER),
+            b"chosen by router energy on|off\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.0.join(SLA_FILE),
+            br#"{"vms":{"a":{"created_ms":1,"first_running_ms":2,"incidents":[{"start_ms":3,"end_ms":4,"cause":"host h1 down"}]}}}"#,
+        )
+        .unwrap();
+
+        let s = FileStore::open(&dir.0).unwrap();
+        assert!(!dir.0.join(LEGACY_ENERGY_MARKER).exists());
+        let st = s.load().unwrap();
+        assert!(st.energy_chosen, "the marker became part of the state");
+        assert!(!st.energy_mode, "what was chosen is the stored mode");
+        assert_eq!(st.next_epoch, 7);
+        assert!(st.hosts[&HostId::new("h1").unwrap()].maintenance);
+        let book = s.load_sla().unwrap();
+        let a = &book.vms[&VmId::new("a").unwrap()];
+        assert_eq!(a.first_running_ms, Some(2));
+        assert_eq!(a.incidents[0].end_ms, Some(4));
+
+        // Opening again changes nothing.
+        let again = FileStore::open(&dir.0).unwrap();
+        assert_eq!(again.load().unwrap(), st);
+
+        // A marker without any state.json (chosen, then state lost): still chosen.
+        let bare = Dir::new("legacy-bare");
+        fs::create_dir_all(&bare.0).unwrap();
+        fs::write(bare.0.join(LEGACY_ENERGY_MARKER), b"x").unwrap();
+        assert!(
+            FileStore::open(&bare.0)
+                .unwrap()
+                .load()
+                .unwrap()
+                .energy_chosen
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! Everything that must survive a router restart, behind one interface with one owner.
 //!
 //! **What is kept.** The desired world ([`PersistedState`]: VM specs and desired run
-//! states, placements with their fencing epochs, per-host flags, the energy mode), the
-//! event history, and the SLA book. On disk ([`FileStore`]) these are three files
-//! under `state_dir`: `state.json`, `events.jsonl` and `sla.json`.
+//! states, placements with their fencing epochs, per-host flags, the energy mode and
+//! whether the operator chose it), the event history, and the SLA book. On disk
+//! ([`FileStore`]) these are three files under `state_dir`: `state.json`,
+//! `events.jsonl` and `sla.json`. Older routers also kept a marker file
+//! `energy-mode-chosen`; [`FileStore::open`] moves it into the state.
 //!
 //! **Who owns it.** [`Store`] is the backend: plain blocking calls, implemented by
 //! [`FileStore`] and by the in-memory fake [`MemStore`] (which can fail like a full disk
@@ -55,7 +57,7 @@ use crate::events::Event;
 use crate::ha::sla::SlaBook;
 
 pub use fake::{MemStore, SharedMemStore};
-pub use file::{write_atomic, FileStore};
+pub use file::{write_atomic, FileStore, LEGACY_ENERGY_MARKER};
 pub use writer::{spawn_writer, StoreHandle, MAX_UNWRITTEN_EVENTS, RETRY};
 
 /// Bumped when the on-disk shape changes incompatibly.
@@ -74,6 +76,12 @@ pub struct PersistedState {
     pub next_epoch: u64,
     #[serde(default)]
     pub energy_mode: bool,
+    /// The operator chose `energy_mode` (`router energy on|off`), so the config's
+    /// `[energy] enabled` no longer applies at start. Stored with the mode in one
+    /// write, so the two cannot disagree after a crash. Left out of the file while
+    /// false, so a state without a choice still loads in an older router.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub energy_chosen: bool,
 }
 
 /// A VM the router manages.
