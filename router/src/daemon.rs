@@ -61,6 +61,8 @@ pub async fn run_on(
 ) -> Result<(), DaemonError> {
     let secret = Arc::new(Secret::from_file(&config.secret_file).map_err(DaemonError::Secret)?);
     let power = Arc::new(PowerPlane::from_config(&config).map_err(DaemonError::Power)?);
+    // Opening also brings a state_dir of an older router up to date; the cluster task
+    // hands the store to its writer thread.
     let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
     let persisted = store.load().map_err(DaemonError::Store)?;
 

@@ -171,6 +171,42 @@ async fn config_default_applies_until_the_operator_chooses() {
     d.stop().await;
 }
 
+/// A state_dir of the previous router kept the operator's choice in a marker file
+/// beside state.json: the choice still stands, and now lives in state.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_choice_recorded_by_an_older_router_still_stands() {
+    let dir = Dir(std::env::temp_dir().join(format!("wisp-energy-legacy-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let state = dir.0.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("state.json"),
+        r#"{"version":1,"vms":{},"hosts":{},"next_epoch":1,"energy_mode":false}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        state.join("energy-mode-chosen"),
+        "chosen by router energy on|off\n",
+    )
+    .unwrap();
+    std::fs::write(state.join("sla.json"), r#"{"vms":{}}"#).unwrap();
+
+    let d = start(config(&dir.0, "[energy]\nenabled = true\ninterval_s = 1\n")).await;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(get(&d.api).await.enabled);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.iter().all(|e| !e),
+        "the config default overrode the choice: {seen:?}"
+    );
+    d.stop().await;
+    assert!(!state.join("energy-mode-chosen").exists());
+    let text = std::fs::read_to_string(state.join("state.json")).unwrap();
+    assert!(text.contains("\"energy_chosen\": true"), "{text}");
+}
+
 #[test]
 fn energy_config_rules() {
     let dir = Dir(std::env::temp_dir().join(format!("wisp-energy-cfg-{}", std::process::id())));

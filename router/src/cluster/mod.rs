@@ -22,7 +22,7 @@ use wisp_common::{HostId, VmId};
 use crate::config::RouterConfig;
 use crate::events::{Event, EventKind};
 use crate::link::GenieLink;
-use crate::store::{PersistedState, Store};
+use crate::store::{PersistedState, Store, StoreHandle};
 use state::{Cluster, HostEvent, HostStatus, LinkEntry, Timing};
 use views::{HostView, StatusView, VmView};
 
@@ -186,7 +186,9 @@ pub struct Model {
     pub cluster: Cluster,
     /// The desired world, as last stored.
     pub persisted: PersistedState,
-    store: Box<dyn Store>,
+    /// The way to the store's writer (fsyncs never run on this task). Crate-visible
+    /// so the SLA accounting can hand its book over.
+    pub(crate) store: StoreHandle,
     pub events: VecDeque<Event>,
     /// Operations in flight per VM (start, stop, migrate, delete): a VM has at most
     /// one, so two actors never act on it at once. Released by dropping the guard.
@@ -228,6 +230,14 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE);
     let inventory = Arc::new(config.hosts.iter().map(|h| h.name.clone()).collect());
     let (claims, releases) = claims::Claims::new();
+    // Everything the model starts from is read before the writer takes the store
+    // over; from then on the model answers every read from memory.
+    let sla = store.load_sla().unwrap_or_else(|e| {
+        error!(error = %wisp_common::error::chain(&e), "SLA history unreadable; starting a new one");
+        Default::default()
+    });
+    let old_events = store.recent_events(EVENTS_IN_MEMORY);
+    let (store, writer) = crate::store::spawn_writer(store);
     let mut task = Model {
         config: Arc::new(config.clone()),
         claims,
@@ -235,7 +245,7 @@ pub fn spawn(
         progress: Default::default(),
         retry_after: Default::default(),
         wake_wanted: Default::default(),
-        sla: Default::default(),
+        sla,
         self_suspect: false,
         cluster: Cluster::new(&config.hosts, Timing::from_config(config)),
         persisted,
@@ -246,7 +256,6 @@ pub fn spawn(
         reports_accepted: 0,
         reports_dropped: 0,
     };
-    task.sla = crate::ha::sla::SlaBook::load(&config.state_dir);
     for (id, rec) in &task.persisted.hosts {
         if let Some(h) = task.cluster.hosts.get_mut(id) {
             h.apply(HostEvent::Restored {
@@ -255,7 +264,7 @@ pub fn spawn(
             });
         }
     }
-    if let Ok(old) = task.store.recent_events(EVENTS_IN_MEMORY) {
+    if let Ok(old) = old_events {
         task.events.extend(old);
     }
     task.push_event(Event::new(
@@ -265,7 +274,14 @@ pub fn spawn(
         None,
         format!("router started with {} hosts", config.hosts.len()),
     ));
-    let join = tokio::spawn(task.run(rx, shutdown));
+    let join = tokio::spawn(async move {
+        task.run(rx, shutdown).await;
+        // The model and its store handle are gone: the writer writes what is queued
+        // and stops. Waiting for it means a clean shutdown loses no event.
+        if let Err(e) = writer.await {
+            error!(error = %e, "the store writer failed");
+        }
+    });
     (ClusterHandle { tx, inventory }, join)
 }
 
@@ -428,7 +444,7 @@ impl Model {
     /// Stores the desired world. On failure the caller must undo its change: nothing
     /// is acknowledged that was not stored.
     pub fn save(&mut self) -> Result<(), crate::store::StoreError> {
-        self.store.save(&self.persisted)
+        self.store.commit_blocking(self.persisted.clone())
     }
 
     /// Changes the persisted state with `f` and stores it; on a store failure the
@@ -439,7 +455,12 @@ impl Model {
     ) -> Result<R, crate::store::StoreError> {
         let before = self.persisted.clone();
         let r = f(&mut self.persisted);
-        if let Err(e) = self.store.save(&self.persisted) {
+        // Waits for the write (done by the store's writer): the caller acts on the
+        // change at once (a placement, an epoch, an API reply), so it must be on disk
+        // first. The trade-off: the reports queued meanwhile wait for this one write,
+        // as they did before; they no longer wait for event or SLA writes. Making this
+        // async would reach every caller inside `ClusterHandle::with` (store header).
+        if let Err(e) = self.store.commit_blocking(self.persisted.clone()) {
             self.persisted = before;
             error!(error = %e, "could not store the router state; change rolled back");
             return Err(e);
@@ -448,8 +469,10 @@ impl Model {
     }
 
     fn push_event(&mut self, ev: Event) {
-        if let Err(e) = self.store.append_event(&ev) {
-            // The event stays in memory; the operator learns the disk is the problem.
+        // Queued for the writer, never waited for: a report must not wait behind an
+        // event's fsync. The writer logs a failed write and keeps the event for a
+        // retry; here it stays in memory either way.
+        if let Err(e) = self.store.append_event(ev.clone()) {
             error!(error = %e, "could not persist event");
         }
         if self.events.len() == EVENTS_IN_MEMORY {

@@ -47,7 +47,11 @@ async fn set(
     let on = req.on;
     s.cluster
         .with(move |m| {
-            let r = m.update(|p| p.energy_mode = on);
+            // The choice is stored with the mode: the config default no longer applies.
+            let r = m.update(|p| {
+                p.energy_mode = on;
+                p.energy_chosen = true;
+            });
             if r.is_ok() {
                 m.event(
                     crate::events::EventKind::Power,
@@ -66,9 +70,6 @@ async fn set(
                 format!("energy mode not changed: {}", wisp_common::error::chain(&e)),
             )
         })?;
-    if let Err(e) = s.energy.mark_chosen() {
-        tracing::warn!(error = %e, "could not record that the energy mode was chosen; the config default applies at the next start");
-    }
     s.energy.kick();
     let mut st = s.energy.status();
     st.enabled = on;

@@ -15,7 +15,6 @@ pub mod executor;
 pub mod meter;
 pub mod view;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,10 +39,6 @@ use view::{build, observe, power_state, watts, Observed, Records};
 /// How often the task samples VM CPU time and integrates power: once per genie
 /// metrics report (1 s by default), so a rate needs no interpolation.
 pub const SAMPLE: Duration = Duration::from_secs(1);
-
-/// Marks that the operator chose the mode with `router energy on|off`; without it the
-/// config's `enabled` applies at start.
-pub const CHOSEN_MARKER: &str = "energy-mode-chosen";
 
 /// The planner's last decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +96,6 @@ pub struct EnergyStatus {
 pub struct EnergyHandle {
     status: watch::Receiver<EnergyStatus>,
     kick: Arc<Notify>,
-    marker: PathBuf,
     cfg: Arc<EnergyConfig>,
 }
 
@@ -127,11 +121,6 @@ impl EnergyHandle {
     /// Asks for a planner round now (after the mode changed).
     pub fn kick(&self) {
         self.kick.notify_one();
-    }
-
-    /// Notes that the operator chose the mode (the config default no longer applies).
-    pub fn mark_chosen(&self) -> std::io::Result<()> {
-        std::fs::write(&self.marker, b"chosen by router energy on|off\n")
     }
 }
 
@@ -166,11 +155,9 @@ pub fn spawn_with<A: Actuator>(
         ..Default::default()
     });
     let kick = Arc::new(Notify::new());
-    let marker = cfg.state_dir.join(CHOSEN_MARKER);
     let handle = EnergyHandle {
         status: rx,
         kick: kick.clone(),
-        marker: marker.clone(),
         cfg: Arc::new(cfg.energy.clone()),
     };
     let task = Task {
@@ -185,7 +172,6 @@ pub fn spawn_with<A: Actuator>(
         running: None,
         tx,
         kick,
-        marker,
     };
     (handle, tokio::spawn(task.run(shutdown)))
 }
@@ -204,7 +190,6 @@ struct Task<A: Actuator> {
     running: Option<Running>,
     tx: watch::Sender<EnergyStatus>,
     kick: Arc<Notify>,
-    marker: PathBuf,
 }
 
 impl<A: Actuator> Task<A> {
@@ -249,15 +234,13 @@ impl<A: Actuator> Task<A> {
         }
     }
 
-    /// Applies `[energy] enabled` unless the operator chose the mode. False on shutdown.
+    /// Applies `[energy] enabled` unless the operator chose the mode (the choice is
+    /// stored with the mode, `PersistedState::energy_chosen`). False on shutdown.
     async fn apply_config_default(&self) -> bool {
-        if self.marker.exists() {
-            return true;
-        }
         let want = self.cfg.enabled;
         self.cluster
             .with(move |m| {
-                if m.persisted.energy_mode != want {
+                if !m.persisted.energy_chosen && m.persisted.energy_mode != want {
                     if let Err(e) = m.update(|p| p.energy_mode = want) {
                         warn!(error = %e, "could not store the configured energy mode");
                     }

@@ -6,11 +6,10 @@
 //! genie); once the host is proven off, the incident is backdated to the host's last
 //! report, so a failover's whole outage is counted. Planned stops are not downtime.
 //!
-//! Kept in `state_dir/sla.json`, written (atomically) only when an incident opens or
-//! closes.
+//! The book is kept by the store (`state_dir/sla.json` on disk) and handed to it only
+//! when an incident opens or closes; the write happens off the cluster task.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -75,35 +74,10 @@ impl VmSla {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The incidents of every VM: what the store keeps as the SLA history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SlaBook {
     pub vms: BTreeMap<VmId, VmSla>,
-    #[serde(skip)]
-    path: Option<PathBuf>,
-}
-
-impl SlaBook {
-    /// Reads `dir/sla.json` (empty if absent or unreadable, which is logged).
-    pub fn load(dir: &Path) -> Self {
-        let path = dir.join("sla.json");
-        let mut book = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice::<SlaBook>(&b).unwrap_or_else(|e| {
-                error!(path = %path.display(), error = %e, "SLA history unreadable; starting a new one");
-                SlaBook::default()
-            }),
-            Err(_) => SlaBook::default(),
-        };
-        book.path = Some(path);
-        book
-    }
-
-    fn save(&self) {
-        let Some(path) = &self.path else { return };
-        let bytes = serde_json::to_vec(self).expect("sla serialises");
-        if let Err(e) = crate::store::write_atomic(path, &bytes) {
-            error!(error = %e, "could not store SLA history");
-        }
-    }
 }
 
 /// One row of `router sla`.
@@ -213,7 +187,11 @@ impl Model {
             self.event(EventKind::Failover, None, Some(vm), msg);
         }
         if changed {
-            self.sla.save();
+            // Handed to the store's writer, not written here: this runs on the
+            // cluster task between reports. A failed write is logged by the writer.
+            if let Err(e) = self.store.save_sla(self.sla.clone()) {
+                error!(error = %e, "could not store the SLA history");
+            }
         }
     }
 
