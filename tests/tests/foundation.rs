@@ -169,13 +169,13 @@ fn killed_genie_is_unreachable_fast_while_its_vm_runs_and_a_restart_finds_the_vm
     // contract's socket (free now that its genie is dead) and on the witness.
     assert_eq!(query_status(&vm.qmp).unwrap(), "running");
     assert_eq!(query_status(&vm.witness).unwrap(), "running");
-    let c1 = lab.read_counter(1, "vm1").unwrap();
+    let c1 = lab.guest_counter(1, "vm1").unwrap();
     assert_eq!(host(&hosts(&lab), "h2").state, "up");
 
     lab.start_genie(1).unwrap();
     wait_state(&lab, "h1", "up");
     wait_vm(&lab, "vm1", "h1", vm.pid);
-    let c2 = lab.read_counter(1, "vm1").unwrap();
+    let c2 = lab.guest_counter(1, "vm1").unwrap();
     assert_ne!(c1, c2, "the guest kept counting");
     assert!(wisp_tests::lab::procs::is_alive(vm.pid as i32));
 }
