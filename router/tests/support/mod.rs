@@ -2,6 +2,9 @@
 //! the protocol v1 handshake, written once.
 #![allow(dead_code, clippy::unwrap_used)]
 
+// The router itself on loopback (temp dir, secret, router.toml, daemon): rig.rs.
+pub mod rig;
+
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
