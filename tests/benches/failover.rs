@@ -167,7 +167,7 @@ fn main() {
         .unwrap_or(DEFAULT_RUNS);
     let lab = Lab::start_with_witness(LabSpec::vms(3).bench_bins()).unwrap();
     lab.wait_all_up().unwrap();
-    lab.create_ha_vm("vm1", 64, Some(1), 0).unwrap();
+    lab.create_guest_vm("vm1", 64, Some(1), 0).unwrap();
     let on = poll(WAIT, "vm1 running", |_| {
         let c = lab.census().ok()?;
         (c.running_on("vm1") == vec!["h1".to_owned()]).then_some(1usize)

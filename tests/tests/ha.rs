@@ -80,7 +80,7 @@ fn log_tail(lab: &Lab) -> String {
 /// Creates VMs `(name, host index)` and waits until each runs once, where asked.
 fn create_all(lab: &Lab, vms: &[(&str, usize)]) -> Census {
     for (name, host) in vms {
-        lab.create_ha_vm(name, 64, Some(*host), 0).unwrap();
+        lab.create_guest_vm(name, 64, Some(*host), 0).unwrap();
     }
     let names: Vec<&str> = vms.iter().map(|v| v.0).collect();
     wait_census(lab, WAIT, "every VM running where it was created", |c| {

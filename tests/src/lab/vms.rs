@@ -120,8 +120,9 @@ impl Lab {
         self.router_ok(&args)
     }
 
-    /// `router vm create NAME --mem MEM --kernel <guest> [--host hN] [--priority P]`.
-    pub fn create_ha_vm(
+    /// `router vm create NAME --mem MEM --kernel <the lab guest> --priority P [--host hN]`
+    /// (no `--vcpus`: the router's default).
+    pub fn create_guest_vm(
         &self,
         name: &str,
         mem_mib: u32,
