@@ -212,24 +212,28 @@ impl Lab {
         self.cli_json(&["sla", "--json"])
     }
 
-    /// Waits until `router hosts` shows every host of the lab `up`.
-    pub fn wait_all_up(&self) -> Result<(), LabError> {
+    /// Waits until `router hosts` shows every host of the lab `up`; returns the rows.
+    pub fn wait_all_up(&self) -> Result<Vec<HostRow>, LabError> {
         self.wait_hosts("every host up", |h| h.state == "up")
     }
 
     /// Waits until `router hosts` shows every host `up` with metrics (placement needs
-    /// a host's capacity, which comes from its first metrics report).
-    pub fn wait_all_up_with_metrics(&self) -> Result<(), LabError> {
+    /// a host's capacity, which comes from its first metrics report); returns the rows.
+    pub fn wait_all_up_with_metrics(&self) -> Result<Vec<HostRow>, LabError> {
         self.wait_hosts("every host up with metrics", |h| {
             h.state == "up" && h.mem_total_bytes.is_some_and(|m| m > 0)
         })
     }
 
-    fn wait_hosts(&self, what: &str, ok: impl Fn(&HostRow) -> bool) -> Result<(), LabError> {
+    fn wait_hosts(
+        &self,
+        what: &str,
+        ok: impl Fn(&HostRow) -> bool,
+    ) -> Result<Vec<HostRow>, LabError> {
         poll(WAIT, what, |last| match self.hosts_json() {
             Ok(rows) => {
                 *last = format!("{rows:?}");
-                (rows.len() == self.hosts.len() && rows.iter().all(&ok)).then_some(())
+                (rows.len() == self.hosts.len() && rows.iter().all(&ok)).then_some(rows)
             }
             Err(e) => {
                 *last = e.to_string();
