@@ -1,5 +1,6 @@
 //! Test kit (cargo feature `testkit`): OpenIPMI `ipmi_sim` BMCs on loopback and
-//! throw-away network namespaces, for this crate's tests and benches and for the lab.
+//! throw-away network namespaces, for this crate's tests and benches and for the lab
+//! (`wisp-tests`), which starts its per-host BMCs with [`SimFiles`]: one launcher.
 //!
 //! Everything started here is torn down by PID or by name on `Drop`, also when a test
 //! fails. Missing tools are an error (`TestkitError::Missing`), never a silent skip:
@@ -125,12 +126,141 @@ pub fn free_udp_port() -> Result<u16, TestkitError> {
         })
 }
 
+/// What one `ipmi_sim` BMC is: where it listens, the chassis program it runs, its
+/// `admin` password. The one lan.conf/emu writer and launcher, used by [`IpmiSim`]
+/// here and by the lab of `wisp-tests` (one BMC per lab host, in its own namespace).
+#[derive(Debug, Clone)]
+pub struct SimSpec {
+    /// ipmi_sim's `name` (it shows in its log).
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The `chassis_control` command; ipmi_sim runs `<it> get power`, `<it> set power
+    /// 1`, ... synchronously, so it must return within about a second and leave no
+    /// child holding its stdout.
+    pub chassis_control: String,
+    /// The `admin` password. IPMI 1.5 limits passwords to 16 bytes, 2.0 to 20.
+    pub password: String,
+    /// The last 16 bits of the BMC's GUID, so the BMCs of one lab differ.
+    pub guid_tail: u16,
+}
+
+/// The files of one `ipmi_sim`, written by [`SimFiles::write`].
+#[derive(Debug, Clone)]
+pub struct SimFiles {
+    pub dir: PathBuf,
+    /// 0600: it holds the password (ipmi_sim reads it from nowhere else).
+    pub lan_conf: PathBuf,
+    pub emu: PathBuf,
+    /// ipmi_sim persists users here, and they override lan.conf: starts empty.
+    pub state_dir: PathBuf,
+    /// 0600, for clients (`ipmitool -f`, the router's `bmc_password_file`).
+    pub password_file: PathBuf,
+    pub log: PathBuf,
+}
+
+impl SimFiles {
+    /// Writes lan.conf, the emu file, the password file and an empty state dir for
+    /// `spec` into `dir` (created if needed).
+    pub fn write(dir: &Path, spec: &SimSpec) -> Result<Self, TestkitError> {
+        let files = SimFiles {
+            dir: dir.to_owned(),
+            lan_conf: dir.join("lan.conf"),
+            emu: dir.join("bmc.emu"),
+            state_dir: dir.join("state"),
+            password_file: dir.join("admin.password"),
+            log: dir.join("ipmi_sim.log"),
+        };
+        let _ = fs::remove_dir_all(&files.state_dir);
+        fs::create_dir_all(&files.state_dir).map_err(|source| TestkitError::File {
+            what: "create state dir",
+            path: files.state_dir.clone(),
+            source,
+        })?;
+        write_file(&files.password_file, spec.password.as_bytes(), 0o600)?;
+        // Cipher suite 3 (what wisp and `ipmitool -C 3` use) needs none of the IPMI 1.5
+        // auth types; these are the ones LAB.md found to work with this ipmi_sim.
+        let conf = format!(
+            "name \"{name}\"\n\
+             set_working_mc 0x20\n\
+             startlan 1\n\
+             \x20 addr {ip} {port}\n\
+             \x20 priv_limit admin\n\
+             \x20 allowed_auths_callback md2 md5 straight\n\
+             \x20 allowed_auths_user md2 md5 straight\n\
+             \x20 allowed_auths_operator md2 md5 straight\n\
+             \x20 allowed_auths_admin md2 md5 straight\n\
+             \x20 guid a123456789abcdefa123456789ab{guid:04x}\n\
+             endlan\n\
+             chassis_control \"{chassis}\"\n\
+             user 2 true \"{user}\" \"{password}\" admin 10 md2 md5 straight\n",
+            name = spec.name,
+            ip = spec.addr.ip(),
+            port = spec.addr.port(),
+            guid = spec.guid_tail,
+            chassis = spec.chassis_control,
+            user = IpmiSim::USER,
+            password = spec.password,
+        );
+        write_file(&files.lan_conf, conf.as_bytes(), 0o600)?;
+        write_file(
+            &files.emu,
+            b"mc_setbmc 0x20\n\
+              mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+              sel_enable 0x20 1000 0x0a\n\
+              mc_enable 0x20\n",
+            0o644,
+        )?;
+        Ok(files)
+    }
+
+    /// Starts `ipmi_sim` on these files, its output into [`SimFiles::log`], inside
+    /// network namespace `netns` if given (`ip netns exec` execs it, so the child is
+    /// ipmi_sim itself and killing it kills the BMC). Does not wait for it to answer.
+    pub fn spawn(&self, netns: Option<&str>) -> Result<Child, TestkitError> {
+        let log = fs::File::create(&self.log).map_err(|source| TestkitError::File {
+            what: "create log",
+            path: self.log.clone(),
+            source,
+        })?;
+        let log2 = log.try_clone().map_err(|source| TestkitError::File {
+            what: "dup log",
+            path: self.log.clone(),
+            source,
+        })?;
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "ipmi_sim"]);
+                c
+            }
+            None => Command::new("ipmi_sim"),
+        };
+        c.arg("-n")
+            .arg("-c")
+            .arg(&self.lan_conf)
+            .arg("-f")
+            .arg(&self.emu)
+            .arg("-s")
+            .arg(&self.state_dir)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|source| TestkitError::Spawn {
+                tool: "ipmi_sim",
+                source,
+            })
+    }
+}
+
 /// One `ipmi_sim` BMC on 127.0.0.1:<port>, user `admin`, cipher suites incl. 3.
 /// Killed (and reaped) on drop.
 #[derive(Debug)]
 pub struct IpmiSim {
     child: Option<Child>,
     dir: TempDir,
+    files: SimFiles,
     addr: SocketAddr,
     password: String,
 }
@@ -170,72 +300,26 @@ impl IpmiSim {
             dir = d.display()
         );
         write_file(&d.join("chassis.sh"), script.as_bytes(), 0o755)?;
-        let state = d.join("state");
-        fs::create_dir_all(&state).map_err(|source| TestkitError::File {
-            what: "create state dir",
-            path: state.clone(),
-            source,
-        })?;
-        write_file(
-            &d.join("bmc.emu"),
-            b"mc_setbmc 0x20\n\
-              mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
-              sel_enable 0x20 1000 0x0a\n\
-              mc_enable 0x20\n",
-            0o644,
-        )?;
 
         // A port may be taken between free_udp_port() and ipmi_sim's bind: try a few.
         let mut last = None;
         for _ in 0..5 {
             let port = free_udp_port()?;
-            let conf = format!(
-                "name \"wisp{port}\"\n\
-                 set_working_mc 0x20\n\
-                 startlan 1\n\
-                 \x20 addr 127.0.0.1 {port}\n\
-                 \x20 priv_limit admin\n\
-                 \x20 allowed_auths_callback none md2 md5 straight\n\
-                 \x20 allowed_auths_user none md2 md5 straight\n\
-                 \x20 allowed_auths_operator none md2 md5 straight\n\
-                 \x20 allowed_auths_admin none md2 md5 straight\n\
-                 \x20 guid a123456789abcdefa123456789abcdef\n\
-                 endlan\n\
-                 chassis_control \"{script} h\"\n\
-                 user 2 true \"{user}\" \"{password}\" admin 10 md2 md5 straight\n",
-                script = d.join("chassis.sh").display(),
-                user = Self::USER,
-            );
-            write_file(&d.join("lan.conf"), conf.as_bytes(), 0o600)?;
-            let log =
-                fs::File::create(d.join("ipmi_sim.log")).map_err(|source| TestkitError::File {
-                    what: "create log",
-                    path: d.join("ipmi_sim.log"),
-                    source,
-                })?;
-            let log2 = log.try_clone().map_err(|source| TestkitError::File {
-                what: "dup log",
-                path: d.join("ipmi_sim.log"),
-                source,
-            })?;
-            let child = Command::new("ipmi_sim")
-                .args(["-n", "-c"])
-                .arg(d.join("lan.conf"))
-                .arg("-f")
-                .arg(d.join("bmc.emu"))
-                .arg("-s")
-                .arg(&state)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .map_err(|source| TestkitError::Spawn {
-                    tool: "ipmi_sim",
-                    source,
-                })?;
+            let files = SimFiles::write(
+                d,
+                &SimSpec {
+                    name: format!("wisp{port}"),
+                    addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    chassis_control: format!("{} h", d.join("chassis.sh").display()),
+                    password: password.to_owned(),
+                    guid_tail: 0xcdef,
+                },
+            )?;
+            let child = files.spawn(None)?;
             let mut sim = IpmiSim {
                 child: Some(child),
                 dir,
+                files,
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 password: password.to_owned(),
             };
@@ -245,8 +329,6 @@ impl IpmiSim {
                     last = Some(e);
                     sim.kill();
                     dir = std::mem::replace(&mut sim.dir, TempDir(PathBuf::new()));
-                    let _ = fs::remove_dir_all(&state);
-                    let _ = fs::create_dir_all(&state);
                 }
             }
         }
@@ -310,11 +392,9 @@ impl IpmiSim {
         Secret::from_bytes(self.password.as_bytes())
     }
 
-    /// Writes the password into a 0600 file in the BMC's dir (for `ipmitool -f`).
+    /// The 0600 file holding the password (for `ipmitool -f`).
     pub fn password_file(&self) -> Result<PathBuf, TestkitError> {
-        let p = self.dir().join("password");
-        write_file(&p, self.password.as_bytes(), 0o600)?;
-        Ok(p)
+        Ok(self.files.password_file.clone())
     }
 
     /// The power state the chassis program holds (`true` = on).
@@ -344,7 +424,7 @@ impl IpmiSim {
     }
 
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir().join("ipmi_sim.log")).unwrap_or_default()
+        fs::read_to_string(&self.files.log).unwrap_or_default()
     }
 
     /// SIGSTOP: the BMC keeps its port but stops answering (a hung BMC).

@@ -5,75 +5,20 @@
 
 mod support;
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use router::cli::Client;
 use router::cluster::views::{HostView, StatusView};
-use router::config::RouterConfig;
+use support::rig::TestRouter;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use wisp_common::proto::frame::write_frame;
 use wisp_common::proto::{GenieMsg, HostMetrics, Report, RouterMsg, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"test-cluster-secret";
 
-struct Router {
-    link: SocketAddr,
-    api: String,
-    stop: watch::Sender<bool>,
-    dir: PathBuf,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn start_router(tag: &str) -> Router {
-    let dir = std::env::temp_dir().join(format!("wisp-rt-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("secret");
-    std::fs::File::create(&secret)
-        .unwrap()
-        .write_all(SECRET)
-        .unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = format!(
-        r#"listen = "127.0.0.1:1"
-state_dir = "{}"
-secret_file = "{}"
-[[host]]
-name = "h1"
-mac = "02:00:00:00:00:01"
-address = "127.0.0.1"
-[[host]]
-name = "h2"
-mac = "02:00:00:00:00:02"
-address = "127.0.0.1"
-"#,
-        dir.join("state").display(),
-        secret.display()
-    );
-    let config = RouterConfig::parse(&dir.join("router.toml"), &text).unwrap();
-    let link = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (link_addr, api_addr) = (link.local_addr().unwrap(), api.local_addr().unwrap());
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(async move { router::daemon::run_on(config, link, api, rx).await.unwrap() });
-    Router {
-        link: link_addr,
-        api: api_addr.to_string(),
-        stop,
-        dir,
-    }
+async fn start_router(tag: &str) -> TestRouter {
+    TestRouter::builder().tag(tag).secret(SECRET).start().await
 }
 
 /// Plays a genie: handshake, then reports on demand.
@@ -82,7 +27,7 @@ struct FakeGenie {
     gen: u64,
 }
 
-async fn connect(router: &Router, host: &str, secret: &[u8]) -> Result<FakeGenie, String> {
+async fn connect(router: &TestRouter, host: &str, secret: &[u8]) -> Result<FakeGenie, String> {
     // A welcome means the router's proof verified with our secret, too.
     let w = support::genie_handshake(router.link, host, secret, 42).await?;
     assert_eq!(w.heartbeat_ms, 200);

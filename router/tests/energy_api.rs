@@ -4,79 +4,20 @@
 //! rules.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod support;
 
 use router::cli::Client;
 use router::config::RouterConfig;
 use router::energy::api::EnergyRequest;
 use router::energy::EnergyStatus;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use support::rig::{TestRouter, TestRouterBuilder};
 
-struct Daemon {
-    api: String,
-    stop: watch::Sender<bool>,
-    join: tokio::task::JoinHandle<()>,
-}
-
-/// A temp dir removed on drop (also when a test fails).
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn config(dir: &Path, energy: &str) -> RouterConfig {
-    let secret = dir.join("secret");
-    if !secret.exists() {
-        std::fs::File::create(&secret)
-            .unwrap()
-            .write_all(b"energy-test-secret")
-            .unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let text = format!(
-        r#"listen = "127.0.0.1:1"
-state_dir = "{}"
-secret_file = "{}"
-{energy}
-[[host]]
-name = "h1"
-mac = "02:00:00:00:00:01"
-address = "127.0.0.1"
-[[host]]
-name = "h2"
-mac = "02:00:00:00:00:02"
-address = "127.0.0.1"
-"#,
-        dir.join("state").display(),
-        secret.display()
-    );
-    RouterConfig::parse(&dir.join("router.toml"), &text).unwrap()
-}
-
-async fn start(cfg: RouterConfig) -> Daemon {
-    let link = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = api.local_addr().unwrap().to_string();
-    let (stop, rx) = watch::channel(false);
-    let join =
-        tokio::spawn(async move { router::daemon::run_on(cfg, link, api, rx).await.unwrap() });
-    Daemon {
-        api: api_addr,
-        stop,
-        join,
-    }
-}
-
-impl Daemon {
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        self.join.await.unwrap();
-    }
+/// Two hosts on loopback with `energy` as the `[energy]` table.
+fn rig(energy: &str) -> TestRouterBuilder {
+    TestRouter::builder()
+        .tag("energy-api")
+        .secret(b"energy-test-secret")
+        .energy(energy)
 }
 
 async fn get(api: &str) -> EnergyStatus {
@@ -122,12 +63,10 @@ async fn wait_mode(api: &str, want: bool) -> EnergyStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_default_applies_until_the_operator_chooses() {
-    let dir = Dir(std::env::temp_dir().join(format!("wisp-energy-api-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let energy = "[energy]\nenabled = true\ninterval_s = 1\n";
+    let rig = rig("[energy]\nenabled = true\ninterval_s = 1\n");
+    let dir = rig.dir();
 
-    let d = start(config(&dir.0, energy)).await;
+    let d = rig.start_in(&dir).await;
     let s = wait_mode(&d.api, true).await;
     let names: Vec<&str> = s.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(names, ["h1", "h2"], "{s:?}");
@@ -146,7 +85,7 @@ async fn config_default_applies_until_the_operator_chooses() {
     d.stop().await;
 
     // Restarted with the same config: the operator's "off" stands.
-    let d = start(config(&dir.0, energy)).await;
+    let d = rig.start_in(&dir).await;
     // Give the task time to (wrongly) apply the default, then check it did not.
     let mut seen = Vec::new();
     for _ in 0..20 {
@@ -175,9 +114,9 @@ async fn config_default_applies_until_the_operator_chooses() {
 /// beside state.json: the choice still stands, and now lives in state.json.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_choice_recorded_by_an_older_router_still_stands() {
-    let dir = Dir(std::env::temp_dir().join(format!("wisp-energy-legacy-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    let state = dir.0.join("state");
+    let rig = rig("[energy]\nenabled = true\ninterval_s = 1\n");
+    let dir = rig.dir();
+    let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(
         state.join("state.json"),
@@ -191,7 +130,7 @@ async fn a_choice_recorded_by_an_older_router_still_stands() {
     .unwrap();
     std::fs::write(state.join("sla.json"), r#"{"vms":{}}"#).unwrap();
 
-    let d = start(config(&dir.0, "[energy]\nenabled = true\ninterval_s = 1\n")).await;
+    let d = rig.start_in(&dir).await;
     let mut seen = Vec::new();
     for _ in 0..20 {
         seen.push(get(&d.api).await.enabled);
@@ -209,14 +148,13 @@ async fn a_choice_recorded_by_an_older_router_still_stands() {
 
 #[test]
 fn energy_config_rules() {
-    let dir = Dir(std::env::temp_dir().join(format!("wisp-energy-cfg-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = rig("").dir();
     let base = |energy: &str| {
         format!(
             "listen = \"127.0.0.1:1\"\nstate_dir = \"/tmp/x\"\nsecret_file = \"/tmp/s\"\n{energy}\n"
         )
     };
-    let p = dir.0.join("router.toml");
+    let p = dir.path().join("router.toml");
     let c = RouterConfig::parse(&p, &base("")).unwrap();
     assert!(!c.energy.enabled);
     assert_eq!(c.energy.interval_s, 30.0);

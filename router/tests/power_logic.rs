@@ -7,16 +7,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use router::cluster::state::{HostStatus, PowerKnown};
 use router::cluster::ClusterHandle;
-use router::config::RouterConfig;
 use router::events::EventKind;
 use router::link::WelcomeParams;
 use router::power::suspend::{suspend, SuspendMode};
@@ -42,13 +38,8 @@ struct Rig {
     waker: Arc<FakeWaker>,
     link: SocketAddr,
     _stop: watch::Sender<bool>,
-    dir: PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// The temp dir with the secret and the router's state; removed on drop.
+    _dir: support::rig::RigDir,
 }
 
 fn h(name: &str) -> HostId {
@@ -59,40 +50,27 @@ fn mac(i: u8) -> MacAddr {
     MacAddr([2, 0, 0, 0, 0, i])
 }
 
-/// A cluster task, the genie link on loopback, and fake BMCs (`power` per host).
+/// A cluster task, the genie link on loopback, and fake BMCs (`power` per host), on
+/// the shared rig's dir and router.toml.
 async fn rig(tag: &str, power: &[PowerState]) -> Rig {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("wisp-pw-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("secret");
-    std::fs::File::create(&secret)
-        .unwrap()
-        .write_all(SECRET)
-        .unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut text = format!(
-        "listen = \"127.0.0.1:1\"\nstate_dir = \"{}\"\nsecret_file = \"{}\"\n",
-        dir.join("state").display(),
-        secret.display()
-    );
+    let dir = support::rig::TestRouter::builder()
+        .tag(tag)
+        .secret(SECRET)
+        .hosts(power.len())
+        .dir();
     let mut bmcs = HashMap::new();
     let mut dyn_bmcs: HashMap<HostId, Arc<dyn Bmc>> = HashMap::new();
     let mut macs = HashMap::new();
     for (i, p) in power.iter().enumerate() {
         let i = i as u8 + 1;
         let name = format!("h{i}");
-        text += &format!(
-            "[[host]]\nname = \"{name}\"\nmac = \"02:00:00:00:00:0{i}\"\naddress = \"127.0.0.1\"\n"
-        );
         let addr: SocketAddr = format!("127.0.0.{}:623", 100 + i).parse().unwrap();
         let b = Arc::new(FakeBmc::new(addr, *p).with_timeout(Duration::from_millis(500)));
         bmcs.insert(name.clone(), b.clone());
         dyn_bmcs.insert(h(&name), b);
         macs.insert(h(&name), mac(i));
     }
-    let config = RouterConfig::parse(&dir.join("router.toml"), &text).unwrap();
+    let config = dir.config();
     let (stop, rx) = watch::channel(false);
     let store = MemStore::default();
     let persisted = router::store::Store::load(&store).unwrap();
@@ -119,7 +97,7 @@ async fn rig(tag: &str, power: &[PowerState]) -> Rig {
         waker,
         link,
         _stop: stop,
-        dir,
+        _dir: dir,
     }
 }
 

@@ -29,17 +29,6 @@ use wisp_tests::lab::{poll, Lab, LabSpec, WAIT};
 
 const DEFAULT_RUNS: usize = 10;
 
-/// Benches build in release, but the lab's binaries are built in debug by `cargo
-/// build --bins`: use those unless `WISP_BIN_DIR` says otherwise.
-fn bin_dir() -> Option<std::path::PathBuf> {
-    if std::env::var_os("WISP_BIN_DIR").is_some() {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    // <target>/release/deps/failover-xxx -> <target>/debug
-    Some(exe.parent()?.parent()?.parent()?.join("debug"))
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Run {
     detect: u64,
@@ -176,19 +165,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RUNS);
-    let lab = Lab::start_ha(LabSpec {
-        hosts: 3,
-        wol_listener: false,
-        bin_dir: bin_dir(),
-        ..LabSpec::default()
-    })
-    .unwrap();
-    poll(WAIT, "every host up", |_| {
-        let rows = lab.hosts_json().ok()?;
-        rows.iter().all(|h| h.state == "up").then_some(())
-    })
-    .unwrap();
-    lab.create_ha_vm("vm1", 64, Some(1), 0).unwrap();
+    let lab = Lab::start_with_witness(LabSpec::vms(3).bench_bins()).unwrap();
+    lab.wait_all_up().unwrap();
+    lab.create_guest_vm("vm1", 64, Some(1), 0).unwrap();
     let on = poll(WAIT, "vm1 running", |_| {
         let c = lab.census().ok()?;
         (c.running_on("vm1") == vec!["h1".to_owned()]).then_some(1usize)

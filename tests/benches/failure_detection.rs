@@ -13,17 +13,6 @@ use wisp_tests::lab::{poll, GenieMode, Lab, LabSpec, WAIT};
 
 const ROUNDS: usize = 5;
 
-/// Benches build in release, but `cargo build --workspace --bins` builds debug
-/// binaries: use those unless `WISP_BIN_DIR` says otherwise.
-fn bin_dir() -> Option<std::path::PathBuf> {
-    if std::env::var_os("WISP_BIN_DIR").is_some() {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    // <target>/release/deps/failure_detection-xxx -> <target>/debug
-    Some(exe.parent()?.parent()?.parent()?.join("debug"))
-}
-
 fn stats(name: &str, goal_ms: u128, mut v: Vec<Duration>) {
     v.sort();
     let ms: Vec<u128> = v.iter().map(Duration::as_millis).collect();
@@ -65,8 +54,7 @@ fn main() {
             hosts: 3,
             start_router: false,
             genie: GenieMode::StandIn(vec!["sleep".into(), "infinity".into()]),
-            bin_dir: bin_dir(),
-            ..LabSpec::default()
+            ..LabSpec::default().bench_bins()
         })
         .unwrap();
         setup.push(t0.elapsed());
@@ -90,8 +78,7 @@ fn detection(label: &str, extra: &str) {
         hosts: 3,
         wol_listener: false,
         router_extra_toml: extra.to_owned(),
-        bin_dir: bin_dir(),
-        ..LabSpec::default()
+        ..LabSpec::default().bench_bins()
     })
     .unwrap();
     for h in ["h1", "h2", "h3"] {

@@ -5,8 +5,8 @@
 //!   destination qemu included), the router's elapsed time and the CLI's wall time;
 //! - VM create-to-running: from the `router vm create` call until QMP `query-status`
 //!   on the host says `running` (over the witness socket the lab's qemu wrapper adds;
-//!   the genie holds the contract socket), until the guest's counter moves (read from
-//!   the qemu's memory), and until the CLI returns.
+//!   the genie holds the contract socket), until the guest's counter moves (read over
+//!   the same socket), and until the CLI returns.
 //!
 //! Medians over ROUNDS runs. Needs root and the lab (fails loudly otherwise).
 //! Run: `cargo build --workspace --bins && cargo bench -p wisp-tests --bench migration`.
@@ -14,43 +14,18 @@
 
 use std::time::{Duration, Instant};
 
-use wisp_tests::lab::vm_ext::MigrationRow;
-use wisp_tests::lab::{poll, query_status, Lab, LabSpec, WAIT};
+use wisp_tests::lab::{query_status, Lab, LabSpec, MigrationRow, WAIT};
 
 const ROUNDS: usize = 5;
-
-/// Benches build in release, but `cargo build --workspace --bins` builds debug
-/// binaries: use those unless `WISP_BIN_DIR` says otherwise.
-fn bin_dir() -> Option<std::path::PathBuf> {
-    if std::env::var_os("WISP_BIN_DIR").is_some() {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    // <target>/release/deps/migration-xxx -> <target>/debug
-    Some(exe.parent()?.parent()?.parent()?.join("debug"))
-}
 
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
 }
 
-fn wait_all_up(lab: &Lab) {
-    poll(WAIT, "every host up with metrics", |last| {
-        let rows = lab.hosts_json().unwrap();
-        *last = format!("{rows:?}");
-        (rows.len() == lab.hosts().len()
-            && rows
-                .iter()
-                .all(|h| h.state == "up" && h.mem_total_bytes.is_some_and(|m| m > 0)))
-        .then_some(())
-    })
-    .unwrap();
-}
-
 /// Create-to-running of one VM, in ms from the `router vm create` call: until QMP
 /// `query-status` on the host says `running` (over the witness socket), until the
-/// guest's counter leaves 0 (read from the qemu's memory), and until the CLI returns.
+/// guest's counter leaves 0 (read over the witness socket too), and until the CLI returns.
 fn create_to_running(lab: &Lab, name: &str, kernel: &str) -> (u64, u64, u64) {
     let t0 = Instant::now();
     let mut child = lab
@@ -128,19 +103,12 @@ fn migrations(lab: &Lab, kernel: &std::path::Path, mem_mib: u64) -> MigStats {
 }
 
 fn main() {
-    // start_ha: the genies run qemu through the lab's wrapper that adds a witness QMP
-    // socket, so the bench can ask QEMU itself when a new VM runs.
-    let lab = Lab::start_ha(LabSpec {
-        hosts: 2,
-        wol_listener: false,
-        bin_dir: bin_dir(),
-        ..LabSpec::default()
-    })
-    .unwrap_or_else(|e| {
+    // The VM lab preset: the genies run qemu through the lab's wrapper that adds a
+    // witness QMP socket, so the bench can ask QEMU itself when a new VM runs.
+    let lab = Lab::start_vms(LabSpec::vms(2).bench_bins()).unwrap_or_else(|e| {
         eprintln!("error: the migration bench needs the lab: {e}");
         std::process::exit(1)
     });
-    wait_all_up(&lab);
     let kernel = lab.guest_elf().to_owned();
     let k = kernel.to_string_lossy().into_owned();
 

@@ -30,6 +30,23 @@ wake_latency_s = 5
 /// Generous on a loaded 2-core machine: the goal is a minute.
 const CYCLE: Duration = Duration::from_secs(120);
 
+/// A lab of `hosts` hosts with the Wake-on-LAN listener, guest counters read over the
+/// witness QMP socket, and a fixed capacity of 4 vCPUs and 256 MiB per host (every
+/// lab host sees the whole machine otherwise); returns once every host is up with
+/// metrics.
+fn lab_of_256_mib_hosts(hosts: usize, router_extra_toml: &str) -> Lab {
+    let mut lab = Lab::start_with_witness(LabSpec {
+        hosts,
+        wol_listener: true,
+        router_extra_toml: router_extra_toml.to_owned(),
+        ..LabSpec::default()
+    })
+    .unwrap();
+    lab.set_host_capacity(4, 256).unwrap();
+    lab.wait_all_up_with_metrics().unwrap();
+    lab
+}
+
 fn host_index(name: &str) -> usize {
     name.trim_start_matches('h').parse().unwrap()
 }
@@ -69,24 +86,9 @@ fn energy_status(lab: &Lab) -> serde_json::Value {
 
 #[test]
 fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
-    let mut lab = Lab::start(LabSpec {
-        hosts: 3,
-        wol_listener: true,
-        router_extra_toml: ENERGY.to_owned(),
-        ..LabSpec::default()
-    })
-    .unwrap();
     // 256 MiB per host: three 64 MiB VMs fit on one host; the N+1 reserve keeps a
     // host's worth of memory free on the awake hosts.
-    lab.set_host_capacity(4, 256).unwrap();
-    poll(WAIT, "every host up", |last| {
-        let rows = lab.hosts_json().ok()?;
-        *last = format!("{rows:?}");
-        rows.iter()
-            .all(|h| h.state == "up" && h.mem_total_bytes.is_some())
-            .then_some(())
-    })
-    .unwrap();
+    let lab = lab_of_256_mib_hosts(3, ENERGY);
 
     let guest = lab.guest_elf().to_owned();
     for i in 1..=3 {
@@ -214,21 +216,7 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
 /// woken, and succeeds once it is up.
 #[test]
 fn a_vm_that_does_not_fit_wakes_a_sleeping_host() {
-    let mut lab = Lab::start(LabSpec {
-        hosts: 2,
-        wol_listener: true,
-        ..LabSpec::default()
-    })
-    .unwrap();
-    lab.set_host_capacity(4, 256).unwrap();
-    poll(WAIT, "every host up", |last| {
-        let rows = lab.hosts_json().ok()?;
-        *last = format!("{rows:?}");
-        rows.iter()
-            .all(|h| h.state == "up" && h.mem_total_bytes.is_some())
-            .then_some(())
-    })
-    .unwrap();
+    let lab = lab_of_256_mib_hosts(2, "");
     let guest = lab.guest_elf().to_owned();
     lab.vm_create("small", 64, &guest, Some("h1")).unwrap();
     lab.router_ok(&["suspend", "h2"]).unwrap();

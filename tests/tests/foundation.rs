@@ -32,20 +32,6 @@ fn hosts(lab: &Lab) -> Vec<HostRow> {
     lab.hosts_json().unwrap()
 }
 
-/// Waits until every host is `up` with metrics.
-fn wait_all_up(lab: &Lab) -> Vec<HostRow> {
-    poll(WAIT, "every host up with metrics", |last| {
-        let rows = hosts(lab);
-        *last = format!("{rows:?}");
-        let ok = rows.len() == lab.hosts().len()
-            && rows
-                .iter()
-                .all(|h| h.state == "up" && h.mem_total_bytes.is_some_and(|m| m > 0));
-        ok.then_some(rows)
-    })
-    .unwrap()
-}
-
 fn wait_state(lab: &Lab, name: &str, state: &str) -> Duration {
     let t0 = Instant::now();
     poll(WAIT, &format!("{name} to be {state}"), |last| {
@@ -83,7 +69,7 @@ fn read_log(p: &std::path::Path) -> String {
 #[test]
 fn genies_report_metrics_from_their_namespaces() {
     let lab = lab(3);
-    let rows = wait_all_up(&lab);
+    let rows = lab.wait_all_up_with_metrics().unwrap();
     for h in lab.hosts() {
         let r = host(&rows, &h.name);
         assert_eq!(r.power, "on", "{r:?}");
@@ -132,7 +118,7 @@ fn lab_genie(lab: &Lab) -> std::path::PathBuf {
 #[test]
 fn a_vm_started_on_a_host_appears_in_router_vms() {
     let lab = lab(2);
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     let vm = lab.start_qemu_vm(2, "vm1", 64).unwrap();
     let row = wait_vm(&lab, "vm1", "h2", vm.pid);
     assert_eq!(row.mem_mib, Some(64), "{row:?}");
@@ -149,7 +135,7 @@ fn a_vm_started_on_a_host_appears_in_router_vms() {
 #[test]
 fn killed_genie_is_unreachable_fast_while_its_vm_runs_and_a_restart_finds_the_vm() {
     let lab = lab(2);
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     let vm = lab.start_qemu_vm(1, "vm1", 64).unwrap();
     wait_vm(&lab, "vm1", "h1", vm.pid);
 
@@ -169,13 +155,13 @@ fn killed_genie_is_unreachable_fast_while_its_vm_runs_and_a_restart_finds_the_vm
     // contract's socket (free now that its genie is dead) and on the witness.
     assert_eq!(query_status(&vm.qmp).unwrap(), "running");
     assert_eq!(query_status(&vm.witness).unwrap(), "running");
-    let c1 = lab.read_counter(1, "vm1").unwrap();
+    let c1 = lab.guest_counter(1, "vm1").unwrap();
     assert_eq!(host(&hosts(&lab), "h2").state, "up");
 
     lab.start_genie(1).unwrap();
     wait_state(&lab, "h1", "up");
     wait_vm(&lab, "vm1", "h1", vm.pid);
-    let c2 = lab.read_counter(1, "vm1").unwrap();
+    let c2 = lab.guest_counter(1, "vm1").unwrap();
     assert_ne!(c1, c2, "the guest kept counting");
     assert!(wisp_tests::lab::procs::is_alive(vm.pid as i32));
 }
@@ -183,7 +169,7 @@ fn killed_genie_is_unreachable_fast_while_its_vm_runs_and_a_restart_finds_the_vm
 #[test]
 fn genie_with_a_wrong_secret_is_refused_and_says_why() {
     let lab = lab(2);
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     lab.kill_genie(2).unwrap();
     wait_state(&lab, "h2", "unreachable");
 
@@ -223,7 +209,7 @@ fn genie_with_a_wrong_secret_is_refused_and_says_why() {
 #[test]
 fn malformed_frames_on_the_link_port_do_not_disturb_other_genies() {
     let lab = lab(2);
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     let core = lab.core_ns();
     let target = "TCP:10.77.0.1:7100";
     let mut garbage: Vec<&[u8]> = vec![
@@ -262,7 +248,7 @@ fn ipmi_power_off_stops_the_real_genie_and_a_magic_packet_brings_it_back() {
         ..LabSpec::default()
     })
     .unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     let o = lab.ipmitool(2, &["chassis", "power", "off"]).unwrap();
     assert!(o.status.success(), "{o:?}");
     assert!(lab.host_pids(2).unwrap().is_empty());

@@ -5,7 +5,7 @@
 //! rejoining, maintenance mode and the SLA figures.
 //!
 //! In every case the witness is QMP on every host (a second QMP socket the lab adds to
-//! every qemu, see `lab/ha_ext.rs`), not the router: at every sample no VM runs on two
+//! every qemu, see `lab/witness.rs`), not the router: at every sample no VM runs on two
 //! hosts, and at the end every VM runs exactly once.
 //!
 //! Needs `cargo build -p genie -p router -p wisp-tests --bins` first, root, ip,
@@ -15,21 +15,16 @@
 use std::time::{Duration, Instant};
 
 use wisp_common::time::unix_ms;
-use wisp_tests::lab::ha_ext::{Census, EventRow};
-use wisp_tests::lab::{poll, procs, HostRow, Lab, LabSpec, WAIT};
+use wisp_tests::lab::{poll, procs, Census, EventRow, HostRow, Lab, LabSpec, WAIT};
 
 /// Failovers wait for detection, a BMC round trip and a qemu start on a loaded
 /// machine; leases add their own time. Generous, never a timing goal.
 const FAILOVER_WAIT: Duration = Duration::from_secs(60);
 
 fn lab(hosts: usize, extra: &str) -> Lab {
-    Lab::start_ha(LabSpec {
-        hosts,
-        wol_listener: false,
-        router_extra_toml: extra.to_owned(),
-        ..LabSpec::default()
-    })
-    .unwrap()
+    let lab = Lab::start_with_witness(LabSpec::vms(hosts).router_toml(extra)).unwrap();
+    lab.wait_all_up().unwrap();
+    lab
 }
 
 fn hosts(lab: &Lab) -> Vec<HostRow> {
@@ -42,15 +37,6 @@ fn state(lab: &Lab, name: &str) -> String {
         .find(|h| h.name == name)
         .map(|h| h.state)
         .unwrap_or_else(|| panic!("{name} missing from `router hosts`"))
-}
-
-fn wait_all_up(lab: &Lab) {
-    poll(WAIT, "every host up", |last| {
-        let rows = hosts(lab);
-        *last = format!("{rows:?}");
-        (rows.len() == lab.hosts().len() && rows.iter().all(|h| h.state == "up")).then_some(())
-    })
-    .unwrap();
 }
 
 fn wait_state(lab: &Lab, name: &str, want: &str, timeout: Duration) {
@@ -94,7 +80,7 @@ fn log_tail(lab: &Lab) -> String {
 /// Creates VMs `(name, host index)` and waits until each runs once, where asked.
 fn create_all(lab: &Lab, vms: &[(&str, usize)]) -> Census {
     for (name, host) in vms {
-        lab.create_ha_vm(name, 64, Some(*host), 0).unwrap();
+        lab.create_guest_vm(name, 64, Some(*host), 0).unwrap();
     }
     let names: Vec<&str> = vms.iter().map(|v| v.0).collect();
     wait_census(lab, WAIT, "every VM running where it was created", |c| {
@@ -120,9 +106,9 @@ fn host_index(name: &str) -> usize {
 /// Reads the guest counter of `vm` wherever it runs, twice, and checks it advances.
 fn counter_advances(lab: &Lab, c: &Census, vm: &str) -> u32 {
     let on = host_index(&c.running_on(vm)[0]);
-    let first = lab.read_counter(on, vm).unwrap();
+    let first = lab.guest_counter(on, vm).unwrap();
     poll(WAIT, &format!("{vm}'s guest counter to advance"), |last| {
-        let now = lab.read_counter(on, vm).unwrap();
+        let now = lab.guest_counter(on, vm).unwrap();
         *last = format!("{first} -> {now}");
         (now != first).then_some(now)
     })
@@ -171,6 +157,22 @@ fn stays(lab: &Lab, d: Duration, what: &str, ok: impl Fn(&Census) -> bool) {
     }
 }
 
+/// The scenario of vm1 on h1 and vm2 elsewhere after h1 failed: waits until vm1 runs
+/// again on another host, each VM exactly once (never twice at any sample).
+fn wait_vm1_failed_over_from_h1(lab: &Lab) -> Census {
+    wait_census(lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
+        c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
+    })
+}
+
+/// h1 is back after its failover: for 2 s, vm1 and vm2 each run once and nothing
+/// runs on h1 (nothing stale came back with it).
+fn stays_back_empty(lab: &Lab) {
+    stays(lab, Duration::from_secs(2), "h1 back, nothing on it", |c| {
+        c.each_once(&["vm1", "vm2"]) && c.on_host("h1").is_empty()
+    });
+}
+
 /// f64 field of the `router sla --json` row of `vm`.
 fn sla_row(sla: &serde_json::Value, vm: &str) -> serde_json::Value {
     sla["vms"]
@@ -185,7 +187,6 @@ fn sla_row(sla: &serde_json::Value, vm: &str) -> serde_json::Value {
 #[test]
 fn host_crash_fails_over_then_the_repaired_host_rejoins_clean_and_sla_counts_it() {
     let lab = lab(3, "");
-    wait_all_up(&lab);
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 2), ("vm3", 3)]);
     let (p2, p3) = (pid_of(&before, "vm2"), pid_of(&before, "vm3"));
 
@@ -248,14 +249,11 @@ fn silent_host_crash_is_detected_by_missed_heartbeats_and_proven_off_by_its_bmc(
     // the dying host's sockets never reaches the router. The router must notice the
     // silence and take the BMC's "off" as proof, with no power-off of its own.
     let lab = lab(3, "");
-    wait_all_up(&lab);
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
     let t0 = unix_ms();
     lab.cut_host_link(1).unwrap();
     lab.power_off(1).unwrap();
-    let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
-        c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
-    });
+    let after = wait_vm1_failed_over_from_h1(&lab);
     wait_state(&lab, "h1", "down", WAIT);
     assert!(chassis_status(&lab, 1).ends_with("off"));
     let suspect = events_of(&lab, t0, "host_suspect", Some("h1"), None);
@@ -272,12 +270,7 @@ fn silent_host_crash_is_detected_by_missed_heartbeats_and_proven_off_by_its_bmc(
         .status
         .success());
     wait_state(&lab, "h1", "up", WAIT);
-    stays(
-        &lab,
-        Duration::from_secs(2),
-        "h1 back, nothing on it",
-        |c| c.each_once(&["vm1", "vm2"]) && c.on_host("h1").is_empty(),
-    );
+    stays_back_empty(&lab);
 }
 
 #[test]
@@ -285,7 +278,6 @@ fn killed_genie_restarted_within_the_grace_fences_nothing() {
     // A grace longer than the default, so a slow restart on a loaded machine still
     // falls inside it: what is tested is that a genie restart is not a host failure.
     let lab = lab(2, "genie_grace_ms = 10000");
-    wait_all_up(&lab);
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
     let t0 = unix_ms();
     lab.kill_genie(1).unwrap();
@@ -313,13 +305,10 @@ fn killed_genie_restarted_within_the_grace_fences_nothing() {
 #[test]
 fn host_cut_off_with_its_bmc_reachable_is_fenced_over_ipmi_then_its_vm_restarts() {
     let lab = lab(3, "");
-    wait_all_up(&lab);
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
     let t0 = unix_ms();
     lab.cut_host_link(1).unwrap();
-    let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
-        c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
-    });
+    let after = wait_vm1_failed_over_from_h1(&lab);
     wait_state(&lab, "h1", "fenced", WAIT);
     assert!(
         chassis_status(&lab, 1).ends_with("off"),
@@ -335,7 +324,6 @@ fn host_cut_off_with_its_bmc_reachable_is_fenced_over_ipmi_then_its_vm_restarts(
 fn host_cut_off_with_its_bmc_unreachable_restarts_only_after_the_self_fence_lease() {
     let lease_ms = 3000;
     let lab = lab(3, &format!("lease_ms = {lease_ms}"));
-    wait_all_up(&lab);
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
     let old = pid_of(&before, "vm1");
     let genie = lab.genie_pids(1).unwrap();
@@ -343,9 +331,7 @@ fn host_cut_off_with_its_bmc_unreachable_restarts_only_after_the_self_fence_leas
     let t_cut = unix_ms();
     lab.cut_host_link(1).unwrap();
 
-    let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
-        c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
-    });
+    let after = wait_vm1_failed_over_from_h1(&lab);
     // The genie (still alive: the host is on) killed its VMs itself.
     assert!(after.on_host("h1").is_empty(), "{:?}", after.seen);
     assert!(!procs::is_alive(old), "the old qemu of vm1 is dead");
@@ -375,12 +361,7 @@ fn host_cut_off_with_its_bmc_unreachable_restarts_only_after_the_self_fence_leas
     lab.restore_bmc(1).unwrap();
     lab.restore_host_link(1).unwrap();
     wait_state(&lab, "h1", "up", WAIT);
-    stays(
-        &lab,
-        Duration::from_secs(2),
-        "h1 back, nothing on it",
-        |c| c.each_once(&["vm1", "vm2"]) && c.on_host("h1").is_empty(),
-    );
+    stays_back_empty(&lab);
 }
 
 #[test]
@@ -389,7 +370,6 @@ fn router_cut_off_from_every_host_fences_nobody_and_a_restore_before_the_lease_c
     // genie grace (5 s): without self-suspicion the router, which still reaches the
     // BMCs, would power every host off then.
     let lab = lab(3, "lease_ms = 30000");
-    wait_all_up(&lab);
     let vms = ["vm1", "vm2", "vm3"];
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 2), ("vm3", 3)]);
     let t_cut = unix_ms();
@@ -411,7 +391,7 @@ fn router_cut_off_from_every_host_fences_nobody_and_a_restore_before_the_lease_c
         assert!(chassis_status(&lab, i).ends_with("on"), "h{i} still on");
     }
     lab.restore_router_to_hosts().unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up().unwrap();
     let after = census(&lab);
     for v in vms {
         assert_eq!(pid_of(&after, v), pid_of(&before, v), "{v} untouched");
@@ -429,7 +409,6 @@ fn router_cut_off_beyond_the_lease_loses_every_vm_to_self_fencing_then_restarts_
     // dead host, so a router cut longer than the lease stops every VM. The router
     // fences nobody, and once the link is back it starts every VM again.
     let lab = lab(3, "lease_ms = 3000");
-    wait_all_up(&lab);
     let vms = ["vm1", "vm2", "vm3"];
     create_all(&lab, &[("vm1", 1), ("vm2", 2), ("vm3", 3)]);
     let t_cut = unix_ms();
@@ -438,7 +417,7 @@ fn router_cut_off_beyond_the_lease_loses_every_vm_to_self_fencing_then_restarts_
         c.seen.is_empty()
     });
     lab.restore_router_to_hosts().unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up().unwrap();
     let after = wait_census(&lab, FAILOVER_WAIT, "every VM running again", |c| {
         c.each_once(&vms)
     });
@@ -452,7 +431,6 @@ fn router_cut_off_beyond_the_lease_loses_every_vm_to_self_fencing_then_restarts_
 #[test]
 fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
     let mut lab = lab(3, "");
-    wait_all_up(&lab);
     create_all(&lab, &[("vm1", 1), ("vm2", 2)]);
     let t0 = unix_ms();
     // A silent crash (no FIN) with the BMC out of reach for the moment, so the router
@@ -481,9 +459,7 @@ fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
     );
     lab.restore_bmc(1).unwrap();
     lab.start_router().unwrap();
-    let after = wait_census(&lab, FAILOVER_WAIT, "vm1 running again away from h1", |c| {
-        c.each_once(&["vm1", "vm2"]) && c.running_on("vm1")[0] != "h1"
-    });
+    let after = wait_vm1_failed_over_from_h1(&lab);
     let pid = pid_of(&after, "vm1");
     stays(
         &lab,
@@ -512,7 +488,6 @@ fn router_restarted_in_the_middle_of_a_failover_completes_it_once() {
 #[test]
 fn two_hosts_of_four_failing_together_lose_no_vm() {
     let lab = lab(4, "");
-    wait_all_up(&lab);
     let vms = ["vm1", "vm2", "vm3", "vm4", "vm5"];
     let before = create_all(
         &lab,
@@ -537,9 +512,8 @@ fn two_hosts_of_four_failing_together_lose_no_vm() {
 #[test]
 fn maintenance_migrates_every_vm_away_live_and_off_returns_the_host() {
     let lab = lab(3, "");
-    wait_all_up(&lab);
     let before = create_all(&lab, &[("vm1", 1), ("vm2", 1), ("vm3", 2)]);
-    let c0 = lab.read_counter(1, "vm1").unwrap();
+    let c0 = lab.guest_counter(1, "vm1").unwrap();
     let t0 = unix_ms();
     lab.cli_ok(&["maintenance", "on", "h1"]).unwrap();
     assert_eq!(state(&lab, "h1"), "maintenance");
@@ -549,7 +523,7 @@ fn maintenance_migrates_every_vm_away_live_and_off_returns_the_host() {
     // Live: the guest kept its memory, so its counter continues from where it was
     // (a restarted guest would count from zero again).
     let on = host_index(&after.running_on("vm1")[0]);
-    let c1 = lab.read_counter(on, "vm1").unwrap();
+    let c1 = lab.guest_counter(on, "vm1").unwrap();
     assert!(
         c1 > c0,
         "vm1 counter went from {c0} to {c1}: not a live migration"
@@ -561,12 +535,12 @@ fn maintenance_migrates_every_vm_away_live_and_off_returns_the_host() {
     lab.cli_ok(&["maintenance", "off", "h1"]).unwrap();
     wait_state(&lab, "h1", "up", WAIT);
     // Back in the pool: a VM can be moved onto it again, still live.
-    let c2 = lab.read_counter(on, "vm1").unwrap();
+    let c2 = lab.guest_counter(on, "vm1").unwrap();
     lab.cli_ok(&["vm", "migrate", "vm1", "--to", "h1"]).unwrap();
     let back = wait_census(&lab, WAIT, "vm1 back on h1", |c| {
         c.each_once(&["vm1", "vm2", "vm3"]) && c.running_on("vm1") == vec!["h1"]
     });
-    let c3 = lab.read_counter(1, "vm1").unwrap();
+    let c3 = lab.guest_counter(1, "vm1").unwrap();
     assert!(c3 > c2, "vm1 counter went from {c2} to {c3}");
     counter_advances(&lab, &back, "vm1");
 }

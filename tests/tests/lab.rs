@@ -184,9 +184,9 @@ fn tiny_guest_runs_in_qemu_and_dies_with_its_host() {
     let vm = lab.start_qemu_vm(1, "vm1", 64).unwrap();
     assert_eq!(query_status(&vm.qmp).unwrap(), "running");
     assert_eq!(query_status(&vm.witness).unwrap(), "running");
-    let first = lab.read_counter(1, "vm1").unwrap();
+    let first = lab.guest_counter(1, "vm1").unwrap();
     poll(WAIT, "the guest counter to advance", |last| {
-        let now = lab.read_counter(1, "vm1").unwrap();
+        let now = lab.guest_counter(1, "vm1").unwrap();
         *last = format!("{first} -> {now}");
         (now != first).then_some(())
     })

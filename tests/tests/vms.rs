@@ -2,11 +2,12 @@
 //! `router vm create`, moved with `router vm migrate`, through real genies and qemu.
 //!
 //! Witnesses are independent of the code under test: the qemu processes themselves
-//! (found in each host's namespace by `-name`, their guest counter read from their
-//! memory through /proc, see `lab::vm_ext`), QEMU's own QMP answers over a witness
-//! socket the lab's qemu wrapper adds (`Lab::start_ha`, read with the lab's QMP
-//! client), and `router vms --json` for what the router believes. A live migration is told apart from a restart by the counter (a
-//! restarted guest counts from 0) and by the destination qemu's `-incoming`.
+//! (found in each host's namespace by `-name`), QEMU's own QMP answers over the witness
+//! socket the lab's qemu wrapper adds (`Lab::start_with_witness`, read with the lab's
+//! QMP client: run state and the guest's counter, see `lab::witness`), and `router vms
+//! --json` for what the router believes. A live migration is told apart from a restart
+//! by the counter (a restarted guest counts from 0) and by the destination qemu's
+//! `-incoming`.
 //!
 //! Needs `cargo build --workspace --bins` first, root, ip, ipmi_sim, ipmitool and qemu;
 //! fails loudly without them.
@@ -17,35 +18,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use wisp_tests::lab::vm_ext::{cli_result, qemu_cmdline};
-use wisp_tests::lab::{poll, query_status, Lab, LabSpec, VmRow, WAIT};
+use wisp_tests::lab::witness::qemu_cmdline;
+use wisp_tests::lab::{cli_result, poll, query_status, Lab, LabSpec, VmRow, WAIT};
 
+/// The VM lab preset: `hosts` hosts with the witness wrapper, every host up with
+/// metrics (placement needs a host's capacity).
 fn lab(hosts: usize, router_extra_toml: &str) -> Lab {
-    // start_ha: every genie runs qemu through the lab's wrapper that adds a witness
-    // QMP socket (lab::ha_ext), so tests can ask QEMU itself about router-made VMs.
-    let lab = Lab::start_ha(LabSpec {
-        hosts,
-        wol_listener: false,
-        router_extra_toml: router_extra_toml.to_owned(),
-        ..LabSpec::default()
-    })
-    .unwrap();
-    wait_all_up(&lab);
-    lab
-}
-
-/// Every host `up` with metrics (placement needs a host's capacity).
-fn wait_all_up(lab: &Lab) {
-    poll(WAIT, "every host up with metrics", |last| {
-        let rows = lab.hosts_json().unwrap();
-        *last = format!("{rows:?}");
-        (rows.len() == lab.hosts().len()
-            && rows
-                .iter()
-                .all(|h| h.state == "up" && h.mem_total_bytes.is_some_and(|m| m > 0)))
-        .then_some(())
-    })
-    .unwrap();
+    Lab::start_vms(LabSpec::vms(hosts).router_toml(router_extra_toml)).unwrap()
 }
 
 fn rows_of(lab: &Lab, vm: &str) -> Vec<VmRow> {
@@ -197,10 +176,10 @@ fn live_migration_moves_the_running_guest_to_the_destination() {
     // QEMU agrees, over QMP: running on h2 only, and the counter it shows (read by
     // the lab's own QMP client) continues from the source's.
     assert_qmp_running_only_on(&lab, 2, "vm1");
-    let by_qmp = lab.read_counter(2, "vm1").unwrap();
+    let later = lab.guest_counter(2, "vm1").unwrap();
     assert!(
-        by_qmp >= after,
-        "QMP counter {by_qmp} < /proc counter {after}"
+        later >= after,
+        "QMP counter went back from {after} to {later}"
     );
 
     // And back: the placement really moved (a second migration starts from h2).
@@ -212,6 +191,24 @@ fn live_migration_moves_the_running_guest_to_the_destination() {
     assert!(last >= after, "counter went back from {after} to {last}");
     wait_row(&lab, "vm1", "h1", home);
     assert_qmp_running_only_on(&lab, 1, "vm1");
+}
+
+/// 8 MiB/s and 128 MiB of non-zero guest memory: a copy takes ~16 s, plenty of time
+/// to interrupt it in the middle.
+fn slow_migration_lab() -> Lab {
+    lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n")
+}
+
+/// Creates vm1 on h1 with 128 MiB of filled memory, waits until the router shows it
+/// and its counter moves (the counter starts once the fill is done: from then on
+/// memory is non-zero). Returns its qemu's pid.
+fn filled_vm1_on_h1(lab: &Lab) -> i32 {
+    let guest = lab.filled_guest(128).unwrap();
+    lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
+    let src = lab.qemu_pid(1, "vm1").unwrap();
+    wait_row(lab, "vm1", "h1", src);
+    lab.wait_counter_above(1, "vm1", 0).unwrap();
+    src
 }
 
 /// Starts `router vm migrate vm1 --to h2` and waits until the migration is moving
@@ -250,15 +247,8 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
 
 #[test]
 fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
-    // 8 MiB/s and 128 MiB of non-zero guest memory: the copy takes ~16 s, plenty of
-    // time to kill the destination in the middle of it.
-    let lab = lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n");
-    let guest = lab.filled_guest(128).unwrap();
-    lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
-    let src = lab.qemu_pid(1, "vm1").unwrap();
-    wait_row(&lab, "vm1", "h1", src);
-    // The counter starts once the fill is done: from then on memory is non-zero.
-    lab.wait_counter_above(1, "vm1", 0).unwrap();
+    let lab = slow_migration_lab();
+    let src = filled_vm1_on_h1(&lab);
 
     // 1. The destination qemu dies.
     let (child, dst) = start_slow_migration(&lab);
@@ -297,7 +287,7 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
         "{stderr}"
     );
     lab.start_genie(2).unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     assert_eq!(
         lab.qemu_pid(1, "vm1").unwrap(),
         src,
@@ -322,14 +312,42 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
     wait_row(&lab, "vm1", "h2", moved);
 }
 
+/// After a migration of vm1 from h1 (qemu `src`) to h2 (qemu `dst`) was interrupted:
+/// settled, exactly one copy runs, one of the two qemu processes of the migration
+/// (never a restart: its counter goes on from `before`), the router shows it where it
+/// runs, QEMU agrees over QMP, and it stays that way. Returns the host it settled on.
+fn assert_single_copy_settled(lab: &Lab, src: i32, dst: i32, before: u32) -> usize {
+    let (host, pid) = poll(WAIT, "exactly one copy of vm1 left running", |last| {
+        let on1 = lab.qemu_pids(1, "vm1").unwrap();
+        let on2 = lab.qemu_pids(2, "vm1").unwrap();
+        *last = format!("h1 {on1:?}, h2 {on2:?}");
+        match (&on1[..], &on2[..]) {
+            ([p], []) => Some((1, *p)),
+            ([], [p]) => Some((2, *p)),
+            _ => None,
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        pid,
+        if host == 1 { src } else { dst },
+        "vm1 was restarted: settled on h{host}, source pid {src}, destination pid {dst}"
+    );
+    wait_row(lab, "vm1", &format!("h{host}"), pid);
+    let after = lab.wait_counter_above(host, "vm1", before).unwrap();
+    eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
+    assert_qmp_running_only_on(lab, host, "vm1");
+    holds_for(Duration::from_secs(2), || {
+        assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
+        assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
+    });
+    host
+}
+
 #[test]
 fn a_source_genie_killed_mid_migration_keeps_exactly_one_copy_running() {
-    let lab = lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n");
-    let guest = lab.filled_guest(128).unwrap();
-    lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
-    let src = lab.qemu_pid(1, "vm1").unwrap();
-    wait_row(&lab, "vm1", "h1", src);
-    lab.wait_counter_above(1, "vm1", 0).unwrap();
+    let lab = slow_migration_lab();
+    let src = filled_vm1_on_h1(&lab);
 
     // The genie that runs the migration dies; QEMU itself goes on streaming, so the
     // router cannot know how it ends and must not kill either copy.
@@ -345,43 +363,14 @@ fn a_source_genie_killed_mid_migration_keeps_exactly_one_copy_running() {
         "{stderr}"
     );
     lab.start_genie(1).unwrap();
-    wait_all_up(&lab);
-    // Settled: exactly one copy runs, one of the two qemu processes of the migration
-    // (never a restart), and the router shows it where it runs.
-    let (host, pid) = poll(WAIT, "exactly one copy of vm1 left running", |last| {
-        let on1 = lab.qemu_pids(1, "vm1").unwrap();
-        let on2 = lab.qemu_pids(2, "vm1").unwrap();
-        *last = format!("h1 {on1:?}, h2 {on2:?}");
-        match (&on1[..], &on2[..]) {
-            ([p], []) => Some((1, *p)),
-            ([], [p]) => Some((2, *p)),
-            _ => None,
-        }
-    })
-    .unwrap();
-    assert_eq!(
-        pid,
-        if host == 1 { src } else { dst },
-        "vm1 was restarted: settled on h{host}, source pid {src}, destination pid {dst}"
-    );
-    wait_row(&lab, "vm1", &format!("h{host}"), pid);
-    let after = lab.wait_counter_above(host, "vm1", before).unwrap();
-    eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
-    assert_qmp_running_only_on(&lab, host, "vm1");
-    holds_for(Duration::from_secs(2), || {
-        assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
-        assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
-    });
+    lab.wait_all_up_with_metrics().unwrap();
+    assert_single_copy_settled(&lab, src, dst, before);
 }
 
 #[test]
 fn a_router_crash_mid_migration_keeps_exactly_one_copy_running() {
-    let mut lab = lab(2, "[migration]\nmax_bandwidth_mib_s = 8\n");
-    let guest = lab.filled_guest(128).unwrap();
-    lab.vm_create("vm1", 160, &guest, Some("h1")).unwrap();
-    let src = lab.qemu_pid(1, "vm1").unwrap();
-    wait_row(&lab, "vm1", "h1", src);
-    lab.wait_counter_above(1, "vm1", 0).unwrap();
+    let mut lab = slow_migration_lab();
+    let src = filled_vm1_on_h1(&lab);
 
     // The router dies while the genies and QEMU are mid-way; it comes back at once
     // (well within the genies' self-fence lease).
@@ -392,31 +381,8 @@ fn a_router_crash_mid_migration_keeps_exactly_one_copy_running() {
     eprintln!("router killed: {stderr}");
     assert_eq!(code, Some(1), "the CLI lost its router: {stderr}");
     lab.start_router().unwrap();
-    wait_all_up(&lab);
-    let (host, pid) = poll(WAIT, "exactly one copy of vm1 left running", |last| {
-        let on1 = lab.qemu_pids(1, "vm1").unwrap();
-        let on2 = lab.qemu_pids(2, "vm1").unwrap();
-        *last = format!("h1 {on1:?}, h2 {on2:?}");
-        match (&on1[..], &on2[..]) {
-            ([p], []) => Some((1, *p)),
-            ([], [p]) => Some((2, *p)),
-            _ => None,
-        }
-    })
-    .unwrap();
-    assert_eq!(
-        pid,
-        if host == 1 { src } else { dst },
-        "vm1 was restarted: settled on h{host}, source pid {src}, destination pid {dst}"
-    );
-    wait_row(&lab, "vm1", &format!("h{host}"), pid);
-    let after = lab.wait_counter_above(host, "vm1", before).unwrap();
-    eprintln!("vm1 settled on h{host} (pid {pid}), counter {before} -> {after}");
-    assert_qmp_running_only_on(&lab, host, "vm1");
-    holds_for(Duration::from_secs(2), || {
-        assert_eq!(lab.qemu_pids(host, "vm1").unwrap(), vec![pid]);
-        assert!(lab.qemu_pids(3 - host, "vm1").unwrap().is_empty());
-    });
+    lab.wait_all_up_with_metrics().unwrap();
+    let host = assert_single_copy_settled(&lab, src, dst, before);
     // Nothing is left claimed: the VM migrates again.
     let to = if host == 1 { "h2" } else { "h1" };
     let rep = lab.vm_migrate("vm1", to).unwrap();
@@ -438,7 +404,7 @@ fn a_router_restart_loses_nothing_and_restarts_nothing() {
     lab.kill_router();
     let c1 = assert_counting(&lab, 1, "vm1");
     lab.start_router().unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     wait_row(&lab, "vm1", "h1", p1);
     wait_row(&lab, "vm2", "h2", p2);
     holds_for(Duration::from_secs(3), || {
@@ -469,7 +435,7 @@ fn a_genie_restart_leaves_its_vms_untouched_and_rediscovers_them() {
     let c1 = assert_counting(&lab, 1, "vm1");
     assert_eq!(lab.qemu_pids(1, "vm1").unwrap(), vec![p1]);
     lab.start_genie(1).unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     wait_row(&lab, "vm1", "h1", p1);
     holds_for(Duration::from_secs(3), || {
         assert_eq!(lab.qemu_pids(1, "vm1").unwrap(), vec![p1]);
@@ -486,7 +452,7 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
     let mut lab = lab(2, "");
     // Every lab host sees the whole machine's memory: give them a small, known size.
     lab.set_host_capacity(8, 1024).unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     let guest = lab.guest_elf().to_owned();
     lab.vm_create("vm1", 512, &guest, Some("h1")).unwrap();
     lab.vm_create("vm2", 768, &guest, Some("h2")).unwrap();
@@ -575,7 +541,7 @@ fn impossible_requests_fail_clearly_and_change_nothing() {
     );
     assert_eq!(lab.qemu_pids(1, "vm1").unwrap(), vec![p1]);
     lab.router_ok(&["maintenance", "off", "h2"]).unwrap();
-    wait_all_up(&lab);
+    lab.wait_all_up_with_metrics().unwrap();
     let rep = lab.vm_migrate("vm1", "h2").unwrap();
     assert_eq!(rep.to, "h2");
 }

@@ -3,6 +3,9 @@
 //! deliberately wrong genie the tests need (wrong secret, answering anyway).
 #![allow(dead_code, clippy::unwrap_used)]
 
+// The router itself on loopback (temp dir, secret, router.toml, daemon): rig.rs.
+pub mod rig;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

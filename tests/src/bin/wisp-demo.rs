@@ -40,11 +40,7 @@ async fn main() -> Result<()> {
     );
     // The VMs are created through the router, as a user would: it persists them,
     // places them, and keeps them running (failover included).
-    wisp_tests::lab::poll(wisp_tests::lab::WAIT, "every host up", |last| {
-        let rows = lab.hosts_json().ok()?;
-        *last = format!("{rows:?}");
-        rows.iter().all(|h| h.state == "up").then_some(())
-    })?;
+    lab.wait_all_up()?;
     let kernel = lab.guest_elf().to_string_lossy().into_owned();
     for (host, vm) in [("h1", "vm1"), ("h2", "vm2")] {
         let args = [

@@ -1,4 +1,5 @@
-//! The router CLI's JSON rows (docs/CONTRACTS.md "Router CLI JSON"), typed for tests.
+//! The router CLI's JSON rows (docs/CONTRACTS.md "Router CLI JSON"), typed for tests:
+//! hosts, VMs, events and migration reports.
 //!
 //! Declared here rather than borrowed from the router crate: tests check the contract,
 //! not the router's own idea of it. Unknown fields are ignored so additive contract
@@ -36,4 +37,28 @@ pub struct VmRow {
     pub pid: Option<u32>,
     pub qmp_socket: Option<String>,
     pub desired: Option<String>,
+}
+
+/// One event of `router events --json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventRow {
+    pub at_ms: u64,
+    pub kind: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub vm: Option<String>,
+    pub message: String,
+}
+
+/// `router vm migrate NAME --to HOST --json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MigrationRow {
+    pub vm: String,
+    pub from: String,
+    pub to: String,
+    pub total_ms: u64,
+    pub downtime_ms: u64,
+    pub to_migrate_command_ms: u64,
+    pub elapsed_ms: u64,
 }

@@ -47,3 +47,15 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf, BinError> {
         })
     }
 }
+
+/// Where a bench finds the lab's binaries: benches build in release, but `cargo build
+/// --workspace --bins` builds debug binaries, so `<target>/debug` unless
+/// `WISP_BIN_DIR` is set (then `None`: [`bin_dir`] reads it).
+pub fn bench_bin_dir() -> Option<PathBuf> {
+    if std::env::var_os("WISP_BIN_DIR").is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    // <target>/release/deps/<bench>-xxx -> <target>/debug
+    Some(exe.parent()?.parent()?.parent()?.join("debug"))
+}

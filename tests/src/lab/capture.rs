@@ -1,4 +1,5 @@
-//! Packet captures with real `tcpdump`, as an outside witness of what went on a wire.
+//! Packet captures with real `tcpdump`, as an outside witness of what went on a wire
+//! (magic packets, IPMI): `Lab::tcpdump` in any of the lab's namespaces.
 
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -133,5 +134,20 @@ impl Drop for Capture {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl super::Lab {
+    /// Starts `tcpdump` on `iface` in `ns`; stop it to get the frames.
+    pub fn tcpdump(&self, ns: &str, iface: &str, filter: &str) -> Result<Capture, super::LabError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Capture::start(
+            ns,
+            iface,
+            filter,
+            self.dir(),
+            &format!("capture{n}"),
+        )?)
     }
 }

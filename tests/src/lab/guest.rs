@@ -1,6 +1,7 @@
 //! The tiny guest: a 32-bit multiboot ELF whose only job is to count timer ticks in
 //! memory forever, so a test can prove a VM is running (and keeps running across a
-//! migration) by reading that counter twice over QMP.
+//! migration) by reading that counter twice over QMP. And the same guest with a
+//! prologue that first fills memory ([`filled_elf`]), for migrations that must last.
 //!
 //! It programs the PIT to 1 kHz, points every IDT vector at one handler (increment the
 //! counter, EOI, iret) and `hlt`s in between: an idle guest, so a lab VM costs almost
@@ -47,6 +48,35 @@ const CODE: [u8; 101] = [
     0x07, 0x00, 0x10, 0x20, 0x00,
 ];
 
+/// ELF offsets of the fields [`filled_elf`] patches: `e_entry`, and `p_filesz` and
+/// `p_memsz` of the one program header (at 52).
+const E_ENTRY: usize = 24;
+const P_FILESZ: usize = 52 + 16;
+const P_MEMSZ: usize = 52 + 20;
+
+/// Where the filler starts: above the guest image (1 MiB), its counter and IDT (2 MiB).
+pub const FILL_ADDR: u32 = 0x0030_0000;
+
+/// The filler prologue, `as --32` output of the listing below; the `XX` operands are
+/// zero here and patched by [`filled_elf`] at the offsets named after them.
+/// ```text
+///  0: fa               cli
+///  1: bf XX XX XX XX   mov $FILL_ADDR,%edi      # FILL_EDI = 2
+///  6: b9 XX XX XX XX   mov $dwords,%ecx         # FILL_ECX = 7
+/// 11: b8 ef be ad de   mov $0xdeadbeef,%eax     # any non-zero word
+/// 16: fc               cld
+/// 17: f3 ab            rep stos %eax,%es:(%edi) # nothing when ecx = 0
+/// 19: b8 XX XX XX XX   mov $entry,%eax          # FILL_ENTRY = 20: the guest's own
+/// 24: ff e0            jmp *%eax
+/// ```
+const FILL: [u8; 26] = [
+    0xfa, 0xbf, 0, 0, 0, 0, 0xb9, 0, 0, 0, 0, 0xb8, 0xef, 0xbe, 0xad, 0xde, 0xfc, 0xf3, 0xab, 0xb8,
+    0, 0, 0, 0, 0xff, 0xe0,
+];
+const FILL_EDI: usize = 2;
+const FILL_ECX: usize = 7;
+const FILL_ENTRY: usize = 20;
+
 /// The guest ELF image.
 pub fn elf() -> Vec<u8> {
     let code = CODE.to_vec();
@@ -82,6 +112,28 @@ pub fn elf() -> Vec<u8> {
     f
 }
 
+/// The guest with the [`FILL`] prologue: it first fills `fill_mib` MiB from
+/// [`FILL_ADDR`] with a non-zero word, then jumps to the guest's own entry. QEMU sends
+/// zero pages as a flag, so only a filled guest makes a migration move real bytes and
+/// last long enough under a bandwidth cap to be interrupted. The VM needs at least
+/// `3 + fill_mib` MiB of memory.
+pub fn filled_elf(fill_mib: u32) -> Vec<u8> {
+    let mut f = elf();
+    let word = |f: &[u8], at: usize| u32::from_le_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+    let mut code = FILL;
+    code[FILL_EDI..FILL_EDI + 4].copy_from_slice(&FILL_ADDR.to_le_bytes());
+    code[FILL_ECX..FILL_ECX + 4].copy_from_slice(&(fill_mib * (1 << 20) / 4).to_le_bytes());
+    code[FILL_ENTRY..FILL_ENTRY + 4].copy_from_slice(&word(&f, E_ENTRY).to_le_bytes());
+    // The prologue goes after the image, inside the one PT_LOAD segment, which grows.
+    let new_entry = LOAD_ADDR + f.len() as u32;
+    f.extend_from_slice(&code);
+    let total = (f.len() as u32).to_le_bytes();
+    f[E_ENTRY..E_ENTRY + 4].copy_from_slice(&new_entry.to_le_bytes());
+    f[P_FILESZ..P_FILESZ + 4].copy_from_slice(&total);
+    f[P_MEMSZ..P_MEMSZ + 4].copy_from_slice(&total);
+    f
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -102,5 +154,25 @@ mod tests {
         assert_eq!(CODE[7..11], handler.to_le_bytes());
         assert_eq!(CODE[0x5a..0x5e], COUNTER_ADDR.to_le_bytes());
         assert_eq!(CODE[2..6], IDT_ADDR.to_le_bytes());
+    }
+
+    #[test]
+    fn filled_guest_enters_the_fill_then_jumps_to_the_lab_guest() {
+        let base = elf();
+        let e = filled_elf(5);
+        assert_eq!(&e[84..96], &base[84..96], "multiboot header unchanged");
+        let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let entry = word(&e, E_ENTRY);
+        assert_eq!(entry, LOAD_ADDR + base.len() as u32);
+        assert_eq!(
+            (word(&e, P_FILESZ), word(&e, P_MEMSZ)),
+            (e.len() as u32, e.len() as u32)
+        );
+        let code = &e[(entry - LOAD_ADDR) as usize..];
+        assert_eq!(code.len(), FILL.len());
+        assert_eq!(word(code, 2), FILL_ADDR, "where to fill");
+        assert_eq!(word(code, 7), 5 << 18, "dwords to fill");
+        assert_eq!(&code[code.len() - 2..], [0xFF, 0xE0]);
+        assert_eq!(word(code, code.len() - 6), word(&base, E_ENTRY));
     }
 }

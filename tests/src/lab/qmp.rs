@@ -6,8 +6,8 @@
 //!
 //! A QMP socket serves one client at a time and the genie holds its VM's socket for
 //! good; a second client's `connect` then blocks in the kernel with no timeout. So the
-//! lab gives each VM it starts a second, witness-only QMP socket, and `connect` gives
-//! up after a deadline instead of hanging a test.
+//! lab gives every qemu a second, witness-only QMP socket (witness.rs), and `connect`
+//! gives up after a deadline instead of hanging a test.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -1,37 +1,25 @@
-//! What the high-availability tests and the failover bench need from the lab beyond
-//! its foundation: an independent QMP witness for VMs the *genie* starts, a census of
-//! every qemu on every host, the router's events and SLA, router-created VMs, and a
-//! partition of the router from the hosts.
+//! Independent checks: what QEMU itself says, asked without the genie or the router,
+//! so neither can hide its own bug from the tests.
 //!
-//! The witness: a genie holds its VM's contract QMP socket for good and QMP serves one
-//! client at a time, so tests cannot ask QEMU directly about a VM the router created.
-//! `Lab::start_ha` therefore points every genie's `qemu` (genie.toml) at a tiny wrapper
-//! that execs the real qemu with one more `-qmp` socket in `<host dir>/witness/`, the
-//! same place `Lab::witness_qmp` gives for VMs the lab starts itself. Nothing in the
-//! genie or the router knows about it, so neither can hide its own bug from the tests.
+//! The one witness is a second QMP socket on every qemu, `<host dir>/witness/<vm>.qmp`,
+//! read with the lab's own QMP client (qmp.rs):
+//! - qemu the lab starts itself (`Lab::start_qemu_vm`) get it on their command line;
+//! - qemu a genie starts (for the router) get it from a tiny wrapper: a genie holds its
+//!   VM's contract QMP socket for good and QMP serves one client at a time, so
+//!   `Lab::start_with_witness` points every genie's `qemu` (genie.toml) at a script
+//!   that execs the real qemu with one more `-qmp` socket. Nothing in the genie or the
+//!   router knows about it.
+//!
+//! On top of it: the guest's tick counter (a restarted guest counts from 0, a migrated
+//! one goes on), a census of every qemu process on every host with its QMP status
+//! (no VM may ever run on two hosts), and finding a VM's qemu processes by `-name`.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use serde::Deserialize;
-
-use super::cmd;
-use super::{configs, io_err, Lab, LabError, LabSpec, Names, Qmp};
-
-/// One event of `router events --json`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EventRow {
-    pub at_ms: u64,
-    pub kind: String,
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub vm: Option<String>,
-    pub message: String,
-}
+use super::{find_on_path, guest, io_err, poll, procs, Lab, LabError, LabSpec, Qmp, WAIT};
 
 /// One qemu process found in a host's namespace, with what its witness socket says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +88,11 @@ fn qemu_name(cmdline: &[u8]) -> Option<String> {
     None
 }
 
+/// The VM name of process `pid` if it is a qemu.
+fn qemu_of(pid: i32) -> Option<String> {
+    qemu_name(&fs::read(format!("/proc/{pid}/cmdline")).ok()?)
+}
+
 /// The session id of `pid` (field 6 of /proc/<pid>/stat, after the `(comm)`).
 fn sid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -116,27 +109,17 @@ fn daemonized(pid: i32) -> bool {
     let Some(sid) = sid(pid) else {
         return false;
     };
-    if sid == pid || !super::procs::is_alive(sid) {
+    if sid == pid || !procs::is_alive(sid) {
         return true;
     }
-    fs::read(format!("/proc/{sid}/cmdline"))
-        .ok()
-        .and_then(|c| qemu_name(&c))
-        .is_some()
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    qemu_of(sid).is_some()
 }
 
 /// The wrapper script: real qemu plus a witness QMP socket named after `-name`.
 fn wrapper_script(qemu: &Path, witness_dir: &Path) -> String {
     format!(
         "#!/bin/sh\n\
-         # wisp lab: run qemu with one more QMP socket, for tests only (ha_ext.rs).\n\
+         # wisp lab: run qemu with one more QMP socket, for tests only (witness.rs).\n\
          name=\"\"\nprev=\"\"\n\
          for a in \"$@\"; do\n  if [ \"$prev\" = \"-name\" ]; then name=\"$a\"; fi\n  prev=\"$a\"\ndone\n\
          name=\"${{name%%,*}}\"\nname=\"${{name#guest=}}\"\n\
@@ -150,39 +133,69 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Writes the qemu wrapper for the host whose directory is `host_dir` (and its
+/// witness dir); returns the script's path for genie.toml's `qemu`.
+pub(super) fn install_wrapper(host_dir: &Path) -> Result<PathBuf, LabError> {
+    let qemu = find_on_path("qemu-system-x86_64").ok_or(LabError::MissingTool {
+        program: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+    })?;
+    let witness = host_dir.join("witness");
+    fs::create_dir_all(&witness).map_err(io_err(&witness))?;
+    let script = host_dir.join("qemu-witness.sh");
+    fs::write(&script, wrapper_script(&qemu, &witness)).map_err(io_err(&script))?;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).map_err(io_err(&script))?;
+    Ok(script)
+}
+
 impl Lab {
     /// Starts a lab whose genies run qemu through the witness wrapper (see the module
-    /// doc). Hosts are powered on after the wrapper is in place if `spec.hosts_on`.
-    pub fn start_ha(spec: LabSpec) -> Result<Lab, LabError> {
-        let on = spec.hosts_on;
-        let lab = Lab::start(LabSpec {
-            hosts_on: false,
+    /// doc), so every VM, the router's included, answers on its witness socket.
+    pub fn start_with_witness(spec: LabSpec) -> Result<Lab, LabError> {
+        Lab::start(LabSpec {
+            witness: true,
             ..spec
-        })?;
-        let qemu = find_on_path("qemu-system-x86_64").ok_or(LabError::MissingTool {
-            program: "qemu-system-x86_64",
-            package: "qemu-system-x86",
-        })?;
-        for h in &lab.hosts {
-            let witness = h.dir.join("witness");
-            fs::create_dir_all(&witness).map_err(io_err(&witness))?;
-            let script = h.dir.join("qemu-witness.sh");
-            fs::write(&script, wrapper_script(&qemu, &witness)).map_err(io_err(&script))?;
-            fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
-                .map_err(io_err(&script))?;
-            let mut toml = fs::read_to_string(&h.genie_toml).map_err(io_err(&h.genie_toml))?;
-            toml.push_str(&format!(
-                "qemu = {}\n",
-                configs::q(script.to_string_lossy())
-            ));
-            fs::write(&h.genie_toml, toml).map_err(io_err(&h.genie_toml))?;
-        }
-        if on {
-            for i in 1..=lab.hosts.len() {
-                lab.power_on(i)?;
-            }
-        }
-        Ok(lab)
+        })
+    }
+
+    /// The witness QMP socket of VM `name` on host `i`.
+    pub fn witness_qmp(&self, i: usize, name: &str) -> Result<PathBuf, LabError> {
+        Ok(self
+            .host(i)?
+            .dir
+            .join("witness")
+            .join(format!("{name}.qmp")))
+    }
+
+    /// The guest's tick counter of VM `name` on host `i`, read over its witness QMP
+    /// socket (HMP `xp` of the counter's guest-physical address).
+    pub fn guest_counter(&self, i: usize, name: &str) -> Result<u32, LabError> {
+        let path = self.witness_qmp(i, name)?;
+        Qmp::connect(&path)
+            .and_then(|mut q| q.read_u32(guest::COUNTER_ADDR))
+            .map_err(|source| LabError::Qmp {
+                vm: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Polls until the counter of `vm` on host `i` is above `above`; returns it.
+    pub fn wait_counter_above(&self, i: usize, vm: &str, above: u32) -> Result<u32, LabError> {
+        poll(
+            WAIT,
+            &format!("the guest counter of {vm} on h{i} to pass {above}"),
+            |last| match self.guest_counter(i, vm) {
+                Ok(c) if c > above => Some(c),
+                Ok(c) => {
+                    *last = format!("counter {c}");
+                    None
+                }
+                Err(e) => {
+                    *last = e.to_string();
+                    None
+                }
+            },
+        )
     }
 
     /// Every qemu process of every host, each asked for its status over its witness
@@ -190,11 +203,8 @@ impl Lab {
     pub fn census(&self) -> Result<Census, LabError> {
         let mut seen = Vec::new();
         for h in &self.hosts {
-            for pid in super::procs::ns_pids(&h.ns)? {
-                let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-                    continue;
-                };
-                let Some(vm) = qemu_name(&cmdline) else {
+            for pid in procs::ns_pids(&h.ns)? {
+                let Some(vm) = qemu_of(pid) else {
                     continue;
                 };
                 if !daemonized(pid) {
@@ -206,7 +216,7 @@ impl Lab {
                     Err(e) => format!("unknown: {e}"),
                 };
                 // The process may have died while we asked: then it is not there.
-                if !super::procs::is_alive(pid) {
+                if !procs::is_alive(pid) {
                     continue;
                 }
                 seen.push(SeenVm {
@@ -220,81 +230,62 @@ impl Lab {
         Ok(Census { seen })
     }
 
-    /// `router events --json` (newest `limit` events), oldest first.
-    pub fn events_json(&self, limit: usize) -> Result<Vec<EventRow>, LabError> {
-        let limit = limit.to_string();
-        let mut evs: Vec<EventRow> = self.cli_json(&["events", "--json", "--limit", &limit])?;
-        evs.sort_by_key(|e| e.at_ms);
-        Ok(evs)
+    /// Live (non-zombie) qemu processes of VM `vm` in host `i`'s namespace, found by
+    /// their `-name` (independently of the genie's files and reports).
+    pub fn qemu_pids(&self, i: usize, vm: &str) -> Result<Vec<i32>, LabError> {
+        let pids = procs::ns_pids(&self.host(i)?.ns)?;
+        Ok(pids
+            .into_iter()
+            .filter(|&p| qemu_of(p).is_some_and(|n| n == vm) && procs::is_alive(p))
+            .collect())
     }
 
-    /// `router sla --json`, untyped (tests read a few fields).
-    pub fn sla_json(&self) -> Result<serde_json::Value, LabError> {
-        self.cli_json(&["sla", "--json"])
-    }
-
-    /// `router vm create NAME --mem MEM --kernel <guest> [--host hN] [--priority P]`.
-    pub fn create_ha_vm(
-        &self,
-        name: &str,
-        mem_mib: u32,
-        host: Option<usize>,
-        priority: u8,
-    ) -> Result<(), LabError> {
-        let mem = mem_mib.to_string();
-        let prio = priority.to_string();
-        let kernel = self.guest.to_string_lossy().into_owned();
-        let hn = host.map(Names::host_name);
-        let mut args = vec![
-            "vm",
-            "create",
-            name,
-            "--mem",
-            &mem,
-            "--kernel",
-            &kernel,
-            "--priority",
-            &prio,
-        ];
-        if let Some(h) = &hn {
-            args.extend(["--host", h.as_str()]);
-        }
-        self.cli_ok(&args)
-    }
-
-    /// Runs a router CLI command and fails with its stderr if it fails.
-    pub fn cli_ok(&self, args: &[&str]) -> Result<(), LabError> {
-        let out = self.router_cli(args)?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(LabError::Cli {
-                args: args.join(" "),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
+    /// The one live qemu of `vm` on host `i`.
+    pub fn qemu_pid(&self, i: usize, vm: &str) -> Result<i32, LabError> {
+        let pids = self.qemu_pids(i, vm)?;
+        match pids[..] {
+            [p] => Ok(p),
+            [] => Err(LabError::NoQemu {
+                vm: vm.to_owned(),
+                host: i,
+            }),
+            _ => Err(LabError::ManyQemu {
+                vm: vm.to_owned(),
+                host: i,
+                count: pids.len(),
+                pids,
+            }),
         }
     }
 
-    /// Partitions the router from every host: blackhole routes to the hosts' addresses
-    /// in the core namespace. Hosts still reach each other over the bridge, and the
-    /// router still reaches the BMCs (so without self-suspicion it *could* fence).
-    pub fn cut_router_from_hosts(&self) -> Result<(), LabError> {
-        self.router_routes("add")
+    /// Polls until no live qemu of `vm` is left on host `i`.
+    pub fn wait_no_qemu(&self, i: usize, vm: &str) -> Result<(), LabError> {
+        poll(
+            WAIT,
+            &format!("no qemu of {vm} left on h{i}"),
+            |last| match self.qemu_pids(i, vm) {
+                Ok(p) if p.is_empty() => Some(()),
+                Ok(p) => {
+                    *last = format!("still alive: {p:?}");
+                    None
+                }
+                Err(e) => {
+                    *last = e.to_string();
+                    None
+                }
+            },
+        )
     }
+}
 
-    /// Undoes [`Lab::cut_router_from_hosts`].
-    pub fn restore_router_to_hosts(&self) -> Result<(), LabError> {
-        self.router_routes("del")
-    }
-
-    fn router_routes(&self, op: &str) -> Result<(), LabError> {
-        let core = self.names.core_ns();
-        for h in &self.hosts {
-            let ip = format!("{}/32", h.ip);
-            cmd::run(Command::new("ip").args(["-n", &core, "route", op, "blackhole", &ip]))?;
-        }
-        Ok(())
-    }
+/// The whole command line of `pid` (for assertions such as "started with -incoming").
+pub fn qemu_cmdline(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
