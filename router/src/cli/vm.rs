@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
-use wisp_common::{VmId, VmSpec};
+use wisp_common::{HostId, VmId, VmSpec};
 
 use super::{print_or_json, Client, ClientError};
 use crate::vms::api::{CreateRequest, MigrateRequest, StopRequest, VmDetail};
@@ -33,7 +33,7 @@ pub enum VmCmd {
         #[arg(long)]
         kernel: Option<PathBuf>,
         #[arg(long)]
-        host: Option<String>,
+        host: Option<HostId>,
         /// Failover order: higher restarts first.
         #[arg(long, default_value_t = 0)]
         priority: u8,
@@ -67,7 +67,7 @@ pub enum VmCmd {
     Migrate {
         name: String,
         #[arg(long)]
-        to: String,
+        to: HostId,
         #[arg(long)]
         json: bool,
     },

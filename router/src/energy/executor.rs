@@ -202,14 +202,13 @@ impl Actuator for RealActuator {
     }
 
     async fn migrate(&self, vm: VmId, to: HostId) -> Result<String, ExecError> {
-        let r =
-            crate::vms::migrate::migrate(&self.cluster, vm.clone(), to.to_string(), self.migration)
-                .await
-                .map_err(|source| ExecError::Migrate {
-                    vm: vm.clone(),
-                    to: to.clone(),
-                    source,
-                })?;
+        let r = crate::vms::migrate::migrate(&self.cluster, vm.clone(), to.clone(), self.migration)
+            .await
+            .map_err(|source| ExecError::Migrate {
+                vm: vm.clone(),
+                to: to.clone(),
+                source,
+            })?;
         Ok(format!(
             "{vm} moved {} -> {} in {} ms (downtime {} ms)",
             r.from, r.to, r.total_ms, r.downtime_ms

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::maintenance::{self, MaintenanceReport};
 use super::sla::SlaReport;
 use crate::api::{detached, ApiError, ApiState};
+use wisp_common::HostId;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MaintenanceRequest {
@@ -34,5 +35,7 @@ async fn set_maintenance(
     Path(name): Path<String>,
     Json(req): Json<MaintenanceRequest>,
 ) -> Result<Json<MaintenanceReport>, ApiError> {
-    detached(async move { maintenance::set(&s.cluster, name, req.on).await }).await
+    let host =
+        HostId::new(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    detached(async move { maintenance::set(&s.cluster, host, req.on).await }).await
 }

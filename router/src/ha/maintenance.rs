@@ -23,14 +23,13 @@ pub struct MaintenanceReport {
 }
 
 /// Turns maintenance on (evacuating the host) or off.
-pub async fn set(c: &ClusterHandle, host: String, on: bool) -> Result<MaintenanceReport, VmError> {
-    let h = host.clone();
+pub async fn set(c: &ClusterHandle, host: HostId, on: bool) -> Result<MaintenanceReport, VmError> {
     let (id, vms, settings) = c
         .with(move |m| -> Result<_, VmError> {
-            let id = HostId::new(h.as_str())
-                .ok()
-                .filter(|id| m.cluster.hosts.contains_key(id))
-                .ok_or(VmError::UnknownHost { host: h })?;
+            let id = host;
+            if !m.cluster.hosts.contains_key(&id) {
+                return Err(VmError::UnknownHost { host: id });
+            }
             let id2 = id.clone();
             m.update(|p| p.hosts.entry(id2).or_default().maintenance = on)
                 .map_err(VmError::Store)?;
@@ -79,7 +78,7 @@ pub async fn set(c: &ClusterHandle, host: String, on: bool) -> Result<Maintenanc
             .await
             .ok_or(VmError::Shutdown)?;
         match target {
-            Ok(to) => match migrate(c, vm.clone(), to.to_string(), settings).await {
+            Ok(to) => match migrate(c, vm.clone(), to.clone(), settings).await {
                 Ok(r) => migrated.push(r),
                 Err(e) => failed.push((vm, chain(&e))),
             },

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use wisp_common::proto::MigrationProgress;
-use wisp_common::{VmId, VmSpec};
+use wisp_common::{HostId, VmId, VmSpec};
 
 use super::{chain, VmError};
 use crate::api::{detached, ApiError, ApiState};
@@ -18,12 +18,12 @@ use crate::store::VmRecord;
 pub struct CreateRequest {
     pub spec: VmSpec,
     #[serde(default)]
-    pub host: Option<String>,
+    pub host: Option<HostId>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MigrateRequest {
-    pub to: String,
+    pub to: HostId,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

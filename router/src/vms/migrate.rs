@@ -37,7 +37,7 @@ pub struct MigrationReport {
 pub async fn migrate(
     c: &ClusterHandle,
     vm: VmId,
-    to: String,
+    to: HostId,
     settings: MigrationConfig,
 ) -> Result<MigrationReport, VmError> {
     let t0 = Instant::now();
@@ -52,10 +52,9 @@ pub async fn migrate(
                 .get(&v)
                 .cloned()
                 .ok_or(VmError::NotFound { vm: v.clone() })?;
-            let to = HostId::new(to.as_str())
-                .ok()
-                .filter(|h| m.cluster.hosts.contains_key(h))
-                .ok_or(VmError::UnknownHost { host: to })?;
+            if !m.cluster.hosts.contains_key(&to) {
+                return Err(VmError::UnknownHost { host: to });
+            }
             let seen = m.observed(&v);
             let from = seen
                 .iter()

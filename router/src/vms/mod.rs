@@ -26,7 +26,7 @@ pub enum VmError {
     #[error("a VM named {vm} already exists")]
     NameTaken { vm: VmId },
     #[error("no host named {host} in the inventory")]
-    UnknownHost { host: String },
+    UnknownHost { host: HostId },
     #[error("host {host} cannot take VMs now: its state is {state}, not up")]
     HostNotUp { host: HostId, state: String },
     #[error("placement failed")]

@@ -38,9 +38,7 @@ impl Model {
             .cluster
             .hosts
             .get(host)
-            .ok_or_else(|| VmError::UnknownHost {
-                host: host.to_string(),
-            })?;
+            .ok_or_else(|| VmError::UnknownHost { host: host.clone() })?;
         match (&h.link, h.status()) {
             (
                 Some(l),
@@ -210,7 +208,7 @@ async fn finish(
 pub async fn create(
     c: &ClusterHandle,
     spec: VmSpec,
-    host: Option<String>,
+    host: Option<HostId>,
 ) -> Result<OpReport, VmError> {
     check_spec(&spec)?;
     let t0 = Instant::now();
@@ -224,11 +222,10 @@ pub async fn create(
             let cands = m.candidates(None);
             let host =
                 match host {
-                    Some(h) => {
-                        let id = HostId::new(h.as_str())
-                            .ok()
-                            .filter(|id| m.cluster.hosts.contains_key(id))
-                            .ok_or(VmError::UnknownHost { host: h })?;
+                    Some(id) => {
+                        if !m.cluster.hosts.contains_key(&id) {
+                            return Err(VmError::UnknownHost { host: id });
+                        }
                         let cand = cands.iter().find(|c| c.host == id).ok_or_else(|| {
                             VmError::HostNotUp {
                                 host: id.clone(),
