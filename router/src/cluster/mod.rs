@@ -3,10 +3,12 @@
 //! a channel with oneshot replies, so there is no shared lock to reason about.
 
 pub mod claims;
+pub mod command;
 pub mod state;
 pub mod views;
 
 pub use claims::{Busy, Claim, Op};
+pub use command::Command;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -63,9 +65,8 @@ enum Msg {
         limit: usize,
         reply: oneshot::Sender<Vec<Event>>,
     },
-    /// Runs a closure on the model inside the task: feature modules (VMs, power,
-    /// failover, energy) read and change the model this way, keeping one owner.
-    With(Box<dyn FnOnce(&mut Model) + Send>),
+    /// A typed command (see `command.rs`): the only way features reach the model.
+    Run(command::Job),
 }
 
 /// Handle to the cluster task.
@@ -159,17 +160,30 @@ impl ClusterHandle {
         self.ask(|reply| Msg::Events { limit, reply }).await
     }
 
-    /// Runs `f` on the model inside the cluster task and returns its result.
-    /// `f` must not block: it runs between reports.
+    /// Runs `cmd` on the model inside the cluster task and returns its output
+    /// (`None` once the task has stopped).
+    pub async fn run<C: Command>(&self, cmd: C) -> Option<C::Output> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Run(command::Job::new(cmd, reply)))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Transitional: runs a closure on the model. Being replaced by typed commands.
     pub async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Model) -> R + Send + 'static,
     ) -> Option<R> {
         let (reply, rx) = oneshot::channel();
-        let job = Box::new(move |m: &mut Model| {
-            let _ = reply.send(f(m));
-        });
-        self.tx.send(Msg::With(job)).await.ok()?;
+        let job = command::Job {
+            name: "closure",
+            run: Box::new(move |m: &mut Model| {
+                let _ = reply.send(f(m));
+            }),
+        };
+        self.tx.send(Msg::Run(job)).await.ok()?;
         rx.await.ok()
     }
 
@@ -377,7 +391,18 @@ impl Model {
                 }
             },
             Msg::Record(ev) => self.push_event(ev),
-            Msg::With(job) => job(self),
+            Msg::Run(job) => {
+                let t0 = std::time::Instant::now();
+                (job.run)(self);
+                let took = t0.elapsed();
+                if took > command::SLOW_COMMAND {
+                    warn!(
+                        command = job.name,
+                        ms = took.as_millis() as u64,
+                        "a command held the cluster task; reports waited"
+                    );
+                }
+            }
             Msg::Hosts(reply) => {
                 let _ = reply.send(self.host_views(now));
             }
