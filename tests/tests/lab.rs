@@ -164,12 +164,18 @@ fn magic_packets_wake_an_off_host_by_both_methods() {
     assert!(o.status.success(), "wakeonlan: {o:?}");
     wait_standin(&lab, 3);
 
-    let log = std::fs::read_to_string(lab.wol_log()).unwrap();
-    assert!(
-        log.contains(&format!("wake h2 ({mac2}) by ethertype-0x0842")),
-        "{log}"
-    );
-    assert!(log.contains(&format!("wake h3 ({mac3}) by udp-9")), "{log}");
+    // The listener logs a wake after the power-on it reports has returned, so the
+    // stand-in genie can be seen before the line is written: wait for the lines.
+    let want = [
+        format!("wake h2 ({mac2}) by ethertype-0x0842"),
+        format!("wake h3 ({mac3}) by udp-9"),
+    ];
+    poll(WAIT, "the WoL listener's log of both wakes", |last| {
+        let log = std::fs::read_to_string(lab.wol_log()).unwrap_or_default();
+        *last = log.clone();
+        want.iter().all(|w| log.contains(w.as_str())).then_some(())
+    })
+    .unwrap();
     // h1 was on all along and must not have been restarted.
     assert_eq!(lab.genie_pids(1).unwrap().len(), 1);
 }
