@@ -9,13 +9,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use wisp_common::proto::{Command, MigrationProgress, Outcome};
-use wisp_common::{HostId, VmId, VmRunState};
+use wisp_common::{HostId, VmId};
 
-use super::{placement, VmError};
-use crate::cluster::{ClusterHandle, Op};
+use super::commands::{EndMigration, MigrationPlan, NoteProgress, PlanMigrate};
+use super::VmError;
+use crate::cluster::ClusterHandle;
 use crate::config::MigrationConfig;
 use crate::events::EventKind;
-use crate::store::Desired;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationReport {
@@ -41,82 +41,28 @@ pub async fn migrate(
     settings: MigrationConfig,
 ) -> Result<MigrationReport, VmError> {
     let t0 = Instant::now();
-    let v = vm.clone();
     // The claim is held until this function returns or is dropped: either way the VM
     // is released, so a client that gives up cannot leave it busy.
-    let (from, to, spec, epoch, src, dst, _claim) = c
-        .with(move |m| -> Result<_, VmError> {
-            let rec = m
-                .persisted
-                .vms
-                .get(&v)
-                .cloned()
-                .ok_or(VmError::NotFound { vm: v.clone() })?;
-            if !m.cluster.hosts.contains_key(&to) {
-                return Err(VmError::UnknownHost { host: to });
-            }
-            let seen = m.observed(&v);
-            let from = seen
-                .iter()
-                .find(|(h, s)| Some(h) == rec.host.as_ref() && s.state == VmRunState::Running)
-                .map(|(h, _)| h.clone())
-                .ok_or_else(|| VmError::NotRunning {
-                    vm: v.clone(),
-                    state: seen
-                        .first()
-                        .map(|(h, s)| format!("{} on {h}", s.state))
-                        .unwrap_or_else(|| "not running anywhere".into()),
-                })?;
-            if from == to {
-                return Err(VmError::SameHost {
-                    vm: v.clone(),
-                    host: to,
-                });
-            }
-            if rec.desired != Desired::Running {
-                return Err(VmError::NotRunning {
-                    vm: v.clone(),
-                    state: "desired stopped".into(),
-                });
-            }
-            let cands = m.candidates(Some(&v));
-            let cand = cands
-                .iter()
-                .find(|c| c.host == to)
-                .ok_or_else(|| VmError::HostNotUp {
-                    host: to.clone(),
-                    state: m.cluster.hosts[&to].status().as_str().into(),
-                })?;
-            placement::check(cand, rec.spec.resources()).map_err(VmError::Placement)?;
-            let src = m.link_of(&from)?;
-            let dst = m.link_of(&to)?;
-            let claim = m.claim(
-                &v,
-                Op::Migrate {
-                    from: from.clone(),
-                    to: to.clone(),
-                },
-            )?;
-            // The epoch is stored before use: after a router crash mid-migration the
-            // destination's copy is recognised as the newer placement.
-            let epoch = m.new_epoch()?;
-            Ok((from, to, rec.spec, epoch, src, dst, claim))
-        })
+    let MigrationPlan {
+        from,
+        to,
+        spec,
+        epoch,
+        src,
+        dst,
+        claim: _claim,
+    } = c
+        .run(PlanMigrate { vm: vm.clone(), to })
         .await
         .ok_or(VmError::Shutdown)??;
 
     let result = run(c, &vm, &from, &to, spec, epoch, &src, &dst, settings, t0).await;
-    let v = vm.clone();
-    let t2 = to.clone();
-    let ok = result.is_ok();
     let recorded = c
-        .with(move |m| {
-            m.progress.remove(&v);
-            if ok {
-                m.set_placement(&v, &t2, epoch).map_err(VmError::Store)
-            } else {
-                Ok(())
-            }
+        .run(EndMigration {
+            vm: vm.clone(),
+            to: to.clone(),
+            epoch,
+            completed: result.is_ok(),
         })
         .await
         .ok_or(VmError::Shutdown)?;
@@ -222,13 +168,9 @@ async fn run(
     let c2 = c.clone();
     let v2 = vm.clone();
     let progress_task = tokio::spawn(async move {
-        while let Some(p) = prx.recv().await {
-            let v = v2.clone();
-            let _ = c2
-                .with(move |m| {
-                    m.progress.insert(v, p);
-                })
-                .await;
+        while let Some(progress) = prx.recv().await {
+            let vm = v2.clone();
+            let _ = c2.run(NoteProgress { vm, progress }).await;
         }
     });
     let to_cmd = t0.elapsed().as_millis() as u64;

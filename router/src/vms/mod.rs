@@ -7,6 +7,7 @@
 //! time; the claim is a guard that releases the VM when dropped, cancellation included.
 
 pub mod api;
+pub mod commands;
 pub mod migrate;
 mod ops;
 pub mod placement;

@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use wisp_common::proto::{Command, Outcome, VmStatus};
-use wisp_common::time::unix_ms;
-use wisp_common::{HostId, VmId, VmRunState, VmSpec};
+use wisp_common::{HostId, VmId, VmSpec};
 
-use super::placement;
+use super::commands::{
+    Forget, Placed, PlanCreate, PlanStart, PlanStop, StartPlan, StopPlan, UndoCreate,
+};
 use super::VmError;
 use crate::cluster::state::HostStatus;
-use crate::cluster::{Claim, ClusterHandle, Model, Op};
+use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
 use crate::link::GenieLink;
-use crate::store::{Desired, VmRecord};
 
 /// How long a guest gets to shut down after ACPI power-down before `quit`.
 pub const GRACEFUL_STOP_MS: u64 = 30_000;
@@ -213,61 +213,15 @@ pub async fn create(
     check_spec(&spec)?;
     let t0 = Instant::now();
     let vm = spec.name.clone();
-    let s = spec.clone();
-    let (host, epoch, link, _claim) = c
-        .with(move |m| -> Result<_, VmError> {
-            if m.persisted.vms.contains_key(&s.name) || !m.observed(&s.name).is_empty() {
-                return Err(VmError::NameTaken { vm: s.name.clone() });
-            }
-            let cands = m.candidates(None);
-            let host =
-                match host {
-                    Some(id) => {
-                        if !m.cluster.hosts.contains_key(&id) {
-                            return Err(VmError::UnknownHost { host: id });
-                        }
-                        let cand = cands.iter().find(|c| c.host == id).ok_or_else(|| {
-                            VmError::HostNotUp {
-                                host: id.clone(),
-                                state: m.cluster.hosts[&id].status().as_str().into(),
-                            }
-                        })?;
-                        placement::check(cand, s.resources()).map_err(VmError::Placement)?;
-                        id
-                    }
-                    None => placement::choose(&cands, s.resources()).map_err(|e| {
-                        match m.want_wake_for_room() {
-                            Some(h) => VmError::Waking { host: h, cause: e },
-                            None => VmError::Placement(e),
-                        }
-                    })?,
-                };
-            let link = m.link_of(&host)?;
-            // Held before the record exists, so nothing acts on the new VM before its
-            // first start is done.
-            let claim = m.claim(&s.name, Op::Start { host: host.clone() })?;
-            let epoch = m.new_epoch()?;
-            let record = VmRecord {
-                spec: s.clone(),
-                desired: Desired::Running,
-                host: Some(host.clone()),
-                epoch,
-                created_at_ms: unix_ms(),
-            };
-            m.update(|p| {
-                p.vms.insert(s.name.clone(), record);
-            })
-            .map_err(VmError::Store)?;
-            m.event(
-                EventKind::VmCreated,
-                Some(host.clone()),
-                Some(s.name.clone()),
-                format!(
-                    "VM {} created ({} vCPU, {} MiB) on {host}",
-                    s.name, s.vcpus, s.mem_mib
-                ),
-            );
-            Ok((host, epoch, link, claim))
+    let Placed {
+        host,
+        epoch,
+        link,
+        claim: _claim,
+    } = c
+        .run(PlanCreate {
+            spec: spec.clone(),
+            host,
         })
         .await
         .ok_or(VmError::Shutdown)??;
@@ -279,72 +233,35 @@ pub async fn create(
         // different: the VM may be starting, and the reconciler finishes the job from
         // the stored record. The VM is still claimed, so nothing races with this.
         let _ = stop_on(&link, &host, &vm, true, true).await;
-        let v = vm.clone();
         let _ = c
-            .with(move |m| {
-                if m.persisted.vms.get(&v).is_some_and(|r| r.epoch == epoch) {
-                    let _ = m.update(|p| p.vms.remove(&v));
-                }
+            .run(UndoCreate {
+                vm: vm.clone(),
+                epoch,
             })
             .await;
     }
     finish(c, &vm, &host, "create", t0, r).await
 }
 
-enum StartPlan {
-    Already(HostId),
-    Go(HostId, u64, GenieLink, VmSpec, Claim),
-}
-
 /// Sets a VM's desired state to running and starts it where it is placed (or on a
 /// host with room if its host is not usable).
 pub async fn start(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
     let t0 = Instant::now();
-    let v = vm.clone();
     let plan = c
-        .with(move |m| -> Result<_, VmError> {
-            let rec = m
-                .persisted
-                .vms
-                .get(&v)
-                .cloned()
-                .ok_or(VmError::NotFound { vm: v.clone() })?;
-            if rec.desired != Desired::Running {
-                m.update(|p| {
-                    if let Some(r) = p.vms.get_mut(&v) {
-                        r.desired = Desired::Running;
-                    }
-                })
-                .map_err(VmError::Store)?;
-            }
-            if let Some((h, _)) = m.observed(&v).into_iter().next() {
-                return Ok(StartPlan::Already(h));
-            }
-            let cands = m.candidates(Some(&v));
-            let placed_ok = rec
-                .host
-                .as_ref()
-                .and_then(|h| cands.iter().find(|c| &c.host == h));
-            let (host, epoch) = match placed_ok {
-                Some(c) if placement::check(c, rec.spec.resources()).is_ok() => {
-                    (c.host.clone(), rec.epoch)
-                }
-                _ => {
-                    let h = placement::choose(&cands, rec.spec.resources())
-                        .map_err(VmError::Placement)?;
-                    let e = m.new_epoch()?;
-                    m.set_placement(&v, &h, e).map_err(VmError::Store)?;
-                    (h, e)
-                }
-            };
-            let link = m.link_of(&host)?;
-            let claim = m.claim(&v, Op::Start { host: host.clone() })?;
-            Ok(StartPlan::Go(host, epoch, link, rec.spec, claim))
-        })
+        .run(PlanStart { vm: vm.clone() })
         .await
         .ok_or(VmError::Shutdown)??;
     match plan {
-        StartPlan::Go(host, epoch, link, spec, _claim) => {
+        StartPlan::Go {
+            placed:
+                Placed {
+                    host,
+                    epoch,
+                    link,
+                    claim: _claim,
+                },
+            spec,
+        } => {
             let r = start_on(&link, &host, spec, epoch).await;
             finish(c, &vm, &host, "start", t0, r).await
         }
@@ -375,37 +292,13 @@ async fn stop_or_delete(
     delete: bool,
 ) -> Result<OpReport, VmError> {
     let t0 = Instant::now();
-    let v = vm.clone();
-    let (targets, _claim) = c
-        .with(move |m| -> Result<_, VmError> {
-            let managed = m.persisted.vms.contains_key(&v);
-            let seen = m.observed(&v);
-            if !managed && seen.is_empty() {
-                return Err(VmError::NotFound { vm: v.clone() });
-            }
-            if managed && !delete {
-                m.update(|p| {
-                    if let Some(r) = p.vms.get_mut(&v) {
-                        r.desired = Desired::Stopped;
-                    }
-                })
-                .map_err(VmError::Store)?;
-            }
-            let mut out = Vec::new();
-            for (h, status) in seen {
-                if !delete && status.state == VmRunState::Stopped {
-                    continue;
-                }
-                out.push((h.clone(), m.link_of(&h)?));
-            }
-            let host = out.first().map(|(h, _)| h.clone());
-            let op = if delete {
-                Op::Delete
-            } else {
-                Op::Stop { host }
-            };
-            let claim = m.claim(&v, op)?;
-            Ok((out, claim))
+    let StopPlan {
+        targets,
+        claim: _claim,
+    } = c
+        .run(PlanStop {
+            vm: vm.clone(),
+            delete,
         })
         .await
         .ok_or(VmError::Shutdown)??;
@@ -420,9 +313,8 @@ async fn stop_or_delete(
         }
     }
     if delete && result.is_ok() {
-        let v = vm.clone();
         let stored = c
-            .with(move |m| m.update(|p| p.vms.remove(&v)).map(|_| ()))
+            .run(Forget { vm: vm.clone() })
             .await
             .ok_or(VmError::Shutdown)?;
         result = stored.map_err(VmError::Store);

@@ -299,10 +299,7 @@ pub async fn run(c: ClusterHandle, mut shutdown: watch::Receiver<bool>) {
         if budget == 0 {
             continue;
         }
-        let Some(actions) = c
-            .with(move |m| m.plan_vm_actions(Instant::now(), budget))
-            .await
-        else {
+        let Some(actions) = c.run(super::commands::PlanActions { budget }).await else {
             return;
         };
         // An action without a permit is dropped with its claim, so its VM is free for
@@ -345,40 +342,14 @@ async fn execute(c: &ClusterHandle, a: Action, claim: Claim) {
     let ms = t0.elapsed().as_millis();
     debug!(%vm, %host, what, ?ms, ok = result.is_ok(), "reconciler action done");
     let failed = result.as_ref().err().map(|e| super::chain(e));
-    let (vm2, host2) = (vm.clone(), host.clone());
     let _ = c
-        .with(move |m| {
-            // The VM stays held until its retry time is recorded, then is released.
-            drop(claim);
-            match failed {
-                None => {
-                    m.retry_after.remove(&vm2);
-                    let kind = if what == "start" {
-                        EventKind::VmRestarted
-                    } else {
-                        EventKind::VmStopped
-                    };
-                    m.event(
-                        kind,
-                        Some(host2.clone()),
-                        Some(vm2.clone()),
-                        format!("{what} of {vm2} on {host2} done in {ms} ms"),
-                    );
-                }
-                Some(e) => {
-                    m.retry_after
-                        .insert(vm2.clone(), Instant::now() + RETRY_AFTER);
-                    m.event(
-                        EventKind::Error,
-                        Some(host2.clone()),
-                        Some(vm2.clone()),
-                        format!(
-                            "{what} of {vm2} on {host2} failed: {e}; retrying in {} s",
-                            RETRY_AFTER.as_secs()
-                        ),
-                    );
-                }
-            }
+        .run(super::commands::ActionDone {
+            vm,
+            host,
+            what,
+            ms,
+            failed,
+            claim,
         })
         .await;
 }
@@ -395,6 +366,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::cluster::state::{HostEvent, LinkEntry};
+    use crate::cluster::Command;
     use crate::config::RouterConfig;
     use crate::store::{MemStore, PersistedState, Store, VmRecord};
     use wisp_common::proto::VmStatus;
@@ -474,6 +446,18 @@ mod tests {
             .collect();
     }
 
+    /// Sets up and inspects the model in one step (tests only: production code
+    /// reaches the model through named commands).
+    struct Setup<F>(F);
+
+    impl<R: Send + 'static, F: FnOnce(&mut Model) -> R + Send + 'static> Command for Setup<F> {
+        type Output = R;
+        const NAME: &'static str = "test setup";
+        fn apply(self, m: &mut Model) -> R {
+            (self.0)(m)
+        }
+    }
+
     /// What the reconciler does in one pass: (action, host), and the placement after.
     fn pass(m: &mut Model) -> (Vec<(&'static str, HostId)>, Option<HostId>, u64) {
         // Each pass starts with no VM held: the claims of the last one are dropped.
@@ -495,12 +479,12 @@ mod tests {
     async fn a_completed_unrecorded_migration_is_adopted_and_its_source_dropped() {
         let (c, _stop) = cluster().await;
         let (first, second) = c
-            .with(|m| {
+            .run(Setup(|m: &mut Model| {
                 // QEMU left the source paused in postmigrate; the destination runs.
                 report(m, "h1", true, Some((VmRunState::Postmigrate, 1)));
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
                 (pass(m), pass(m))
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(
@@ -515,11 +499,11 @@ mod tests {
     async fn a_running_copy_is_adopted_when_its_source_is_gone() {
         let (c, _stop) = cluster().await;
         let r = c
-            .with(|m| {
+            .run(Setup(|m: &mut Model| {
                 report(m, "h1", true, None);
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
                 pass(m)
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(r, (vec![], Some(h("h2")), 2));
@@ -529,12 +513,12 @@ mod tests {
     async fn a_waiting_destination_is_never_adopted_even_while_the_source_is_unseen() {
         let (c, _stop) = cluster().await;
         let r = c
-            .with(|m| {
+            .run(Setup(|m: &mut Model| {
                 // The source genie is restarting: its VM is not reported for a moment.
                 report(m, "h1", false, None);
                 report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
                 pass(m)
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(
@@ -548,11 +532,11 @@ mod tests {
     async fn a_waiting_destination_beside_a_running_source_is_dropped() {
         let (c, _stop) = cluster().await;
         let r = c
-            .with(|m| {
+            .run(Setup(|m: &mut Model| {
                 report(m, "h1", true, Some((VmRunState::Running, 1)));
                 report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
                 pass(m)
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(r, (vec![("drop", h("h2"))], Some(h("h1")), 1));
@@ -562,11 +546,11 @@ mod tests {
     async fn two_running_copies_are_left_alone_rather_than_guessed_at() {
         let (c, _stop) = cluster().await;
         let r = c
-            .with(|m| {
+            .run(Setup(|m: &mut Model| {
                 report(m, "h1", true, Some((VmRunState::Running, 1)));
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
                 pass(m)
-            })
+            }))
             .await
             .unwrap();
         assert_eq!(r, (vec![], Some(h("h1")), 1));
