@@ -23,10 +23,14 @@ pub trait Command: Send + 'static {
     fn apply(self, m: &mut Model) -> Self::Output;
 }
 
+/// The answer of an applied command, sent once the task has published the model it
+/// left: a caller that reads the snapshot after its answer sees its own change.
+pub(super) type Answer = Box<dyn FnOnce() + Send>;
+
 /// A command packed for the task's queue, its reply channel inside.
 pub(super) struct Job {
     pub name: &'static str,
-    pub run: Box<dyn FnOnce(&mut Model) + Send>,
+    pub run: Box<dyn FnOnce(&mut Model) -> Answer + Send>,
 }
 
 impl Job {
@@ -34,8 +38,11 @@ impl Job {
         Self {
             name: C::NAME,
             run: Box::new(move |m: &mut Model| {
+                let out = cmd.apply(m);
                 // The caller may have gone (cancelled): the command still took effect.
-                let _ = reply.send(cmd.apply(m));
+                Box::new(move || {
+                    let _ = reply.send(out);
+                })
             }),
         }
     }

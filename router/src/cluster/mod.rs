@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub mod command;
+pub mod snapshot;
 pub mod state;
 pub mod views;
 
@@ -25,6 +26,7 @@ use crate::config::RouterConfig;
 use crate::events::{Event, EventKind};
 use crate::link::GenieLink;
 use crate::store::{PersistedState, Store, StoreHandle};
+use snapshot::Snapshot;
 use state::{Cluster, HostEvent, HostStatus, LinkEntry, Timing};
 use views::{HostView, StatusView, VmView};
 
@@ -57,14 +59,6 @@ enum Msg {
         session: u64,
         report: Report,
     },
-    Record(Event),
-    Hosts(oneshot::Sender<Vec<HostView>>),
-    Vms(oneshot::Sender<Vec<VmView>>),
-    Status(oneshot::Sender<StatusView>),
-    Events {
-        limit: usize,
-        reply: oneshot::Sender<Vec<Event>>,
-    },
     /// A typed command (see `command.rs`): the only way features reach the model.
     Run(command::Job),
 }
@@ -74,6 +68,7 @@ enum Msg {
 pub struct ClusterHandle {
     tx: mpsc::Sender<Msg>,
     inventory: Arc<HashSet<HostId>>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl std::fmt::Debug for ClusterHandle {
@@ -132,7 +127,8 @@ impl ClusterHandle {
             .await;
     }
 
-    /// Records an event (kept in the store and shown by `router events`).
+    /// Records an event (kept in the store and shown by `router events`); returns once
+    /// it is in the model, so a read after it shows it.
     pub async fn record(
         &self,
         kind: EventKind,
@@ -141,23 +137,29 @@ impl ClusterHandle {
         message: String,
     ) {
         let ev = Event::new(unix_ms(), kind, host, vm, message);
-        let _ = self.tx.send(Msg::Record(ev)).await;
+        let _ = self.run(RecordEvent(ev)).await;
+    }
+
+    /// The model as last published (on every tick and after every command): reads
+    /// from it never wait for the cluster task.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
     }
 
     pub async fn hosts(&self) -> Option<Vec<HostView>> {
-        self.ask(Msg::Hosts).await
+        Some(views::host_views(&self.snapshot()))
     }
 
     pub async fn vms(&self) -> Option<Vec<VmView>> {
-        self.ask(Msg::Vms).await
+        Some(views::vm_views(&self.snapshot()))
     }
 
     pub async fn status(&self) -> Option<StatusView> {
-        self.ask(Msg::Status).await
+        Some(views::status_view(&self.snapshot()))
     }
 
     pub async fn events(&self, limit: usize) -> Option<Vec<Event>> {
-        self.ask(|reply| Msg::Events { limit, reply }).await
+        Some(self.snapshot().recent_events(limit))
     }
 
     /// Runs `cmd` on the model inside the cluster task and returns its output
@@ -180,16 +182,13 @@ impl ClusterHandle {
         let job = command::Job {
             name: "closure",
             run: Box::new(move |m: &mut Model| {
-                let _ = reply.send(f(m));
+                let out = f(m);
+                Box::new(move || {
+                    let _ = reply.send(out);
+                })
             }),
         };
         self.tx.send(Msg::Run(job)).await.ok()?;
-        rx.await.ok()
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.ok()?;
         rx.await.ok()
     }
 }
@@ -223,6 +222,10 @@ pub struct Model {
     pub started: Instant,
     pub reports_accepted: u64,
     pub reports_dropped: u64,
+    /// Where snapshots are published, and the event tail they share until it changes.
+    published: watch::Sender<Arc<Snapshot>>,
+    events_shared: Arc<Vec<Event>>,
+    events_changed: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -244,6 +247,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE);
     let inventory = Arc::new(config.hosts.iter().map(|h| h.name.clone()).collect());
     let (claims, releases) = claims::Claims::new();
+    let (published, snapshot) = watch::channel(Arc::new(Snapshot::empty()));
     // Everything the model starts from is read before the writer takes the store
     // over; from then on the model answers every read from memory.
     let sla = store.load_sla().unwrap_or_else(|e| {
@@ -269,6 +273,9 @@ pub fn spawn(
         started: Instant::now(),
         reports_accepted: 0,
         reports_dropped: 0,
+        published,
+        events_shared: Arc::new(Vec::new()),
+        events_changed: true,
     };
     for (id, rec) in &task.persisted.hosts {
         if let Some(h) = task.cluster.hosts.get_mut(id) {
@@ -288,6 +295,7 @@ pub fn spawn(
         None,
         format!("router started with {} hosts", config.hosts.len()),
     ));
+    task.publish();
     let join = tokio::spawn(async move {
         task.run(rx, shutdown).await;
         // The model and its store handle are gone: the writer writes what is queued
@@ -296,7 +304,14 @@ pub fn spawn(
             error!(error = %e, "the store writer failed");
         }
     });
-    (ClusterHandle { tx, inventory }, join)
+    (
+        ClusterHandle {
+            tx,
+            inventory,
+            snapshot,
+        },
+        join,
+    )
 }
 
 impl Model {
@@ -306,9 +321,17 @@ impl Model {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.on_tick();
+                    self.publish();
+                }
                 msg = rx.recv() => match msg {
-                    Some(m) => self.handle(m),
+                    // Reports are many and change only what the next tick publishes.
+                    Some(m @ Msg::Report { .. }) => self.handle(m),
+                    Some(m) => {
+                        self.handle(m);
+                        self.publish();
+                    }
                     None => break,
                 },
             }
@@ -390,10 +413,9 @@ impl Model {
                     debug!(%host, ?why, "report dropped");
                 }
             },
-            Msg::Record(ev) => self.push_event(ev),
             Msg::Run(job) => {
                 let t0 = std::time::Instant::now();
-                (job.run)(self);
+                let answer = (job.run)(self);
                 let took = t0.elapsed();
                 if took > command::SLOW_COMMAND {
                     warn!(
@@ -402,21 +424,27 @@ impl Model {
                         "a command held the cluster task; reports waited"
                     );
                 }
-            }
-            Msg::Hosts(reply) => {
-                let _ = reply.send(self.host_views(now));
-            }
-            Msg::Vms(reply) => {
-                let _ = reply.send(self.vm_views());
-            }
-            Msg::Status(reply) => {
-                let _ = reply.send(self.status_view());
-            }
-            Msg::Events { limit, reply } => {
-                let start = self.events.len().saturating_sub(limit);
-                let _ = reply.send(self.events.iter().skip(start).cloned().collect());
+                // Publish first, then answer: the caller's next read sees its change.
+                self.publish();
+                answer();
             }
         }
+    }
+
+    /// Publishes a snapshot of the model for readers.
+    fn publish(&mut self) {
+        if self.events_changed {
+            self.events_shared = Arc::new(self.events.iter().cloned().collect());
+            self.events_changed = false;
+        }
+        let snap = self.snapshot(self.events_shared.clone());
+        self.published.send_replace(Arc::new(snap));
+    }
+
+    /// Every VM as `router vms` shows it, from a fresh look at the model.
+    pub fn vm_views(&mut self) -> Vec<VmView> {
+        self.publish();
+        views::vm_views(&self.published.borrow())
     }
 
     /// Applies `ev` to `host`'s state machine and records what it says as events.
@@ -503,6 +531,19 @@ impl Model {
         if self.events.len() == EVENTS_IN_MEMORY {
             self.events.pop_front();
         }
+        self.events_changed = true;
         self.events.push_back(ev);
+    }
+}
+
+/// Records an event as it is (the message already says what happened).
+struct RecordEvent(Event);
+
+impl Command for RecordEvent {
+    type Output = ();
+    const NAME: &'static str = "record an event";
+
+    fn apply(self, m: &mut Model) {
+        m.push_event(self.0);
     }
 }

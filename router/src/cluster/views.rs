@@ -1,5 +1,6 @@
-//! JSON views of the cluster served by the API and printed by the CLI
-//! (shapes documented in docs/CONTRACTS.md).
+//! JSON views of the cluster served by the API and printed by the CLI (shapes
+//! documented in docs/CONTRACTS.md): projections of a published [`Snapshot`], so
+//! reading them never waits for the cluster task.
 
 use std::path::PathBuf;
 
@@ -8,10 +9,8 @@ use wisp_common::{HostId, VmId};
 
 use std::collections::HashSet;
 
-use tokio::time::Instant;
-
+use super::snapshot::Snapshot;
 use super::state::{HostStatus, PowerKnown};
-use super::Model;
 use crate::store::Desired;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,92 +57,95 @@ pub struct StatusView {
     pub reports_dropped: u64,
 }
 
-impl Model {
-    pub fn host_views(&self, now: Instant) -> Vec<HostView> {
-        self.cluster
+/// The hosts, as `router hosts` shows them.
+pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
+    snap.hosts
+        .iter()
+        .map(|h| HostView {
+            name: h.name.clone(),
+            state: h.status,
+            power: h.power,
+            address: h.address.clone(),
+            last_report_age_ms: h.report_age_ms,
+            genie_version: h.genie_version.clone(),
+            cpu_percent: h.metrics.as_ref().map(|m| m.cpu_percent),
+            mem_total_bytes: h.metrics.as_ref().map(|m| m.mem_total_bytes),
+            mem_used_bytes: h.metrics.as_ref().map(|m| m.mem_used_bytes),
+            mem_available_bytes: h.metrics.as_ref().map(|m| m.mem_available_bytes),
+            load_avg: h.metrics.as_ref().map(|m| m.load_avg),
+            uptime_s: h.metrics.as_ref().map(|m| m.uptime_s),
+            vms: if h.status == HostStatus::Up || h.status == HostStatus::Suspect {
+                h.vms.len()
+            } else {
+                0
+            },
+        })
+        .collect()
+}
+
+/// Every VM: each copy a connected genie reports, and each managed VM that runs
+/// nowhere, as `router vms` shows them.
+pub fn vm_views(snap: &Snapshot) -> Vec<VmView> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for h in &snap.hosts {
+        if !h.linked() {
+            // What an unreachable genie last said is not current.
+            continue;
+        }
+        for v in &h.vms {
+            seen.insert(v.id.clone());
+            out.push(VmView {
+                name: v.id.clone(),
+                host: Some(h.name.clone()),
+                state: v.state.to_string(),
+                vcpus: v.vcpus,
+                mem_mib: v.mem_mib,
+                cpu_time_ms: Some(v.cpu_time_ms),
+                pid: v.pid,
+                qmp_socket: Some(v.qmp_socket.clone()),
+                desired: snap.records.get(&v.id).map(|r| r.desired),
+            });
+        }
+    }
+    for (id, r) in &snap.records {
+        if !seen.contains(id) {
+            out.push(VmView {
+                name: id.clone(),
+                host: r.host.clone(),
+                state: "not running".into(),
+                vcpus: r.spec.vcpus,
+                mem_mib: r.spec.mem_mib,
+                cpu_time_ms: None,
+                pid: None,
+                qmp_socket: None,
+                desired: Some(r.desired),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host.cmp(&b.host)));
+    out
+}
+
+/// The one-screen summary of `router status`.
+pub fn status_view(snap: &Snapshot) -> StatusView {
+    let vms = vm_views(snap);
+    StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: snap
+            .taken_at
+            .saturating_duration_since(snap.router_started)
+            .as_secs(),
+        hosts_total: snap.hosts.len(),
+        hosts_up: snap
             .hosts
-            .values()
-            .map(|h| HostView {
-                name: h.cfg.name.clone(),
-                state: h.status(),
-                power: h.power(),
-                address: h.cfg.address.to_string(),
-                last_report_age_ms: h.report_age(now).map(|a| a.as_millis() as u64),
-                genie_version: h.link.as_ref().map(|l| l.genie_version.clone()),
-                cpu_percent: h.metrics.as_ref().map(|m| m.cpu_percent),
-                mem_total_bytes: h.metrics.as_ref().map(|m| m.mem_total_bytes),
-                mem_used_bytes: h.metrics.as_ref().map(|m| m.mem_used_bytes),
-                mem_available_bytes: h.metrics.as_ref().map(|m| m.mem_available_bytes),
-                load_avg: h.metrics.as_ref().map(|m| m.load_avg),
-                uptime_s: h.metrics.as_ref().map(|m| m.uptime_s),
-                vms: if h.status() == HostStatus::Up || h.status() == HostStatus::Suspect {
-                    h.vms.len()
-                } else {
-                    0
-                },
-            })
-            .collect()
-    }
-
-    pub fn vm_views(&self) -> Vec<VmView> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for h in self.cluster.hosts.values() {
-            if h.link.is_none() {
-                // What an unreachable genie last said is not current.
-                continue;
-            }
-            for v in &h.vms {
-                seen.insert(v.id.clone());
-                out.push(VmView {
-                    name: v.id.clone(),
-                    host: Some(h.cfg.name.clone()),
-                    state: v.state.to_string(),
-                    vcpus: v.vcpus,
-                    mem_mib: v.mem_mib,
-                    cpu_time_ms: Some(v.cpu_time_ms),
-                    pid: v.pid,
-                    qmp_socket: Some(v.qmp_socket.clone()),
-                    desired: self.persisted.vms.get(&v.id).map(|r| r.desired),
-                });
-            }
-        }
-        for (id, r) in &self.persisted.vms {
-            if !seen.contains(id) {
-                out.push(VmView {
-                    name: id.clone(),
-                    host: r.host.clone(),
-                    state: "not running".into(),
-                    vcpus: r.spec.vcpus,
-                    mem_mib: r.spec.mem_mib,
-                    cpu_time_ms: None,
-                    pid: None,
-                    qmp_socket: None,
-                    desired: Some(r.desired),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.host.cmp(&b.host)));
-        out
-    }
-
-    pub fn status_view(&self) -> StatusView {
-        let vms = self.vm_views();
-        StatusView {
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_s: self.started.elapsed().as_secs(),
-            hosts_total: self.cluster.hosts.len(),
-            hosts_up: self
-                .cluster
-                .hosts
-                .values()
-                .filter(|h| h.status() == HostStatus::Up)
-                .count(),
-            vms_total: vms.len(),
-            vms_running: vms.iter().filter(|v| v.state == "running").count(),
-            energy_mode: self.persisted.energy_mode,
-            reports_accepted: self.reports_accepted,
-            reports_dropped: self.reports_dropped,
-        }
+            .iter()
+            .filter(|h| h.status == HostStatus::Up)
+            .count(),
+        vms_total: vms.len(),
+        vms_running: vms.iter().filter(|v| v.state == "running").count(),
+        energy_mode: snap.energy_mode,
+        reports_accepted: snap.reports_accepted,
+        reports_dropped: snap.reports_dropped,
     }
 }
