@@ -187,17 +187,9 @@ fn spawn_powered_genie(r: &Rig, name: &str, vms: Vec<&'static str>) {
 }
 
 async fn status_of(c: &ClusterHandle, host: &str) -> (HostStatus, PowerKnown, bool) {
-    let id = h(host);
-    c.with(move |m| {
-        let e = &m.cluster.hosts[&id];
-        (
-            e.status(),
-            e.power(),
-            m.persisted.hosts.get(&id).is_some_and(|r| r.standby),
-        )
-    })
-    .await
-    .unwrap()
+    let snap = c.snapshot();
+    let e = snap.host(&h(host)).unwrap();
+    (e.status, e.power, e.standby)
 }
 
 async fn wait_status(c: &ClusterHandle, host: &str, want: HostStatus) {
@@ -326,13 +318,7 @@ async fn suspend_is_refused_with_vms_and_names_them() {
     wait_status(&r.cluster, "h1", HostStatus::Up).await;
     // Wait for the VM list to arrive.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while r
-        .cluster
-        .with(|m| m.cluster.hosts[&h("h1")].vms.len())
-        .await
-        .unwrap()
-        < 2
-    {
+    while r.cluster.snapshot().host(&h("h1")).unwrap().vms.len() < 2 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

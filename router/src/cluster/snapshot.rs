@@ -30,6 +30,9 @@ pub struct HostSnap {
     pub metrics: Option<HostMetrics>,
     /// What its genie last reported (kept even when the link is gone: readers decide).
     pub vms: Vec<VmStatus>,
+    /// The operator's and the energy planner's stored flags.
+    pub maintenance: bool,
+    pub standby: bool,
 }
 
 impl HostSnap {
@@ -71,6 +74,11 @@ impl Snapshot {
             reports_accepted: 0,
             reports_dropped: 0,
         }
+    }
+
+    /// One host, by name.
+    pub fn host(&self, name: &HostId) -> Option<&HostSnap> {
+        self.hosts.iter().find(|h| &h.name == name)
     }
 
     /// The newest `limit` events, oldest first.
@@ -115,6 +123,16 @@ impl Model {
                     genie_version: h.link.as_ref().map(|l| l.genie_version.clone()),
                     metrics: h.metrics.clone(),
                     vms: h.vms.clone(),
+                    maintenance: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .is_some_and(|r| r.maintenance),
+                    standby: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .is_some_and(|r| r.standby),
                 })
                 .collect(),
             records: self.persisted.vms.clone(),
