@@ -15,9 +15,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use wisp_common::error::chain;
-use wisp_common::{HostId, VmId, VmRunState};
+use wisp_common::{HostId, VmId};
 use wisp_planner::Plan;
 
+use super::commands::SleepBlocker;
 use super::config::SleepMode;
 use super::view::Snapshot;
 use crate::cluster::ClusterHandle;
@@ -216,37 +217,10 @@ impl Actuator for RealActuator {
     }
 
     async fn sleep(&self, host: HostId) -> Result<String, ExecError> {
-        let h = host.clone();
         // Empty right now, by every account: reported VMs, placements, incoming moves.
         let why = self
             .cluster
-            .with(move |m| {
-                let e = m.cluster.hosts.get(&h)?;
-                let flags = m.persisted.hosts.get(&h);
-                if flags.is_some_and(|f| f.maintenance) {
-                    return Some("it is in maintenance".to_owned());
-                }
-                if e.vms.iter().any(|v| v.state != VmRunState::Stopped) {
-                    return Some(format!("its genie reports {} VM(s)", e.vms.len()));
-                }
-                let placed = m
-                    .persisted
-                    .vms
-                    .values()
-                    .filter(|r| r.host.as_ref() == Some(&h))
-                    .count();
-                if placed > 0 {
-                    return Some(format!("{placed} VM(s) are placed there"));
-                }
-                if m.claims.iter().any(|(_, op)| match op {
-                    crate::cluster::Op::Migrate { to, from } => to == &h || from == &h,
-                    crate::cluster::Op::Start { host } => host == &h,
-                    _ => false,
-                }) {
-                    return Some("an operation on it is in flight".to_owned());
-                }
-                None
-            })
+            .run(SleepBlocker { host: host.clone() })
             .await
             .ok_or(ExecError::Shutdown)?;
         if let Some(why) = why {

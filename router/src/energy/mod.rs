@@ -10,6 +10,7 @@
 //! no new plan is made while one is executing.
 
 pub mod api;
+mod commands;
 pub mod config;
 pub mod executor;
 pub mod meter;
@@ -31,10 +32,11 @@ use crate::cluster::ClusterHandle;
 use crate::config::RouterConfig;
 use crate::events::EventKind;
 use crate::power::PowerPlane;
+use commands::{ApplyEnergyDefault, ForgetWakeRequests, Observe};
 use config::EnergyConfig;
 use executor::{execute, Actuator, ExecReport, RealActuator};
 use meter::EnergyBook;
-use view::{build, observe, power_state, watts, Observed, Records};
+use view::{build, power_state, watts, Observed, Records};
 
 /// How often the task samples VM CPU time and integrates power: once per genie
 /// metrics report (1 s by default), so a rate needs no interpolation.
@@ -211,7 +213,7 @@ impl<A: Actuator> Task<A> {
                 _ = self.kick.notified() => kicked = true,
             }
             let now_s = start.elapsed().as_secs_f64();
-            let Some(obs) = self.cluster.with(|m| observe(m)).await else {
+            let Some(obs) = self.cluster.run(Observe).await else {
                 break;
             };
             self.rec.update(&obs, now_s);
@@ -237,14 +239,9 @@ impl<A: Actuator> Task<A> {
     /// Applies `[energy] enabled` unless the operator chose the mode (the choice is
     /// stored with the mode, `PersistedState::energy_chosen`). False on shutdown.
     async fn apply_config_default(&self) -> bool {
-        let want = self.cfg.enabled;
         self.cluster
-            .with(move |m| {
-                if !m.persisted.energy_chosen && m.persisted.energy_mode != want {
-                    if let Err(e) = m.update(|p| p.energy_mode = want) {
-                        warn!(error = %e, "could not store the configured energy mode");
-                    }
-                }
+            .run(ApplyEnergyDefault {
+                enabled: self.cfg.enabled,
             })
             .await
             .is_some()
@@ -279,13 +276,7 @@ impl<A: Actuator> Task<A> {
             .record(kind, None, None, format!("energy plan done: {summary}"))
             .await;
         if !served.is_empty() {
-            self.cluster
-                .with(move |m| {
-                    for h in &served {
-                        m.wake_wanted.remove(h);
-                    }
-                })
-                .await;
+            self.cluster.run(ForgetWakeRequests { hosts: served }).await;
         }
     }
 
@@ -312,11 +303,7 @@ impl<A: Actuator> Task<A> {
             .collect();
         if !dropped.is_empty() {
             self.cluster
-                .with(move |m| {
-                    for h in &dropped {
-                        m.wake_wanted.remove(h);
-                    }
-                })
+                .run(ForgetWakeRequests { hosts: dropped })
                 .await;
         }
         let snap = build(obs, &self.rec, &self.cfg, now_s);

@@ -23,8 +23,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerAction, PowerState};
+use wisp_common::error::chain;
+use wisp_common::wait::until;
 use wisp_common::HostId;
 
+use super::commands::{ApplyVerdict, FenceWork};
 use crate::cluster::state::{HostEvent, HostStatus, OffProof, PowerKnown};
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
@@ -40,6 +43,9 @@ pub const BMC_RECHECK: Duration = Duration::from_millis(500);
 
 /// How long a chassis may take to report off after we powered it off.
 pub const POWER_OFF_VERIFY: Duration = Duration::from_secs(10);
+
+/// How often the BMC is asked whether a host we powered off is off yet.
+const POWER_OFF_POLL: Duration = Duration::from_millis(100);
 
 /// With fewer hosts than this, "most hosts vanished" says nothing about the router.
 pub const SELF_SUSPICION_MIN_HOSTS: usize = 3;
@@ -248,7 +254,7 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
     };
     match bmc.power_status().await {
         Ok(PowerState::Off) => Verdict::Off,
-        Err(e) => lease_verdict(crate::vms::chain(&e)),
+        Err(e) => lease_verdict(chain(&e)),
         Ok(PowerState::On) => {
             if !w.may_fence
                 || !w.has_vms
@@ -260,26 +266,27 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
             let t0 = Instant::now();
             if let Err(e) = bmc.power(PowerAction::Off).await {
                 return Verdict::NoProof {
-                    reason: format!("power-off over IPMI failed: {}", crate::vms::chain(&e)),
+                    reason: format!("power-off over IPMI failed: {}", chain(&e)),
                 };
             }
-            loop {
-                match bmc.power_status().await {
-                    Ok(PowerState::Off) => {
-                        return Verdict::Fenced {
-                            after_ms: t0.elapsed().as_millis() as u64,
-                        }
-                    }
-                    _ if t0.elapsed() > POWER_OFF_VERIFY => {
-                        return Verdict::NoProof {
-                            reason: format!(
-                                "powered off over IPMI but the BMC did not report off within {} s",
-                                POWER_OFF_VERIFY.as_secs()
-                            ),
-                        }
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
+            // Only the BMC's "off" proves it; an error or "on" is asked again.
+            let off = until(
+                t0 + POWER_OFF_VERIFY,
+                POWER_OFF_POLL,
+                format!("the BMC of {} to report off", w.host),
+                || async { matches!(bmc.power_status().await, Ok(PowerState::Off)).then_some(()) },
+            )
+            .await;
+            match off {
+                Ok(()) => Verdict::Fenced {
+                    after_ms: t0.elapsed().as_millis() as u64,
+                },
+                Err(_) => Verdict::NoProof {
+                    reason: format!(
+                        "powered off over IPMI but the BMC did not report off within {} s",
+                        POWER_OFF_VERIFY.as_secs()
+                    ),
+                },
             }
         }
     }
@@ -328,7 +335,7 @@ pub async fn run(
             Some(h) = done_rx.recv() => { in_flight.remove(&h); continue; }
             _ = tick.tick() => {}
         }
-        let Some(work) = c.with(|m| m.fence_work(Instant::now())).await else {
+        let Some(work) = c.run(FenceWork).await else {
             return;
         };
         let silent: HashSet<HostId> = work.iter().map(|w| w.host.clone()).collect();
@@ -352,8 +359,11 @@ pub async fn run(
             tokio::spawn(async move {
                 let v = judge(&w, bmc, rules).await;
                 if first_warning || !matches!(v, Verdict::NoProof { .. }) {
-                    let h = host.clone();
-                    let _ = c.with(move |m| m.apply_verdict(&h, &v)).await;
+                    c.run(ApplyVerdict {
+                        host: host.clone(),
+                        verdict: v,
+                    })
+                    .await;
                 }
                 let _ = done.send(host).await;
             });

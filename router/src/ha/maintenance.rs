@@ -3,14 +3,13 @@
 //! returns it to the pool.
 
 use serde::{Deserialize, Serialize};
+use wisp_common::error::chain;
 use wisp_common::{HostId, VmId};
 
-use crate::cluster::state::HostEvent;
+use super::commands::{ChooseTarget, Evacuation, SetMaintenance};
 use crate::cluster::ClusterHandle;
-use crate::events::EventKind;
-use crate::store::Desired;
 use crate::vms::migrate::{migrate, MigrationReport};
-use crate::vms::{chain, placement, VmError};
+use crate::vms::VmError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MaintenanceReport {
@@ -24,61 +23,22 @@ pub struct MaintenanceReport {
 
 /// Turns maintenance on (evacuating the host) or off.
 pub async fn set(c: &ClusterHandle, host: HostId, on: bool) -> Result<MaintenanceReport, VmError> {
-    let (id, vms, settings) = c
-        .with(move |m| -> Result<_, VmError> {
-            let id = host;
-            if !m.cluster.hosts.contains_key(&id) {
-                return Err(VmError::UnknownHost { host: id });
-            }
-            let id2 = id.clone();
-            m.update(|p| p.hosts.entry(id2).or_default().maintenance = on)
-                .map_err(VmError::Store)?;
-            m.host_event(&id, HostEvent::MaintenanceSet { on });
-            m.event(
-                EventKind::Maintenance,
-                Some(id.clone()),
-                None,
-                format!(
-                    "host {id} maintenance {}",
-                    if on {
-                        "on: evacuating"
-                    } else {
-                        "off: back in the pool"
-                    }
-                ),
-            );
-            let vms: Vec<VmId> = if on {
-                m.persisted
-                    .vms
-                    .iter()
-                    .filter(|(_, r)| r.host.as_ref() == Some(&id) && r.desired == Desired::Running)
-                    .map(|(v, _)| v.clone())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            Ok((id, vms, m.config.migration))
+    let Evacuation { vms, migration } = c
+        .run(SetMaintenance {
+            host: host.clone(),
+            on,
         })
         .await
         .ok_or(VmError::Shutdown)??;
     let mut migrated = Vec::new();
     let mut failed = Vec::new();
     for vm in vms {
-        let v = vm.clone();
         let target = c
-            .with(move |m| {
-                let need = m
-                    .persisted
-                    .vms
-                    .get(&v)
-                    .map(|r| r.spec.resources())
-                    .unwrap_or_default();
-                placement::choose(&m.candidates(Some(&v)), need)
-            })
+            .run(ChooseTarget { vm: vm.clone() })
             .await
             .ok_or(VmError::Shutdown)?;
         match target {
-            Ok(to) => match migrate(c, vm.clone(), to.clone(), settings).await {
+            Ok(to) => match migrate(c, vm.clone(), to.clone(), migration).await {
                 Ok(r) => migrated.push(r),
                 Err(e) => failed.push((vm, chain(&e))),
             },
@@ -86,20 +46,20 @@ pub async fn set(c: &ClusterHandle, host: HostId, on: bool) -> Result<Maintenanc
         }
     }
     let message = if !on {
-        format!("{id} is back in the pool")
+        format!("{host} is back in the pool")
     } else if failed.is_empty() {
         format!(
-            "{id} is in maintenance and empty ({} VMs migrated): it can be powered off",
+            "{host} is in maintenance and empty ({} VMs migrated): it can be powered off",
             migrated.len()
         )
     } else {
         format!(
-            "{id} is in maintenance but {} VMs could not be moved: do not power it off yet",
+            "{host} is in maintenance but {} VMs could not be moved: do not power it off yet",
             failed.len()
         )
     };
     Ok(MaintenanceReport {
-        host: id,
+        host,
         maintenance: on,
         migrated,
         failed,

@@ -3,6 +3,7 @@
 //! (`vms::reconcile`): it acts only on hosts this module has marked down or fenced.
 
 pub mod api;
+mod commands;
 pub mod fence;
 pub mod maintenance;
 pub mod sla;

@@ -9,10 +9,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerAction, PowerState};
+use wisp_common::error::chain;
+use wisp_common::wait::until;
 use wisp_common::HostId;
 
+use super::commands::{GenieSession, RecordPowerAction};
 use super::status::{known, poll_power};
-use super::wait::{self, ms};
+use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
 use crate::cluster::state::{HostStatus, PowerKnown};
 use crate::cluster::ClusterHandle;
@@ -80,15 +83,7 @@ pub async fn power_action(
             action: action_name(action),
             source,
         };
-        cluster
-            .record(
-                EventKind::Error,
-                Some(host.clone()),
-                None,
-                crate::vms::chain(&e),
-            )
-            .await;
-        return Err(e);
+        return fail(cluster, host, e).await;
     }
     let accepted = start.elapsed();
     let want = expected(action);
@@ -107,50 +102,41 @@ pub async fn power_action(
                     .unwrap_or_else(|| "nothing".into()),
                 after: verify,
             };
-            cluster
-                .record(
-                    EventKind::Error,
-                    Some(host.clone()),
-                    None,
-                    crate::vms::chain(&e),
-                )
-                .await;
-            return Err(e);
+            return fail(cluster, host, e).await;
         }
     };
     // After an off, the genie's link drops as its processes die: wait for that (up to
     // the rest of the deadline) so the host is recorded as proven down.
     let mut link_note = String::new();
     if seen == PowerState::Off {
-        let h = host.clone();
-        let gone = wait::until(deadline.max(Instant::now() + wait::POLL * 10), || {
-            let h = h.clone();
-            async move {
-                cluster
-                    .with(move |m| m.cluster.hosts.get(&h).is_some_and(|e| e.link.is_none()))
-                    .await
-                    .filter(|gone| *gone)
-            }
-        })
+        let gone = until(
+            deadline.max(Instant::now() + POLL * 10),
+            POLL,
+            format!("the genie link of {host} to close"),
+            || async {
+                let session = cluster.run(GenieSession { host: host.clone() }).await;
+                // Known host, no genie connected.
+                matches!(session, Some(Some(None))).then_some(())
+            },
+        )
         .await;
-        if gone.is_none() {
+        if gone.is_err() {
             link_note = "; its genie link is still open".into();
         }
     }
-    let src = format!("BMC {addr}, after power {action}");
-    let h = host.clone();
+    let source = format!("BMC {addr}, after power {action}");
     let took = start.elapsed();
     let message = format!(
         "Chassis Power Control: {} -- verified: BMC {addr} reports power {seen} after {} ms{link_note}",
         control_word(action),
         ms(verified_after)
     );
-    let msg2 = format!("host {host}: power {action}: {message}");
     let state = cluster
-        .with(move |m| {
-            let st = m.mark_power(&h, known(seen), &src);
-            m.event(EventKind::Power, Some(h.clone()), None, msg2);
-            st
+        .run(RecordPowerAction {
+            host: host.clone(),
+            power: known(seen),
+            source,
+            message: format!("host {host}: power {action}: {message}"),
         })
         .await
         .ok_or(PowerError::Shutdown)?
@@ -166,6 +152,14 @@ pub async fn power_action(
         elapsed_ms: ms(took),
         message,
     })
+}
+
+/// Records `e` as an `Error` event on `host`, then returns it.
+async fn fail<T>(cluster: &ClusterHandle, host: &HostId, e: PowerError) -> Result<T, PowerError> {
+    cluster
+        .record(EventKind::Error, Some(host.clone()), None, chain(&e))
+        .await;
+    Err(e)
 }
 
 fn action_name(a: PowerAction) -> &'static str {

@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod api;
+mod commands;
 mod error;
 pub mod mark;
 pub mod status;

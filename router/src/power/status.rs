@@ -1,19 +1,21 @@
 //! `router power status [HOST]`: ask BMCs for chassis power, all hosts in parallel,
 //! and record what they said in the cluster model.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerState};
+use wisp_common::wait::until;
 use wisp_common::HostId;
 
-use super::wait::ms;
+use super::commands::RecordPowerStatus;
+use super::wait::POLL;
 use super::{PowerError, PowerPlane};
 use crate::cluster::state::{HostStatus, PowerKnown};
 use crate::cluster::ClusterHandle;
-use crate::vms::chain;
 
 /// One host's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,16 @@ pub struct PowerStatusRow {
     /// Why the BMC could not be asked (names the BMC address, never the password).
     pub error: Option<String>,
     pub elapsed_ms: u64,
+}
+
+/// What one BMC said (or why it was not asked), and how long asking took.
+pub(crate) struct BmcAnswer {
+    pub host: HostId,
+    /// The BMC address asked (`None`: no BMC configured).
+    pub bmc: Option<String>,
+    /// `None` when there was no BMC to ask.
+    pub answer: Option<Result<PowerState, PowerError>>,
+    pub took: Duration,
 }
 
 pub(crate) fn known(p: PowerState) -> PowerKnown {
@@ -80,10 +92,12 @@ pub async fn status(
             };
             (
                 i,
-                host,
-                bmc.map(|b| b.address().to_string()),
-                answer,
-                start.elapsed(),
+                BmcAnswer {
+                    host,
+                    bmc: bmc.map(|b| b.address().to_string()),
+                    answer,
+                    took: start.elapsed(),
+                },
             )
         });
     }
@@ -96,36 +110,9 @@ pub async fn status(
         }
     }
     answers.sort_by_key(|a| a.0);
+    let answers = answers.into_iter().map(|(_, a)| a).collect();
     cluster
-        .with(move |m| {
-            answers
-                .into_iter()
-                .map(|(_, host, bmc, answer, took)| {
-                    let (power, error) = match answer {
-                        Some(Ok(p)) => (known(p), None),
-                        Some(Err(e)) => (PowerKnown::Unknown, Some(chain(&e))),
-                        None => (
-                            PowerKnown::Unknown,
-                            Some(PowerError::NoBmc { host: host.clone() }.to_string()),
-                        ),
-                    };
-                    let state = if power == PowerKnown::Unknown {
-                        m.cluster.hosts.get(&host).map(|h| h.status())
-                    } else {
-                        let src = format!("BMC {}", bmc.as_deref().unwrap_or("?"));
-                        m.mark_power(&host, power, &src)
-                    };
-                    PowerStatusRow {
-                        state: state.unwrap_or(HostStatus::Unreachable),
-                        host,
-                        bmc,
-                        power,
-                        error,
-                        elapsed_ms: ms(took),
-                    }
-                })
-                .collect()
-        })
+        .run(RecordPowerStatus { answers })
         .await
         .ok_or(PowerError::Shutdown)
 }
@@ -139,20 +126,23 @@ pub async fn poll_power(
     deadline: Instant,
     ok: impl Fn(PowerState) -> bool,
 ) -> Result<PowerState, Option<PowerState>> {
-    let mut last = None;
-    loop {
-        if let Ok(p) = query(bmc, host).await {
+    // The last answer seen, for the caller's error; BMC errors leave it as it was.
+    let last = Mutex::new(None);
+    let accepted = until(
+        deadline,
+        POLL,
+        format!("BMC of {host} to confirm"),
+        || async {
+            let p = query(bmc, host).await.ok()?;
             if ok(p) {
-                return Ok(p);
+                return Some(p);
             }
-            last = Some(p);
-        }
-        if Instant::now() >= deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(
-            super::wait::POLL.min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
-    }
+            if let Ok(mut l) = last.lock() {
+                *l = Some(p);
+            }
+            None
+        },
+    )
+    .await;
+    accepted.map_err(|_| last.into_inner().ok().flatten())
 }

@@ -13,17 +13,18 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use wisp_bmc::{PowerAction, PowerState};
+use wisp_common::error::chain;
 use wisp_common::proto::{Command, Outcome};
-use wisp_common::{HostId, VmId, VmRunState};
+use wisp_common::wait::until;
+use wisp_common::{HostId, VmId};
 
 use super::actions::bmc_of;
+use super::commands::{GenieSession, PrepareSuspend, Prepared, RecordSleep, RecordSuspendFailure};
 use super::status::{known, poll_power};
-use super::wait::{self, ms};
+use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
-use crate::cluster::state::{HostEvent, PowerKnown};
-use crate::cluster::{ClusterHandle, Model};
-use crate::events::EventKind;
-use crate::vms::VmError;
+use crate::cluster::state::PowerKnown;
+use crate::cluster::ClusterHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,68 +48,6 @@ pub struct SuspendOutcome {
     pub message: String,
 }
 
-/// VMs with a live qemu on `host`, as its genie last reported.
-fn running_vms(m: &Model, host: &HostId) -> Vec<VmId> {
-    m.cluster
-        .hosts
-        .get(host)
-        .map(|h| {
-            h.vms
-                .iter()
-                .filter(|v| !matches!(v.state, VmRunState::Stopped))
-                .map(|v| v.id.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn set_standby(m: &mut Model, host: &HostId, on: bool) -> Result<(), PowerError> {
-    m.update(|p| p.hosts.entry(host.clone()).or_default().standby = on)
-        .map(|_| ())
-        .map_err(PowerError::Store)
-}
-
-/// Checks VMs, sets `standby`, and returns the genie link (for `Ram`) and session.
-async fn prepare(
-    cluster: &ClusterHandle,
-    host: &HostId,
-    mode: SuspendMode,
-    force: bool,
-) -> Result<(Option<crate::link::GenieLink>, Option<u64>, Vec<VmId>), PowerError> {
-    let h = host.clone();
-    cluster
-        .with(move |m| {
-            let Some(entry) = m.cluster.hosts.get(&h) else {
-                return Err(PowerError::UnknownHost {
-                    host: h.to_string(),
-                });
-            };
-            let session = entry.link.as_ref().map(|l| l.session);
-            let vms = running_vms(m, &h);
-            if !vms.is_empty() && !force {
-                return Err(PowerError::VmsRunning {
-                    host: h,
-                    count: vms.len(),
-                    vms,
-                });
-            }
-            let link = match mode {
-                SuspendMode::Ram => Some(m.link_of(&h).map_err(|e| match e {
-                    VmError::HostNotUp { host, state } => PowerError::NotUp { host, state },
-                    other => PowerError::Genie {
-                        host: h.clone(),
-                        message: other.to_string(),
-                    },
-                })?),
-                SuspendMode::SoftOff => None,
-            };
-            set_standby(m, &h, true)?;
-            Ok((link, session, vms))
-        })
-        .await
-        .ok_or(PowerError::Shutdown)?
-}
-
 /// Puts `host` to sleep and verifies it went quiet within `verify`.
 pub async fn suspend(
     cluster: &ClusterHandle,
@@ -123,9 +62,15 @@ pub async fn suspend(
         SuspendMode::SoftOff => Some(bmc_of(cluster, power, host)?),
         SuspendMode::Ram => power.bmc(host),
     };
-    let (link, session, vms) = prepare(cluster, host, mode, force).await?;
+    let Prepared { link, session, vms } = cluster
+        .run(PrepareSuspend {
+            host: host.clone(),
+            mode,
+            force,
+        })
+        .await
+        .ok_or(PowerError::Shutdown)??;
     let result = send_and_verify(cluster, host, mode, link, session, bmc, verify, start).await;
-    let h = host.clone();
     let vm_note = if vms.is_empty() {
         String::new()
     } else {
@@ -141,14 +86,11 @@ pub async fn suspend(
                 },
                 ms(start.elapsed())
             );
-            let msg = message.clone();
             cluster
-                .with(move |m| {
-                    if let Some(p) = power_seen {
-                        m.mark_power(&h, known(p), "BMC, after suspend");
-                    }
-                    m.host_event(&h, HostEvent::SleepVerified);
-                    m.event(EventKind::Power, Some(h.clone()), None, msg);
+                .run(RecordSleep {
+                    host: host.clone(),
+                    power: power_seen,
+                    message: message.clone(),
                 })
                 .await
                 .ok_or(PowerError::Shutdown)?;
@@ -162,12 +104,10 @@ pub async fn suspend(
             })
         }
         Err(e) => {
-            let text = crate::vms::chain(&e);
             cluster
-                .with(move |m| {
-                    // Not asleep as far as we know: it must not be treated as standby.
-                    let _ = set_standby(m, &h, false);
-                    m.event(EventKind::Error, Some(h.clone()), None, text);
+                .run(RecordSuspendFailure {
+                    host: host.clone(),
+                    message: chain(&e),
                 })
                 .await
                 .ok_or(PowerError::Shutdown)?;
@@ -220,23 +160,20 @@ async fn send_and_verify(
         }
         _ => return Err(PowerError::NoBmc { host: host.clone() }),
     }
-    // The genie's link closes as the host goes down.
-    let h = host.clone();
-    let quiet = wait::until(deadline, || {
-        let h = h.clone();
-        async move {
-            cluster
-                .with(move |m| {
-                    m.cluster.hosts.get(&h).is_some_and(|e| {
-                        e.link.is_none() || e.link.as_ref().map(|l| l.session) != session
-                    })
-                })
-                .await
-                .filter(|q| *q)
-        }
-    })
+    // The genie's link closes as the host goes down (or is replaced: a new session is
+    // not the one that was asked to suspend).
+    let quiet = until(
+        deadline,
+        POLL,
+        format!("the genie link of {host} to close"),
+        || async {
+            let now = cluster.run(GenieSession { host: host.clone() }).await;
+            // A known host whose link is gone or is not the session from before.
+            matches!(now, Some(Some(s)) if s.is_none() || s != session).then_some(())
+        },
+    )
     .await;
-    if quiet.is_none() {
+    if quiet.is_err() {
         return Err(PowerError::SuspendUnverified {
             host: host.clone(),
             what: "the genie link stayed open".into(),

@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use wisp_bmc::{PowerAction, PowerState};
+use wisp_bmc::PowerAction;
+use wisp_common::error::chain;
+use wisp_common::wait::until;
 use wisp_common::HostId;
 
-use super::status::{known, query};
-use super::wait::{self, ms};
+use super::commands::{GenieSession, RecordWake, RecordWakeFailure, RegisteredSince, StartWake};
+use super::status::query;
+use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
-use crate::cluster::state::{HostEvent, HostStatus};
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
-use crate::vms::chain;
 
 /// How the host came up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,14 +51,8 @@ pub struct WakeOutcome {
 
 /// The genie session a host has now (to tell a new registration from an old link).
 async fn session_now(cluster: &ClusterHandle, host: &HostId) -> Result<Option<u64>, PowerError> {
-    let h = host.clone();
     cluster
-        .with(move |m| {
-            m.cluster
-                .hosts
-                .get(&h)
-                .map(|e| e.link.as_ref().map(|l| l.session))
-        })
+        .run(GenieSession { host: host.clone() })
         .await
         .ok_or(PowerError::Shutdown)?
         .ok_or_else(|| PowerError::UnknownHost {
@@ -72,22 +67,22 @@ async fn registered(
     old: Option<u64>,
     deadline: Instant,
 ) -> bool {
-    wait::until(deadline, || {
-        let h = host.clone();
-        async move {
-            cluster
-                .with(move |m| {
-                    m.cluster.hosts.get(&h).is_some_and(|e| {
-                        e.status() == HostStatus::Up
-                            && e.link.as_ref().is_some_and(|l| Some(l.session) != old)
-                    })
+    until(
+        deadline,
+        POLL,
+        format!("the genie of {host} to register"),
+        || async {
+            let up = cluster
+                .run(RegisteredSince {
+                    host: host.clone(),
+                    old,
                 })
-                .await
-                .filter(|up| *up)
-        }
-    })
+                .await;
+            up.filter(|up| *up)
+        },
+    )
     .await
-    .is_some()
+    .is_ok()
 }
 
 /// Wakes `host` and verifies it by its genie registering within `deadline` per path.
@@ -99,16 +94,8 @@ pub async fn wake(
 ) -> Result<WakeOutcome, PowerError> {
     let start = Instant::now();
     let old = session_now(cluster, host).await?;
-    let h = host.clone();
     let already_up = cluster
-        .with(move |m| {
-            let e = m.cluster.hosts.get_mut(&h)?;
-            if e.link.is_some() && e.status() == HostStatus::Up {
-                return Some(true);
-            }
-            e.apply(HostEvent::WakeRequested);
-            Some(false)
-        })
+        .run(StartWake { host: host.clone() })
         .await
         .ok_or(PowerError::Shutdown)?
         .unwrap_or(false);
@@ -241,18 +228,10 @@ async fn finish(
             ms(took)
         ),
     };
-    let (h, msg) = (host.clone(), message.clone());
     cluster
-        .with(move |m| {
-            m.host_event(&h, HostEvent::Woken);
-            let was = m.persisted.hosts.get(&h).is_some_and(|r| r.standby);
-            let stored = if was {
-                m.update(|p| p.hosts.entry(h.clone()).or_default().standby = false)
-            } else {
-                Ok(())
-            };
-            m.event(EventKind::Wake, Some(h.clone()), None, msg);
-            stored
+        .run(RecordWake {
+            host: host.clone(),
+            message: message.clone(),
         })
         .await
         .ok_or(PowerError::Shutdown)?
@@ -279,25 +258,12 @@ async fn fail(
         Some(b) => query(b, host).await.ok(),
         None => None,
     };
-    let (h, t) = (host.clone(), tried.clone());
     let after = start.elapsed();
     cluster
-        .with(move |m| {
-            if let Some(p) = seen {
-                m.mark_power(&h, known(p), "BMC, after a failed wake");
-            }
-            m.host_event(
-                &h,
-                HostEvent::WakeFailed {
-                    bmc_says_off: seen == Some(PowerState::Off),
-                },
-            );
-            m.event(
-                EventKind::Error,
-                Some(h.clone()),
-                None,
-                format!("host {h} failed to wake after {} ms: {t}", ms(after)),
-            );
+        .run(RecordWakeFailure {
+            host: host.clone(),
+            seen,
+            message: format!("host {host} failed to wake after {} ms: {tried}", ms(after)),
         })
         .await
         .ok_or(PowerError::Shutdown)?;
