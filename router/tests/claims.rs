@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use router::api::types::VmDetail;
 use router::cli::{Client, ClientError};
 use router::config::RouterConfig;
-use router::vms::api::VmDetail;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wisp_common::proto::frame::{read_frame, write_frame};
@@ -190,7 +190,7 @@ async fn a_client_that_gives_up_on_a_migration_leaves_no_claim_behind() {
     loop {
         let a = api.clone();
         let hosts = call(move || {
-            Client::new(&a, None).get::<Vec<router::cluster::views::HostView>>("/v1/hosts")
+            Client::new(&a, None).get::<Vec<router::api::types::HostView>>("/v1/hosts")
         })
         .await
         .unwrap();
@@ -221,7 +221,7 @@ async fn a_client_that_gives_up_on_a_migration_leaves_no_claim_behind() {
     .await
     .unwrap();
     wait_detail(&api, "vm1 running and free", Duration::from_secs(30), |d| {
-        d.op.is_none() && d.views.iter().any(|v| v.state == "running")
+        d.op.is_none() && d.views.iter().any(|v| v.state.is_running())
     })
     .await;
 

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
+use router::api::types::{HostView, StatusView};
 use router::cli::Client;
-use router::cluster::views::{HostView, StatusView};
 use support::rig::TestRouter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

@@ -1,4 +1,6 @@
-//! The local HTTP/JSON API the CLI talks to.
+//! The local HTTP/JSON API the CLI talks to. The shapes it speaks are in [`types`]
+//! (the CLI's contract), the views it serves are projections in [`views`], and strings
+//! become typed values at the route ([`host_id`], [`vm_id`]).
 //!
 //! It binds to loopback by default and carries no secrets: BMC passwords and the
 //! cluster secret never appear in any response. Errors are JSON `{"error": "..."}` with
@@ -16,6 +18,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::ClusterHandle;
+use types::{Event, HostView, StatusView, VmView};
+
+mod extract;
+pub mod types;
+pub mod views;
+
+pub use extract::{host_id, vm_id};
 
 /// Shared by all handlers: only handles, no state of its own.
 #[derive(Clone, Debug)]
@@ -120,7 +129,7 @@ pub async fn serve_router(
     }
 }
 
-async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::HostView>> {
+async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<HostView>> {
     s.cluster
         .hosts()
         .await
@@ -128,7 +137,7 @@ async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views
         .ok_or_else(ApiError::unavailable)
 }
 
-async fn vms(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::VmView>> {
+async fn vms(State(s): State<ApiState>) -> ApiResult<Vec<VmView>> {
     s.cluster
         .vms()
         .await
@@ -136,7 +145,7 @@ async fn vms(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::
         .ok_or_else(ApiError::unavailable)
 }
 
-async fn status(State(s): State<ApiState>) -> ApiResult<crate::cluster::views::StatusView> {
+async fn status(State(s): State<ApiState>) -> ApiResult<StatusView> {
     s.cluster
         .status()
         .await
@@ -147,7 +156,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult<crate::cluster::views::S
 async fn events(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Vec<crate::events::Event>> {
+) -> ApiResult<Vec<Event>> {
     let limit = match q.get("limit") {
         None => 50,
         Some(v) => v.parse::<usize>().map_err(|_| {

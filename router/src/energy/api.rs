@@ -6,16 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
-use super::{EnergyHandle, EnergyStatus};
+use super::EnergyHandle;
+use crate::api::types::{EnergyRequest, EnergyStatus};
 use crate::api::ApiError;
 use crate::cluster::ClusterHandle;
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct EnergyRequest {
-    pub on: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct EnergyApi {

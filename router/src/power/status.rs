@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerState};
@@ -11,24 +10,10 @@ use wisp_common::HostId;
 
 use super::wait::ms;
 use super::{PowerError, PowerPlane};
+use crate::api::types::PowerStatusRow;
 use crate::cluster::state::{HostStatus, PowerKnown};
 use crate::cluster::ClusterHandle;
 use crate::vms::chain;
-
-/// One host's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PowerStatusRow {
-    pub host: HostId,
-    /// The BMC address asked (`None`: the host has no BMC configured).
-    pub bmc: Option<String>,
-    /// What the BMC said; `unknown` when it could not be asked.
-    pub power: PowerKnown,
-    /// The host's status in the cluster model after recording the answer.
-    pub state: HostStatus,
-    /// Why the BMC could not be asked (names the BMC address, never the password).
-    pub error: Option<String>,
-    pub elapsed_ms: u64,
-}
 
 pub(crate) fn known(p: PowerState) -> PowerKnown {
     match p {

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use wisp_bmc::{PowerAction, PowerState};
 use wisp_common::proto::{Command, Outcome};
@@ -20,32 +19,13 @@ use super::actions::bmc_of;
 use super::status::{known, poll_power};
 use super::wait::{self, ms};
 use super::{PowerError, PowerPlane};
+/// The mode is the API's word and `suspend`'s parameter alike.
+pub use crate::api::types::SuspendMode;
+use crate::api::types::SuspendOutcome;
 use crate::cluster::state::{HostEvent, PowerKnown};
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
 use crate::vms::VmError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SuspendMode {
-    /// Suspend-to-RAM through the genie (Wake-on-LAN armed first).
-    Ram,
-    /// ACPI soft-off through the BMC.
-    SoftOff,
-}
-
-/// What a suspend did and what was verified.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SuspendOutcome {
-    pub host: HostId,
-    pub mode: SuspendMode,
-    /// VMs that were running there and were suspended with the host (`--force`).
-    pub vms: Vec<VmId>,
-    /// Chassis power the BMC reported at the end (`unknown` without a BMC).
-    pub power: PowerKnown,
-    pub elapsed_ms: u64,
-    pub message: String,
-}
 
 /// VMs with a live qemu on `host`, as its genie last reported.
 fn running_vms(m: &Model, host: &HostId) -> Vec<VmId> {
@@ -94,7 +74,10 @@ async fn prepare(
             }
             let link = match mode {
                 SuspendMode::Ram => Some(m.link_of(&h).map_err(|e| match e {
-                    VmError::HostNotUp { host, state } => PowerError::NotUp { host, state },
+                    VmError::HostNotUp { host, state } => PowerError::NotUp {
+                        host,
+                        state: state.to_string(),
+                    },
                     other => PowerError::Genie {
                         host: h.clone(),
                         message: other.to_string(),

@@ -6,32 +6,16 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use wisp_common::proto::{Command, MigrationProgress, Outcome};
 use wisp_common::{HostId, VmId, VmRunState};
 
-use super::{placement, VmError};
+use super::{placement, NotRunning, VmError};
+use crate::api::types::MigrationReport;
 use crate::cluster::{ClusterHandle, Op};
 use crate::config::MigrationConfig;
 use crate::events::EventKind;
 use crate::store::Desired;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MigrationReport {
-    pub vm: VmId,
-    pub from: HostId,
-    pub to: HostId,
-    /// QEMU's total migration time.
-    pub total_ms: u64,
-    /// QEMU's measured guest pause at switch-over.
-    pub downtime_ms: u64,
-    /// From the request to the source genie being told to migrate (includes starting
-    /// the destination qemu).
-    pub to_migrate_command_ms: u64,
-    /// From the request to the placement being recorded.
-    pub elapsed_ms: u64,
-}
 
 /// Live-migrates `vm` to host `to`.
 pub async fn migrate(
@@ -64,8 +48,11 @@ pub async fn migrate(
                     vm: v.clone(),
                     state: seen
                         .first()
-                        .map(|(h, s)| format!("{} on {h}", s.state))
-                        .unwrap_or_else(|| "not running anywhere".into()),
+                        .map(|(h, s)| NotRunning::Reported {
+                            host: h.clone(),
+                            state: s.state.clone(),
+                        })
+                        .unwrap_or(NotRunning::Nowhere),
                 })?;
             if from == to {
                 return Err(VmError::SameHost {
@@ -76,7 +63,7 @@ pub async fn migrate(
             if rec.desired != Desired::Running {
                 return Err(VmError::NotRunning {
                     vm: v.clone(),
-                    state: "desired stopped".into(),
+                    state: NotRunning::DesiredStopped,
                 });
             }
             let cands = m.candidates(Some(&v));
@@ -85,7 +72,7 @@ pub async fn migrate(
                 .find(|c| c.host == to)
                 .ok_or_else(|| VmError::HostNotUp {
                     host: to.clone(),
-                    state: m.cluster.hosts[&to].status().as_str().into(),
+                    state: m.cluster.hosts[&to].status(),
                 })?;
             placement::check(cand, rec.spec.resources()).map_err(VmError::Placement)?;
             let src = m.link_of(&from)?;
