@@ -1,6 +1,6 @@
 //! The local HTTP/JSON API the CLI talks to. The shapes it speaks are in [`types`]
 //! (the CLI's contract), the views it serves are projections in [`views`], and strings
-//! become typed values at the route ([`host_id`], [`vm_id`]).
+//! become typed values at the route ([`Body`], [`host_id`], [`vm_id`]).
 //!
 //! It binds to loopback by default and carries no secrets: BMC passwords and the
 //! cluster secret never appear in any response. Errors are JSON `{"error": "..."}` with
@@ -24,7 +24,7 @@ mod extract;
 pub mod types;
 pub mod views;
 
-pub use extract::{host_id, vm_id};
+pub use extract::{host_id, vm_id, Body};
 
 /// Shared by all handlers: only handles, no state of its own.
 #[derive(Clone, Debug)]

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 
 use super::EnergyHandle;
 use crate::api::types::{EnergyRequest, EnergyStatus};
-use crate::api::ApiError;
+use crate::api::{ApiError, Body};
 use crate::cluster::ClusterHandle;
 
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ async fn status(State(s): State<EnergyApi>) -> Result<Json<EnergyStatus>, ApiErr
 
 async fn set(
     State(s): State<EnergyApi>,
-    Json(req): Json<EnergyRequest>,
+    Body(req): Body<EnergyRequest>,
 ) -> Result<Json<EnergyStatus>, ApiError> {
     let on = req.on;
     s.cluster

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 
 use super::maintenance;
 use crate::api::types::{MaintenanceReport, MaintenanceRequest, SlaReport};
-use crate::api::{detached, host_id, ApiError, ApiState};
+use crate::api::{detached, host_id, ApiError, ApiState, Body};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -26,7 +26,7 @@ async fn sla(State(s): State<ApiState>) -> Result<Json<SlaReport>, ApiError> {
 async fn set_maintenance(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    Json(req): Json<MaintenanceRequest>,
+    Body(req): Body<MaintenanceRequest>,
 ) -> Result<Json<MaintenanceReport>, ApiError> {
     let host = host_id(&name)?;
     detached(async move { maintenance::set(&s.cluster, host, req.on).await }).await

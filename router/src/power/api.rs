@@ -19,7 +19,7 @@ use crate::api::types::{
     ActionReport, ChassisAction, PowerStatusRow, SuspendMode, SuspendOutcome, SuspendRequest,
     WakeOutcome, WakeRequest,
 };
-use crate::api::{detached, host_id, ApiError, ApiState};
+use crate::api::{detached, host_id, ApiError, ApiState, Body};
 use crate::vms::chain;
 
 impl From<PowerError> for ApiError {
@@ -80,12 +80,12 @@ async fn action(
 async fn wake_host(
     State(s): State<ApiState>,
     Path(host): Path<String>,
-    body: Option<Json<WakeRequest>>,
+    body: Option<Body<WakeRequest>>,
 ) -> Result<Json<WakeOutcome>, ApiError> {
     let h = host_id(&host)?;
     let (deadline, _) = timing(&s).await?;
     let deadline = body
-        .and_then(|Json(b)| b.deadline_ms)
+        .and_then(|Body(b)| b.deadline_ms)
         .map(Duration::from_millis)
         .unwrap_or(deadline);
     detached(async move { wake(&s.cluster, &s.power, &h, deadline).await }).await
@@ -94,10 +94,10 @@ async fn wake_host(
 async fn suspend_host(
     State(s): State<ApiState>,
     Path(host): Path<String>,
-    body: Option<Json<SuspendRequest>>,
+    body: Option<Body<SuspendRequest>>,
 ) -> Result<Json<SuspendOutcome>, ApiError> {
     let h = host_id(&host)?;
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let req = body.map(|Body(b)| b).unwrap_or_default();
     let mode = if req.off {
         SuspendMode::SoftOff
     } else {

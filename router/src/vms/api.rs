@@ -10,7 +10,7 @@ use crate::api::types::{
     CreateRequest, Event, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmView,
 };
 use crate::api::views::vm_views;
-use crate::api::{detached, vm_id, ApiError, ApiState};
+use crate::api::{detached, vm_id, ApiError, ApiState, Body};
 
 impl From<VmError> for ApiError {
     fn from(e: VmError) -> Self {
@@ -33,7 +33,7 @@ pub fn routes() -> Router<ApiState> {
 
 async fn create(
     State(s): State<ApiState>,
-    Json(req): Json<CreateRequest>,
+    Body(req): Body<CreateRequest>,
 ) -> Result<Json<OpReport>, ApiError> {
     let c = s.cluster;
     detached(async move { super::create(&c, req.spec, req.host).await }).await
@@ -50,9 +50,9 @@ async fn start(
 async fn stop(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    body: Option<Json<StopRequest>>,
+    body: Option<Body<StopRequest>>,
 ) -> Result<Json<OpReport>, ApiError> {
-    let force = body.map(|Json(b)| b.force).unwrap_or(false);
+    let force = body.map(|Body(b)| b.force).unwrap_or(false);
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::stop(&c, vm, force).await }).await
 }
@@ -76,7 +76,7 @@ async fn delete(
 async fn migrate(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    Json(req): Json<MigrateRequest>,
+    Body(req): Body<MigrateRequest>,
 ) -> Result<Json<MigrationReport>, ApiError> {
     let settings = s
         .cluster
