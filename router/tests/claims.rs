@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use router::api::types::VmDetail;
 use router::cli::{Client, ClientError};
 use router::config::RouterConfig;
-use router::vms::api::VmDetail;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -203,7 +203,7 @@ async fn a_client_that_gives_up_on_a_migration_leaves_no_claim_behind() {
     loop {
         let a = api.clone();
         let hosts = call(move || {
-            Client::new(&a, None).get::<Vec<router::cluster::views::HostView>>("/v1/hosts")
+            Client::new(&a, None).get::<Vec<router::api::types::HostView>>("/v1/hosts")
         })
         .await
         .unwrap();
@@ -231,7 +231,7 @@ async fn a_client_that_gives_up_on_a_migration_leaves_no_claim_behind() {
     .await
     .unwrap();
     wait_detail(&api, "vm1 running and free", STEP, |d| {
-        d.op.is_none() && d.views.iter().any(|v| v.state == "running")
+        d.op.is_none() && d.views.iter().any(|v| v.state.is_running())
     })
     .await;
 

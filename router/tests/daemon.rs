@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use router::cli::Client;
-use router::cluster::views::{HostView, StatusView};
+use router::api::types::{HostView, StatusView};
+use router::cli::{Client, ClientError};
 use support::rig::TestRouter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -212,4 +212,59 @@ async fn cli_reports_an_unreachable_api_clearly() {
         e.contains("127.0.0.1:1") && e.contains("router serve"),
         "{e}"
     );
+}
+
+/// A body or id the API cannot parse is the client's fault: 400, and our JSON error
+/// naming what was wrong (the CLI shows the `error` text; anything else it can only
+/// show as `HTTP <status>: ...`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_400_with_a_json_error_naming_the_problem() {
+    let r = start_router("badreq").await;
+    let api = r.api.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let c = Client::new(&api, None);
+        let post = |path: &str, body: serde_json::Value| {
+            c.post::<_, serde_json::Value>(path, &body).unwrap_err()
+        };
+        vec![
+            (
+                "host id in a body",
+                post("/v1/vms/vm1/migrate", serde_json::json!({"to": "bad host"})),
+                "bad host",
+            ),
+            (
+                "field of the wrong type",
+                post("/v1/hosts/h1/maintenance", serde_json::json!({"on": "yes"})),
+                "on: invalid type",
+            ),
+            (
+                "missing field",
+                post("/v1/vms/vm1/migrate", serde_json::json!({})),
+                "missing field `to`",
+            ),
+            (
+                "power action word",
+                post("/v1/power/h1/halt", serde_json::json!({})),
+                "unknown power action \"halt\"",
+            ),
+            (
+                "id in the path",
+                c.get::<serde_json::Value>("/v1/vms/bad%20vm").unwrap_err(),
+                "bad vm",
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    for (what, err, names) in answers {
+        match err {
+            ClientError::Api { status, message } => {
+                assert_eq!(status, 400, "{what}: {message}");
+                assert!(!message.starts_with("HTTP "), "{what}: not JSON: {message}");
+                assert!(message.contains(names), "{what}: {message}");
+            }
+            other => panic!("{what}: {other}"),
+        }
+    }
+    r.stop().await;
 }

@@ -6,10 +6,9 @@
 
 mod support;
 
+use router::api::types::{EnergyRequest, EnergyStatus, HostPower};
 use router::cli::Client;
 use router::config::RouterConfig;
-use router::energy::api::EnergyRequest;
-use router::energy::EnergyStatus;
 use support::rig::{TestRouter, TestRouterBuilder};
 
 /// Two hosts on loopback with `energy` as the `[energy]` table.
@@ -71,7 +70,10 @@ async fn config_default_applies_until_the_operator_chooses() {
     let names: Vec<&str> = s.hosts.iter().map(|h| h.host.as_str()).collect();
     assert_eq!(names, ["h1", "h2"], "{s:?}");
     // No genie ever reported: the planner may not touch them.
-    assert!(s.hosts.iter().all(|h| h.power == "unavailable"), "{s:?}");
+    assert!(
+        s.hosts.iter().all(|h| h.power == HostPower::Unavailable),
+        "{s:?}"
+    );
     assert_eq!((s.awake, s.asleep), (0, 0));
     let text = router::cli::energy::status_text(&s);
     assert!(

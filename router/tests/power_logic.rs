@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use router::api::types::{PowerStatusRow, SuspendMode, WakeMethod};
 use router::cluster::state::{HostStatus, PowerKnown};
 use router::cluster::ClusterHandle;
 use router::events::EventKind;
 use router::link::WelcomeParams;
-use router::power::suspend::{suspend, SuspendMode};
-use router::power::wake::{wake, WakeMethod};
+use router::power::suspend::suspend;
+use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};
 use router::store::MemStore;
 use tokio::net::TcpListener;
@@ -208,7 +209,7 @@ async fn wait_status(c: &ClusterHandle, host: &str, want: HostStatus) {
 }
 
 async fn events(c: &ClusterHandle) -> Vec<router::events::Event> {
-    c.events(1000).await.unwrap()
+    c.events(1000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,8 +494,8 @@ async fn api_serves_power_status_and_errors() {
     let a = api.clone();
     let (all, one, bad, unknown) = tokio::task::spawn_blocking(move || {
         let c = router::cli::Client::new(&a, None);
-        let all: Vec<router::power::status::PowerStatusRow> = c.get("/v1/power").unwrap();
-        let one: Vec<router::power::status::PowerStatusRow> = c.get("/v1/power/h2").unwrap();
+        let all: Vec<PowerStatusRow> = c.get("/v1/power").unwrap();
+        let one: Vec<PowerStatusRow> = c.get("/v1/power/h2").unwrap();
         let bad = c
             .post::<_, serde_json::Value>("/v1/power/h1/explode", &serde_json::json!({}))
             .unwrap_err();

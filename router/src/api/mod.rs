@@ -1,4 +1,6 @@
-//! The local HTTP/JSON API the CLI talks to.
+//! The local HTTP/JSON API the CLI talks to. The shapes it speaks are in [`types`]
+//! (the CLI's contract), the views it serves are projections in [`views`], and strings
+//! become typed values at the route ([`Body`], [`host_id`], [`vm_id`]).
 //!
 //! It binds to loopback by default and carries no secrets: BMC passwords and the
 //! cluster secret never appear in any response. Errors are JSON `{"error": "..."}` with
@@ -16,6 +18,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::ClusterHandle;
+use types::{Event, HostView, StatusView, VmView};
+
+mod extract;
+pub mod types;
+pub mod views;
+
+pub use extract::{host_id, vm_id, Body};
 
 /// Shared by all handlers: only handles, no state of its own.
 #[derive(Clone, Debug)]
@@ -37,13 +46,6 @@ impl ApiError {
             status,
             message: message.into(),
         }
-    }
-
-    fn unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the router is shutting down",
-        )
     }
 }
 
@@ -120,34 +122,22 @@ pub async fn serve_router(
     }
 }
 
-async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::HostView>> {
-    s.cluster
-        .hosts()
-        .await
-        .map(Json)
-        .ok_or_else(ApiError::unavailable)
+async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<HostView>> {
+    Ok(Json(views::host_views(&s.cluster.snapshot())))
 }
 
-async fn vms(State(s): State<ApiState>) -> ApiResult<Vec<crate::cluster::views::VmView>> {
-    s.cluster
-        .vms()
-        .await
-        .map(Json)
-        .ok_or_else(ApiError::unavailable)
+async fn vms(State(s): State<ApiState>) -> ApiResult<Vec<VmView>> {
+    Ok(Json(views::vm_views(&s.cluster.snapshot())))
 }
 
-async fn status(State(s): State<ApiState>) -> ApiResult<crate::cluster::views::StatusView> {
-    s.cluster
-        .status()
-        .await
-        .map(Json)
-        .ok_or_else(ApiError::unavailable)
+async fn status(State(s): State<ApiState>) -> ApiResult<StatusView> {
+    Ok(Json(views::status_view(&s.cluster.snapshot())))
 }
 
 async fn events(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Vec<crate::events::Event>> {
+) -> ApiResult<Vec<Event>> {
     let limit = match q.get("limit") {
         None => 50,
         Some(v) => v.parse::<usize>().map_err(|_| {
@@ -157,9 +147,5 @@ async fn events(
             )
         })?,
     };
-    s.cluster
-        .events(limit)
-        .await
-        .map(Json)
-        .ok_or_else(ApiError::unavailable)
+    Ok(Json(s.cluster.events(limit)))
 }

@@ -3,8 +3,7 @@
 use clap::Subcommand;
 
 use super::{print_or_json, table, Client, ClientError};
-use crate::energy::api::EnergyRequest;
-use crate::energy::EnergyStatus;
+use crate::api::types::{EnergyRequest, EnergyStatus, HostId};
 
 #[derive(Debug, Subcommand)]
 pub enum EnergyCmd {
@@ -47,8 +46,8 @@ pub fn status_text(s: &EnergyStatus) -> String {
         .map(|h| {
             vec![
                 h.host.to_string(),
-                h.state.clone(),
-                h.power.clone(),
+                h.state.as_str().into(),
+                h.power.as_str().into(),
                 h.vms.to_string(),
                 h.watts
                     .map(|w| format!("{w:.0} W"))
@@ -75,7 +74,7 @@ pub fn status_text(s: &EnergyStatus) -> String {
     match &s.last {
         None => out.push_str("last decision: none yet\n"),
         Some(d) => {
-            let names = |v: &[wisp_common::HostId]| {
+            let names = |v: &[HostId]| {
                 if v.is_empty() {
                     "-".to_owned()
                 } else {

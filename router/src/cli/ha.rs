@@ -5,9 +5,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use super::{print_or_json, table, Client, ClientError};
-use crate::ha::api::MaintenanceRequest;
-use crate::ha::maintenance::MaintenanceReport;
-use crate::ha::sla::SlaReport;
+use crate::api::types::{MaintenanceReport, MaintenanceRequest, SlaReport};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OnOff {

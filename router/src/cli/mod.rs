@@ -12,8 +12,7 @@ mod vm;
 use clap::{Parser, Subcommand};
 pub use client::{Client, ClientError};
 
-use crate::cluster::views::{HostView, StatusView, VmView};
-use crate::events::Event;
+use crate::api::types::{Event, HostView, StatusView, VmView};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -198,7 +197,7 @@ pub fn hosts_table(hosts: &[HostView]) -> String {
             vec![
                 h.name.to_string(),
                 h.state.as_str().into(),
-                format!("{:?}", h.power).to_lowercase(),
+                h.power.as_str().into(),
                 h.address.clone(),
                 opt(h.cpu_percent, |c| format!("{c:.1}%")),
                 match (h.mem_used_bytes, h.mem_total_bytes) {
@@ -236,8 +235,8 @@ pub fn vms_table(vms: &[VmView]) -> String {
             vec![
                 v.name.to_string(),
                 opt(v.host.as_ref(), |h| h.to_string()),
-                v.state.clone(),
-                opt(v.desired, |d| format!("{d:?}").to_lowercase()),
+                v.state.to_string(),
+                opt(v.desired, |d| d.to_string()),
                 v.vcpus.to_string(),
                 format!("{} MiB", v.mem_mib),
                 opt(v.cpu_time_ms, |t| format!("{:.1} s", t as f64 / 1000.0)),
@@ -259,10 +258,7 @@ pub fn events_table(evs: &[Event]) -> String {
         .map(|e| {
             vec![
                 format_ms(e.at_ms),
-                serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                e.kind.as_str().into(),
                 opt(e.host.as_ref(), |h| h.to_string()),
                 opt(e.vm.as_ref(), |v| v.to_string()),
                 e.message.clone(),

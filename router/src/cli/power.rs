@@ -7,11 +7,10 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::{print_or_json, table, Client, ClientError};
-use crate::power::actions::ActionReport;
-use crate::power::api::{SuspendRequest, WakeRequest};
-use crate::power::status::PowerStatusRow;
-use crate::power::suspend::SuspendOutcome;
-use crate::power::wake::WakeOutcome;
+use crate::api::types::{
+    ActionReport, ChassisAction, PowerStatusRow, SuspendOutcome, SuspendRequest, WakeOutcome,
+    WakeRequest,
+};
 
 /// A BMC call is bounded by its own timeout (5 s with retries); verification by
 /// `power_verify_ms`; a wake by twice `wake_deadline_ms`. The client waits longer than
@@ -58,21 +57,13 @@ pub enum PowerCmd {
     },
 }
 
-fn word(p: crate::cluster::state::PowerKnown) -> &'static str {
-    match p {
-        crate::cluster::state::PowerKnown::On => "on",
-        crate::cluster::state::PowerKnown::Off => "off",
-        crate::cluster::state::PowerKnown::Unknown => "unknown",
-    }
-}
-
 /// One host like ipmitool, many as a table.
 pub fn status_text(rows: &[PowerStatusRow]) -> String {
     if let [r] = rows {
         return match &r.error {
             None => format!(
                 "Chassis Power is {}\n({}: BMC {}, {} ms; host {})\n",
-                word(r.power),
+                r.power,
                 r.host,
                 r.bmc.as_deref().unwrap_or("-"),
                 r.elapsed_ms,
@@ -86,7 +77,7 @@ pub fn status_text(rows: &[PowerStatusRow]) -> String {
         .map(|r| {
             vec![
                 r.host.to_string(),
-                word(r.power).into(),
+                r.power.as_str().into(),
                 r.state.as_str().into(),
                 r.bmc.clone().unwrap_or_else(|| "-".into()),
                 format!("{} ms", r.elapsed_ms),
@@ -116,11 +107,11 @@ pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
             }
             return Ok(());
         }
-        PowerCmd::On { host, json } => ("on", host, json),
-        PowerCmd::Off { host, json } => ("off", host, json),
-        PowerCmd::Soft { host, json } => ("soft", host, json),
-        PowerCmd::Cycle { host, json } => ("cycle", host, json),
-        PowerCmd::Reset { host, json } => ("reset", host, json),
+        PowerCmd::On { host, json } => (ChassisAction::On, host, json),
+        PowerCmd::Off { host, json } => (ChassisAction::Off, host, json),
+        PowerCmd::Soft { host, json } => (ChassisAction::Soft, host, json),
+        PowerCmd::Cycle { host, json } => (ChassisAction::Cycle, host, json),
+        PowerCmd::Reset { host, json } => (ChassisAction::Reset, host, json),
     };
     let r: ActionReport = c.post(
         &format!("/v1/power/{host}/{action}"),

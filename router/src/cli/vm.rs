@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
-use wisp_common::{HostId, VmId, VmSpec};
 
 use super::{print_or_json, Client, ClientError};
-use crate::vms::api::{CreateRequest, MigrateRequest, StopRequest, VmDetail};
-use crate::vms::migrate::MigrationReport;
-use crate::vms::OpReport;
+use crate::api::types::{
+    CreateRequest, HostId, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmId,
+    VmSpec,
+};
 
 /// A migration of a large guest over a slow link may take minutes.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -141,7 +141,7 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                 let mut s = super::vms_table(&d.views);
                 if let Some(r) = &d.record {
                     s.push_str(&format!(
-                        "spec: {} vCPU, {} MiB, priority {}, kernel {}, disk {}\nplacement: {} (epoch {}), desired {:?}\n",
+                        "spec: {} vCPU, {} MiB, priority {}, kernel {}, disk {}\nplacement: {} (epoch {}), desired {}\n",
                         r.spec.vcpus,
                         r.spec.mem_mib,
                         r.spec.priority,

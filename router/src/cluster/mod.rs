@@ -6,7 +6,6 @@ pub mod claims;
 pub mod command;
 pub mod snapshot;
 pub mod state;
-pub mod views;
 
 pub use claims::{Busy, Claim, Op};
 pub use command::Command;
@@ -28,7 +27,6 @@ use crate::link::GenieLink;
 use crate::store::{PersistedState, Store, StoreHandle};
 use snapshot::Snapshot;
 use state::{Cluster, HostEvent, HostStatus, LinkEntry, Timing};
-use views::{HostView, StatusView, VmView};
 
 /// How often host status is re-derived from report age: a tenth of the 1 s detection
 /// target, so detection adds at most 100 ms to the configured thresholds.
@@ -146,20 +144,9 @@ impl ClusterHandle {
         self.snapshot.borrow().clone()
     }
 
-    pub async fn hosts(&self) -> Option<Vec<HostView>> {
-        Some(views::host_views(&self.snapshot()))
-    }
-
-    pub async fn vms(&self) -> Option<Vec<VmView>> {
-        Some(views::vm_views(&self.snapshot()))
-    }
-
-    pub async fn status(&self) -> Option<StatusView> {
-        Some(views::status_view(&self.snapshot()))
-    }
-
-    pub async fn events(&self, limit: usize) -> Option<Vec<Event>> {
-        Some(self.snapshot().recent_events(limit))
+    /// The newest `limit` events, oldest first.
+    pub fn events(&self, limit: usize) -> Vec<Event> {
+        self.snapshot().recent_events(limit)
     }
 
     /// Runs `cmd` on the model inside the cluster task and returns its output
@@ -439,12 +426,6 @@ impl Model {
         }
         let snap = self.snapshot(self.events_shared.clone());
         self.published.send_replace(Arc::new(snap));
-    }
-
-    /// Every VM as `router vms` shows it, from a fresh look at the model.
-    pub fn vm_views(&mut self) -> Vec<VmView> {
-        self.publish();
-        views::vm_views(&self.published.borrow())
     }
 
     /// Applies `ev` to `host`'s state machine and records what it says as events.

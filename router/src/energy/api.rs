@@ -6,16 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
-use super::{EnergyHandle, EnergyStatus};
-use crate::api::ApiError;
+use super::EnergyHandle;
+use crate::api::types::{EnergyRequest, EnergyStatus};
+use crate::api::{ApiError, Body};
 use crate::cluster::ClusterHandle;
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct EnergyRequest {
-    pub on: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct EnergyApi {
@@ -42,7 +37,7 @@ async fn status(State(s): State<EnergyApi>) -> Result<Json<EnergyStatus>, ApiErr
 
 async fn set(
     State(s): State<EnergyApi>,
-    Json(req): Json<EnergyRequest>,
+    Body(req): Body<EnergyRequest>,
 ) -> Result<Json<EnergyStatus>, ApiError> {
     let on = req.on;
     s.cluster

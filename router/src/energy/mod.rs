@@ -31,6 +31,7 @@ use wisp_planner::{plan, Policy};
 use crate::cluster::ClusterHandle;
 use crate::config::RouterConfig;
 use crate::events::EventKind;
+use crate::model::host::HostStatus;
 use crate::power::PowerPlane;
 use commands::{ApplyEnergyDefault, ForgetWakeRequests, Observe};
 use config::EnergyConfig;
@@ -62,12 +63,59 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostEnergy {
     pub host: HostId,
-    pub state: String,
-    /// on, asleep, waking, unavailable (the planner's view).
-    pub power: String,
+    pub state: HostStatus,
+    /// The planner's view of its power.
+    pub power: HostPower,
     pub vms: usize,
     /// Estimated draw now; null when the energy mode has no say (failed, maintenance).
     pub watts: Option<f64>,
+}
+
+/// A host's power as the energy planner sees it (`wisp_planner::PowerState`, which has
+/// no serde of its own), in the words of `router energy status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostPower {
+    On,
+    Asleep,
+    Off,
+    Waking,
+    Unavailable,
+}
+
+impl HostPower {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Asleep => "asleep",
+            Self::Off => "off",
+            Self::Waking => "waking",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// Asleep or off: drawing (almost) nothing.
+    pub fn is_asleep(self) -> bool {
+        matches!(self, Self::Asleep | Self::Off)
+    }
+}
+
+impl std::fmt::Display for HostPower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<wisp_planner::PowerState> for HostPower {
+    fn from(p: wisp_planner::PowerState) -> Self {
+        match p {
+            wisp_planner::PowerState::On => Self::On,
+            wisp_planner::PowerState::Asleep => Self::Asleep,
+            wisp_planner::PowerState::Off => Self::Off,
+            wisp_planner::PowerState::Waking => Self::Waking,
+            wisp_planner::PowerState::Unavailable => Self::Unavailable,
+        }
+    }
 }
 
 /// What `GET /v1/energy` returns.
@@ -408,24 +456,14 @@ fn host_rows(
         .zip(w)
         .map(|(h, (_, w))| HostEnergy {
             host: h.id.clone(),
-            state: h.status.as_str().into(),
-            power: match power_state(h) {
-                wisp_planner::PowerState::On => "on",
-                wisp_planner::PowerState::Asleep => "asleep",
-                wisp_planner::PowerState::Off => "off",
-                wisp_planner::PowerState::Waking => "waking",
-                wisp_planner::PowerState::Unavailable => "unavailable",
-            }
-            .into(),
+            state: h.status,
+            power: power_state(h).into(),
             vms: h.vms.len(),
             watts: w.map(|w| w.actual),
         })
         .collect();
-    let awake = hosts.iter().filter(|h| h.power == "on").count();
-    let asleep = hosts
-        .iter()
-        .filter(|h| h.power == "asleep" || h.power == "off")
-        .count();
+    let awake = hosts.iter().filter(|h| h.power == HostPower::On).count();
+    let asleep = hosts.iter().filter(|h| h.power.is_asleep()).count();
     (hosts, awake, asleep)
 }
 

@@ -4,17 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
-use super::maintenance::{self, MaintenanceReport};
-use super::sla::SlaReport;
-use crate::api::{detached, ApiError, ApiState};
-use wisp_common::HostId;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MaintenanceRequest {
-    pub on: bool,
-}
+use super::maintenance;
+use crate::api::types::{MaintenanceReport, MaintenanceRequest, SlaReport};
+use crate::api::{detached, host_id, ApiError, ApiState, Body};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -33,9 +26,8 @@ async fn sla(State(s): State<ApiState>) -> Result<Json<SlaReport>, ApiError> {
 async fn set_maintenance(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    Json(req): Json<MaintenanceRequest>,
+    Body(req): Body<MaintenanceRequest>,
 ) -> Result<Json<MaintenanceReport>, ApiError> {
-    let host =
-        HostId::new(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let host = host_id(&name)?;
     detached(async move { maintenance::set(&s.cluster, host, req.on).await }).await
 }

@@ -2,24 +2,14 @@
 //! live-migrates every VM away, after which it can be powered off safely; `off`
 //! returns it to the pool.
 
-use serde::{Deserialize, Serialize};
 use wisp_common::error::chain;
-use wisp_common::{HostId, VmId};
+use wisp_common::HostId;
 
 use super::commands::{ChooseTarget, Evacuation, SetMaintenance};
+use crate::api::types::MaintenanceReport;
 use crate::cluster::ClusterHandle;
-use crate::vms::migrate::{migrate, MigrationReport};
+use crate::vms::migrate::migrate;
 use crate::vms::VmError;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MaintenanceReport {
-    pub host: HostId,
-    pub maintenance: bool,
-    pub migrated: Vec<MigrationReport>,
-    /// VMs that could not be moved, with the reason.
-    pub failed: Vec<(VmId, String)>,
-    pub message: String,
-}
 
 /// Turns maintenance on (evacuating the host) or off.
 pub async fn set(c: &ClusterHandle, host: HostId, on: bool) -> Result<MaintenanceReport, VmError> {

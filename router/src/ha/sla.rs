@@ -17,6 +17,7 @@ use tracing::error;
 use wisp_common::time::unix_ms;
 use wisp_common::VmId;
 
+use crate::api::types::{SlaReport, SlaRow};
 use crate::cluster::state::HostStatus;
 use crate::cluster::{Model, Op};
 use crate::events::EventKind;
@@ -78,30 +79,6 @@ impl VmSla {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SlaBook {
     pub vms: BTreeMap<VmId, VmSla>,
-}
-
-/// One row of `router sla`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlaRow {
-    pub vm: VmId,
-    pub availability_30d: f64,
-    pub availability_total: f64,
-    pub downtime_30d_s: f64,
-    pub downtime_total_s: f64,
-    pub incidents_30d: usize,
-    pub incidents_total: usize,
-    pub down_now: bool,
-    pub meets_target: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlaReport {
-    pub target: f64,
-    pub vms: Vec<SlaRow>,
-    /// Mean availability over VMs (30 days).
-    pub cluster_availability_30d: f64,
-    pub cluster_downtime_30d_s: f64,
-    pub cluster_incidents_30d: usize,
 }
 
 impl Model {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerAction, PowerState};
 use wisp_common::error::chain;
@@ -17,29 +16,10 @@ use super::commands::{GenieSession, RecordPowerAction};
 use super::status::{known, poll_power};
 use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
-use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::api::types::ActionReport;
+use crate::cluster::state::HostStatus;
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
-
-/// What a power command did and what was verified.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActionReport {
-    pub host: HostId,
-    pub action: String,
-    pub bmc: String,
-    /// Chassis power the BMC reported at the end.
-    pub power: PowerKnown,
-    /// The host's status in the cluster model afterwards.
-    pub state: HostStatus,
-    /// Whether the BMC confirmed the expected state.
-    pub verified: bool,
-    /// Time until the BMC accepted the request.
-    pub accepted_ms: u64,
-    /// Time until the expected state was confirmed (or verification gave up).
-    pub elapsed_ms: u64,
-    /// One line: what was verified, for people.
-    pub message: String,
-}
 
 /// The power state an action should end in.
 fn expected(action: PowerAction) -> PowerState {
@@ -143,7 +123,7 @@ pub async fn power_action(
         .unwrap_or(HostStatus::Unreachable);
     Ok(ActionReport {
         host: host.clone(),
-        action: action.to_string(),
+        action: action.into(),
         bmc: addr,
         power: known(seen),
         state,

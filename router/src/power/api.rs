@@ -8,34 +8,19 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use wisp_bmc::PowerAction;
-use wisp_common::HostId;
 
-use super::actions::{power_action, ActionReport};
-use super::status::{status, PowerStatusRow};
-use super::suspend::{suspend, SuspendMode, SuspendOutcome};
-use super::wake::{wake, WakeOutcome};
+use super::actions::power_action;
+use super::status::status;
+use super::suspend::suspend;
+use super::wake::wake;
 use super::PowerError;
-use crate::api::{detached, ApiError, ApiState};
+use crate::api::types::power::UnknownAction;
+use crate::api::types::{
+    ActionReport, ChassisAction, PowerStatusRow, SuspendMode, SuspendOutcome, SuspendRequest,
+    WakeOutcome, WakeRequest,
+};
+use crate::api::{detached, host_id, ApiError, ApiState, Body};
 use crate::vms::chain;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct WakeRequest {
-    /// Overrides `wake_deadline_ms` for this wake.
-    #[serde(default)]
-    pub deadline_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct SuspendRequest {
-    /// IPMI soft-off instead of suspend-to-RAM.
-    #[serde(default)]
-    pub off: bool,
-    /// Suspend even with VMs running there.
-    #[serde(default)]
-    pub force: bool,
-}
 
 impl From<PowerError> for ApiError {
     fn from(e: PowerError) -> Self {
@@ -53,10 +38,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/power/{host}/{action}", post(action))
         .route("/v1/hosts/{host}/wake", post(wake_host))
         .route("/v1/hosts/{host}/suspend", post(suspend_host))
-}
-
-fn host_id(name: &str) -> Result<HostId, ApiError> {
-    HostId::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// Timing settings from the config.
@@ -88,33 +69,23 @@ async fn action(
     State(s): State<ApiState>,
     Path((host, action)): Path<(String, String)>,
 ) -> Result<Json<ActionReport>, ApiError> {
-    let a = match action.as_str() {
-        "on" => PowerAction::On,
-        "off" => PowerAction::Off,
-        "soft" => PowerAction::Soft,
-        "cycle" => PowerAction::Cycle,
-        "reset" => PowerAction::Reset,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("unknown power action {other:?}: use on, off, soft, cycle or reset"),
-            ))
-        }
-    };
+    let a: ChassisAction = action
+        .parse()
+        .map_err(|e: UnknownAction| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let h = host_id(&host)?;
     let (_, verify) = timing(&s).await?;
-    detached(async move { power_action(&s.cluster, &s.power, &h, a, verify).await }).await
+    detached(async move { power_action(&s.cluster, &s.power, &h, a.into(), verify).await }).await
 }
 
 async fn wake_host(
     State(s): State<ApiState>,
     Path(host): Path<String>,
-    body: Option<Json<WakeRequest>>,
+    body: Option<Body<WakeRequest>>,
 ) -> Result<Json<WakeOutcome>, ApiError> {
     let h = host_id(&host)?;
     let (deadline, _) = timing(&s).await?;
     let deadline = body
-        .and_then(|b| b.deadline_ms)
+        .and_then(|Body(b)| b.deadline_ms)
         .map(Duration::from_millis)
         .unwrap_or(deadline);
     detached(async move { wake(&s.cluster, &s.power, &h, deadline).await }).await
@@ -123,10 +94,10 @@ async fn wake_host(
 async fn suspend_host(
     State(s): State<ApiState>,
     Path(host): Path<String>,
-    body: Option<Json<SuspendRequest>>,
+    body: Option<Body<SuspendRequest>>,
 ) -> Result<Json<SuspendOutcome>, ApiError> {
     let h = host_id(&host)?;
-    let req = body.map(|b| b.0).unwrap_or_default();
+    let req = body.map(|Body(b)| b).unwrap_or_default();
     let mode = if req.off {
         SuspendMode::SoftOff
     } else {

@@ -6,10 +6,11 @@
 use wisp_bmc::PowerState;
 use wisp_common::{HostId, VmId, VmRunState};
 
-use super::status::{known, BmcAnswer, PowerStatusRow};
+use super::status::{known, BmcAnswer};
 use super::suspend::SuspendMode;
 use super::wait::ms;
 use super::PowerError;
+use crate::api::types::PowerStatusRow;
 use crate::cluster::state::{HostEvent, HostStatus, PowerKnown};
 use crate::cluster::{Command, Model};
 use crate::events::EventKind;
@@ -144,7 +145,10 @@ impl Command for PrepareSuspend {
         }
         let link = match self.mode {
             SuspendMode::Ram => Some(m.link_of(&h).map_err(|e| match e {
-                VmError::HostNotUp { host, state } => PowerError::NotUp { host, state },
+                VmError::HostNotUp { host, state } => PowerError::NotUp {
+                    host,
+                    state: state.to_string(),
+                },
                 other => PowerError::Genie {
                     host: h.clone(),
                     message: other.to_string(),

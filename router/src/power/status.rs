@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use wisp_bmc::{Bmc, PowerState};
@@ -14,23 +13,9 @@ use wisp_common::HostId;
 use super::commands::RecordPowerStatus;
 use super::wait::POLL;
 use super::{PowerError, PowerPlane};
-use crate::cluster::state::{HostStatus, PowerKnown};
+use crate::api::types::PowerStatusRow;
+use crate::cluster::state::PowerKnown;
 use crate::cluster::ClusterHandle;
-
-/// One host's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PowerStatusRow {
-    pub host: HostId,
-    /// The BMC address asked (`None`: the host has no BMC configured).
-    pub bmc: Option<String>,
-    /// What the BMC said; `unknown` when it could not be asked.
-    pub power: PowerKnown,
-    /// The host's status in the cluster model after recording the answer.
-    pub state: HostStatus,
-    /// Why the BMC could not be asked (names the BMC address, never the password).
-    pub error: Option<String>,
-    pub elapsed_ms: u64,
-}
 
 /// What one BMC said (or why it was not asked), and how long asking took.
 pub(crate) struct BmcAnswer {

@@ -10,43 +10,23 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use wisp_bmc::{PowerAction, PowerState};
 use wisp_common::error::chain;
 use wisp_common::proto::{Command, Outcome};
 use wisp_common::wait::until;
-use wisp_common::{HostId, VmId};
+use wisp_common::HostId;
 
 use super::actions::bmc_of;
 use super::commands::{GenieSession, PrepareSuspend, Prepared, RecordSleep, RecordSuspendFailure};
 use super::status::{known, poll_power};
 use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
+/// The mode is the API's word and `suspend`'s parameter alike.
+pub use crate::api::types::SuspendMode;
+use crate::api::types::SuspendOutcome;
 use crate::cluster::state::PowerKnown;
 use crate::cluster::ClusterHandle;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SuspendMode {
-    /// Suspend-to-RAM through the genie (Wake-on-LAN armed first).
-    Ram,
-    /// ACPI soft-off through the BMC.
-    SoftOff,
-}
-
-/// What a suspend did and what was verified.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SuspendOutcome {
-    pub host: HostId,
-    pub mode: SuspendMode,
-    /// VMs that were running there and were suspended with the host (`--force`).
-    pub vms: Vec<VmId>,
-    /// Chassis power the BMC reported at the end (`unknown` without a BMC).
-    pub power: PowerKnown,
-    pub elapsed_ms: u64,
-    pub message: String,
-}
 
 /// Puts `host` to sleep and verifies it went quiet within `verify`.
 pub async fn suspend(

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use wisp_bmc::PowerAction;
 use wisp_common::error::chain;
@@ -20,34 +19,11 @@ use super::commands::{GenieSession, RecordWake, RecordWakeFailure, RegisteredSin
 use super::status::query;
 use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
+/// The method is the API's word and the energy executor's alike.
+pub use crate::api::types::WakeMethod;
+use crate::api::types::WakeOutcome;
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
-
-/// How the host came up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WakeMethod {
-    /// It was up already: nothing sent.
-    AlreadyUp,
-    Wol,
-    Ipmi,
-}
-
-/// What a wake did and how long the host took to register.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WakeOutcome {
-    pub host: HostId,
-    pub method: WakeMethod,
-    /// Magic packets sent (raw 0x0842 frames + UDP datagrams); 0 if WoL was not used.
-    pub wol_packets: u32,
-    /// Why WoL could not be sent, if it could not.
-    pub wol_error: Option<String>,
-    /// Whether IPMI power-on was used because WoL did not bring the genie up in time.
-    pub fallback: bool,
-    /// From the start of the wake to the genie's registration.
-    pub registered_ms: u64,
-    pub message: String,
-}
 
 /// The genie session a host has now (to tell a new registration from an old link).
 async fn session_now(cluster: &ClusterHandle, host: &HostId) -> Result<Option<u64>, PowerError> {

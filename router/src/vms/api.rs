@@ -4,43 +4,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use wisp_common::proto::MigrationProgress;
-use wisp_common::{HostId, VmId, VmSpec};
 
 use super::{chain, VmError};
-use crate::api::{detached, ApiError, ApiState};
-use crate::cluster::views::VmView;
-use crate::events::Event;
-use crate::store::VmRecord;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreateRequest {
-    pub spec: VmSpec,
-    #[serde(default)]
-    pub host: Option<HostId>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MigrateRequest {
-    pub to: HostId,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct StopRequest {
-    #[serde(default)]
-    pub force: bool,
-}
-
-/// Everything about one VM.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VmDetail {
-    pub views: Vec<VmView>,
-    pub record: Option<VmRecord>,
-    pub op: Option<crate::cluster::Op>,
-    pub migration: Option<MigrationProgress>,
-    pub events: Vec<Event>,
-}
+use crate::api::types::{
+    CreateRequest, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmView,
+};
+use crate::api::views::vm_views;
+use crate::api::{detached, vm_id, ApiError, ApiState, Body};
 
 impl From<VmError> for ApiError {
     fn from(e: VmError) -> Self {
@@ -61,14 +31,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/vms/{name}/migrate", post(migrate))
 }
 
-fn vm_id(name: &str) -> Result<VmId, ApiError> {
-    VmId::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
-}
-
 async fn create(
     State(s): State<ApiState>,
-    Json(req): Json<CreateRequest>,
-) -> Result<Json<super::OpReport>, ApiError> {
+    Body(req): Body<CreateRequest>,
+) -> Result<Json<OpReport>, ApiError> {
     let c = s.cluster;
     detached(async move { super::create(&c, req.spec, req.host).await }).await
 }
@@ -76,7 +42,7 @@ async fn create(
 async fn start(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<super::OpReport>, ApiError> {
+) -> Result<Json<OpReport>, ApiError> {
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::start(&c, vm).await }).await
 }
@@ -84,9 +50,9 @@ async fn start(
 async fn stop(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    body: Option<Json<StopRequest>>,
-) -> Result<Json<super::OpReport>, ApiError> {
-    let force = body.map(|b| b.force).unwrap_or(false);
+    body: Option<Body<StopRequest>>,
+) -> Result<Json<OpReport>, ApiError> {
+    let force = body.map(|Body(b)| b.force).unwrap_or(false);
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::stop(&c, vm, force).await }).await
 }
@@ -94,7 +60,7 @@ async fn stop(
 async fn restart(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<super::OpReport>, ApiError> {
+) -> Result<Json<OpReport>, ApiError> {
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::restart(&c, vm).await }).await
 }
@@ -102,7 +68,7 @@ async fn restart(
 async fn delete(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<super::OpReport>, ApiError> {
+) -> Result<Json<OpReport>, ApiError> {
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::delete(&c, vm).await }).await
 }
@@ -110,8 +76,8 @@ async fn delete(
 async fn migrate(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    Json(req): Json<MigrateRequest>,
-) -> Result<Json<super::migrate::MigrationReport>, ApiError> {
+    Body(req): Body<MigrateRequest>,
+) -> Result<Json<MigrationReport>, ApiError> {
     let settings = s
         .cluster
         .with(|m| m.config.migration)
@@ -126,35 +92,19 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<VmDetail>, ApiError> {
     let vm = vm_id(&name)?;
-    let detail = s
-        .cluster
-        .with(move |m| {
-            let views: Vec<VmView> = m.vm_views().into_iter().filter(|v| v.name == vm).collect();
-            let record = m.persisted.vms.get(&vm).cloned();
-            if views.is_empty() && record.is_none() {
-                return None;
-            }
-            Some(VmDetail {
-                views,
-                record,
-                op: m.claims.op(&vm).cloned(),
-                migration: m.progress.get(&vm).cloned(),
-                events: {
-                    let mut evs: Vec<Event> = m
-                        .events
-                        .iter()
-                        .rev()
-                        .filter(|e| e.vm.as_ref() == Some(&vm))
-                        .take(20)
-                        .cloned()
-                        .collect();
-                    evs.reverse();
-                    evs
-                },
-            })
-        })
-        .await
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let snap = s.cluster.snapshot();
+    let views: Vec<VmView> = vm_views(&snap)
+        .into_iter()
+        .filter(|v| v.name == vm)
+        .collect();
+    let record = snap.records.get(&vm).cloned();
+    let detail = (!views.is_empty() || record.is_some()).then(|| VmDetail {
+        views,
+        record,
+        op: snap.ops.get(&vm).cloned(),
+        migration: snap.progress.get(&vm).cloned(),
+        events: snap.vm_events(&vm, 20),
+    });
     detail
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no VM named {name}")))

@@ -8,7 +8,7 @@ use wisp_common::proto::MigrationProgress;
 use wisp_common::time::unix_ms;
 use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 
-use super::{placement, VmError};
+use super::{placement, NotRunning, VmError};
 use crate::cluster::{Claim, Command, Model, Op};
 use crate::events::EventKind;
 use crate::link::GenieLink;
@@ -51,7 +51,7 @@ impl Command for PlanCreate {
                         .find(|c| c.host == id)
                         .ok_or_else(|| VmError::HostNotUp {
                             host: id.clone(),
-                            state: m.cluster.hosts[&id].status().as_str().into(),
+                            state: m.cluster.hosts[&id].status(),
                         })?;
                 placement::check(cand, s.resources()).map_err(VmError::Placement)?;
                 id
@@ -300,8 +300,11 @@ impl Command for PlanMigrate {
                 vm: v.clone(),
                 state: seen
                     .first()
-                    .map(|(h, s)| format!("{} on {h}", s.state))
-                    .unwrap_or_else(|| "not running anywhere".into()),
+                    .map(|(h, s)| NotRunning::Reported {
+                        host: h.clone(),
+                        state: s.state.clone(),
+                    })
+                    .unwrap_or(NotRunning::Nowhere),
             })?;
         if from == to {
             return Err(VmError::SameHost {
@@ -312,7 +315,7 @@ impl Command for PlanMigrate {
         if rec.desired != Desired::Running {
             return Err(VmError::NotRunning {
                 vm: v.clone(),
-                state: "desired stopped".into(),
+                state: NotRunning::DesiredStopped,
             });
         }
         let cands = m.candidates(Some(&v));
@@ -321,7 +324,7 @@ impl Command for PlanMigrate {
             .find(|c| c.host == to)
             .ok_or_else(|| VmError::HostNotUp {
                 host: to.clone(),
-                state: m.cluster.hosts[&to].status().as_str().into(),
+                state: m.cluster.hosts[&to].status(),
             })?;
         placement::check(cand, rec.spec.resources()).map_err(VmError::Placement)?;
         let src = m.link_of(&from)?;

@@ -6,32 +6,16 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use wisp_common::proto::{Command, MigrationProgress, Outcome};
 use wisp_common::{HostId, VmId};
 
 use super::commands::{EndMigration, MigrationPlan, NoteProgress, PlanMigrate};
 use super::VmError;
+use crate::api::types::MigrationReport;
 use crate::cluster::ClusterHandle;
 use crate::config::MigrationConfig;
 use crate::events::EventKind;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MigrationReport {
-    pub vm: VmId,
-    pub from: HostId,
-    pub to: HostId,
-    /// QEMU's total migration time.
-    pub total_ms: u64,
-    /// QEMU's measured guest pause at switch-over.
-    pub downtime_ms: u64,
-    /// From the request to the source genie being told to migrate (includes starting
-    /// the destination qemu).
-    pub to_migrate_command_ms: u64,
-    /// From the request to the placement being recorded.
-    pub elapsed_ms: u64,
-}
 
 /// Live-migrates `vm` to host `to`.
 pub async fn migrate(

@@ -15,9 +15,12 @@ pub mod reconcile;
 
 pub use ops::*;
 
-use wisp_common::{HostId, VmId};
+use std::fmt;
+
+use wisp_common::{HostId, VmId, VmRunState};
 
 use crate::link::LinkError;
+use crate::model::host::HostStatus;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +32,7 @@ pub enum VmError {
     #[error("no host named {host} in the inventory")]
     UnknownHost { host: HostId },
     #[error("host {host} cannot take VMs now: its state is {state}, not up")]
-    HostNotUp { host: HostId, state: String },
+    HostNotUp { host: HostId, state: HostStatus },
     #[error("placement failed")]
     Placement(#[source] placement::PlacementError),
     #[error(
@@ -43,7 +46,7 @@ pub enum VmError {
     #[error("VM {vm} is busy ({op}); try again when that finishes")]
     Busy { vm: VmId, op: crate::cluster::Op },
     #[error("VM {vm} is not running (it is {state})")]
-    NotRunning { vm: VmId, state: String },
+    NotRunning { vm: VmId, state: NotRunning },
     #[error("VM {vm} already runs on {host}")]
     SameHost { vm: VmId, host: HostId },
     #[error("VM {vm} on {host}: {message}")]
@@ -82,6 +85,28 @@ pub enum VmError {
     BadSpec { reason: String },
     #[error("the router is shutting down")]
     Shutdown,
+}
+
+/// Why a VM that should be running for an operation (a migration) is not, as the
+/// error's "it is ..." clause words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRunning {
+    /// A connected genie reports it in another state.
+    Reported { host: HostId, state: VmRunState },
+    /// No connected genie reports it.
+    Nowhere,
+    /// Its desired state is stopped.
+    DesiredStopped,
+}
+
+impl fmt::Display for NotRunning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reported { host, state } => write!(f, "{state} on {host}"),
+            Self::Nowhere => f.write_str("not running anywhere"),
+            Self::DesiredStopped => f.write_str("desired stopped"),
+        }
+    }
 }
 
 impl From<crate::cluster::Busy> for VmError {

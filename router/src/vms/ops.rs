@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use wisp_common::proto::{Command, Outcome, VmStatus};
 use wisp_common::{HostId, VmId, VmSpec};
 
@@ -13,6 +12,7 @@ use super::commands::{
     Forget, Placed, PlanCreate, PlanStart, PlanStop, StartPlan, StopPlan, UndoCreate,
 };
 use super::VmError;
+use crate::api::types::{OpKind, OpReport};
 use crate::cluster::state::HostStatus;
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
@@ -20,16 +20,6 @@ use crate::link::GenieLink;
 
 /// How long a guest gets to shut down after ACPI power-down before `quit`.
 pub const GRACEFUL_STOP_MS: u64 = 30_000;
-
-/// What a lifecycle command did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpReport {
-    pub vm: VmId,
-    pub host: Option<HostId>,
-    pub action: String,
-    pub elapsed_ms: u64,
-    pub message: String,
-}
 
 impl Model {
     /// The genie link of an up host.
@@ -46,7 +36,7 @@ impl Model {
             ) => Ok(l.handle.clone()),
             _ => Err(VmError::HostNotUp {
                 host: host.clone(),
-                state: h.status().as_str().into(),
+                state: h.status(),
             }),
         }
     }
@@ -174,7 +164,7 @@ async fn finish(
     c: &ClusterHandle,
     vm: &VmId,
     host: &HostId,
-    action: &str,
+    action: OpKind,
     t0: Instant,
     result: Result<(), VmError>,
 ) -> Result<OpReport, VmError> {
@@ -182,9 +172,9 @@ async fn finish(
     let (kind, message) = match &result {
         Ok(()) => (
             match action {
-                "stop" => EventKind::VmStopped,
-                "delete" => EventKind::VmDeleted,
-                _ => EventKind::VmStarted,
+                OpKind::Stop => EventKind::VmStopped,
+                OpKind::Delete => EventKind::VmDeleted,
+                OpKind::Create | OpKind::Start | OpKind::Restart => EventKind::VmStarted,
             },
             format!("{action} of {vm} on {host} done in {elapsed_ms} ms"),
         ),
@@ -198,7 +188,7 @@ async fn finish(
     result.map(|()| OpReport {
         vm: vm.clone(),
         host: Some(host.clone()),
-        action: action.into(),
+        action,
         elapsed_ms,
         message,
     })
@@ -240,7 +230,7 @@ pub async fn create(
             })
             .await;
     }
-    finish(c, &vm, &host, "create", t0, r).await
+    finish(c, &vm, &host, OpKind::Create, t0, r).await
 }
 
 /// Sets a VM's desired state to running and starts it where it is placed (or on a
@@ -263,12 +253,12 @@ pub async fn start(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
             spec,
         } => {
             let r = start_on(&link, &host, spec, epoch).await;
-            finish(c, &vm, &host, "start", t0, r).await
+            finish(c, &vm, &host, OpKind::Start, t0, r).await
         }
         StartPlan::Already(host) => Ok(OpReport {
             vm: vm.clone(),
             host: Some(host.clone()),
-            action: "start".into(),
+            action: OpKind::Start,
             elapsed_ms: 0,
             message: format!("{vm} already runs on {host}"),
         }),
@@ -302,7 +292,7 @@ async fn stop_or_delete(
         })
         .await
         .ok_or(VmError::Shutdown)??;
-    let action = if delete { "delete" } else { "stop" };
+    let action = if delete { OpKind::Delete } else { OpKind::Stop };
     let mut last_host = None;
     let mut result = Ok(());
     for (host, link) in &targets {
@@ -326,7 +316,7 @@ async fn stop_or_delete(
             Ok(OpReport {
                 vm: vm.clone(),
                 host: None,
-                action: action.into(),
+                action,
                 elapsed_ms: t0.elapsed().as_millis() as u64,
                 message: format!("{vm} was not running; {action} recorded"),
             })
@@ -339,7 +329,7 @@ pub async fn restart(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
     let t0 = Instant::now();
     stop(c, vm.clone(), false).await?;
     let mut r = start(c, vm).await?;
-    r.action = "restart".into();
+    r.action = OpKind::Restart;
     r.elapsed_ms = t0.elapsed().as_millis() as u64;
     Ok(r)
 }

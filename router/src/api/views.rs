@@ -1,63 +1,14 @@
-//! JSON views of the cluster served by the API and printed by the CLI (shapes
-//! documented in docs/CONTRACTS.md): projections of a published [`Snapshot`], so
-//! reading them never waits for the cluster task.
-
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
-use wisp_common::{HostId, VmId};
+//! The API's views are projections of the snapshot the cluster task publishes: the host
+//! rows, the VM rows and the status summary (shapes in `types`). Reading them never
+//! waits for the cluster task, which may be busy applying reports.
 
 use std::collections::HashSet;
 
-use super::snapshot::Snapshot;
-use super::state::{HostStatus, PowerKnown};
-use crate::store::Desired;
+use super::types::{HostView, StatusView, VmView, VmViewState};
+use crate::cluster::snapshot::Snapshot;
+use crate::model::host::HostStatus;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostView {
-    pub name: HostId,
-    pub state: HostStatus,
-    pub power: PowerKnown,
-    pub address: String,
-    pub last_report_age_ms: Option<u64>,
-    pub genie_version: Option<String>,
-    pub cpu_percent: Option<f32>,
-    pub mem_total_bytes: Option<u64>,
-    pub mem_used_bytes: Option<u64>,
-    pub mem_available_bytes: Option<u64>,
-    pub load_avg: Option<[f64; 3]>,
-    pub uptime_s: Option<u64>,
-    pub vms: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VmView {
-    pub name: VmId,
-    /// Where it runs (or, if it runs nowhere, where it is placed).
-    pub host: Option<HostId>,
-    pub state: String,
-    pub vcpus: u32,
-    pub mem_mib: u64,
-    pub cpu_time_ms: Option<u64>,
-    pub pid: Option<u32>,
-    pub qmp_socket: Option<PathBuf>,
-    pub desired: Option<Desired>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusView {
-    pub version: String,
-    pub uptime_s: u64,
-    pub hosts_total: usize,
-    pub hosts_up: usize,
-    pub vms_total: usize,
-    pub vms_running: usize,
-    pub energy_mode: bool,
-    pub reports_accepted: u64,
-    pub reports_dropped: u64,
-}
-
-/// The hosts, as `router hosts` shows them.
+/// One row per configured host.
 pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
     snap.hosts
         .iter()
@@ -74,6 +25,7 @@ pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
             mem_available_bytes: h.metrics.as_ref().map(|m| m.mem_available_bytes),
             load_avg: h.metrics.as_ref().map(|m| m.load_avg),
             uptime_s: h.metrics.as_ref().map(|m| m.uptime_s),
+            // What a silent host last reported is not current.
             vms: if h.status == HostStatus::Up || h.status == HostStatus::Suspect {
                 h.vms.len()
             } else {
@@ -83,8 +35,8 @@ pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
         .collect()
 }
 
-/// Every VM: each copy a connected genie reports, and each managed VM that runs
-/// nowhere, as `router vms` shows them.
+/// One row per VM known anywhere: every copy a connected genie reports, then every
+/// stored VM seen nowhere (`not running`), sorted by name and host.
 pub fn vm_views(snap: &Snapshot) -> Vec<VmView> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
@@ -98,7 +50,7 @@ pub fn vm_views(snap: &Snapshot) -> Vec<VmView> {
             out.push(VmView {
                 name: v.id.clone(),
                 host: Some(h.name.clone()),
-                state: v.state.to_string(),
+                state: VmViewState::Reported(v.state.clone()),
                 vcpus: v.vcpus,
                 mem_mib: v.mem_mib,
                 cpu_time_ms: Some(v.cpu_time_ms),
@@ -113,7 +65,7 @@ pub fn vm_views(snap: &Snapshot) -> Vec<VmView> {
             out.push(VmView {
                 name: id.clone(),
                 host: r.host.clone(),
-                state: "not running".into(),
+                state: VmViewState::NotRunning,
                 vcpus: r.spec.vcpus,
                 mem_mib: r.spec.mem_mib,
                 cpu_time_ms: None,
@@ -127,7 +79,7 @@ pub fn vm_views(snap: &Snapshot) -> Vec<VmView> {
     out
 }
 
-/// The one-screen summary of `router status`.
+/// The one-paragraph summary of `router status`.
 pub fn status_view(snap: &Snapshot) -> StatusView {
     let vms = vm_views(snap);
     StatusView {
@@ -143,7 +95,7 @@ pub fn status_view(snap: &Snapshot) -> StatusView {
             .filter(|h| h.status == HostStatus::Up)
             .count(),
         vms_total: vms.len(),
-        vms_running: vms.iter().filter(|v| v.state == "running").count(),
+        vms_running: vms.iter().filter(|v| v.state.is_running()).count(),
         energy_mode: snap.energy_mode,
         reports_accepted: snap.reports_accepted,
         reports_dropped: snap.reports_dropped,

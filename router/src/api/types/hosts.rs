@@ -1,0 +1,83 @@
+//! Host and cluster shapes of the API: the host rows of `GET /v1/hosts`, the summary of
+//! `GET /v1/status`, maintenance (`POST /v1/hosts/{name}/maintenance`) and the SLA
+//! report of `GET /v1/sla`.
+
+use serde::{Deserialize, Serialize};
+use wisp_common::{HostId, VmId};
+
+use super::vms::MigrationReport;
+use crate::model::host::{HostStatus, PowerKnown};
+
+/// One row of `GET /v1/hosts` (`router hosts --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub name: HostId,
+    pub state: HostStatus,
+    pub power: PowerKnown,
+    pub address: String,
+    pub last_report_age_ms: Option<u64>,
+    pub genie_version: Option<String>,
+    pub cpu_percent: Option<f32>,
+    pub mem_total_bytes: Option<u64>,
+    pub mem_used_bytes: Option<u64>,
+    pub mem_available_bytes: Option<u64>,
+    pub load_avg: Option<[f64; 3]>,
+    pub uptime_s: Option<u64>,
+    pub vms: usize,
+}
+
+/// `GET /v1/status` (`router status --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub uptime_s: u64,
+    pub hosts_total: usize,
+    pub hosts_up: usize,
+    pub vms_total: usize,
+    pub vms_running: usize,
+    pub energy_mode: bool,
+    pub reports_accepted: u64,
+    pub reports_dropped: u64,
+}
+
+/// `POST /v1/hosts/{name}/maintenance`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MaintenanceRequest {
+    pub on: bool,
+}
+
+/// What turning maintenance on or off did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceReport {
+    pub host: HostId,
+    pub maintenance: bool,
+    pub migrated: Vec<MigrationReport>,
+    /// VMs that could not be moved, with the reason.
+    pub failed: Vec<(VmId, String)>,
+    pub message: String,
+}
+
+/// One row of `router sla`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaRow {
+    pub vm: VmId,
+    pub availability_30d: f64,
+    pub availability_total: f64,
+    pub downtime_30d_s: f64,
+    pub downtime_total_s: f64,
+    pub incidents_30d: usize,
+    pub incidents_total: usize,
+    pub down_now: bool,
+    pub meets_target: bool,
+}
+
+/// `GET /v1/sla`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaReport {
+    pub target: f64,
+    pub vms: Vec<SlaRow>,
+    /// Mean availability over VMs (30 days).
+    pub cluster_availability_30d: f64,
+    pub cluster_downtime_30d_s: f64,
+    pub cluster_incidents_30d: usize,
+}
