@@ -47,3 +47,17 @@ impl Job {
         }
     }
 }
+
+/// For unit tests only: a command that runs a test's closure, to set the model up or
+/// look into it in one step. Production code has no such door.
+#[cfg(test)]
+pub(crate) struct Inspect<F>(pub F);
+
+#[cfg(test)]
+impl<R: Send + 'static, F: FnOnce(&mut Model) -> R + Send + 'static> Command for Inspect<F> {
+    type Output = R;
+    const NAME: &'static str = "test inspection";
+    fn apply(self, m: &mut Model) -> R {
+        (self.0)(m)
+    }
+}

@@ -66,6 +66,8 @@ enum Msg {
 pub struct ClusterHandle {
     tx: mpsc::Sender<Msg>,
     inventory: Arc<HashSet<HostId>>,
+    /// The configuration the task was started with (fixed for its life).
+    config: Arc<RouterConfig>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
@@ -76,6 +78,11 @@ impl std::fmt::Debug for ClusterHandle {
 }
 
 impl ClusterHandle {
+    /// The router's configuration (fixed for the life of the task).
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
     /// Names of the configured hosts (fixed for the life of the task).
     pub fn inventory(&self) -> Arc<HashSet<HostId>> {
         self.inventory.clone()
@@ -157,25 +164,6 @@ impl ClusterHandle {
             .send(Msg::Run(command::Job::new(cmd, reply)))
             .await
             .ok()?;
-        rx.await.ok()
-    }
-
-    /// Transitional: runs a closure on the model. Being replaced by typed commands.
-    pub async fn with<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Model) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (reply, rx) = oneshot::channel();
-        let job = command::Job {
-            name: "closure",
-            run: Box::new(move |m: &mut Model| {
-                let out = f(m);
-                Box::new(move || {
-                    let _ = reply.send(out);
-                })
-            }),
-        };
-        self.tx.send(Msg::Run(job)).await.ok()?;
         rx.await.ok()
     }
 }
@@ -295,6 +283,7 @@ pub fn spawn(
         ClusterHandle {
             tx,
             inventory,
+            config: Arc::new(config.clone()),
             snapshot,
         },
         join,

@@ -29,7 +29,7 @@ async fn status(State(s): State<EnergyApi>) -> Result<Json<EnergyStatus>, ApiErr
     // Mode and host states from the model now, not from the last sample.
     let obs = s
         .cluster
-        .with(|m| super::view::observe(m))
+        .run(super::commands::Observe)
         .await
         .ok_or_else(shutting_down)?;
     Ok(Json(s.energy.status_from(&obs)))
@@ -41,22 +41,7 @@ async fn set(
 ) -> Result<Json<EnergyStatus>, ApiError> {
     let on = req.on;
     s.cluster
-        .with(move |m| {
-            // The choice is stored with the mode: the config default no longer applies.
-            let r = m.update(|p| {
-                p.energy_mode = on;
-                p.energy_chosen = true;
-            });
-            if r.is_ok() {
-                m.event(
-                    crate::events::EventKind::Power,
-                    None,
-                    None,
-                    format!("energy mode turned {}", if on { "on" } else { "off" }),
-                );
-            }
-            r
-        })
+        .run(super::commands::ChooseEnergyMode { on })
         .await
         .ok_or_else(shutting_down)?
         .map_err(|e| {

@@ -97,3 +97,28 @@ impl Command for SleepBlocker {
         None
     }
 }
+
+/// The operator chose the energy mode: stored with the choice itself, so the config
+/// default no longer applies, and recorded as an event.
+pub(crate) struct ChooseEnergyMode {
+    pub on: bool,
+}
+
+impl Command for ChooseEnergyMode {
+    type Output = Result<(), crate::store::StoreError>;
+    const NAME: &'static str = "choose the energy mode";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        let on = self.on;
+        m.update(|p| {
+            p.energy_mode = on;
+            p.energy_chosen = true;
+        })?;
+        m.event(
+            crate::events::EventKind::Power,
+            None,
+            None,
+            format!("energy mode turned {}", if on { "on" } else { "off" }),
+        );
+        Ok(())
+    }
+}

@@ -17,7 +17,7 @@ pub fn routes() -> Router<ApiState> {
 
 async fn sla(State(s): State<ApiState>) -> Result<Json<SlaReport>, ApiError> {
     s.cluster
-        .with(|m| m.sla_report())
+        .run(super::commands::SlaNow)
         .await
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))

@@ -117,3 +117,14 @@ impl Command for ChooseTarget {
         placement::choose(&m.candidates(Some(&self.vm)), need)
     }
 }
+
+/// The SLA report as of now (the book is kept by the cluster task's tick).
+pub(crate) struct SlaNow;
+
+impl Command for SlaNow {
+    type Output = crate::api::types::SlaReport;
+    const NAME: &'static str = "report availability";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        m.sla_report()
+    }
+}

@@ -40,17 +40,13 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/hosts/{host}/suspend", post(suspend_host))
 }
 
-/// Timing settings from the config.
-async fn timing(s: &ApiState) -> Result<(Duration, Duration), ApiError> {
-    s.cluster
-        .with(|m| {
-            (
-                Duration::from_millis(m.config.wake_deadline_ms),
-                Duration::from_millis(m.config.power_verify_ms),
-            )
-        })
-        .await
-        .ok_or_else(|| PowerError::Shutdown.into())
+/// Timing settings from the config: the wake deadline and the power verification.
+fn timing(s: &ApiState) -> (Duration, Duration) {
+    let c = s.cluster.config();
+    (
+        Duration::from_millis(c.wake_deadline_ms),
+        Duration::from_millis(c.power_verify_ms),
+    )
 }
 
 async fn status_all(State(s): State<ApiState>) -> Result<Json<Vec<PowerStatusRow>>, ApiError> {
@@ -73,7 +69,7 @@ async fn action(
         .parse()
         .map_err(|e: UnknownAction| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let h = host_id(&host)?;
-    let (_, verify) = timing(&s).await?;
+    let (_, verify) = timing(&s);
     detached(async move { power_action(&s.cluster, &s.power, &h, a.into(), verify).await }).await
 }
 
@@ -83,7 +79,7 @@ async fn wake_host(
     body: Option<Body<WakeRequest>>,
 ) -> Result<Json<WakeOutcome>, ApiError> {
     let h = host_id(&host)?;
-    let (deadline, _) = timing(&s).await?;
+    let (deadline, _) = timing(&s);
     let deadline = body
         .and_then(|Body(b)| b.deadline_ms)
         .map(Duration::from_millis)
@@ -103,6 +99,6 @@ async fn suspend_host(
     } else {
         SuspendMode::Ram
     };
-    let (_, verify) = timing(&s).await?;
+    let (_, verify) = timing(&s);
     detached(async move { suspend(&s.cluster, &s.power, &h, mode, req.force, verify).await }).await
 }

@@ -10,7 +10,8 @@ use wisp_common::proto::Report;
 use wisp_common::HostId;
 
 use super::{MemStore, SharedMemStore, Store, StoreError};
-use crate::cluster::ClusterHandle;
+use crate::cluster::command::Inspect;
+use crate::cluster::{ClusterHandle, Model};
 use crate::config::RouterConfig;
 use crate::events::EventKind;
 use crate::link::GenieLink;
@@ -36,21 +37,24 @@ fn messages(store: &SharedMemStore) -> Vec<String> {
 async fn disk_full_rolls_the_change_back_and_loses_no_event() {
     let mem = MemStore::default().shared();
     let (c, _stop) = cluster(mem.clone());
-    c.with(|m| m.update(|p| p.next_epoch = 5))
+    c.run(Inspect(|m: &mut Model| m.update(|p| p.next_epoch = 5)))
         .await
         .unwrap()
         .unwrap();
-    let store = c.with(|m| m.store.clone()).await.unwrap();
+    let store = c
+        .run(Inspect(|m: &mut Model| m.store.clone()))
+        .await
+        .unwrap();
 
     mem.lock().unwrap().fail_writes = true;
     let (result, epoch) = c
-        .with(|m| {
+        .run(Inspect(|m: &mut Model| {
             let r = m.update(|p| p.next_epoch = 6);
             (
                 r.map_err(|e| wisp_common::error::chain(&e)),
                 m.persisted.next_epoch,
             )
-        })
+        }))
         .await
         .unwrap();
     let e = result.unwrap_err();
@@ -78,7 +82,7 @@ async fn disk_full_rolls_the_change_back_and_loses_no_event() {
     mem.lock().unwrap().fail_writes = false;
     store.flush().await.unwrap();
     assert!(messages(&mem).contains(&"while the disk is full".to_string()));
-    c.with(|m| m.update(|p| p.next_epoch = 7))
+    c.run(Inspect(|m: &mut Model| m.update(|p| p.next_epoch = 7)))
         .await
         .unwrap()
         .unwrap();
@@ -106,9 +110,11 @@ async fn reports_are_applied_promptly_while_the_store_is_slow() {
         c.record(EventKind::Power, None, None, format!("slow {i}"))
             .await;
     }
-    c.with(|m| m.store.save_sla(m.sla.clone()).unwrap())
-        .await
-        .unwrap();
+    c.run(Inspect(|m: &mut Model| {
+        m.store.save_sla(m.sla.clone()).unwrap()
+    }))
+    .await
+    .unwrap();
 
     for gen in 1..=50 {
         let report = Report {
@@ -119,7 +125,10 @@ async fn reports_are_applied_promptly_while_the_store_is_slow() {
         };
         c.report(h1.clone(), session, report).await;
     }
-    let accepted = c.with(|m| m.reports_accepted).await.unwrap();
+    let accepted = c
+        .run(Inspect(|m: &mut Model| m.reports_accepted))
+        .await
+        .unwrap();
     let took = t.elapsed();
     assert_eq!(accepted, 50);
     // With the writes on the cluster task the reports would wait for at least
@@ -127,7 +136,10 @@ async fn reports_are_applied_promptly_while_the_store_is_slow() {
     assert!(took < SLOW / 2, "reports waited {took:?} behind the store");
 
     // Nothing was lost, and the queued events shared appends.
-    let store = c.with(|m| m.store.clone()).await.unwrap();
+    let store = c
+        .run(Inspect(|m: &mut Model| m.store.clone()))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     let got = messages(&mem);
     let slow: Vec<&String> = got.iter().filter(|m| m.starts_with("slow")).collect();

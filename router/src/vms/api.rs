@@ -78,11 +78,7 @@ async fn migrate(
     Path(name): Path<String>,
     Body(req): Body<MigrateRequest>,
 ) -> Result<Json<MigrationReport>, ApiError> {
-    let settings = s
-        .cluster
-        .with(|m| m.config.migration)
-        .await
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let settings = s.cluster.config().migration;
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::migrate::migrate(&c, vm, req.to, settings).await }).await
 }

@@ -365,8 +365,8 @@ async fn drop_stale(link: &GenieLink, host: &HostId, vm: &VmId) -> Result<(), Vm
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::cluster::command::Inspect;
     use crate::cluster::state::{HostEvent, LinkEntry};
-    use crate::cluster::Command;
     use crate::config::RouterConfig;
     use crate::store::{MemStore, PersistedState, Store, VmRecord};
     use wisp_common::proto::VmStatus;
@@ -446,18 +446,6 @@ mod tests {
             .collect();
     }
 
-    /// Sets up and inspects the model in one step (tests only: production code
-    /// reaches the model through named commands).
-    struct Setup<F>(F);
-
-    impl<R: Send + 'static, F: FnOnce(&mut Model) -> R + Send + 'static> Command for Setup<F> {
-        type Output = R;
-        const NAME: &'static str = "test setup";
-        fn apply(self, m: &mut Model) -> R {
-            (self.0)(m)
-        }
-    }
-
     /// What the reconciler does in one pass: (action, host), and the placement after.
     fn pass(m: &mut Model) -> (Vec<(&'static str, HostId)>, Option<HostId>, u64) {
         // Each pass starts with no VM held: the claims of the last one are dropped.
@@ -479,7 +467,7 @@ mod tests {
     async fn a_completed_unrecorded_migration_is_adopted_and_its_source_dropped() {
         let (c, _stop) = cluster().await;
         let (first, second) = c
-            .run(Setup(|m: &mut Model| {
+            .run(Inspect(|m: &mut Model| {
                 // QEMU left the source paused in postmigrate; the destination runs.
                 report(m, "h1", true, Some((VmRunState::Postmigrate, 1)));
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
@@ -499,7 +487,7 @@ mod tests {
     async fn a_running_copy_is_adopted_when_its_source_is_gone() {
         let (c, _stop) = cluster().await;
         let r = c
-            .run(Setup(|m: &mut Model| {
+            .run(Inspect(|m: &mut Model| {
                 report(m, "h1", true, None);
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
                 pass(m)
@@ -513,7 +501,7 @@ mod tests {
     async fn a_waiting_destination_is_never_adopted_even_while_the_source_is_unseen() {
         let (c, _stop) = cluster().await;
         let r = c
-            .run(Setup(|m: &mut Model| {
+            .run(Inspect(|m: &mut Model| {
                 // The source genie is restarting: its VM is not reported for a moment.
                 report(m, "h1", false, None);
                 report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
@@ -532,7 +520,7 @@ mod tests {
     async fn a_waiting_destination_beside_a_running_source_is_dropped() {
         let (c, _stop) = cluster().await;
         let r = c
-            .run(Setup(|m: &mut Model| {
+            .run(Inspect(|m: &mut Model| {
                 report(m, "h1", true, Some((VmRunState::Running, 1)));
                 report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
                 pass(m)
@@ -546,7 +534,7 @@ mod tests {
     async fn two_running_copies_are_left_alone_rather_than_guessed_at() {
         let (c, _stop) = cluster().await;
         let r = c
-            .run(Setup(|m: &mut Model| {
+            .run(Inspect(|m: &mut Model| {
                 report(m, "h1", true, Some((VmRunState::Running, 1)));
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
                 pass(m)
