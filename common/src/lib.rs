@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod mac;
 pub mod proto;
 pub mod resources;
 pub mod secret;
@@ -16,5 +17,6 @@ pub mod vm;
 pub mod wait;
 
 pub use ids::{HostId, IdError, VmId};
+pub use mac::{MacAddr, MacParseError};
 pub use resources::Resources;
 pub use vm::{VmRunState, VmSpec};

@@ -4,60 +4,13 @@
 mod send;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 pub use send::WolWaker;
 
 use crate::bmc::BoxFuture;
 
-/// An Ethernet MAC address (`02:77:00:00:00:01`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MacAddr({self})")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid MAC address {input:?}: expected six hex bytes like 02:77:00:00:00:01")]
-pub struct MacParseError {
-    pub input: String,
-}
-
-impl FromStr for MacAddr {
-    type Err = MacParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacParseError {
-            input: s.to_owned(),
-        };
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(err());
-        }
-        let mut out = [0u8; 6];
-        for (o, p) in out.iter_mut().zip(parts) {
-            if p.len() != 2 {
-                return Err(err());
-            }
-            *o = u8::from_str_radix(p, 16).map_err(|_| err())?;
-        }
-        Ok(MacAddr(out))
-    }
-}
+pub use wisp_common::mac::{MacAddr, MacParseError};
 
 /// The magic packet payload: 6 × 0xFF, 16 × the target MAC (102 bytes), then the
 /// optional 6-byte SecureOn password (108 bytes).

@@ -53,7 +53,7 @@ impl PowerPlane {
         let mut bmcs: HashMap<HostId, Arc<dyn Bmc>> = HashMap::new();
         let mut macs = HashMap::new();
         for h in &cfg.hosts {
-            macs.insert(h.name.clone(), MacAddr(h.mac.0));
+            macs.insert(h.name.clone(), h.mac);
             let Some(addr) = h.bmc_addr() else { continue };
             let addr = addr.map_err(|reason| PowerSetupError::Bmc {
                 host: h.name.clone(),
