@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use wisp_planner::{plan, ClusterView, HostIx, HostView, Policy, PowerModel, PowerState, VmView};
+use wisp_planner::{plan, ClusterView, HostIx, PlanHost, PlanPower, PlanVm, Policy, PowerModel};
 
 struct Rng(u64);
 impl Rng {
@@ -20,16 +20,16 @@ impl Rng {
 }
 
 fn cluster(hosts: usize, vms: usize, rng: &mut Rng) -> ClusterView {
-    let hs: Vec<HostView> = (0..hosts)
+    let hs: Vec<PlanHost> = (0..hosts)
         .map(|i| {
             let g5 = i % 2 == 1;
-            HostView {
+            PlanHost {
                 cpu: if g5 { 5320.0 } else { 3720.0 },
                 mem_mb: 16384,
                 power: if i < hosts * 6 / 10 {
-                    PowerState::On
+                    PlanPower::On
                 } else {
-                    PowerState::Asleep
+                    PlanPower::Asleep
                 },
                 power_model: if g5 {
                     PowerModel::hp_ml110_g5()
@@ -51,7 +51,7 @@ fn cluster(hosts: usize, vms: usize, rng: &mut Rng) -> ClusterView {
             for _ in 0..6 {
                 hist.push(mips * burst * rng.next());
             }
-            VmView {
+            PlanVm {
                 mem_mb: ram,
                 cpu_max: mips,
                 cpu_now: mips * burst * rng.next(),

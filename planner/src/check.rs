@@ -3,7 +3,7 @@
 //! Used by the property tests, the simulator, and useful to the daemon to double-check a
 //! plan before executing it.
 
-use crate::model::{ClusterView, HostIx, PowerState};
+use crate::model::{ClusterView, HostIx, PlanPower};
 use crate::plan::types::Plan;
 use crate::policy::Policy;
 
@@ -24,12 +24,12 @@ pub fn apply(view: &ClusterView, plan: &Plan) -> ClusterView {
     }
     for &h in &plan.wake {
         let host = &mut next.hosts[h.get()];
-        host.power = PowerState::On;
+        host.power = PlanPower::On;
         host.power_changed_at_s = view.now_s;
     }
     for &h in &plan.sleep {
         let host = &mut next.hosts[h.get()];
-        host.power = PowerState::Asleep;
+        host.power = PlanPower::Asleep;
         host.power_changed_at_s = view.now_s;
     }
     next

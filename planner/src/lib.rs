@@ -18,7 +18,7 @@ pub mod policy;
 pub mod power;
 pub mod predict;
 
-pub use model::{ClusterView, HostIx, HostView, PowerState, VmIx, VmView};
+pub use model::{ClusterView, HostIx, PlanHost, PlanPower, PlanVm, VmIx};
 pub use plan::plan;
 pub use plan::types::{Migration, MoveReason, Placement, Plan};
 pub use policy::{Policy, Prediction};

@@ -32,7 +32,7 @@ impl VmIx {
 
 /// Power state of a host as the router last observed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PowerState {
+pub enum PlanPower {
     /// Running and able to host VMs.
     On,
     /// Suspended to RAM (S3): wakes in `wake_latency_s`.
@@ -45,21 +45,21 @@ pub enum PowerState {
     Unavailable,
 }
 
-impl PowerState {
+impl PlanPower {
     /// Can the planner wake this host?
     pub fn wakeable(self) -> bool {
-        matches!(self, PowerState::Asleep | PowerState::Off)
+        matches!(self, PlanPower::Asleep | PlanPower::Off)
     }
 }
 
 /// One host: capacity, power state and power model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostView {
+pub struct PlanHost {
     /// CPU capacity in MIPS (or any unit, as long as VM demand uses the same one).
     pub cpu: f64,
     /// Memory capacity in MB.
     pub mem_mb: u64,
-    pub power: PowerState,
+    pub power: PlanPower,
     pub power_model: PowerModel,
     /// Seconds from a wake request to the host accepting VMs.
     pub wake_latency_s: f64,
@@ -70,10 +70,10 @@ pub struct HostView {
 
 /// One VM: memory, CPU demand now and recently, placement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VmView {
+pub struct PlanVm {
     /// Memory the VM needs on its host, MB (also what a live migration copies).
     pub mem_mb: u64,
-    /// The most CPU the VM can use (its vCPUs × per-core capacity), same unit as `HostView::cpu`.
+    /// The most CPU the VM can use (its vCPUs × per-core capacity), same unit as `PlanHost::cpu`.
     pub cpu_max: f64,
     /// CPU demand now.
     pub cpu_now: f64,
@@ -90,6 +90,6 @@ pub struct VmView {
 pub struct ClusterView {
     /// Current time in seconds on the caller's clock.
     pub now_s: f64,
-    pub hosts: Vec<HostView>,
-    pub vms: Vec<VmView>,
+    pub hosts: Vec<PlanHost>,
+    pub vms: Vec<PlanVm>,
 }

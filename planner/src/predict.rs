@@ -1,13 +1,13 @@
 //! Demand prediction: what a VM will likely need over the next planning interval.
 
-use crate::model::VmView;
+use crate::model::PlanVm;
 use crate::policy::Prediction;
 
 /// max(now, mean + k·stddev) over the last `window` samples and now, capped at `cpu_max`.
 ///
 /// Taking the max with `now` means a plan never trusts a forecast below what the VM uses
 /// right now; the stddev term gives bursty VMs headroom.
-pub fn predict_cpu(vm: &VmView, p: &Prediction) -> f64 {
+pub fn predict_cpu(vm: &PlanVm, p: &Prediction) -> f64 {
     let now = vm.cpu_now.max(0.0);
     let mut pred = now;
     if p.window > 0 && !vm.cpu_history.is_empty() && p.k_stddev != 0.0 {
@@ -30,8 +30,8 @@ pub fn predict_cpu(vm: &VmView, p: &Prediction) -> f64 {
 mod tests {
     use super::*;
 
-    fn vm(now: f64, hist: &[f64]) -> VmView {
-        VmView {
+    fn vm(now: f64, hist: &[f64]) -> PlanVm {
+        PlanVm {
             mem_mb: 100,
             cpu_max: 1000.0,
             cpu_now: now,

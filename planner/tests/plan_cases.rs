@@ -3,11 +3,11 @@
 
 use wisp_planner::check::{apply, reserve_holds};
 use wisp_planner::{
-    plan, ClusterView, HostIx, HostView, MoveReason, Policy, PowerModel, PowerState, VmView,
+    plan, ClusterView, HostIx, MoveReason, PlanHost, PlanPower, PlanVm, Policy, PowerModel,
 };
 
-fn host(cpu: f64, power: PowerState, model: PowerModel) -> HostView {
-    HostView {
+fn host(cpu: f64, power: PlanPower, model: PowerModel) -> PlanHost {
+    PlanHost {
         cpu,
         mem_mb: 16384,
         power,
@@ -17,8 +17,8 @@ fn host(cpu: f64, power: PowerState, model: PowerModel) -> HostView {
     }
 }
 
-fn vm(cpu: f64, host: Option<u32>) -> VmView {
-    VmView {
+fn vm(cpu: f64, host: Option<u32>) -> PlanVm {
+    PlanVm {
         mem_mb: 1024,
         cpu_max: 2000.0,
         cpu_now: cpu,
@@ -41,8 +41,8 @@ fn empties_a_light_host_and_puts_it_to_sleep() {
     let view = ClusterView {
         now_s: 10_000.0,
         hosts: vec![
-            host(1000.0, PowerState::On, PowerModel::hp_ml110_g5()),
-            host(1000.0, PowerState::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
         ],
         vms: vec![vm(300.0, Some(0)), vm(300.0, Some(0)), vm(100.0, Some(1))],
     };
@@ -69,10 +69,10 @@ fn overload_moves_one_small_vm_and_wakes_the_most_efficient_host() {
     let view = ClusterView {
         now_s: 10_000.0,
         hosts: vec![
-            host(1000.0, PowerState::On, PowerModel::hp_ml110_g5()),
-            host(1000.0, PowerState::On, PowerModel::hp_ml110_g5()),
-            host(1000.0, PowerState::Asleep, PowerModel::hp_ml110_g4()),
-            host(1330.0, PowerState::Asleep, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::Asleep, PowerModel::hp_ml110_g4()),
+            host(1330.0, PlanPower::Asleep, PowerModel::hp_ml110_g5()),
         ],
         vms: vec![vm(700.0, Some(0)), vm(500.0, Some(0)), vm(840.0, Some(1))],
     };
@@ -93,8 +93,8 @@ fn reserve_is_restored_by_waking() {
     let view = ClusterView {
         now_s: 10_000.0,
         hosts: vec![
-            host(1000.0, PowerState::On, PowerModel::hp_ml110_g5()),
-            host(1000.0, PowerState::Asleep, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::Asleep, PowerModel::hp_ml110_g5()),
         ],
         vms: vec![vm(500.0, Some(0))],
     };
@@ -114,7 +114,7 @@ fn places_new_vms_and_an_empty_cluster_plans_nothing() {
     assert!(plan(&empty, &policy()).is_empty());
     let view = ClusterView {
         now_s: 0.0,
-        hosts: vec![host(1000.0, PowerState::On, PowerModel::hp_ml110_g5())],
+        hosts: vec![host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5())],
         vms: vec![vm(400.0, None), vm(400.0, None), vm(400.0, None)],
     };
     let p = plan(&view, &policy());

@@ -6,7 +6,7 @@ mod common;
 
 use common::{random_cluster, Rng};
 use wisp_planner::check::{apply, host_loads, overcommitted, reserve_holds};
-use wisp_planner::{plan, ClusterView, MoveReason, Plan, Policy, PowerState};
+use wisp_planner::{plan, ClusterView, MoveReason, Plan, PlanPower, Policy};
 
 const CASES: u64 = 600;
 
@@ -54,7 +54,7 @@ fn no_plan_overcommits_a_host() {
         let loads_after = host_loads(&after_view, policy);
         for h in overcommitted(&after_view, policy) {
             // A failed host's VMs are failover's business, not the planner's.
-            if view.hosts[h.get()].power == PowerState::Unavailable {
+            if view.hosts[h.get()].power == PlanPower::Unavailable {
                 continue;
             }
             // Only a host that was already over and could not be relieved may stay over,
@@ -172,7 +172,7 @@ fn sleeps_only_empty_running_hosts_and_batches_are_bounded() {
     for_all(|seed, view, policy, p| {
         let after = apply(view, p);
         for &h in &p.sleep {
-            assert_eq!(view.hosts[h.get()].power, PowerState::On, "seed {seed}");
+            assert_eq!(view.hosts[h.get()].power, PlanPower::On, "seed {seed}");
             assert!(
                 after.vms.iter().all(|v| v.host != Some(h)),
                 "seed {seed}: host {h:?} put to sleep with VMs on it"
@@ -188,7 +188,7 @@ fn sleeps_only_empty_running_hosts_and_batches_are_bounded() {
         for m in &p.migrations {
             let to = view.hosts[m.to.get()].power;
             assert!(
-                to == PowerState::On || m.waits_for_wake,
+                to == PlanPower::On || m.waits_for_wake,
                 "seed {seed}: migration to a host that is {to:?} without waiting for it"
             );
         }

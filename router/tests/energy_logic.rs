@@ -12,7 +12,7 @@ use router::energy::config::EnergyConfig;
 use router::energy::executor::{execute, Actuator, ExecError};
 use router::energy::view::{build, watts, Observed, ObservedHost, ObservedVm, Records};
 use wisp_common::{HostId, VmId, VmRunState};
-use wisp_planner::{plan, PowerState};
+use wisp_planner::{plan, PlanPower};
 
 fn h(s: &str) -> HostId {
     HostId::new(s).unwrap()
@@ -95,17 +95,17 @@ fn view_maps_states_units_and_frozen_vms() {
     rec.update(&obs, 10.0);
     let snap = build(&obs, &rec, &cfg(), 100.0);
 
-    let power: Vec<PowerState> = snap.view.hosts.iter().map(|x| x.power).collect();
+    let power: Vec<PlanPower> = snap.view.hosts.iter().map(|x| x.power).collect();
     assert_eq!(
         power,
         [
-            PowerState::On,
-            PowerState::On,
-            PowerState::On,
-            PowerState::Asleep,
-            PowerState::Unavailable,
-            PowerState::Waking,
-            PowerState::Unavailable
+            PlanPower::On,
+            PlanPower::On,
+            PlanPower::On,
+            PlanPower::Asleep,
+            PlanPower::Unavailable,
+            PlanPower::Waking,
+            PlanPower::Unavailable
         ]
     );
     assert_eq!(snap.view.hosts[0].cpu, 2.0, "host CPU = its CPUs");

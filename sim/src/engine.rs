@@ -34,7 +34,7 @@
 //!   sim/README.md in blocks; it differs from the published figures there by -1.5 %,
 //!   -3.4 % and +3.4 % (we could not find the assignment that reproduces them).
 
-use wisp_planner::{plan, ClusterView, HostIx, HostView, MoveReason, Policy, PowerState, VmView};
+use wisp_planner::{plan, ClusterView, HostIx, MoveReason, PlanHost, PlanPower, PlanVm, Policy};
 
 use crate::report::{SimReport, StepSample};
 use crate::scenario::{Accounting, Scenario};
@@ -68,7 +68,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
 
     let mut vm_host: Vec<Option<u32>> = vec![None; nv];
     let mut last_moved: Vec<Option<f64>> = vec![None; nv];
-    let mut power = vec![PowerState::On; nh];
+    let mut power = vec![PlanPower::On; nh];
     // Hosts have been in their initial state "forever": none is fresh from a wake.
     let mut changed_at = vec![-1e9f64; nh];
     let mut prev_active = vec![true; nh];
@@ -93,10 +93,10 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
         let t = k as f64 * dt;
         // ---- the view ----
         let ram_checked = !scenario.ram_only_at_placement || vm_host.iter().any(Option::is_none);
-        let hosts: Vec<HostView> = (0..nh)
+        let hosts: Vec<PlanHost> = (0..nh)
             .map(|h| {
                 let ht = &scenario.hosts[h];
-                HostView {
+                PlanHost {
                     cpu: ht.cpu_mips,
                     mem_mb: if ram_checked {
                         ht.mem_mb
@@ -110,8 +110,8 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                 }
             })
             .collect();
-        let vms: Vec<VmView> = (0..nv)
-            .map(|v| VmView {
+        let vms: Vec<PlanVm> = (0..nv)
+            .map(|v| PlanVm {
                 mem_mb: types[v].ram_mb,
                 cpu_max: types[v].mips,
                 cpu_now: demand[v][k],
@@ -132,7 +132,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             vm_host[pl.vm.get()] = Some(pl.to.0);
         }
         for &h in &p.wake {
-            power[h.get()] = PowerState::On;
+            power[h.get()] = PlanPower::On;
             changed_at[h.get()] = t;
         }
         // Migration timing: batches one after another; a batch waits for woken targets.
@@ -213,7 +213,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             let e = end_of[h];
             // Segments: (start, end, requested at start, requested at end, powered).
             let mut segs: Vec<(f64, f64, f64, f64, bool)> = Vec::with_capacity(2);
-            let was_on = power[h] == PowerState::On;
+            let was_on = power[h] == PlanPower::On;
             if e > t {
                 segs.push((t, e, pre0[h], at(pre0[h], pre1[h], e), was_on));
                 segs.push((
@@ -265,7 +265,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             }
         }
         for &h in &p.sleep {
-            power[h.get()] = PowerState::Asleep;
+            power[h.get()] = PlanPower::Asleep;
             changed_at[h.get()] = t;
         }
         energy_j += step_j;
@@ -274,7 +274,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
         r.series.push(StepSample {
             t_s: t,
             hosts_active: active_hosts,
-            hosts_on: power.iter().filter(|&&s| s == PowerState::On).count(),
+            hosts_on: power.iter().filter(|&&s| s == PlanPower::On).count(),
             power_w: step_j / dt,
             demand_mips: total_demand,
             migrations: p.migrations.len(),

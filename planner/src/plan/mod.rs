@@ -15,7 +15,7 @@ mod fit;
 mod state;
 pub mod types;
 
-use crate::model::{ClusterView, HostIx, PowerState, VmIx};
+use crate::model::{ClusterView, HostIx, PlanPower, VmIx};
 use crate::policy::Policy;
 use state::{State, NONE};
 use types::{MoveReason, Placement, Plan};
@@ -380,7 +380,7 @@ fn consolidate(s: &mut State) -> usize {
 fn choose_sleepers(s: &mut State) -> Vec<u32> {
     let view = s.view;
     let mut empty: Vec<usize> = (0..view.hosts.len())
-        .filter(|&h| view.hosts[h].power == PowerState::On && s.host_vms[h].is_empty())
+        .filter(|&h| view.hosts[h].power == PlanPower::On && s.host_vms[h].is_empty())
         .collect();
     empty.sort_by(|&a, &b| {
         let ea = view.hosts[a].cpu / view.hosts[a].power_model.max_w().max(1e-9);

@@ -2,7 +2,7 @@
 //! far, the best-fit index, and the list of moves (which can be rolled back when an
 //! evacuation turns out impossible).
 
-use crate::model::{ClusterView, PowerState};
+use crate::model::{ClusterView, PlanPower};
 use crate::plan::fit::{tiers, FitIndex};
 use crate::plan::types::MoveReason;
 use crate::policy::Policy;
@@ -80,9 +80,9 @@ impl<'a> State<'a> {
             woken: Vec::new(),
         };
         for h in &view.hosts {
-            let live = matches!(h.power, PowerState::On | PowerState::Waking);
+            let live = matches!(h.power, PlanPower::On | PlanPower::Waking);
             s.live.push(live);
-            s.waking.push(h.power == PowerState::Waking);
+            s.waking.push(h.power == PlanPower::Waking);
             s.dest_ok.push(live);
         }
         for (i, vm) in view.vms.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! Shared test helpers: a seeded random generator and random clusters.
 #![allow(dead_code)]
 
-use wisp_planner::{ClusterView, HostIx, HostView, PowerModel, PowerState, VmView};
+use wisp_planner::{ClusterView, HostIx, PlanHost, PlanPower, PlanVm, PowerModel};
 
 /// SplitMix64: tiny, seeded, good enough to explore cluster shapes reproducibly.
 pub struct Rng(u64);
@@ -38,14 +38,14 @@ pub fn random_cluster(rng: &mut Rng) -> ClusterView {
     let mut hosts = Vec::with_capacity(nh);
     for _ in 0..nh {
         let power = match rng.below(20) {
-            0..=12 => PowerState::On,
-            13..=16 => PowerState::Asleep,
-            17 => PowerState::Off,
-            18 => PowerState::Waking,
-            _ => PowerState::Unavailable,
+            0..=12 => PlanPower::On,
+            13..=16 => PlanPower::Asleep,
+            17 => PlanPower::Off,
+            18 => PlanPower::Waking,
+            _ => PlanPower::Unavailable,
         };
         let idle = 50.0 + 50.0 * rng.unit();
-        hosts.push(HostView {
+        hosts.push(PlanHost {
             cpu: rng.pick(&[1000.0, 2000.0, 4000.0, 5320.0]),
             mem_mb: rng.pick(&[4096, 8192, 16384]),
             power,
@@ -68,7 +68,7 @@ pub fn random_cluster(rng: &mut Rng) -> ClusterView {
         let mut host = None;
         if rng.below(10) > 0 {
             let h = rng.below(nh as u64) as usize;
-            let running = matches!(hosts[h].power, PowerState::On | PowerState::Unavailable);
+            let running = matches!(hosts[h].power, PlanPower::On | PlanPower::Unavailable);
             if running && mem_used[h] + mem_mb <= hosts[h].mem_mb {
                 mem_used[h] += mem_mb;
                 host = Some(HostIx(h as u32));
@@ -79,7 +79,7 @@ pub fn random_cluster(rng: &mut Rng) -> ClusterView {
             1 => Some(now - 7200.0),
             _ => None,
         };
-        vms.push(VmView {
+        vms.push(PlanVm {
             mem_mb,
             cpu_max,
             cpu_now,

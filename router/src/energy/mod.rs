@@ -71,7 +71,7 @@ pub struct HostEnergy {
     pub watts: Option<f64>,
 }
 
-/// A host's power as the energy planner sees it (`wisp_planner::PowerState`, which has
+/// A host's power as the energy planner sees it (`wisp_planner::PlanPower`, which has
 /// no serde of its own), in the words of `router energy status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,14 +106,14 @@ impl std::fmt::Display for HostPower {
     }
 }
 
-impl From<wisp_planner::PowerState> for HostPower {
-    fn from(p: wisp_planner::PowerState) -> Self {
+impl From<wisp_planner::PlanPower> for HostPower {
+    fn from(p: wisp_planner::PlanPower) -> Self {
         match p {
-            wisp_planner::PowerState::On => Self::On,
-            wisp_planner::PowerState::Asleep => Self::Asleep,
-            wisp_planner::PowerState::Off => Self::Off,
-            wisp_planner::PowerState::Waking => Self::Waking,
-            wisp_planner::PowerState::Unavailable => Self::Unavailable,
+            wisp_planner::PlanPower::On => Self::On,
+            wisp_planner::PlanPower::Asleep => Self::Asleep,
+            wisp_planner::PlanPower::Off => Self::Off,
+            wisp_planner::PlanPower::Waking => Self::Waking,
+            wisp_planner::PlanPower::Unavailable => Self::Unavailable,
         }
     }
 }

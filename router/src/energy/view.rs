@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use wisp_common::{HostId, VmId, VmRunState};
-use wisp_planner::{ClusterView, HostIx, HostView, PowerState, VmView};
+use wisp_planner::{ClusterView, HostIx, PlanHost, PlanPower, PlanVm};
 
 use super::config::EnergyConfig;
 use super::meter::{CpuMeter, HostWatts};
@@ -120,16 +120,16 @@ pub fn observe(m: &Model) -> Observed {
 }
 
 /// The planner's idea of a host's power state.
-pub fn power_state(h: &ObservedHost) -> PowerState {
+pub fn power_state(h: &ObservedHost) -> PlanPower {
     if h.maintenance || h.status == HostStatus::Maintenance {
-        return PowerState::Unavailable;
+        return PlanPower::Unavailable;
     }
     match h.status {
-        HostStatus::Up if h.linked && !h.standby => PowerState::On,
-        HostStatus::Standby => PowerState::Asleep,
-        HostStatus::Waking => PowerState::Waking,
+        HostStatus::Up if h.linked && !h.standby => PlanPower::On,
+        HostStatus::Standby => PlanPower::Asleep,
+        HostStatus::Waking => PlanPower::Waking,
         // Down/fenced hosts failed (or were fenced): waking them is the operator's call.
-        _ => PowerState::Unavailable,
+        _ => PlanPower::Unavailable,
     }
 }
 
@@ -140,7 +140,7 @@ pub struct Records {
     /// When each VM last finished a move, on the task clock.
     pub moved_at: HashMap<VmId, f64>,
     /// Each host's power state and since when, on the task clock.
-    pub power: BTreeMap<HostId, (PowerState, f64)>,
+    pub power: BTreeMap<HostId, (PlanPower, f64)>,
 }
 
 impl Records {
@@ -201,7 +201,7 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
         });
         pos.insert(h.id.clone(), HostIx(hosts.len() as u32));
         hosts.push(h.id.clone());
-        views.push(HostView {
+        views.push(PlanHost {
             cpu: cpus,
             mem_mb: h.mem_mib,
             power,
@@ -215,7 +215,7 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
     let mut vm_views = Vec::new();
     let mut push = |id: &VmId, vcpus: u32, mem: u64, host: Option<HostIx>, frozen: bool| {
         vms.push(id.clone());
-        vm_views.push(VmView {
+        vm_views.push(PlanVm {
             mem_mb: mem,
             cpu_max: f64::from(vcpus),
             cpu_now: rec.meter.now(id),
@@ -244,7 +244,7 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
                     .any(|x| x.0 == v.id && x.1 == VmRunState::Running);
                 // Only a VM running where it is placed, on a running host, with
                 // nothing else in flight, may be moved.
-                let movable = running_there && !v.busy && power_state(h) == PowerState::On;
+                let movable = running_there && !v.busy && power_state(h) == PlanPower::On;
                 push(&v.id, v.vcpus, v.mem_mib, pos.get(&h.id).copied(), !movable)
             }
             None => push(&v.id, v.vcpus, v.mem_mib, None, true),
@@ -278,7 +278,7 @@ pub fn watts(obs: &Observed, cfg: &EnergyConfig) -> Vec<(HostId, Option<HostWatt
             let p = cfg.power(&h.id);
             let model = p.model();
             let w = match power_state(h) {
-                PowerState::On => {
+                PlanPower::On => {
                     let u = h.cpu_percent.unwrap_or(0.0) / 100.0;
                     let w = model.watts_at(u);
                     Some(HostWatts {
@@ -286,15 +286,15 @@ pub fn watts(obs: &Observed, cfg: &EnergyConfig) -> Vec<(HostId, Option<HostWatt
                         all_on: w,
                     })
                 }
-                PowerState::Waking => Some(HostWatts {
+                PlanPower::Waking => Some(HostWatts {
                     actual: p.idle_watts,
                     all_on: p.idle_watts,
                 }),
-                PowerState::Asleep | PowerState::Off => Some(HostWatts {
+                PlanPower::Asleep | PlanPower::Off => Some(HostWatts {
                     actual: p.standby_watts,
                     all_on: p.idle_watts,
                 }),
-                PowerState::Unavailable => None,
+                PlanPower::Unavailable => None,
             };
             (h.id.clone(), w)
         })
