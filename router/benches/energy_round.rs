@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use router::cluster::state::HostStatus;
 use router::energy::config::EnergyConfig;
 use router::energy::view::{build, Observed, ObservedHost, ObservedVm, Records};
+use router::model::host::HostStatus;
 use wisp_common::{HostId, VmId, VmRunState};
 
 const GOAL: Duration = Duration::from_millis(100);

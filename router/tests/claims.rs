@@ -209,7 +209,7 @@ async fn a_client_that_gives_up_on_a_migration_leaves_no_claim_behind() {
         .unwrap();
         if hosts
             .iter()
-            .filter(|h| h.state == router::cluster::state::HostStatus::Up)
+            .filter(|h| h.state == router::model::host::HostStatus::Up)
             .count()
             == 2
         {

@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use router::cluster::state::HostStatus;
 use router::energy::config::EnergyConfig;
 use router::energy::executor::{execute, Actuator, ExecError};
 use router::energy::view::{build, watts, Observed, ObservedHost, ObservedVm, Records};
+use router::model::host::HostStatus;
 use wisp_common::{HostId, VmId, VmRunState};
 use wisp_planner::{plan, PlanPower};
 

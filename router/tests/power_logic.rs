@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use router::api::types::{PowerStatusRow, SuspendMode, WakeMethod};
-use router::cluster::state::{HostStatus, PowerKnown};
 use router::cluster::ClusterHandle;
 use router::events::EventKind;
 use router::link::WelcomeParams;
+use router::model::host::{HostStatus, PowerKnown};
 use router::power::suspend::suspend;
 use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use super::types::{HostView, StatusView, VmView, VmViewState};
-use crate::cluster::snapshot::Snapshot;
 use crate::model::host::HostStatus;
+use crate::model::snapshot::Snapshot;
 
 /// One row per configured host.
 pub fn host_views(snap: &Snapshot) -> Vec<HostView> {

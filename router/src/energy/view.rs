@@ -16,8 +16,8 @@ use wisp_planner::{ClusterView, HostIx, PlanHost, PlanPower, PlanVm};
 
 use super::config::EnergyConfig;
 use super::meter::{CpuMeter, HostWatts};
-use crate::cluster::state::HostStatus;
 use crate::cluster::Model;
+use crate::model::host::HostStatus;
 use crate::store::Desired;
 use crate::vms::placement::{capacity, VCPU_OVERCOMMIT};
 

@@ -6,10 +6,10 @@ use tokio::time::Instant;
 use wisp_common::{HostId, VmId};
 
 use super::fence::{Verdict, Work};
-use crate::cluster::state::HostEvent;
 use crate::cluster::{Command, Model};
 use crate::config::MigrationConfig;
 use crate::events::EventKind;
+use crate::model::host::HostEvent;
 use crate::store::Desired;
 use crate::vms::placement::{self, PlacementError};
 use crate::vms::VmError;

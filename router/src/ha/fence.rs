@@ -28,9 +28,9 @@ use wisp_common::wait::until;
 use wisp_common::HostId;
 
 use super::commands::{ApplyVerdict, FenceWork};
-use crate::cluster::state::{HostEvent, HostStatus, OffProof, PowerKnown};
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
+use crate::model::host::{HostEvent, HostStatus, OffProof, PowerKnown};
 use crate::power::PowerPlane;
 use crate::store::Desired;
 

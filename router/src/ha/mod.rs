@@ -6,4 +6,3 @@ pub mod api;
 mod commands;
 pub mod fence;
 pub mod maintenance;
-pub mod sla;

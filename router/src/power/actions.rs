@@ -17,9 +17,9 @@ use super::status::{known, poll_power};
 use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
 use crate::api::types::ActionReport;
-use crate::cluster::state::HostStatus;
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
+use crate::model::host::HostStatus;
 
 /// The power state an action should end in.
 fn expected(action: PowerAction) -> PowerState {

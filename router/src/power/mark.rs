@@ -5,8 +5,8 @@
 
 use wisp_common::HostId;
 
-use crate::cluster::state::{HostEvent, HostStatus, PowerKnown};
 use crate::cluster::Model;
+use crate::model::host::{HostEvent, HostStatus, PowerKnown};
 
 impl Model {
     /// Records that `host`'s chassis power is `power`, learned from `source` (e.g.

@@ -14,8 +14,8 @@ use super::commands::RecordPowerStatus;
 use super::wait::POLL;
 use super::{PowerError, PowerPlane};
 use crate::api::types::PowerStatusRow;
-use crate::cluster::state::PowerKnown;
 use crate::cluster::ClusterHandle;
+use crate::model::host::PowerKnown;
 
 /// What one BMC said (or why it was not asked), and how long asking took.
 pub(crate) struct BmcAnswer {

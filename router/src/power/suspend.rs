@@ -25,8 +25,8 @@ use super::{PowerError, PowerPlane};
 /// The mode is the API's word and `suspend`'s parameter alike.
 pub use crate::api::types::SuspendMode;
 use crate::api::types::SuspendOutcome;
-use crate::cluster::state::PowerKnown;
 use crate::cluster::ClusterHandle;
+use crate::model::host::PowerKnown;
 
 /// Puts `host` to sleep and verifies it went quiet within `verify`.
 pub async fn suspend(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{PersistedState, Store, StoreError};
 use crate::events::Event;
-use crate::ha::sla::SlaBook;
+use crate::model::sla::SlaBook;
 
 /// In-memory store with injectable faults.
 #[derive(Debug, Default, Clone)]

@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::{PersistedState, Store, StoreError, STATE_VERSION};
 use crate::events::Event;
-use crate::ha::sla::SlaBook;
+use crate::model::sla::SlaBook;
 
 /// The marker file by which older routers recorded that the operator chose the energy
 /// mode; now [`PersistedState::energy_chosen`].
@@ -247,7 +247,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::events::EventKind;
-    use crate::ha::sla::{Incident, VmSla};
+    use crate::model::sla::{Incident, VmSla};
     use crate::store::{Desired, VmRecord};
     use wisp_common::{HostId, VmId, VmSpec};
 

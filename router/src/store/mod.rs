@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use wisp_common::{HostId, VmId, VmSpec};
 
 use crate::events::Event;
-use crate::ha::sla::SlaBook;
+use crate::model::sla::SlaBook;
 
 pub use fake::{MemStore, SharedMemStore};
 pub use file::{write_atomic, FileStore, LEGACY_ENERGY_MARKER};

@@ -19,7 +19,7 @@ use wisp_common::error::chain;
 
 use super::{PersistedState, Store, StoreError};
 use crate::events::Event;
-use crate::ha::sla::SlaBook;
+use crate::model::sla::SlaBook;
 
 /// How soon unwritten events or an unwritten SLA book are tried again when nothing new
 /// arrives: often enough that a freed disk catches up within seconds, rarely enough

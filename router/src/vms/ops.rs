@@ -13,10 +13,10 @@ use super::commands::{
 };
 use super::VmError;
 use crate::api::types::{OpKind, OpReport};
-use crate::cluster::state::HostStatus;
 use crate::cluster::{ClusterHandle, Model};
 use crate::events::EventKind;
 use crate::link::GenieLink;
+use crate::model::host::HostStatus;
 
 /// How long a guest gets to shut down after ACPI power-down before `quit`.
 pub const GRACEFUL_STOP_MS: u64 = 30_000;

@@ -7,8 +7,8 @@
 
 use wisp_common::{HostId, Resources};
 
-use crate::cluster::state::{HostEntry, HostStatus};
 use crate::cluster::Model;
+use crate::model::host::{HostEntry, HostStatus};
 use wisp_common::VmId;
 
 /// vCPUs per physical CPU the router hands out when the config gives no figure: VMs

@@ -26,10 +26,10 @@ use tracing::debug;
 use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 
 use super::{ops, placement, VmError};
-use crate::cluster::state::HostStatus;
 use crate::cluster::{Claim, ClusterHandle, Model, Op};
 use crate::events::EventKind;
 use crate::link::GenieLink;
+use crate::model::host::HostStatus;
 use crate::store::Desired;
 
 /// How often the reconciler looks: half the 1 s detection target, so a restart
@@ -366,8 +366,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::cluster::command::Inspect;
-    use crate::cluster::state::{HostEvent, LinkEntry};
     use crate::config::RouterConfig;
+    use crate::model::host::{HostEvent, LinkEntry};
     use crate::store::{MemStore, PersistedState, Store, VmRecord};
     use wisp_common::proto::VmStatus;
 

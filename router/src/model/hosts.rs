@@ -1,6 +1,6 @@
-//! The cluster model as plain data with pure transitions: inventory, what each genie
-//! last reported, and the derived host status. The cluster task (`mod.rs`) owns the one
-//! instance; everything here takes `now` as an argument so it is tested without clocks.
+//! The hosts of the model: the inventory, each genie's link and what it last reported
+//! (stale and reordered reports dropped), with every status change left to the host
+//! state machine (`host.rs`). Pure: `now` comes in as an argument.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! after every command, so readers (the API's views, `router vm show`) never queue
 //! behind the genie reports the task is applying. Reports themselves do not publish:
 //! at up to thousands per second that would copy the model for nothing; the next tick
-//! (at most [`super::TICK`] later) carries them.
+//! (at most `crate::cluster::TICK` later) carries them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use wisp_common::proto::{HostMetrics, MigrationProgress, VmStatus};
 use wisp_common::{HostId, VmId};
 
-use super::{Model, Op};
+use super::claims::Op;
+use super::Model;
 use crate::events::Event;
 use crate::model::host::{HostStatus, PowerKnown};
 use crate::store::VmRecord;
@@ -105,7 +106,7 @@ impl Snapshot {
 impl Model {
     /// Takes a snapshot now. `events` is the shared copy of the event tail, rebuilt by
     /// the caller only when events changed.
-    pub(super) fn snapshot(&self, events: Arc<Vec<Event>>) -> Snapshot {
+    pub(crate) fn snapshot(&self, events: Arc<Vec<Event>>) -> Snapshot {
         let now = Instant::now();
         Snapshot {
             taken_at: now,

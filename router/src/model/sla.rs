@@ -18,9 +18,9 @@ use wisp_common::time::unix_ms;
 use wisp_common::VmId;
 
 use crate::api::types::{SlaReport, SlaRow};
-use crate::cluster::state::HostStatus;
 use crate::cluster::{Model, Op};
 use crate::events::EventKind;
+use crate::model::host::HostStatus;
 use crate::store::Desired;
 
 /// The availability target of a commercial cloud's VM SLA.

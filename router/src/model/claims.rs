@@ -6,8 +6,8 @@
 //! operation — success, an error, a panic, or the future being cancelled (an HTTP
 //! client that gives up makes hyper drop its handler). Nothing is released by
 //! remembering to call a function. The release travels to the cluster task over an
-//! unbounded channel (a `Drop` cannot await), and the task drains that channel before
-//! any other message, so a release always takes effect before a request sent after it.
+//! unbounded channel (a `Drop` cannot await), and the task applies them before any
+//! other message, so a release always takes effect before a request sent after it.
 //! Each claim carries a serial number: a late release never frees a newer claim.
 
 use std::collections::HashMap;
@@ -86,28 +86,45 @@ pub struct Busy {
     pub op: Op,
 }
 
-/// The claims the cluster task keeps: which VM is held by which operation.
+/// The claims the model keeps: which VM is held by which operation, and the releases
+/// of dropped guards not yet applied.
 #[derive(Debug)]
 pub struct Claims {
     held: HashMap<VmId, (u64, Op)>,
     next_serial: u64,
     release: mpsc::UnboundedSender<Release>,
+    releases: mpsc::UnboundedReceiver<Release>,
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Claims {
-    /// New, empty claims, and the receiving end of their releases (for the task).
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Release>) {
-        let (release, rx) = mpsc::unbounded_channel();
-        let claims = Self {
+    /// New, empty claims.
+    pub fn new() -> Self {
+        let (release, releases) = mpsc::unbounded_channel();
+        Self {
             held: HashMap::new(),
             next_serial: 1,
             release,
-        };
-        (claims, rx)
+            releases,
+        }
+    }
+
+    /// Applies the releases of every guard dropped so far. The cluster task calls it
+    /// before each message, so a release sent before a request takes effect first.
+    pub fn apply_releases(&mut self) {
+        while let Ok(r) = self.releases.try_recv() {
+            self.release(r);
+        }
     }
 
     /// Holds `vm` for `op`, or says what holds it already.
     pub fn claim(&mut self, vm: &VmId, op: Op) -> Result<Claim, Busy> {
+        self.apply_releases();
         if let Some((_, cur)) = self.held.get(vm) {
             return Err(Busy {
                 vm: vm.clone(),
@@ -125,7 +142,7 @@ impl Claims {
     }
 
     /// Applies a release from a dropped claim (a stale one is ignored).
-    pub fn release(&mut self, r: Release) {
+    fn release(&mut self, r: Release) {
         if self.held.get(&r.vm).is_some_and(|(s, _)| *s == r.serial) {
             self.held.remove(&r.vm);
         }
@@ -155,22 +172,16 @@ mod tests {
         VmId::new(s).unwrap()
     }
 
-    fn drain(c: &mut Claims, rx: &mut mpsc::UnboundedReceiver<Release>) {
-        while let Ok(r) = rx.try_recv() {
-            c.release(r);
-        }
-    }
-
     #[test]
     fn a_held_vm_is_busy_until_its_claim_drops() {
-        let (mut c, mut rx) = Claims::new();
+        let mut c = Claims::new();
         let g = c.claim(&vm("a"), Op::Delete).unwrap();
         let busy = c.claim(&vm("a"), Op::Stop { host: None }).unwrap_err();
         assert_eq!(busy.op, Op::Delete);
         // Another VM is independent.
         let _b = c.claim(&vm("b"), Op::Delete).unwrap();
         drop(g);
-        drain(&mut c, &mut rx);
+        c.apply_releases();
         assert!(!c.is_held(&vm("a")));
         assert!(c.is_held(&vm("b")));
         let _again = c.claim(&vm("a"), Op::Delete).unwrap();
@@ -178,14 +189,14 @@ mod tests {
 
     #[test]
     fn a_late_release_never_frees_a_newer_claim() {
-        let (mut c, mut rx) = Claims::new();
+        let mut c = Claims::new();
         let old = c.claim(&vm("a"), Op::Delete).unwrap();
         // The claims are forgotten (as tests of the reconciler do between passes) and
         // the VM claimed again while the old guard still lives.
         c.held.clear();
         let _new = c.claim(&vm("a"), Op::Delete).unwrap();
         drop(old);
-        drain(&mut c, &mut rx);
+        c.apply_releases();
         assert!(c.is_held(&vm("a")), "a stale release freed a newer claim");
     }
 
