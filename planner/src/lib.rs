@@ -15,11 +15,11 @@ pub mod check;
 pub mod model;
 pub mod plan;
 pub mod policy;
-pub mod power;
 pub mod predict;
+pub mod watts;
 
 pub use model::{ClusterView, HostIx, PlanHost, PlanPower, PlanVm, VmIx};
 pub use plan::plan;
 pub use plan::types::{Migration, MoveReason, Placement, Plan};
 pub use policy::{Policy, Prediction};
-pub use power::PowerModel;
+pub use watts::PowerModel;

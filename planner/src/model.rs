@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::power::PowerModel;
+use crate::watts::PowerModel;
 
 /// Position of a host in `ClusterView::hosts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
