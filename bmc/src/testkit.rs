@@ -178,7 +178,7 @@ impl SimFiles {
         })?;
         write_file(&files.password_file, spec.password.as_bytes(), 0o600)?;
         // Cipher suite 3 (what wisp and `ipmitool -C 3` use) needs none of the IPMI 1.5
-        // auth types; these are the ones LAB.md found to work with this ipmi_sim.
+        // auth types; these are the ones found to work with this ipmi_sim (ARCHITECTURE.md, IPMI).
         let conf = format!(
             "name \"{name}\"\n\
              set_working_mc 0x20\n\
