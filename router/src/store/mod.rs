@@ -43,6 +43,7 @@
 //! its calls run on the writer thread, where waiting for a network round trip is as
 //! harmless as waiting for an fsync.
 
+#[cfg(any(test, feature = "fake"))]
 mod fake;
 mod file;
 mod writer;
@@ -56,6 +57,7 @@ use wisp_common::{HostId, VmId, VmSpec};
 use crate::events::Event;
 use crate::model::sla::SlaBook;
 
+#[cfg(any(test, feature = "fake"))]
 pub use fake::{MemStore, SharedMemStore};
 pub use file::{write_atomic, FileStore, LEGACY_ENERGY_MARKER};
 pub use writer::{spawn_writer, StoreHandle, MAX_UNWRITTEN_EVENTS, RETRY};
