@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use router::energy::config::EnergyConfig;
+use router::config::energy::EnergyConfig;
 use router::energy::view::{build, Observed, ObservedHost, ObservedVm, Records};
 use router::model::host::HostStatus;
 use wisp_common::{HostId, VmId, VmRunState};

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use router::energy::config::EnergyConfig;
+use router::config::energy::EnergyConfig;
 use router::energy::executor::{execute, Actuator, ExecError};
 use router::energy::view::{build, watts, Observed, ObservedHost, ObservedVm, Records};
 use router::model::host::HostStatus;

@@ -19,9 +19,9 @@ use wisp_common::{HostId, VmId};
 use wisp_planner::Plan;
 
 use super::commands::SleepBlocker;
-use super::config::SleepMode;
 use super::view::Snapshot;
 use crate::cluster::ClusterHandle;
+use crate::config::energy::SleepMode;
 use crate::config::MigrationConfig;
 use crate::power::suspend::{suspend, SuspendMode};
 use crate::power::wake::{wake, WakeMethod};

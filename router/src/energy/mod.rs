@@ -11,7 +11,6 @@
 
 pub mod api;
 mod commands;
-pub mod config;
 pub mod executor;
 pub mod meter;
 pub mod view;
@@ -29,12 +28,12 @@ use wisp_common::{HostId, VmId};
 use wisp_planner::{plan, Policy};
 
 use crate::cluster::ClusterHandle;
+use crate::config::energy::EnergyConfig;
 use crate::config::RouterConfig;
 use crate::events::EventKind;
 use crate::model::host::HostStatus;
 use crate::power::PowerPlane;
 use commands::{ApplyEnergyDefault, ForgetWakeRequests, Observe};
-use config::EnergyConfig;
 use executor::{execute, Actuator, ExecReport, RealActuator};
 use meter::EnergyBook;
 use view::{build, power_state, watts, Observed, Records};

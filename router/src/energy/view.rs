@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use wisp_common::{HostId, VmId, VmRunState};
 use wisp_planner::{ClusterView, HostIx, PlanHost, PlanPower, PlanVm};
 
-use super::config::EnergyConfig;
 use super::meter::{CpuMeter, HostWatts};
 use crate::cluster::Model;
+use crate::config::energy::EnergyConfig;
 use crate::model::host::HostStatus;
 use crate::store::Desired;
 use crate::vms::placement::{capacity, VCPU_OVERCOMMIT};

@@ -6,13 +6,16 @@ use tokio::time::Instant;
 use wisp_common::{HostId, VmId};
 
 use super::fence::{Verdict, Work};
+use crate::api::types::{SlaReport, SlaRow};
 use crate::cluster::{Command, Model};
 use crate::config::MigrationConfig;
 use crate::events::EventKind;
 use crate::model::host::HostEvent;
+use crate::model::sla::{TARGET, WINDOW_MS};
 use crate::store::Desired;
 use crate::vms::placement::{self, PlacementError};
 use crate::vms::VmError;
+use wisp_common::time::unix_ms;
 
 /// The silent hosts needing a verdict now; also raises or clears the router's
 /// self-suspicion (see [`Model::fence_work`]).
@@ -122,9 +125,42 @@ impl Command for ChooseTarget {
 pub(crate) struct SlaNow;
 
 impl Command for SlaNow {
-    type Output = crate::api::types::SlaReport;
+    type Output = SlaReport;
     const NAME: &'static str = "report availability";
     fn apply(self, m: &mut Model) -> Self::Output {
-        m.sla_report()
+        let now = unix_ms();
+        let from = now.saturating_sub(WINDOW_MS);
+        let mut rows = Vec::new();
+        for (vm, s) in &m.sla.vms {
+            if !m.persisted.vms.contains_key(vm) {
+                continue;
+            }
+            let (d30, n30) = s.downtime(from, now);
+            let (dall, nall) = s.downtime(0, now);
+            let a30 = s.availability(from, now);
+            rows.push(SlaRow {
+                vm: vm.clone(),
+                availability_30d: a30,
+                availability_total: s.availability(0, now),
+                downtime_30d_s: d30 as f64 / 1000.0,
+                downtime_total_s: dall as f64 / 1000.0,
+                incidents_30d: n30,
+                incidents_total: nall,
+                down_now: s.incidents.last().is_some_and(|i| i.end_ms.is_none()),
+                meets_target: a30 >= TARGET,
+            });
+        }
+        let n = rows.len().max(1) as f64;
+        SlaReport {
+            target: TARGET,
+            cluster_availability_30d: if rows.is_empty() {
+                1.0
+            } else {
+                rows.iter().map(|r| r.availability_30d).sum::<f64>() / n
+            },
+            cluster_downtime_30d_s: rows.iter().map(|r| r.downtime_30d_s).sum(),
+            cluster_incidents_30d: rows.iter().map(|r| r.incidents_30d).sum(),
+            vms: rows,
+        }
     }
 }

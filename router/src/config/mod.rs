@@ -4,6 +4,8 @@
 //! cross-field rules (unique names and MACs, sane timing) are checked here so the rest
 //! of the router can trust the config.
 
+pub mod energy;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -60,7 +62,7 @@ pub struct RouterConfig {
     pub migration: MigrationConfig,
     /// Energy-saving mode (`[energy]`): planner interval, thresholds, power model.
     #[serde(default)]
-    pub energy: crate::energy::config::EnergyConfig,
+    pub energy: energy::EnergyConfig,
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
 }
