@@ -23,6 +23,26 @@ impl Secret {
         &self.0
     }
 
+    /// Reads the cluster secret from `path`: like [`Secret::from_file`], and it must
+    /// hold at least [`MIN_CLUSTER_SECRET_BYTES`] bytes that are not all white space.
+    /// The secret keys the mutual authentication of every genie and router: a short
+    /// one is guessed offline from one captured handshake.
+    pub fn cluster_from_file(path: &Path) -> Result<Self, SecretError> {
+        let s = Self::from_file(path)?;
+        if s.0.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(SecretError::Blank {
+                path: path.to_owned(),
+            });
+        }
+        if s.0.len() < MIN_CLUSTER_SECRET_BYTES {
+            return Err(SecretError::TooShort {
+                path: path.to_owned(),
+                len: s.0.len(),
+            });
+        }
+        Ok(s)
+    }
+
     /// Reads a secret from `path`: the file must be mode 0600 or stricter, and its
     /// content (less one trailing newline) must not be empty.
     pub fn from_file(path: &Path) -> Result<Self, SecretError> {
@@ -59,8 +79,15 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The shortest cluster secret accepted.
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    #[error("secret file {path} holds only white space; write a random secret into it (head -c 32 /dev/urandom | base64 > {path})")]
+    Blank { path: PathBuf },
+    #[error("secret file {path} holds {len} bytes; a cluster secret needs at least 16 random bytes (head -c 32 /dev/urandom | base64 > {path})")]
+    TooShort { path: PathBuf, len: usize },
     #[error("cannot read secret file {path}")]
     Read {
         path: PathBuf,
@@ -110,5 +137,25 @@ mod tests {
             Err(SecretError::Read { .. })
         ));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cluster_secret_is_long_and_not_blank() {
+        let dir = std::env::temp_dir().join(format!("wisp-secret-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = write(&dir, "short", b"x\n", 0o600);
+        let e = Secret::cluster_from_file(&short).unwrap_err().to_string();
+        assert!(
+            e.contains("holds 1 bytes") && e.contains("at least 16"),
+            "{e}"
+        );
+        let blank = write(&dir, "blank", b"                    \n", 0o600);
+        let e = Secret::cluster_from_file(&blank).unwrap_err().to_string();
+        assert!(e.contains("only white space"), "{e}");
+        let good = write(&dir, "good", b"0123456789abcdef\n", 0o600);
+        assert_eq!(Secret::cluster_from_file(&good).unwrap().expose().len(), 16);
+        // A BMC password may be short: only the cluster secret has the rule.
+        assert!(Secret::from_file(&short).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

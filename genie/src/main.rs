@@ -28,9 +28,9 @@ use genie::report::Reporter;
     about = "wisp agent: host metrics, QEMU VMs, power"
 )]
 struct Cli {
-    /// genie.toml
+    /// genie.toml (needed to run or report)
     #[arg(long, short)]
-    config: PathBuf,
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -47,6 +47,12 @@ enum Cmd {
         /// As JSON of wisp_common::proto::Report.
         #[arg(long)]
         json: bool,
+    },
+    /// Check a genie.toml and the secret file it names without starting anything:
+    /// "ok" and exit 0, or the first problem and exit 1.
+    CheckConfig {
+        /// The genie.toml to check.
+        file: PathBuf,
     },
 }
 
@@ -68,7 +74,22 @@ fn real_main() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let cfg = GenieConfig::load(&cli.config)?;
+    if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
+        let cfg = GenieConfig::load(file)?;
+        Secret::cluster_from_file(&cfg.secret_file)
+            .with_context(|| format!("{}: secret_file", file.display()))?;
+        println!(
+            "{}: ok (host {}, router {}; cluster secret readable)",
+            file.display(),
+            cfg.host,
+            cfg.router
+        );
+        return Ok(());
+    }
+    let Some(config) = &cli.config else {
+        bail!("--config FILE is needed (the genie.toml of this server)");
+    };
+    let cfg = GenieConfig::load(config)?;
     // One thread: the genie's work is tiny and this keeps its footprint tiny too.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -76,6 +97,7 @@ fn real_main() -> Result<()> {
         .context("cannot start the tokio runtime")?;
     match cli.cmd {
         None | Some(Cmd::Run) => rt.block_on(run(cfg)),
+        Some(Cmd::CheckConfig { .. }) => Ok(()),
         Some(Cmd::Report { once, json }) => {
             if !once || !json {
                 bail!("only `report --once --json` is supported");
@@ -117,7 +139,7 @@ async fn report_once(cfg: GenieConfig) -> Result<()> {
 }
 
 async fn run(cfg: GenieConfig) -> Result<()> {
-    let secret = Secret::from_file(&cfg.secret_file)?;
+    let secret = Secret::cluster_from_file(&cfg.secret_file)?;
     std::fs::create_dir_all(&cfg.vm_dir)
         .with_context(|| format!("cannot create vm_dir {}", cfg.vm_dir.display()))?;
     let changes = Arc::new(Notify::new());

@@ -19,7 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_genie");
 
 fn write_config(dir: &TestDir, router: &str, extra: &str) -> std::path::PathBuf {
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "cluster\n").unwrap();
+    std::fs::write(&secret, "genie-cli-test-cluster-secret\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     // vm_dir is the test dir itself, so its guard kills the test's qemus.
     let vm_dir = dir.path();
@@ -237,9 +237,14 @@ async fn the_binary_runs_vm_commands_from_the_router() {
         metrics_ms: 1000,
         lease_ms: 0,
     };
-    common::router_handshake(&mut s, b"cluster", &HostId::new("h1").unwrap(), welcome)
-        .await
-        .unwrap();
+    common::router_handshake(
+        &mut s,
+        b"genie-cli-test-cluster-secret",
+        &HostId::new("h1").unwrap(),
+        welcome,
+    )
+    .await
+    .unwrap();
     let spec = spec("cmd1");
     let start = RouterMsg::Command {
         id: 1,

@@ -59,7 +59,8 @@ pub async fn run_on(
     api_listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
-    let secret = Arc::new(Secret::from_file(&config.secret_file).map_err(DaemonError::Secret)?);
+    let secret =
+        Arc::new(Secret::cluster_from_file(&config.secret_file).map_err(DaemonError::Secret)?);
     let power = Arc::new(PowerPlane::from_config(&config).map_err(DaemonError::Power)?);
     // Opening also brings a state_dir of an older router up to date; the cluster task
     // hands the store to its writer thread.

@@ -10,6 +10,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Cmd::Serve { config } => serve(config),
+        Cmd::CheckConfig { file } => match router::config::check(file) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", wisp_common::error::chain(&e));
+                ExitCode::FAILURE
+            }
+        },
         _ => match cli::run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

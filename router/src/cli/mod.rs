@@ -40,6 +40,12 @@ pub enum Cmd {
         #[arg(long, short)]
         config: std::path::PathBuf,
     },
+    /// Check a router.toml and the secret and password files it names, without
+    /// starting anything: "ok" and exit 0, or the first problem and exit 1.
+    CheckConfig {
+        /// The router.toml to check.
+        file: std::path::PathBuf,
+    },
     /// List servers with live metrics and link state.
     Hosts {
         #[arg(long)]
@@ -113,6 +119,7 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
     let c = Client::new(&cli.api, None);
     match &cli.command {
         Cmd::Serve { .. } => unreachable!("serve is handled by main"),
+        Cmd::CheckConfig { .. } => unreachable!("check-config is handled by main"),
         Cmd::Hosts { json } => {
             let hosts: Vec<HostView> = c.get("/v1/hosts")?;
             print_or_json(*json, &hosts, |h| hosts_table(h))

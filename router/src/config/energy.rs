@@ -22,13 +22,13 @@ pub enum SleepMode {
 /// A host's power draw, watts.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostPower {
+pub struct HostDraw {
     pub idle_watts: f64,
     pub max_watts: f64,
     pub standby_watts: f64,
 }
 
-impl HostPower {
+impl HostDraw {
     pub fn model(&self) -> PowerModel {
         PowerModel::linear(self.idle_watts, self.max_watts)
     }
@@ -53,7 +53,7 @@ pub struct EnergyConfig {
     pub standby_watts: f64,
     /// Per-host power models overriding the default.
     #[serde(default)]
-    pub hosts: BTreeMap<HostId, HostPower>,
+    pub hosts: BTreeMap<HostId, HostDraw>,
     /// Seconds from a wake request to the host accepting VMs (the planner wakes hosts
     /// this far ahead).
     #[serde(default = "default_wake_latency_s")]
@@ -150,8 +150,8 @@ impl EnergyConfig {
     }
 
     /// The power figures of `host`.
-    pub fn power(&self, host: &HostId) -> HostPower {
-        self.hosts.get(host).copied().unwrap_or(HostPower {
+    pub fn power(&self, host: &HostId) -> HostDraw {
+        self.hosts.get(host).copied().unwrap_or(HostDraw {
             idle_watts: self.idle_watts,
             max_watts: self.max_watts,
             standby_watts: self.standby_watts,
@@ -160,8 +160,35 @@ impl EnergyConfig {
 
     /// Cross-field rules; `Err((key, message))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.interval_s.is_nan() || self.interval_s <= 0.0 {
-            return Err(("energy.interval_s".into(), "must be positive".into()));
+        // Every number must be finite: NaN passes no comparison and infinity breaks
+        // the timers built from it (a panic even with the mode off).
+        for (key, v) in [
+            ("energy.interval_s", Some(self.interval_s)),
+            ("energy.idle_watts", Some(self.idle_watts)),
+            ("energy.max_watts", Some(self.max_watts)),
+            ("energy.standby_watts", Some(self.standby_watts)),
+            ("energy.wake_latency_s", Some(self.wake_latency_s)),
+            ("energy.upper", self.upper),
+            ("energy.target", self.target),
+            ("energy.lower", self.lower),
+            ("energy.min_vm_move_interval_s", self.min_vm_move_interval_s),
+            ("energy.min_awake_s", self.min_awake_s),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_finite() || v.abs() > 1e9) {
+                return Err((
+                    key.into(),
+                    format!("{v} is not a finite number of sensible size"),
+                ));
+            }
+        }
+        if !(self.interval_s > 0.0 && self.interval_s <= 86_400.0) {
+            return Err((
+                "energy.interval_s".into(),
+                format!(
+                    "{} must be above 0 and at most 86400 (a day)",
+                    self.interval_s
+                ),
+            ));
         }
         let p = self.policy();
         if !(0.0 < p.lower && p.lower < p.target && p.target <= p.upper) {
@@ -177,13 +204,21 @@ impl EnergyConfig {
             std::iter::once((None, self.power(&HostId::new("default").expect("valid id"))))
                 .chain(self.hosts.iter().map(|(h, p)| (Some(h), *p)))
         {
-            if hp.idle_watts < 0.0 || hp.max_watts < hp.idle_watts || hp.standby_watts < 0.0 {
+            let finite = [hp.idle_watts, hp.max_watts, hp.standby_watts]
+                .iter()
+                .all(|w| w.is_finite() && *w <= 1e9);
+            if !finite
+                || hp.idle_watts < 0.0
+                || hp.max_watts < hp.idle_watts
+                || hp.standby_watts < 0.0
+            {
                 return Err((
                     match name {
                         Some(h) => format!("energy.hosts.{h}"),
                         None => "energy.max_watts".into(),
                     },
-                    "need 0 <= idle_watts <= max_watts and standby_watts >= 0".into(),
+                    "need finite watts with 0 <= idle_watts <= max_watts and standby_watts >= 0"
+                        .into(),
                 ));
             }
         }

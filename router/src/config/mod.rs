@@ -209,6 +209,43 @@ impl RouterConfig {
                 "must be at least suspect_after_ms".into(),
             ));
         }
+        // Every duration has a ceiling: a value meant as "forever" (or a typo of one)
+        // must not overflow the deadline arithmetic or make detection meaningless.
+        for (key, v, max) in [
+            ("heartbeat_ms", self.heartbeat_ms, 60_000),
+            ("metrics_ms", self.metrics_ms, 3_600_000),
+            ("suspect_after_ms", self.suspect_after_ms, 3_600_000),
+            ("unreachable_after_ms", self.unreachable_after_ms, 3_600_000),
+            ("genie_grace_ms", self.genie_grace_ms, 3_600_000),
+            ("lease_margin_ms", self.lease_margin_ms, 3_600_000),
+            ("wake_deadline_ms", self.wake_deadline_ms, 3_600_000),
+            ("power_verify_ms", self.power_verify_ms, 3_600_000),
+            (
+                "migration.downtime_limit_ms",
+                self.migration.downtime_limit_ms,
+                3_600_000,
+            ),
+        ] {
+            if v > max {
+                return Err(invalid(
+                    key.into(),
+                    format!("{v} is above the limit of {max}"),
+                ));
+            }
+        }
+        // A lease at or below the detection time would make healthy genies kill their
+        // VMs while the router still counts them as up; 0 turns self-fencing off.
+        if self.lease_ms != 0
+            && (self.lease_ms <= self.unreachable_after_ms || self.lease_ms > 3_600_000)
+        {
+            return Err(invalid(
+                "lease_ms".into(),
+                format!(
+                    "{} must be 0 (no self-fencing) or above unreachable_after_ms ({}) and at most 3600000",
+                    self.lease_ms, self.unreachable_after_ms
+                ),
+            ));
+        }
         if let Err((key, message)) = self.energy.validate() {
             return Err(invalid(key, message));
         }
@@ -243,6 +280,44 @@ impl RouterConfig {
     pub fn host(&self, id: &HostId) -> Option<&HostConfig> {
         self.hosts.iter().find(|h| &h.name == id)
     }
+}
+
+/// Why `router check-config` refused a file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Config(ConfigError),
+    #[error("secret_file")]
+    Secret(#[source] wisp_common::secret::SecretError),
+    #[error("host {host}: bmc_password_file")]
+    BmcPassword {
+        host: HostId,
+        #[source]
+        source: wisp_common::secret::SecretError,
+    },
+}
+
+/// Loads and validates `path` the way the daemon would at start, and reads the secret
+/// and BMC password files it names (never printing them). Returns a one-line summary.
+pub fn check(path: &Path) -> Result<String, CheckError> {
+    let cfg = RouterConfig::load(path).map_err(CheckError::Config)?;
+    wisp_common::secret::Secret::cluster_from_file(&cfg.secret_file).map_err(CheckError::Secret)?;
+    for h in &cfg.hosts {
+        if let Some(p) = &h.bmc_password_file {
+            wisp_common::secret::Secret::from_file(p).map_err(|source| {
+                CheckError::BmcPassword {
+                    host: h.name.clone(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(format!(
+        "{}: ok ({} hosts, {} with a BMC; cluster secret readable)",
+        path.display(),
+        cfg.hosts.len(),
+        cfg.hosts.iter().filter(|h| h.bmc.is_some()).count()
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,66 @@
+//! `genie check-config FILE` as an operator runs it: "ok" and exit 0 for a good
+//! genie.toml, one `error:` line naming the file and the key otherwise (here a cluster
+//! secret too short to be safe).
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GENIE: &str = env!("CARGO_BIN_EXE_genie");
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn secret(d: &Path, content: &str) -> PathBuf {
+    let p = d.join("cluster.secret");
+    std::fs::write(&p, content).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+#[test]
+fn genie_check_config_says_ok_or_names_the_problem() {
+    let d = std::env::temp_dir().join(format!("wisp-genie-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let d = Dir(d);
+    let s = secret(&d.0, "0123456789abcdef0123456789abcdef\n");
+    let f = d.0.join("genie.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "host = \"h1\"\nrouter = \"127.0.0.1:7100\"\nsecret_file = \"{}\"\nvm_dir = \"{}\"\n",
+            s.display(),
+            d.0.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(GENIE)
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(": ok (host h1"), "{out}");
+
+    secret(&d.0, "short\n");
+    let o = Command::new(GENIE)
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("secret_file") && err.contains("holds 5 bytes"),
+        "{err}"
+    );
+}
