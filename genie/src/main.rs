@@ -74,18 +74,16 @@ fn real_main() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
-        let cfg = GenieConfig::load(file)?;
-        Secret::cluster_from_file(&cfg.secret_file)
-            .with_context(|| format!("{}: secret_file", file.display()))?;
-        println!(
-            "{}: ok (host {}, router {}; cluster secret readable)",
-            file.display(),
-            cfg.host,
-            cfg.router
-        );
-        return Ok(());
-    }
+    let report = match cli.cmd {
+        Some(Cmd::CheckConfig { file }) => return check_config(&file),
+        None | Some(Cmd::Run) => false,
+        Some(Cmd::Report { once, json }) => {
+            if !once || !json {
+                bail!("only `report --once --json` is supported");
+            }
+            true
+        }
+    };
     let Some(config) = &cli.config else {
         bail!("--config FILE is needed (the genie.toml of this server)");
     };
@@ -95,16 +93,26 @@ fn real_main() -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    match cli.cmd {
-        None | Some(Cmd::Run) => rt.block_on(run(cfg)),
-        Some(Cmd::CheckConfig { .. }) => Ok(()),
-        Some(Cmd::Report { once, json }) => {
-            if !once || !json {
-                bail!("only `report --once --json` is supported");
-            }
-            rt.block_on(report_once(cfg))
-        }
+    if report {
+        rt.block_on(report_once(cfg))
+    } else {
+        rt.block_on(run(cfg))
     }
+}
+
+/// `genie check-config FILE`: the config and its cluster secret as `run` would read
+/// them, starting nothing.
+fn check_config(file: &std::path::Path) -> Result<()> {
+    let cfg = GenieConfig::load(file)?;
+    Secret::cluster_from_file(&cfg.secret_file)
+        .with_context(|| format!("{}: secret_file", file.display()))?;
+    println!(
+        "{}: ok (host {}, router {}; cluster secret readable)",
+        file.display(),
+        cfg.host,
+        cfg.router
+    );
+    Ok(())
 }
 
 async fn report_once(cfg: GenieConfig) -> Result<()> {

@@ -187,7 +187,8 @@ pub fn spawn(
             Vec::new()
         });
     let (store, writer) = crate::store::spawn_writer(store);
-    let model = Model::new(config, persisted, store, sla, old_events);
+    let config = Arc::new(config.clone());
+    let model = Model::new(config.clone(), persisted, store, sla, old_events);
     let mut task = Task {
         model,
         published,
@@ -207,7 +208,7 @@ pub fn spawn(
         ClusterHandle {
             tx,
             inventory,
-            config: Arc::new(config.clone()),
+            config,
             snapshot,
         },
         join,
@@ -235,12 +236,7 @@ impl Task {
                     self.publish();
                 }
                 msg = rx.recv() => match msg {
-                    // Reports are many and change only what the next tick publishes.
-                    Some(m @ Msg::Report { .. }) => self.handle(m),
-                    Some(m) => {
-                        self.handle(m);
-                        self.publish();
-                    }
+                    Some(m) => self.handle(m),
                     None => break,
                 },
             }
@@ -261,13 +257,18 @@ impl Task {
                 reply,
             } => {
                 let session = self.model.connected(host, instance, version, link, now);
+                self.publish();
                 let _ = reply.send(session);
             }
             Msg::Disconnected {
                 host,
                 session,
                 reason,
-            } => self.model.disconnected(host, session, &reason, now),
+            } => {
+                self.model.disconnected(host, session, &reason, now);
+                self.publish();
+            }
+            // Reports are many and change only what the next tick publishes.
             Msg::Report {
                 host,
                 session,

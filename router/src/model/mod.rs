@@ -80,15 +80,16 @@ impl Model {
     /// The model a router starts with: its config, the stored desired state and SLA
     /// book, the last events, and the operators' stored host flags applied.
     pub fn new(
-        config: &RouterConfig,
+        config: Arc<RouterConfig>,
         persisted: PersistedState,
         store: StoreHandle,
         sla: sla::SlaBook,
         old_events: Vec<Event>,
     ) -> Self {
+        let hosts = config.hosts.len();
         let mut m = Model {
-            config: Arc::new(config.clone()),
-            cluster: Cluster::new(&config.hosts, Timing::from_config(config)),
+            cluster: Cluster::new(&config.hosts, Timing::from_config(&config)),
+            config,
             persisted,
             store,
             events: VecDeque::new(),
@@ -119,7 +120,7 @@ impl Model {
             EventKind::RouterStarted,
             None,
             None,
-            format!("router started with {} hosts", config.hosts.len()),
+            format!("router started with {hosts} hosts"),
         ));
         m
     }
@@ -237,12 +238,6 @@ impl Model {
             }
         }
         self.push_event(Event::new(unix_ms(), kind, host, vm, message));
-    }
-
-    /// Stores the desired world. On failure the caller must undo its change: nothing
-    /// is acknowledged that was not stored.
-    pub fn save(&mut self) -> Result<(), crate::store::StoreError> {
-        self.store.commit_blocking(self.persisted.clone())
     }
 
     /// Changes the persisted state with `f` and stores it; on a store failure the

@@ -92,7 +92,6 @@ impl Model {
             if out.len() >= budget {
                 break;
             }
-            self.apply_releases();
             if self.claims.is_held(&vm) || self.retry_after.get(&vm).is_some_and(|t| *t > now) {
                 continue;
             }

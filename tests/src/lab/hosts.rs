@@ -8,14 +8,16 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 use nix::sys::signal::Signal;
 
-use super::cmd::{self, CmdError};
+use super::cmd;
 use super::power::{self, HostFile, OffHow, Power};
 use super::spec::{GenieMode, HostInfo, LabSpec};
-use super::{bmc, configs, guest, io_err, mac_string, poll, procs, witness, Lab, LabError};
+use super::{
+    bmc, configs, guest, io_err, mac_string, poll, procs, spawn_logged, witness, Lab, LabError,
+};
 use super::{Names, WAIT};
 
 impl Lab {
@@ -105,17 +107,11 @@ impl Lab {
     /// Starts `wisp-lab-wol` on the bridge and waits until it listens.
     pub(super) fn start_wol(&mut self) -> Result<(), LabError> {
         let log_path = self.wol_log();
-        let log = fs::File::create(&log_path).map_err(io_err(&log_path))?;
-        let log2 = log.try_clone().map_err(io_err(&log_path))?;
+        // A fresh log: readiness is read from it below.
+        fs::File::create(&log_path).map_err(io_err(&log_path))?;
         let mut c = cmd::in_ns(&self.names.core_ns(), &self.bins.wol);
-        c.arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        let child = c.spawn().map_err(|source| CmdError::Spawn {
-            command: cmd::describe(&c),
-            source,
-        })?;
+        c.arg(&self.dir);
+        let child = spawn_logged(&mut c, &log_path)?;
         self.wol = Some(child);
         let wol = &mut self.wol;
         poll(WAIT, "the WoL listener to listen on br0", |last| {

@@ -177,6 +177,26 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     }
 }
 
+/// Starts `c` with no stdin and its stdout and stderr in the file at `log` (appended
+/// to, so a restarted process keeps its predecessor's lines).
+fn spawn_logged(
+    c: &mut std::process::Command,
+    log: &Path,
+) -> Result<std::process::Child, LabError> {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io_err(log))?;
+    let err = out.try_clone().map_err(io_err(log))?;
+    c.stdin(std::process::Stdio::null()).stdout(out).stderr(err);
+    let child = c.spawn().map_err(|source| CmdError::Spawn {
+        command: cmd::describe(c),
+        source,
+    })?;
+    Ok(child)
+}
+
 /// Tools the lab runs; checked up front so a missing one fails the test loudly with
 /// the package to install, instead of half-way through a scenario.
 const TOOLS: &[(&str, &str)] = &[

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use super::api::{EventRow, HostRow, VmRow};
 use super::cmd::{self, CmdError};
-use super::{configs, io_err, poll, procs, Lab, LabError, WAIT};
+use super::{configs, io_err, poll, procs, spawn_logged, Lab, LabError, WAIT};
 
 /// A finished CLI call as (exit code, one-line trimmed stderr, stdout).
 pub fn cli_result(out: &Output) -> (Option<i32>, String, String) {
@@ -55,23 +55,9 @@ impl Lab {
     pub fn start_router(&mut self) -> Result<(), LabError> {
         let router = self.bin(self.bins.router.as_ref(), "router")?;
         let log_path = self.router_log();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_err(&log_path))?;
-        let log2 = log.try_clone().map_err(io_err(&log_path))?;
         let mut c = cmd::in_ns(&self.names.core_ns(), &router);
-        c.arg("serve")
-            .arg("--config")
-            .arg(&self.router_toml)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        let child = c.spawn().map_err(|source| CmdError::Spawn {
-            command: cmd::describe(&c),
-            source,
-        })?;
+        c.arg("serve").arg("--config").arg(&self.router_toml);
+        let child = spawn_logged(&mut c, &log_path)?;
         self.router = Some(child);
         poll(WAIT, "the router API to answer `router hosts`", |last| {
             if let Some(Ok(Some(st))) = self.router.as_mut().map(|c| c.try_wait()) {
