@@ -38,10 +38,13 @@ async fn connect(router: &TestRouter, host: &str, secret: &[u8]) -> Result<FakeG
 }
 
 impl FakeGenie {
+    /// Sends a report with generation `gen`, or (None) the next one above every
+    /// generation sent so far, as a real genie's only rise.
     async fn report(&mut self, gen: Option<u64>) {
-        self.gen += 1;
+        let gen = gen.unwrap_or(self.gen + 1);
+        self.gen = self.gen.max(gen);
         let r = Report {
-            gen: gen.unwrap_or(self.gen),
+            gen,
             sent_at_ms: wisp_common::time::unix_ms(),
             metrics: Some(HostMetrics {
                 cpu_percent: 7.5,
