@@ -205,6 +205,7 @@ fn codec() {
         sent_at_ms: 1_700_000_000_000,
         metrics: Some(metrics),
         vms: Some(vms),
+        ..Default::default()
     });
     let n = 20_000u32;
     let mut bytes = 0;

@@ -108,6 +108,12 @@ pub async fn dispatch<H: Hypervisor, P: Power>(
                 Err(e) => Outcome::Failed { error: chain(&e) },
             }
         }
+        Command::SendWol(relay) => Outcome::Failed {
+            error: format!(
+                "this genie cannot relay magic packets yet (asked for {})",
+                relay.mac
+            ),
+        },
         Command::Suspend => {
             if let Err(e) = power.arm_wol().await {
                 // Not fatal: the router falls back to IPMI power-on when WoL fails.

@@ -131,6 +131,7 @@ async fn report_once(cfg: GenieConfig) -> Result<()> {
         sent_at_ms: wisp_common::time::unix_ms(),
         metrics: Some(metrics.sample()?),
         vms: Some(vms.statuses()),
+        ..Default::default()
     };
     if let Some(v) = report
         .vms

@@ -35,6 +35,8 @@ impl<M: MetricsSource> Reporter<M> {
             sent_at_ms: now_ms,
             metrics: None,
             vms: None,
+            power: None,
+            resumed: None,
         }
     }
 
@@ -53,6 +55,8 @@ impl<M: MetricsSource> Reporter<M> {
             sent_at_ms: now_ms,
             metrics,
             vms: Some(vms),
+            power: None,
+            resumed: None,
         }
     }
 
@@ -63,6 +67,8 @@ impl<M: MetricsSource> Reporter<M> {
             sent_at_ms: now_ms,
             metrics: None,
             vms: Some(vms),
+            power: None,
+            resumed: None,
         }
     }
 

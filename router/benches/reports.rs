@@ -71,6 +71,7 @@ fn full_report(gen: u64, host: usize) -> Report {
                 })
                 .collect(),
         ),
+        ..Default::default()
     }
 }
 
@@ -103,6 +104,7 @@ async fn genie(addr: String, host: usize, secret: Secret, rate: f64, until: Inst
                 sent_at_ms: wisp_common::time::unix_ms(),
                 metrics: None,
                 vms: None,
+                ..Default::default()
             }
         };
         write_frame(&mut wr, &GenieMsg::Report(r), MAX_FRAME_BYTES)

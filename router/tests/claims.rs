@@ -142,7 +142,7 @@ async fn genie(link: SocketAddr, host: &str, instance: u64, fail: watch::Receive
                     qmp_socket: format!("/nonexistent/{id}.qmp").into(),
                     epoch: *epoch,
                 }).collect();
-                let r = Report { gen, sent_at_ms: wisp_common::time::unix_ms(), metrics: None, vms: Some(list) };
+                let r = Report { gen, sent_at_ms: wisp_common::time::unix_ms(), metrics: None, vms: Some(list), ..Default::default() };
                 if write_frame(&mut wr, &GenieMsg::Report(r), MAX_FRAME_BYTES).await.is_err() { return; }
             }
             m = rx.recv() => match m {

@@ -52,6 +52,7 @@ impl FakeGenie {
                 ..Default::default()
             }),
             vms: Some(vec![]),
+            ..Default::default()
         };
         write_frame(&mut self.stream, &GenieMsg::Report(r), MAX_FRAME_BYTES)
             .await

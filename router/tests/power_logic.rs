@@ -148,7 +148,7 @@ async fn genie(link: SocketAddr, host: &str, vms: Vec<&str>, alive: watch::Recei
             _ = tick.tick() => {
                 if !*alive.borrow() { break; }
                 gen += 1;
-                let r = Report { gen, sent_at_ms: wisp_common::time::unix_ms(), metrics: None, vms: Some(vms.clone()) };
+                let r = Report { gen, sent_at_ms: wisp_common::time::unix_ms(), metrics: None, vms: Some(vms.clone()), ..Default::default() };
                 if write_frame(&mut wr, &GenieMsg::Report(r), MAX_FRAME_BYTES).await.is_err() { break; }
             }
             m = rx.recv() => match m {

@@ -98,6 +98,7 @@ mod tests {
             sent_at_ms: 5,
             metrics: None,
             vms: None,
+            ..Default::default()
         })
     }
 

@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod frame;
 pub mod handshake;
+pub mod power;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{HostId, VmId, VmRunState, VmSpec};
 pub use auth::{Nonce, Proof};
+pub use power::{PowerCaps, ResumeSign, Resumed, WolCaps, WolRelay};
 
 /// Bumped on any incompatible change; checked in the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -126,7 +128,7 @@ impl RouterMsg {
 }
 
 /// A genie's report. Heartbeats carry neither metrics nor VMs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     pub gen: u64,
@@ -136,6 +138,12 @@ pub struct Report {
     /// The full list of VMs on the host when present (absent = unchanged).
     #[serde(default)]
     pub vms: Option<Vec<VmStatus>>,
+    /// The host's sleep and wake abilities; sent with the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<Box<PowerCaps>>,
+    /// Set in the first report after the genie noticed its host resumed from sleep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
 }
 
 /// Host metrics read with sysinfo.
@@ -211,6 +219,9 @@ pub enum Command {
     Suspend,
     /// Kill every VM whose epoch is older than `min_epoch` (stale after a fence).
     DropStale { vms: Vec<VmId> },
+    /// Send magic packets for another host from this host's segment (raw frames and
+    /// UDP broadcast), for a router on another segment.
+    SendWol(WolRelay),
 }
 
 /// A command's final outcome.
@@ -265,6 +276,7 @@ mod tests {
                 qmp_socket: "/run/wisp/vm1.qmp".into(),
                 epoch: 3,
             }]),
+            ..Default::default()
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             sent_at_ms: at,
             metrics: None,
             vms: None,
+            ..Default::default()
         }
     }
 

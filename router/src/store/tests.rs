@@ -122,6 +122,7 @@ async fn reports_are_applied_promptly_while_the_store_is_slow() {
             sent_at_ms: gen,
             metrics: None,
             vms: None,
+            ..Default::default()
         };
         c.report(h1.clone(), session, report).await;
     }
