@@ -132,7 +132,10 @@ pub(super) async fn run(
                 }
             },
             req = requests.recv() => {
-                let Some(req) = req else { continue };
+                // Every handle dropped: the router let go of this link (replaced by a
+                // newer connection, or its host put to sleep). Close our end; looping
+                // on a closed channel would spin.
+                let Some(req) = req else { break "the router closed the link".to_string() };
                 let id = next_id;
                 next_id += 1;
                 let msg = RouterMsg::Command { id, command: req.command };

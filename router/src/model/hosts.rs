@@ -107,6 +107,9 @@ impl Cluster {
         if let Some(m) = report.metrics {
             h.metrics = Some(m);
         }
+        if let Some(c) = report.power {
+            h.power_caps = Some(*c);
+        }
         let mut changed = false;
         if let Some(vms) = report.vms {
             changed = vms != h.vms;

@@ -34,6 +34,8 @@ pub struct HostSnap {
     /// The operator's and the energy planner's stored flags.
     pub maintenance: bool,
     pub standby: bool,
+    /// What the host can do about sleeping and waking, as its genie last said.
+    pub power_caps: Option<wisp_common::proto::PowerCaps>,
 }
 
 impl HostSnap {
@@ -134,6 +136,7 @@ impl Model {
                         .hosts
                         .get(&h.cfg.name)
                         .is_some_and(|r| r.standby),
+                    power_caps: h.power_caps.clone(),
                 })
                 .collect(),
             records: self.persisted.vms.clone(),

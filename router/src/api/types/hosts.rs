@@ -24,6 +24,13 @@ pub struct HostView {
     pub load_avg: Option<[f64; 3]>,
     pub uptime_s: Option<u64>,
     pub vms: usize,
+    /// Sleep depths the host offers, as its genie learned them: `ram` (suspend to
+    /// RAM, in /sys/power/state) and `off` (soft-off, always); empty when not known yet.
+    #[serde(default)]
+    pub sleep: Vec<String>,
+    /// Wake-on-LAN armed on its NIC (`ethtool`), when known.
+    #[serde(default)]
+    pub wol_armed: Option<bool>,
 }
 
 /// `GET /v1/status` (`router status --json`).
