@@ -209,8 +209,8 @@ impl Model {
         }
     }
 
-    /// Applies a genie report if it is current; counts it either way.
-    pub fn report(&mut self, host: HostId, session: u64, report: Report, now: Instant) {
+    /// Applies a genie report if it is current; counts it either way. True if applied.
+    pub fn report(&mut self, host: HostId, session: u64, report: Report, now: Instant) -> bool {
         let resumed = report.resumed;
         match self.cluster.apply_report(&host, session, report, now) {
             Ok(_) => {
@@ -227,10 +227,12 @@ impl Model {
                         format!("genie resumed after {} ms away ({how})", r.away_ms),
                     );
                 }
+                true
             }
             Err(why) => {
                 self.reports_dropped += 1;
                 debug!(%host, ?why, "report dropped");
+                false
             }
         }
     }

@@ -100,7 +100,9 @@ async fn main() -> Result<()> {
                 if since.elapsed() >= SLEEP_BEFORE_DEMAND {
                     // 128 MiB more leaves the awake hosts short of their N+1 reserve:
                     // the planner wakes a sleeping host ahead of need.
-                    println!("wisp-demo: demand rises: a 128 MiB VM; a sleeping host will be woken");
+                    println!(
+                        "wisp-demo: demand rises: a 128 MiB VM; a sleeping host will be woken"
+                    );
                     run(
                         &lab,
                         &["vm", "create", "big", "--mem", "128", "--kernel", &kernel],
