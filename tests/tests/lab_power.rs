@@ -368,11 +368,13 @@ fn a_host_suspended_for_two_minutes_resumes_cleanly() {
     let t = Instant::now();
     watch_asleep(&lab, 1, &talk, 120);
     let at = talk.last().unwrap();
+    let asleep = t.elapsed();
+    let t = Instant::now();
     lab.wake_host_by_wol(1).unwrap();
     wait_power(&lab, 1, Power::On);
     talk.wait_above(&lab, at + 5);
     eprintln!(
-        "FIGURE asleep {:?}; counter went on from {at} on the same connection",
+        "FIGURE asleep {asleep:?}; magic packet to counter +5: {:?}, from {at} on the same connection",
         t.elapsed()
     );
     assert_eq!(standin_pids(&lab, 1), vec![genie]);
