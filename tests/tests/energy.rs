@@ -3,7 +3,7 @@
 //!
 //! Cycle: three hosts, one idle VM on each; `router energy on` → the VMs are packed
 //! by live migration and an emptied host is asleep (the lab's power state, which the
-//! BMC reports, says "suspended"; its genie is gone); then a new VM takes part of the
+//! BMC reports as off, says "suspended"; its processes are frozen); then a new VM takes part of the
 //! room the reserve kept → the reserve is short → the sleeping host is woken by
 //! Wake-on-LAN (verified by its genie registering) and is up again. Every guest's
 //! counter keeps going up across all of it: no VM was restarted.
@@ -123,16 +123,17 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
         placement(&lab),
         t_on.elapsed().as_millis()
     );
-    // The BMC agrees (a suspended host is off as IPMI sees it) and its genie is gone.
+    // The BMC agrees (a suspended host is off as IPMI sees it) and its processes are frozen.
     let ipmi = lab
         .ipmitool(asleep, &["chassis", "power", "status"])
         .unwrap();
     let ipmi = String::from_utf8_lossy(&ipmi.stdout).into_owned();
     assert!(ipmi.contains("is off"), "ipmitool on {sleeper}: {ipmi}");
-    poll(WAIT, "the sleeping host's genie to be gone", |last| {
+    // Suspend-to-RAM froze it: its processes are all stopped, none is gone.
+    poll(WAIT, "the sleeping host's processes to be frozen", |last| {
         let p = lab.genie_pids(asleep).ok()?;
-        *last = format!("{p:?}");
-        p.is_empty().then_some(())
+        *last = format!("genie pids {p:?}");
+        (!p.is_empty() && lab.is_frozen(asleep).ok()?).then_some(())
     })
     .unwrap();
     // The router's energy status catches up once the suspend is verified.
