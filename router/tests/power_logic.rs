@@ -633,3 +633,34 @@ async fn a_frozen_host_is_asleep_not_failed_and_its_link_is_closed_by_us() {
         "a host asleep on purpose was taken for failed: {bad:?}"
     );
 }
+
+/// A host nothing could wake again (no BMC, no Wake-on-LAN path) is not put to sleep:
+/// a clear refusal and nothing sent; the host stays up and not flagged asleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_without_a_way_to_wake_is_refused_before_anything_is_sent() {
+    let r = rig("nowake", &[PowerState::On]).await;
+    spawn_powered_genie(&r, "h1", vec![]);
+    wait_status(&r.cluster, "h1", HostStatus::Up).await;
+    let bare = PowerPlane::new(HashMap::new(), None, HashMap::new());
+    for mode in [SuspendMode::Ram, SuspendMode::SoftOff] {
+        let e = suspend(
+            &r.cluster,
+            &bare,
+            &h("h1"),
+            mode,
+            false,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, PowerError::NoWakePath { .. } | PowerError::NoBmc { .. }),
+            "{mode:?}: {e}"
+        );
+        assert!(e.to_string().contains("h1"), "{e}");
+    }
+    // Still reporting (the fake genie stops at a Suspend), not asleep.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (st, _, standby) = status_of(&r.cluster, "h1").await;
+    assert_eq!((st, standby), (HostStatus::Up, false));
+}
