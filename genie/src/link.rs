@@ -11,8 +11,8 @@
 //! on), and sends `resumed` in the first report of the new link, a full one.
 //!
 //! Power abilities (`PowerCaps`) are learned by a task of their own at start, every
-//! [`RELEARN_CAPS_EVERY`], after a resume and after WoL was armed; the first full report
-//! of each link carries them, later ones only when they changed.
+//! [`power_caps::RELEARN_EVERY`], after a resume and after WoL was armed; the first full
+//! report of each link carries them, later ones only when they changed.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -34,7 +34,7 @@ use crate::commands::{self, Hypervisor};
 use crate::host_sleep::Power;
 use crate::lease::LeaseHandle;
 use crate::metrics::MetricsSource;
-use crate::power_caps::CapsProbe;
+use crate::power_caps::{self, CapsProbe};
 use crate::report::Reporter;
 use crate::resume::ResumeDetector;
 use crate::wol_relay::WolRelayer;
@@ -47,9 +47,6 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often vm_dir is scanned for qemus started by someone else (or before a restart).
 pub const SCAN_EVERY: Duration = Duration::from_secs(3);
-/// How often the host's power abilities are learned again (an operator may run
-/// `ethtool -s`, a kernel update may change sleep states).
-pub const RELEARN_CAPS_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -171,7 +168,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
         let mut sampler = tokio::time::interval(period);
         sampler.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (caps_tx, caps) = watch::channel(None);
-        let _learner = AbortOnDrop(tokio::spawn(learn_caps(
+        let _learner = AbortOnDrop(tokio::spawn(power_caps::keep_learning(
             self.power.clone(),
             caps_tx,
             self.caps_stale.clone(),
@@ -476,31 +473,6 @@ impl Timers {
         t.heartbeat.reset();
         t.full.reset();
         t
-    }
-}
-
-/// Learns the power abilities now, then every [`RELEARN_CAPS_EVERY`] or when poked;
-/// the link reads the latest from `tx`'s receiver.
-async fn learn_caps<P: CapsProbe>(
-    p: Arc<P>,
-    tx: watch::Sender<Option<PowerCaps>>,
-    stale: Arc<Notify>,
-) {
-    loop {
-        let caps = p.learn().await;
-        tx.send_if_modified(|c| {
-            let changed = c.as_ref() != Some(&caps);
-            if changed {
-                tracing::info!(states = ?caps.sleep_states, mem_sleep = ?caps.mem_sleep,
-                    wol = ?caps.wol, notes = ?caps.notes, "host power abilities");
-                *c = Some(caps);
-            }
-            changed
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(RELEARN_CAPS_EVERY) => {}
-            _ = stale.notified() => {}
-        }
     }
 }
 

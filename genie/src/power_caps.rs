@@ -9,12 +9,18 @@
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{watch, Notify};
 use wisp_common::proto::{PowerCaps, WolCaps};
 
 /// How long `ethtool IFACE` may take; it answers in milliseconds unless a driver hangs.
 pub const ETHTOOL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the link learns the power abilities again (an operator may run
+/// `ethtool -s`, a kernel update may change sleep states).
+pub const RELEARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Learns the host's power abilities. Never fails: what is unknown gets a note.
 pub trait CapsProbe: Send + Sync + 'static {
@@ -140,6 +146,31 @@ pub async fn learn_system(dir: &Path, wol_interface: Option<&str>) -> PowerCaps 
         None => None,
     };
     assemble(state, mem_sleep, ethtool)
+}
+
+/// Learns the power abilities now, then every [`RELEARN_EVERY`] or when poked;
+/// the link reads the latest from `tx`'s receiver. Runs until aborted.
+pub async fn keep_learning<P: CapsProbe>(
+    p: Arc<P>,
+    tx: watch::Sender<Option<PowerCaps>>,
+    stale: Arc<Notify>,
+) {
+    loop {
+        let caps = p.learn().await;
+        tx.send_if_modified(|c| {
+            let changed = c.as_ref() != Some(&caps);
+            if changed {
+                tracing::info!(states = ?caps.sleep_states, mem_sleep = ?caps.mem_sleep,
+                    wol = ?caps.wol, notes = ?caps.notes, "host power abilities");
+                *c = Some(caps);
+            }
+            changed
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(RELEARN_EVERY) => {}
+            _ = stale.notified() => {}
+        }
+    }
 }
 
 #[cfg(test)]
