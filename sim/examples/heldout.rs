@@ -1,0 +1,66 @@
+//! Policy selection on held-out synthetic days (`wisp_sim::synth`), never on the real
+//! days: `WISP_TRACES=… cargo run --release --example heldout -p wisp-sim`.
+//! Seeds 101–116 are the selection set; the `planetlab` bench reports on other seeds
+//! (1–8) and on the real days. Prints, per candidate, the worst and mean of each goal's
+//! proxy ratio (see the bench header for the proxies) and the worst of them all.
+
+use std::path::PathBuf;
+
+use wisp_planner::Policy;
+use wisp_sim::{baseline, load_planetlab_day, simulate, synth_day, Scenario};
+
+fn main() {
+    let Some(traces) = std::env::var_os("WISP_TRACES") else {
+        eprintln!("error: set WISP_TRACES to the directory holding planetlab/<day>/");
+        std::process::exit(1);
+    };
+    let root = PathBuf::from(traces).join("planetlab");
+    let mut pool = Vec::new();
+    for (day, _) in baseline::BOUNDS_KWH {
+        pool.extend(load_planetlab_day(&root.join(day)).expect("traces").samples);
+    }
+    let days: Vec<_> = (101..=116)
+        .map(|s| synth_day(&pool, 288, (800, 1100), s).workload)
+        .collect();
+    let sc = Scenario::cloudsim();
+    let base = sc.default_policy();
+    let mut cands: Vec<(String, Policy)> = Vec::new();
+    for upper in [1.0, 1.02, 1.05] {
+        for lower in [0.65, 0.72, 0.8] {
+            for freeze in [2400.0, 3600.0, 5400.0] {
+                for mk in [1.0, 1.5] {
+                    cands.push((
+                        format!("u{upper} l{lower} f{freeze} mk{mk}"),
+                        Policy {
+                            upper,
+                            lower,
+                            min_vm_move_interval_s: freeze,
+                            move_k_stddev: mk,
+                            ..base.clone()
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    if let Ok(only) = std::env::var("ONLY") {
+        cands.retain(|(n, _)| n.contains(&only));
+    }
+    for (name, p) in &cands {
+        let mut worst = [0.0f64; 5];
+        let mut mean = [0.0f64; 5];
+        for w in &days {
+            let r = simulate(w, &sc, p);
+            let g = baseline::heldout_ratios(&r);
+            for i in 0..5 {
+                worst[i] = worst[i].max(g[i]);
+                mean[i] += g[i] / days.len() as f64;
+            }
+        }
+        let score = worst.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{name:<28} score {score:.3} | worst E/LR~ {:.3} mig {:.3} SLAV {:.3} SLATAH {:.3} bound {:.3} | mean {:.3} {:.3} {:.3} {:.3} {:.3}",
+            worst[0], worst[1], worst[2], worst[3], worst[4], mean[0], mean[1], mean[2], mean[3], mean[4]
+        );
+    }
+}
