@@ -101,17 +101,13 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The policy tuned on the PlanetLab traces in the CloudSim scenario; see the
-    /// `planetlab` bench of wisp-sim (`sim/`), whose `Scenario::cloudsim().default_policy()`
-    /// is the variant below that never plans an overload. It meets
-    /// the three goals on all three days (energy ≤ 0.85 × LR-MMT 1.2, SLAV ≤ LR-MMT's,
-    /// migrations ≤ 0.2 × LR-MMT's) and so do its neighbours (lower 0.70–0.75, freeze
-    /// 40–60 min), so it is not a knife edge of the tuning.
-    ///
-    /// It spends part of the SLAV budget: a host is relieved only above 105 % of its
-    /// capacity (demand up to 5 % above capacity is tolerated for an interval), and
-    /// destinations are filled to 100 %. Hosts are emptied below 72 %; a VM that moved
-    /// stays 50 min; moved VMs land where mean + 1.5 σ of their last hour fits.
+    /// Tolerates planned overloads of 5 % to save energy: a host is relieved only above
+    /// 105 % of its capacity, destinations are filled to 100 % of current demand, hosts
+    /// are emptied below 72 % (75 % for less efficient ones), a VM that moved stays
+    /// 50 min, moved VMs land where mean + 1.5 σ of their last hour fits. About 1 % less
+    /// energy and fewer migrations than `planetlab_no_overload` on PlanetLab, for about
+    /// twice its SLATAH (over LR-MMT's on held-out days) and SLAV (`planetlab` bench of
+    /// wisp-sim).
     pub fn planetlab_balanced() -> Self {
         Self {
             upper: 1.05,
@@ -139,51 +135,24 @@ impl Policy {
         }
     }
 
-    /// The previous default (before efficiency tiers): relieve above 100 %, fill to 95 %,
-    /// empty below 75 %, destinations chosen without regard to host efficiency. Kept to
-    /// compare with in the `planetlab` bench.
-    pub fn planetlab_v1() -> Self {
-        Self {
-            upper: 1.0,
-            target: 0.95,
-            lower: 0.75,
-            prediction: Prediction {
-                window: 6,
-                k_stddev: 0.0,
-            },
-            move_k_stddev: 1.0,
-            prefer_efficient_hosts: false,
-            min_vm_move_interval_s: 1800.0,
-            ..Self::planetlab_balanced()
-        }
-    }
-
-    /// Never plans an overload (relieve above 100 %, fill to 100 %), otherwise like
-    /// `planetlab_balanced`: lower SLAV, more energy; on the edge of the energy goal.
+    /// The PlanetLab policy (`Scenario::cloudsim().default_policy()` in wisp-sim): never
+    /// plans an overload (relieve above 100 %, fill to 100 % of current demand), empties
+    /// hosts below 65 % (75 % for less efficient ones), a VM that moved stays an hour,
+    /// moved VMs land where mean + 1.5 σ of their last hour fits.
+    ///
+    /// Chosen by its worst case over 16 synthetic held-out days built from the traces
+    /// (`examples/heldout.rs`, seeds 101–116), not on the real days: among 76 variants of
+    /// upper 1.0–1.05, lower 0.55–0.8, freeze 40–90 min and move headroom 1–2 σ, it had
+    /// the lowest worst goal ratio but one (1.091 against 1.084 for the same with
+    /// upper 1.02, which tolerates 2 % overloads for twice the SLATAH); within 1 % we take
+    /// the one that plans no overload. Energy is the goal it misses: on held-out days
+    /// it needs 1.09–1.10 × the 0.80 × LR-MMT proxy; lowering energy costs migrations or
+    /// SLATAH beyond their goals (see the bench).
     pub fn planetlab_no_overload() -> Self {
         Self {
             upper: 1.0,
-            lower: 0.72,
-            move_k_stddev: 1.0,
-            min_vm_move_interval_s: 2400.0,
-            ..Self::planetlab_balanced()
-        }
-    }
-
-    /// Lower energy for more migrations: empty hosts below 80 %, a VM may move again
-    /// after 30 min.
-    pub fn planetlab_energy_first() -> Self {
-        Self {
-            lower: 0.8,
-            min_vm_move_interval_s: 1800.0,
-            ..Self::planetlab_balanced()
-        }
-    }
-
-    /// Fewer migrations for more energy: empty only hosts below 60 %, a VM stays an hour.
-    pub fn planetlab_few_migrations() -> Self {
-        Self {
-            lower: 0.6,
+            lower: 0.65,
+            move_k_stddev: 1.5,
             min_vm_move_interval_s: 3600.0,
             ..Self::planetlab_balanced()
         }

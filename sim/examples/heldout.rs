@@ -25,10 +25,28 @@ fn main() {
     let sc = Scenario::cloudsim();
     let base = sc.default_policy();
     let mut cands: Vec<(String, Policy)> = Vec::new();
-    for upper in [1.0, 1.02, 1.05] {
-        for lower in [0.65, 0.72, 0.8] {
-            for freeze in [2400.0, 3600.0, 5400.0] {
-                for mk in [1.0, 1.5] {
+    // The first grid (GRID unset) found its best at its lowest `lower`; GRID=2 looks
+    // around it.
+    let second = std::env::var("GRID").is_ok_and(|g| g == "2");
+    let (uppers, lowers, freezes, mks): (&[f64], &[f64], &[f64], &[f64]) = if second {
+        (
+            &[1.0, 1.02],
+            &[0.55, 0.6, 0.65],
+            &[3600.0, 4500.0],
+            &[1.5, 2.0],
+        )
+    } else {
+        (
+            &[1.0, 1.02, 1.05],
+            &[0.65, 0.72, 0.8],
+            &[2400.0, 3600.0, 5400.0],
+            &[1.0, 1.5],
+        )
+    };
+    for &upper in uppers {
+        for &lower in lowers {
+            for &freeze in freezes {
+                for &mk in mks {
                     cands.push((
                         format!("u{upper} l{lower} f{freeze} mk{mk}"),
                         Policy {

@@ -167,14 +167,13 @@ impl Scenario {
         }
     }
 
-    /// The policy to run this scenario with (what `router simulate` uses): the PlanetLab
-    /// policy that never plans an overload; the realistic scenario adds the N+1 reserve, 16 parallel
-    /// migrations and 15 min minimum awake time.
+    /// The policy to run this scenario with (what `router simulate` uses):
+    /// `Policy::planetlab_no_overload`, chosen on held-out synthetic days (see its doc);
+    /// the realistic scenario adds the N+1 reserve, 16 parallel migrations and 15 min
+    /// minimum awake time.
     pub fn default_policy(&self) -> Policy {
-        // The policy that never plans an overload: it meets the goals with SLATAH and
-        // PDM each below LR-MMT's. `planetlab_balanced` saves ~1 % more energy by
-        // tolerating planned overloads of 5 %, which a cloud that sells a 99.95 %
-        // availability should not do by default.
+        // `planetlab_balanced` saves ~1 % more energy by tolerating planned overloads of
+        // 5 %, which a cloud that sells a 99.95 % availability should not do by default.
         let base = Policy::planetlab_no_overload();
         match self.accounting {
             Accounting::CloudSim => base,
