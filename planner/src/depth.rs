@@ -15,9 +15,11 @@
 //!   over the caller's look-back);
 //! * plus the failover reserve (a failed host's VMs restart on woken hosts).
 //!
-//! Every other host goes to S5, except that a host already in S3 that just fell out of
-//! that set stays there for `s3_grace_s` (powering it off and booting it an hour later
-//! costs more than the watts saved). Hosts that cannot suspend to RAM always get S5; a
+//! Every other host goes to S5, except that a host already in S3 that fell out of that
+//! set stays there until it has been unneeded for `s3_grace_s` (powering it off and
+//! booting it an hour later costs more than the watts saved). The caller keeps, per
+//! host, since when it is unneeded: from when it went to sleep, restarted whenever a
+//! choice says `needed`. Hosts that cannot suspend to RAM always get S5; a
 //! host already in S5 stays there (bringing it to S3 needs a full boot). A host whose
 //! measured S3 wake is not faster than its S5 wake gets S5: S3 would cost watts for
 //! nothing.
@@ -61,9 +63,10 @@ pub struct DepthHost {
     pub wake_s5_s: f64,
     /// Its depth now; `None` for a host going to sleep in this round.
     pub current: Option<SleepDepth>,
-    /// Since when it sleeps (same clock as `DepthInput::now_s`); ignored when `current`
-    /// is `None`.
-    pub asleep_since_s: f64,
+    /// Since when it sleeps without having been counted `needed` (same clock as
+    /// `DepthInput::now_s`): the later of when it went to sleep and the last choice that
+    /// said `needed`. Ignored when `current` is `None`.
+    pub unneeded_since_s: f64,
 }
 
 /// What the cluster looks like, as far as sleep depth is concerned.
@@ -82,7 +85,8 @@ pub struct DepthInput {
     pub reserve_hosts: u32,
     /// The planner fills hosts up to this fraction of capacity (`Policy::target`).
     pub target: f64,
-    /// A host in S3 outside the needed set is powered off only after this long asleep.
+    /// A host in S3 outside the needed set is powered off once it has been unneeded this
+    /// long.
     pub s3_grace_s: f64,
 }
 
@@ -91,6 +95,9 @@ pub struct DepthInput {
 pub struct DepthChoice {
     pub host: HostIx,
     pub depth: SleepDepth,
+    /// Among the hosts the cluster may need soon (the caller restarts the host's
+    /// `unneeded_since_s` then).
+    pub needed: bool,
     pub why: String,
 }
 
@@ -149,6 +156,7 @@ pub fn choose(input: &DepthInput) -> Vec<DepthChoice> {
             DepthChoice {
                 host: h.host,
                 depth,
+                needed: hot,
                 why,
             }
         })
@@ -192,28 +200,28 @@ fn one(input: &DepthInput, h: &DepthHost, hot: bool, need: usize) -> (SleepDepth
             ),
         );
     }
-    let asleep = if h.current.is_some() {
-        (input.now_s - h.asleep_since_s).max(0.0)
+    let unneeded = if h.current.is_some() {
+        (input.now_s - h.unneeded_since_s).max(0.0)
     } else {
         0.0
     };
-    if h.current == Some(SleepDepth::Suspend) && asleep < input.s3_grace_s {
+    if h.current == Some(SleepDepth::Suspend) && unneeded < input.s3_grace_s {
         return (
             SleepDepth::Suspend,
             format!(
-                "Not expected to be needed soon, but it has slept only {:.0} min of the \
-                 {:.0} min after which it is powered off, so it stays suspended (S3).",
-                asleep / 60.0,
+                "Not expected to be needed soon, but only for {:.0} min of the {:.0} min \
+                 after which a suspended host is powered off, so it stays suspended (S3).",
+                unneeded / 60.0,
                 input.s3_grace_s / 60.0
             ),
         );
     }
     let why = if h.current == Some(SleepDepth::Suspend) {
         format!(
-            "Suspended for {:.0} min and not among the {need} host{} the cluster may need \
-             soon, so it is powered off (S3 to S5) to save standby power; it would wake in \
-             {:.0} s.",
-            asleep / 60.0,
+            "Suspended and unneeded for {:.0} min, and not among the {need} host{} the \
+             cluster may need soon, so it is powered off (S3 to S5) to save standby power; \
+             it would wake in {:.0} s.",
+            unneeded / 60.0,
             if need == 1 { "" } else { "s" },
             h.wake_s5_s
         )
@@ -241,7 +249,7 @@ mod tests {
             wake_s3_s: 15.0,
             wake_s5_s: 150.0,
             current,
-            asleep_since_s: since,
+            unneeded_since_s: since,
         }
     }
 
@@ -292,6 +300,8 @@ mod tests {
         ];
         let c = choose(&input(hs, 500.0, 1, 1));
         assert_eq!(depths(&c), ["S3", "S5", "S3", "S5"]);
+        let needed: Vec<bool> = c.iter().map(|c| c.needed).collect();
+        assert_eq!(needed, [true, false, true, false]);
         assert!(c[0].why.contains("2 more hosts"), "{}", c[0].why);
         assert!(c[1].why.contains("S5"), "{}", c[1].why);
         assert_eq!(c.iter().map(|c| c.host.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
@@ -317,7 +327,7 @@ mod tests {
 
     #[test]
     fn suspended_host_is_powered_off_after_the_grace() {
-        // Nothing needed: hosts suspended 10 min ago stay in S3, 2 h ago go to S5.
+        // Nothing needed: hosts unneeded for 10 min stay in S3, for 2 h go to S5.
         let now = 10_000.0;
         let hs = vec![
             host(0, 1.0, Some(SleepDepth::Suspend), now - 600.0),

@@ -61,6 +61,33 @@ fn main() {
             }
         }
     }
+    // CUSTOM=1: one candidate, the default with knobs from the environment (as `tune`).
+    if std::env::var("CUSTOM").is_ok() {
+        let env = |name: &str, d: f64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let p = Policy {
+            upper: env("UPPER", base.upper),
+            target: env("TARGET", base.target),
+            lower: env("LOWER", base.lower),
+            lower_mean: env("LMEAN", base.lower_mean),
+            lower_less_efficient: env("LEFF", base.lower_less_efficient),
+            move_k_stddev: env("MK", base.move_k_stddev),
+            min_vm_move_interval_s: env("FREEZE", base.min_vm_move_interval_s),
+            max_evacuation_vms: env("EVAC", base.max_evacuation_vms as f64) as usize,
+            spread: env("SPREAD", f64::from(u8::from(base.spread))) > 0.5,
+            spread_consolidation: env("CSPREAD", f64::from(u8::from(base.spread_consolidation)))
+                > 0.5,
+            squeeze_before_wake: env("SQUEEZE", f64::from(u8::from(base.squeeze_before_wake)))
+                > 0.5,
+            relieve_onto_kept: env("KEPT", f64::from(u8::from(base.relieve_onto_kept))) > 0.5,
+            ..base.clone()
+        };
+        cands = vec![("custom".into(), p)];
+    }
     if let Ok(only) = std::env::var("ONLY") {
         cands.retain(|(n, _)| n.contains(&only));
     }

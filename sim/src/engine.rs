@@ -80,9 +80,10 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
     // Hosts have been in their initial state "forever": none is fresh from a wake.
     let mut changed_at = vec![-1e9f64; nh];
     let mut prev_active = vec![true; nh];
-    // Sleep depth of each sleeping host (None when running) and since when it sleeps.
+    // Sleep depth of each sleeping host (None when running) and since when it sleeps
+    // without the depth policy counting it needed.
     let mut depth_of: Vec<Option<SleepDepth>> = vec![None; nh];
-    let mut asleep_since = vec![0.0f64; nh];
+    let mut unneeded_since = vec![0.0f64; nh];
     // When a woken host can take VMs.
     let mut ready_at = vec![f64::NEG_INFINITY; nh];
     let mut total_hist: Vec<f64> = Vec::with_capacity(steps);
@@ -229,9 +230,9 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             let asleep: Vec<usize> = (0..nh)
                 .filter(|&h| sleeping_now[h] || power[h] != PlanPower::On)
                 .collect();
-            let chosen: Vec<SleepDepth> = match mode {
-                DepthMode::AlwaysSuspend => vec![SleepDepth::Suspend; asleep.len()],
-                DepthMode::AlwaysOff => vec![SleepDepth::Off; asleep.len()],
+            let chosen: Vec<(SleepDepth, bool)> = match mode {
+                DepthMode::AlwaysSuspend => vec![(SleepDepth::Suspend, false); asleep.len()],
+                DepthMode::AlwaysOff => vec![(SleepDepth::Off, false); asleep.len()],
                 DepthMode::PerHost => {
                     let input = depth_input(
                         scenario,
@@ -239,16 +240,19 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                         t,
                         &asleep,
                         &depth_of,
-                        &asleep_since,
+                        &unneeded_since,
                         &power,
                         &sleeping_now,
                         &total_hist,
                         &r.series,
                     );
-                    depth::choose(&input).into_iter().map(|c| c.depth).collect()
+                    depth::choose(&input)
+                        .into_iter()
+                        .map(|c| (c.depth, c.needed))
+                        .collect()
                 }
             };
-            for (&h, d) in asleep.iter().zip(chosen) {
+            for (&h, (d, needed)) in asleep.iter().zip(chosen) {
                 // Without S3 the host sleeps in S5 whatever the mode asks.
                 let d = if scenario.hosts[h].sleep.s3.is_none() {
                     SleepDepth::Off
@@ -258,8 +262,8 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                 if depth_of[h] == Some(SleepDepth::Suspend) && d == SleepDepth::Off {
                     r.deepenings += 1;
                 }
-                if depth_of[h].is_none() {
-                    asleep_since[h] = t;
+                if depth_of[h].is_none() || needed {
+                    unneeded_since[h] = t;
                 }
                 depth_of[h] = Some(d);
                 if d == SleepDepth::Suspend {
@@ -390,7 +394,7 @@ fn depth_input(
     t: f64,
     asleep: &[usize],
     depth_of: &[Option<SleepDepth>],
-    asleep_since: &[f64],
+    unneeded_since: &[f64],
     power: &[PlanPower],
     sleeping_now: &[bool],
     total_hist: &[f64],
@@ -427,7 +431,7 @@ fn depth_input(
                 wake_s3_s: ht.sleep.at(SleepDepth::Suspend).wake_s,
                 wake_s5_s: ht.sleep.s5.wake_s,
                 current: depth_of[h],
-                asleep_since_s: asleep_since[h],
+                unneeded_since_s: unneeded_since[h],
             }
         })
         .collect();
