@@ -153,11 +153,11 @@ impl Policy {
     ///
     /// Chosen by its worst goal ratio over 16 synthetic held-out days built from the
     /// traces (`examples/heldout.rs`, seeds 101–116), never on the real days: 1.080,
-    /// against 1.091 for the best of 76 knob variants without `relieve_onto_kept` (upper
-    /// 1.0–1.05, lower 0.55–0.8, freeze 40–90 min, headroom 1–2 σ) and 1.070 for the same
-    /// with upper 1.02, which tolerates 2 % overloads for about twice the SLATAH (its
-    /// worst SLATAH ratio is 0.99): within 1 % we keep the policy that plans no
-    /// overload. Energy is the goal it misses: 1.08 × the 0.80 × LR-MMT proxy at worst on
+    /// against 1.091 (1.084 with upper 1.02) for the best of 76 knob variants without
+    /// `relieve_onto_kept` (upper 1.0–1.05, lower 0.55–0.8, freeze 40–90 min, headroom
+    /// 1–2 σ), and 1.070 for this one with upper 1.02, which tolerates 2 % overloads for
+    /// about twice the SLATAH (its worst SLATAH ratio is 0.99): within 1 % we keep the
+    /// policy that plans no overload. Energy is the goal it misses: 1.08 × the 0.80 × LR-MMT proxy at worst on
     /// held-out days; lowering energy costs migrations or SLATAH beyond their goals (see
     /// sim/README.md).
     pub fn planetlab_no_overload() -> Self {

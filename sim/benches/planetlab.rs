@@ -71,6 +71,8 @@ fn main() {
                 lower: 0.72,
                 min_vm_move_interval_s: 2400.0,
                 move_k_stddev: 1.0,
+                relieve_onto_kept: false,
+                max_evacuation_vms: 32,
                 ..default
             },
         ),
