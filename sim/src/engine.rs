@@ -33,24 +33,25 @@
 //! * The physical bound printed here is computed from the traces with the VM types of
 //!   sim/README.md in blocks; it differs from the published figures there by -1.5 %,
 //!   -3.4 % and +3.4 % (we could not find the assignment that reproduces them).
+//!
+//! Sleep depth (realistic scenario only): after each plan every sleeping host gets a
+//! depth from the scenario's `DepthMode`; with `PerHost` that is `wisp_planner::depth::
+//! choose`, fed with the peak of the observed total demand over the last 2 h, the swing
+//! of running hosts over the last 3 h and the policy's reserve, with a 1 h grace before
+//! a suspended host is powered off. A woken host takes VMs after its depth's wake time.
 
-use wisp_planner::depth::{self, DepthHost, DepthInput};
+use wisp_planner::depth;
 use wisp_planner::{
     plan, ClusterView, HostIx, MoveReason, PlanHost, PlanPower, PlanVm, Policy, SleepDepth,
 };
 
 use crate::report::{SimReport, StepSample};
 use crate::scenario::{Accounting, DepthMode, Scenario};
+use crate::sleep::depth_input;
 use crate::trace::Workload;
 
 /// Host memory shown to the planner once CloudSim stops checking RAM.
 const UNCHECKED_MEM_MB: u64 = 1 << 40;
-
-/// What the per-host depth policy looks back over: the peak of demand over 2 h, the
-/// swing of running hosts over 3 h; a suspended host unneeded for 1 h is powered off.
-const DEPTH_PEAK_S: f64 = 7200.0;
-const DEPTH_SWING_S: f64 = 10_800.0;
-const DEPTH_S3_GRACE_S: f64 = 3600.0;
 
 /// Replays `workload` through `plan()` under `scenario` and `policy`.
 pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> SimReport {
@@ -384,65 +385,4 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
         r.series.iter().map(|s| s.hosts_active as f64).sum::<f64>() / r.series.len() as f64
     };
     r
-}
-
-/// The depth policy's view of the simulated cluster after this round's plan.
-#[allow(clippy::too_many_arguments)]
-fn depth_input(
-    scenario: &Scenario,
-    policy: &Policy,
-    t: f64,
-    asleep: &[usize],
-    depth_of: &[Option<SleepDepth>],
-    unneeded_since: &[f64],
-    power: &[PlanPower],
-    sleeping_now: &[bool],
-    total_hist: &[f64],
-    series: &[StepSample],
-) -> DepthInput {
-    let dt = scenario.step_s.max(1e-9);
-    let peak_n = ((DEPTH_PEAK_S / dt).ceil() as usize).max(1);
-    let swing_n = ((DEPTH_SWING_S / dt).ceil() as usize).max(1);
-    let recent_peak_demand = total_hist[total_hist.len().saturating_sub(peak_n)..]
-        .iter()
-        .copied()
-        .fold(0.0, f64::max);
-    let on: Vec<usize> = series[series.len().saturating_sub(swing_n)..]
-        .iter()
-        .map(|s| s.hosts_on)
-        .collect();
-    let swing_hosts = match (on.iter().max(), on.iter().min()) {
-        (Some(a), Some(b)) => a - b,
-        _ => 0,
-    };
-    let running_cpu = (0..scenario.hosts.len())
-        .filter(|&h| power[h] == PlanPower::On && !sleeping_now[h])
-        .map(|h| scenario.hosts[h].cpu_mips)
-        .sum();
-    let hosts = asleep
-        .iter()
-        .map(|&h| {
-            let ht = &scenario.hosts[h];
-            DepthHost {
-                host: HostIx(h as u32),
-                cpu: ht.cpu_mips,
-                mips_per_watt: ht.cpu_mips / ht.power.max_w().max(1e-9),
-                can_suspend: ht.sleep.s3.is_some(),
-                wake_s3_s: ht.sleep.at(SleepDepth::Suspend).wake_s,
-                wake_s5_s: ht.sleep.s5.wake_s,
-                current: depth_of[h],
-                unneeded_since_s: unneeded_since[h],
-            }
-        })
-        .collect();
-    DepthInput {
-        now_s: t,
-        hosts,
-        running_cpu,
-        recent_peak_demand,
-        swing_hosts,
-        reserve_hosts: policy.reserve_hosts,
-        target: policy.target,
-        s3_grace_s: DEPTH_S3_GRACE_S,
-    }
 }

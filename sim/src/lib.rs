@@ -11,6 +11,7 @@ pub mod baseline;
 mod engine;
 mod report;
 mod scenario;
+mod sleep;
 mod svg;
 pub mod synth;
 pub mod trace;
