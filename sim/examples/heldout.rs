@@ -2,7 +2,11 @@
 //! days: `WISP_TRACES=… cargo run --release --example heldout -p wisp-sim`.
 //! Seeds 101–116 are the selection set; the `planetlab` bench reports on other seeds
 //! (1–8) and on the real days. Prints, per candidate, the worst and mean of each goal's
-//! proxy ratio (see the bench header for the proxies) and the worst of them all.
+//! proxy ratio (see the bench header for the proxies) and the worst of them all (the
+//! score). Candidates: a knob grid around the default (GRID=2: a second grid), or
+//! CUSTOM=1 for the default with knobs from the environment as in `tune` (UPPER, TARGET,
+//! LOWER, LMEAN, LEFF, MK, FREEZE, EVAC, SPREAD, CSPREAD, SQUEEZE, KEPT); ONLY=text keeps
+//! the candidates whose name contains it.
 
 use std::path::PathBuf;
 
