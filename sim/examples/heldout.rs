@@ -27,7 +27,21 @@ fn main() {
         .map(|s| synth_day(&pool, 288, (800, 1100), s).workload)
         .collect();
     let sc = Scenario::cloudsim();
-    let base = sc.default_policy();
+    let mut base = sc.default_policy();
+    // KEPT=0 EVAC=32 under the grids gives the planner as it was before
+    // `relieve_onto_kept` (the 76 variants of sim/README.md).
+    if let Some(k) = std::env::var("KEPT")
+        .ok()
+        .and_then(|v| v.parse::<u8>().ok())
+    {
+        base.relieve_onto_kept = k > 0;
+    }
+    if let Some(e) = std::env::var("EVAC")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        base.max_evacuation_vms = e;
+    }
     let mut cands: Vec<(String, Policy)> = Vec::new();
     // The first grid (GRID unset) found its best at its lowest `lower`; GRID=2 looks
     // around it.
