@@ -34,6 +34,7 @@ pub mod bmc;
 pub mod capture;
 pub mod cmd;
 pub mod configs;
+pub mod etcd;
 pub mod guest;
 pub mod hosts;
 pub mod names;
