@@ -7,12 +7,15 @@
 //! For comparison, the same with a clean resignation (the lease is revoked), and the
 //! time until the router leader's store writes again after etcd's own leader is killed.
 //!
-//! What bounds the crash figure: the lease TTL (2 s, etcd 3.4's minimum with a 1 s
-//! election timeout) counted from the dead leader's last renewal (every TTL/3, so
-//! 1.33-2 s before its death... the lease outlives it by 1.33-2 s), plus etcd's expiry
-//! sweep (every 500 ms) and the follower's poll (100 ms).
+//! What bounds the crash figure: etcd expires the lease no earlier than its TTL (2 s,
+//! etcd 3.4's minimum with a 1 s election timeout) after the dead leader's last
+//! renewal, which came 0-0.67 s before the crash (renewals every TTL/3); add the
+//! follower's poll (100 ms). A shorter TTL needs a shorter election timeout in etcd
+//! (`--election-timeout 500` allows a 1 s lease).
 //!
-//! Run: `cargo bench -p wisp-tests --bench takeover` (no root; needs /usr/bin/etcd).
+//! Run: `cargo bench --profile dev -p wisp-tests --bench takeover` (the figures are
+//! etcd's and the timers', not the code's speed, so no release build is needed; no
+//! root; needs /usr/bin/etcd).
 //! `WISP_TAKEOVER_RUNS=N` changes the count.
 #![allow(clippy::unwrap_used)]
 

@@ -261,3 +261,75 @@ fn writes_continue_when_etcd_loses_its_leader() {
         etcd.restart_member(victim).unwrap();
     }
 }
+
+#[test]
+fn three_routers_churning_never_lead_together() {
+    let (etcd, _dir) = three("churn");
+    let eps = etcd.endpoints();
+    let mut routers: Vec<Elector> = (0..3)
+        .map(|i| elector(&eps, &format!("10.0.0.{i}:7070")))
+        .collect();
+    // Every fence ever handed out stays watched: a crashed router's fence lives on
+    // until its own deadline, and must be dead before anyone else leads.
+    let mut fences: Vec<Fence> = routers.iter().map(Elector::fence).collect();
+    for round in 0..6 {
+        let refs: Vec<&Fence> = fences.iter().collect();
+        watch_fences("a leader", &refs, || routers.iter().any(leads));
+        let l = routers.iter().position(leads).unwrap();
+        let old = routers.remove(l);
+        // Alternate the ways a leader goes away.
+        if round % 2 == 0 {
+            old.crash();
+        } else {
+            old.resign();
+        }
+        let refs: Vec<&Fence> = fences.iter().collect();
+        watch_fences("the next leader", &refs, || routers.iter().any(leads));
+        let fresh = elector(&eps, &format!("10.0.1.{round}:7070"));
+        fences.push(fresh.fence());
+        routers.push(fresh);
+    }
+}
+
+#[test]
+fn when_all_of_etcd_goes_away_the_leader_steps_down_and_one_leads_after() {
+    let (mut etcd, _dir) = three("alldown");
+    let eps = etcd.endpoints();
+    let a = elector(&eps, "10.0.0.1:7070");
+    let b = elector(&eps, "10.0.0.2:7070");
+    let (fa, fb) = (a.fence(), b.fence());
+    let l = first_leader(&a, &b);
+    let leader = if l == 0 { &a } else { &b };
+    let mut s = store(&eps, leader.fence());
+    s.save(&state(3)).unwrap();
+
+    for m in 0..3 {
+        etcd.kill_member(m).unwrap();
+    }
+    // Nobody can renew: the leader steps down by its own clock.
+    watch_fences("the leader to step down", &[&fa, &fb], || {
+        !leads(&a) && !leads(&b)
+    });
+    assert!(matches!(
+        s.save(&state(4)).unwrap_err(),
+        StoreError::NotLeader { .. }
+    ));
+
+    for m in 0..3 {
+        etcd.start_member(m).unwrap();
+    }
+    etcd.wait_healthy(WAIT).unwrap();
+    // etcd extends every lease when it gets a leader again: the old leader usually
+    // takes its key back; either way exactly one leads, and the state survived.
+    watch_fences("a leader after etcd came back", &[&fa, &fb], || {
+        leads(&a) || leads(&b)
+    });
+    let now = if leads(&a) { &a } else { &b };
+    let mut s = store(&eps, now.fence());
+    assert_eq!(s.load().unwrap(), state(3));
+    s.save(&state(4)).unwrap();
+    println!(
+        "after etcd came back, router {} leads (router {l} led before)",
+        usize::from(leads(&b))
+    );
+}

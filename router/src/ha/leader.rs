@@ -212,7 +212,9 @@ enum Stop {
     Crash,
 }
 
-/// Campaigns for the lead on its own thread until resigned or dropped.
+/// Campaigns for the lead on its own thread until resigned or dropped. Dropping it
+/// resigns; both wait for the thread (its etcd call in flight, then the revocation:
+/// up to about two seconds), so async code should do it in `spawn_blocking`.
 #[derive(Debug)]
 pub struct Elector {
     role: watch::Receiver<Role>,
@@ -468,6 +470,10 @@ impl Run {
                             return Duration::ZERO;
                         }
                     }
+                    // The key names us, but we do not lead: nobody does for now
+                    // (forwarding to ourselves would loop).
+                    self.publish(Role::Follower { leader: None });
+                    return self.poll;
                 }
                 self.publish(Role::Follower {
                     leader: api_of(&kv.value),
