@@ -132,6 +132,12 @@ fn the_client_reads_writes_and_compares_on_a_real_etcd() {
     let e = c.put("/t/leased", b"x", lease.id).unwrap_err();
     assert!(e.is_lease_not_found(), "{e}");
 
+    // Compaction drops old revisions; compacting twice to the same one is refused.
+    let now = c.put("/t/a", b"four", 0).unwrap();
+    c.compact(now - 1).unwrap();
+    assert!(c.compact(now - 1).is_err());
+    assert_eq!(c.get("/t/a").unwrap().unwrap().value, b"four");
+
     // A refused request names the endpoint and the key.
     let too_many = Txn {
         success: (0..130)
