@@ -57,6 +57,8 @@ fn cluster(hosts: usize, per_host: usize, t: u64) -> Observed {
             vcpus: 64,
             mem_mib: 128 * 1024,
             vms,
+            depth: None,
+            can_ram: true,
         });
     }
     obs

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use router::config::energy::EnergyConfig;
-use router::energy::executor::{execute, Actuator, ExecError};
+use router::energy::executor::{execute, Actuator, ExecError, Extras};
 use router::energy::view::{build, watts, Observed, ObservedHost, ObservedVm, Records};
 use router::model::host::HostStatus;
 use wisp_common::{HostId, VmId, VmRunState};
-use wisp_planner::{plan, PlanPower};
+use wisp_planner::{plan, PlanPower, SleepDepth};
 
 fn h(s: &str) -> HostId {
     HostId::new(s).unwrap()
@@ -36,6 +36,8 @@ fn host(name: &str, status: HostStatus, vms: &[&str]) -> ObservedHost {
             .iter()
             .map(|n| (v(n), VmRunState::Running, 1000, 1, 64))
             .collect(),
+        depth: None,
+        can_ram: true,
     }
 }
 
@@ -229,8 +231,13 @@ impl Actuator for FakeActuator {
         }
         Ok(String::new())
     }
-    async fn sleep(&self, host: HostId) -> Result<String, ExecError> {
-        self.calls.lock().unwrap().push(format!("sleep {host}"));
+    async fn sleep(&self, host: HostId, depth: Option<SleepDepth>) -> Result<String, ExecError> {
+        let d = depth.map(|d| format!(" {}", d.label())).unwrap_or_default();
+        self.calls.lock().unwrap().push(format!("sleep {host}{d}"));
+        Ok(String::new())
+    }
+    async fn deepen(&self, host: HostId) -> Result<String, ExecError> {
+        self.calls.lock().unwrap().push(format!("deepen {host}"));
         Ok(String::new())
     }
 }
@@ -241,7 +248,7 @@ async fn executor_runs_batches_then_sleeps() {
     let snap = build(&obs, &Records::default(), &cfg(), 60.0);
     let p = plan(&snap.view, &cfg().policy());
     let act = Arc::new(FakeActuator::default());
-    let rep = execute(act.clone(), &snap, &p, &[]).await;
+    let rep = execute(act.clone(), &snap, &p, &Extras::default()).await;
     let calls = act.calls();
     assert_eq!(rep.moved.len(), p.migrations.len(), "{calls:?}");
     assert_eq!(rep.slept.len(), 1);
@@ -270,7 +277,7 @@ async fn failed_migration_keeps_its_source_awake() {
         fail_migrate: vec![out_of_sleeper.clone()],
         ..Default::default()
     });
-    let rep = execute(act.clone(), &snap, &p, &[]).await;
+    let rep = execute(act.clone(), &snap, &p, &Extras::default()).await;
     assert!(rep.slept.is_empty(), "{rep:?}");
     assert_eq!(rep.errors.len(), 1, "{rep:?}");
     assert!(rep.errors[0].contains("fake migration failure"), "{rep:?}");
@@ -312,7 +319,16 @@ async fn wakes_come_first_and_a_failed_wake_skips_moves_to_it() {
         fail_wake: vec![h("h2")],
         ..Default::default()
     });
-    let rep = execute(act.clone(), &snap, &p, &[h("h3")]).await;
+    let rep = execute(
+        act.clone(),
+        &snap,
+        &p,
+        &Extras {
+            wakes: vec![h("h3")],
+            ..Extras::default()
+        },
+    )
+    .await;
     let calls = act.calls();
     assert!(calls.iter().all(|c| c.starts_with("wake")), "{calls:?}");
     assert_eq!(rep.woken.len(), 1, "{rep:?}");
@@ -370,4 +386,82 @@ fn guests_burning_cpu_wake_a_host_and_move_a_vm_there() {
         "{p:?}"
     );
     assert!(p.sleep.is_empty());
+}
+
+/// The router's sleep-depth choice: a host that cannot suspend to RAM is put to sleep
+/// soft-off; a suspended host is kept suspended while it may be needed soon (the
+/// reserve), and once it is not needed and its grace has passed it is powered off;
+/// the executor carries both out.
+#[tokio::test]
+async fn sleep_depth_is_chosen_per_host_and_suspended_hosts_are_deepened() {
+    use router::api::types::SuspendMode;
+    use router::energy::depth::{to_deepen, DepthBook};
+
+    let mut obs = spread();
+    // h4 and h5 sleep suspended; h3 cannot suspend to RAM.
+    for name in ["h4", "h5"] {
+        let mut s = host(name, HostStatus::Standby, &[]);
+        s.depth = Some(SuspendMode::Ram);
+        obs.hosts.push(s);
+    }
+    obs.hosts[2].can_ram = false;
+    let cfg = EnergyConfig {
+        s3_grace_s: 600.0,
+        ..cfg()
+    };
+    let policy = wisp_planner::Policy {
+        reserve_hosts: 1,
+        ..cfg.policy()
+    };
+    let mut book = DepthBook::default();
+    let snap = build(&obs, &Records::default(), &cfg, 0.0);
+    book.record(&snap);
+    let h3 = wisp_planner::HostIx(2);
+    let chosen = book.choose(&snap, &obs, &cfg, &policy, &[h3]);
+    // One host is the reserve: it stays in S3; h3 (going to sleep) can only be off.
+    assert_eq!(chosen[&h("h3")].depth, SleepDepth::Off, "{chosen:?}");
+    assert!(
+        chosen[&h("h3")].why.contains("cannot suspend"),
+        "{chosen:?}"
+    );
+    let s3: Vec<_> = ["h4", "h5"]
+        .iter()
+        .filter(|n| chosen[&h(n)].depth == SleepDepth::Suspend)
+        .collect();
+    assert_eq!(
+        s3.len(),
+        2,
+        "within the grace both stay suspended: {chosen:?}"
+    );
+    assert!(to_deepen(&obs, &chosen).is_empty());
+
+    // After the grace, the host outside the reserve goes to S5.
+    let snap = build(&obs, &Records::default(), &cfg, 700.0);
+    book.record(&snap);
+    let chosen = book.choose(&snap, &obs, &cfg, &policy, &[]);
+    let deepen = to_deepen(&obs, &chosen);
+    assert_eq!(deepen.len(), 1, "{chosen:?}");
+    let kept: Vec<_> = ["h4", "h5"]
+        .iter()
+        .filter(|n| chosen[&h(n)].depth == SleepDepth::Suspend)
+        .collect();
+    assert_eq!(kept.len(), 1, "the reserve stays quick to wake: {chosen:?}");
+
+    // The executor sleeps at the chosen depth and powers the other off.
+    let act = Arc::new(FakeActuator::default());
+    let extras = Extras {
+        depths: [(h("h3"), SleepDepth::Off)].into_iter().collect(),
+        deepen: deepen.clone(),
+        ..Extras::default()
+    };
+    let p = wisp_planner::Plan {
+        sleep: vec![h3],
+        ..wisp_planner::Plan::default()
+    };
+    let rep = execute(act.clone(), &snap, &p, &extras).await;
+    assert_eq!(rep.deepened, deepen);
+    assert_eq!(
+        act.calls(),
+        vec!["sleep h3 S5".to_owned(), format!("deepen {}", deepen[0])]
+    );
 }

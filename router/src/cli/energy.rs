@@ -52,13 +52,19 @@ pub fn status_text(s: &EnergyStatus) -> String {
                 h.watts
                     .map(|w| format!("{w:.0} W"))
                     .unwrap_or_else(|| "-".into()),
+                h.depth.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     out.push_str(&table::render(
-        &["HOST", "STATE", "POWER", "VMS", "WATTS"],
+        &["HOST", "STATE", "POWER", "VMS", "WATTS", "DEPTH"],
         &rows,
     ));
+    for h in s.hosts.iter().filter(|h| h.power.is_asleep()) {
+        if let Some(why) = &h.depth_why {
+            out.push_str(&format!("{}: {why}\n", h.host));
+        }
+    }
     out.push_str(&format!(
         "\nawake {}, asleep {}\nnow {:.0} W (all hosts on: {:.0} W; {} power model)\nsince start ({:.0} s): used {:.4} kWh, all on {:.4} kWh, saved {:.4} kWh\n",
         s.awake,

@@ -13,6 +13,10 @@ use wisp_planner::{Policy, PowerModel};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SleepMode {
+    /// Per host: suspend-to-RAM for the hosts the cluster may need soon, soft-off for
+    /// the others and for hosts that cannot suspend; a suspended host left unneeded
+    /// for `s3_grace_s` is powered off (`wisp_planner::depth`).
+    Auto,
     /// Suspend-to-RAM through the genie (Wake-on-LAN armed first): wakes in seconds.
     Suspend,
     /// ACPI soft-off through the BMC: draws less, boots in minutes.
@@ -60,6 +64,16 @@ pub struct EnergyConfig {
     pub wake_latency_s: f64,
     #[serde(default = "default_sleep")]
     pub sleep: SleepMode,
+    /// Seconds from a soft-off host's power-on to accepting VMs (a full boot); the
+    /// suspend-to-RAM figure is `wake_latency_s`. Used by the sleep-depth choice
+    /// until a host's wake was measured.
+    #[serde(default = "default_wake_off_s")]
+    pub wake_off_s: f64,
+    /// A suspended host that the cluster has not counted as needed soon for this long
+    /// is powered off (less standby draw, slower wake). An hour by default: powering a
+    /// host off and booting it soon after costs more than the watts saved.
+    #[serde(default = "default_s3_grace_s")]
+    pub s3_grace_s: f64,
     /// Thresholds (fractions of a host's CPUs, on predicted demand); see `Policy`.
     #[serde(default)]
     pub upper: Option<f64>,
@@ -96,7 +110,14 @@ fn default_wake_latency_s() -> f64 {
     20.0
 }
 fn default_sleep() -> SleepMode {
-    SleepMode::Suspend
+    SleepMode::Auto
+}
+fn default_wake_off_s() -> f64 {
+    // A typical 1U server's POST and OS boot.
+    150.0
+}
+fn default_s3_grace_s() -> f64 {
+    3600.0
 }
 
 impl Default for EnergyConfig {
@@ -110,6 +131,8 @@ impl Default for EnergyConfig {
             hosts: BTreeMap::new(),
             wake_latency_s: default_wake_latency_s(),
             sleep: default_sleep(),
+            wake_off_s: default_wake_off_s(),
+            s3_grace_s: default_s3_grace_s(),
             upper: None,
             target: None,
             lower: None,
@@ -168,6 +191,8 @@ impl EnergyConfig {
             ("energy.max_watts", Some(self.max_watts)),
             ("energy.standby_watts", Some(self.standby_watts)),
             ("energy.wake_latency_s", Some(self.wake_latency_s)),
+            ("energy.wake_off_s", Some(self.wake_off_s)),
+            ("energy.s3_grace_s", Some(self.s3_grace_s)),
             ("energy.upper", self.upper),
             ("energy.target", self.target),
             ("energy.lower", self.lower),
@@ -187,6 +212,15 @@ impl EnergyConfig {
                 format!(
                     "{} must be above 0 and at most 86400 (a day)",
                     self.interval_s
+                ),
+            ));
+        }
+        if self.wake_off_s <= 0.0 || self.wake_latency_s < 0.0 || self.s3_grace_s < 0.0 {
+            return Err((
+                "energy.wake_off_s".into(),
+                format!(
+                    "wake_off_s ({}) must be above 0, wake_latency_s ({}) and s3_grace_s ({}) at least 0",
+                    self.wake_off_s, self.wake_latency_s, self.s3_grace_s
                 ),
             ));
         }

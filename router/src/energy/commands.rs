@@ -7,7 +7,10 @@ use tracing::warn;
 use wisp_common::{HostId, VmRunState};
 
 use super::view::{observe, Observed};
+use crate::api::types::SuspendMode;
 use crate::cluster::{Command, Model, Op};
+use crate::events::EventKind;
+use crate::model::host::HostStatus;
 use crate::store::StoredBook;
 
 /// What the planner and the energy status need of the cluster now (see [`observe`]).
@@ -38,6 +41,48 @@ impl Command for ApplyEnergyDefault {
                 warn!(error = %e, "could not store the configured energy mode");
             }
         }
+    }
+}
+
+/// Whether `host` is asleep on purpose now (standby).
+pub(crate) struct StillAsleep {
+    pub host: HostId,
+}
+
+impl Command for StillAsleep {
+    type Output = bool;
+    const NAME: &'static str = "check a host is still asleep";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        m.cluster
+            .hosts
+            .get(&self.host)
+            .is_some_and(|h| h.status() == HostStatus::Standby && h.asleep_on_purpose())
+    }
+}
+
+/// Records that a suspended host was powered off (its depth is now soft-off).
+pub(crate) struct RecordDeepened {
+    pub host: HostId,
+}
+
+impl Command for RecordDeepened {
+    type Output = ();
+    const NAME: &'static str = "record a host powered off from suspend";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        let h = self.host;
+        if let Err(e) =
+            m.update(|p| p.hosts.entry(h.clone()).or_default().depth = Some(SuspendMode::SoftOff))
+        {
+            warn!(error = %e, "could not store the depth of {h}");
+        }
+        m.event(
+            EventKind::Power,
+            Some(h.clone()),
+            None,
+            format!(
+                "host {h} powered off from suspend (S3 to S5): not needed soon, it draws less off"
+            ),
+        );
     }
 }
 

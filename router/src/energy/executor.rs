@@ -7,22 +7,24 @@
 //! A step whose premise failed is skipped, not forced: a migration to a host that did
 //! not wake, a sleep of a host a migration out of did not empty.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
+use wisp_bmc::PowerAction;
 use wisp_common::error::chain;
 use wisp_common::{HostId, VmId};
-use wisp_planner::Plan;
+use wisp_planner::{Plan, SleepDepth};
 
-use super::commands::SleepBlocker;
+use super::commands::{RecordDeepened, SleepBlocker, StillAsleep};
 use super::view::Snapshot;
 use crate::cluster::ClusterHandle;
 use crate::config::energy::SleepMode;
 use crate::config::MigrationConfig;
+use crate::power::actions::power_action;
 use crate::power::suspend::{suspend, SuspendMode};
 use crate::power::wake::{wake, WakeMethod};
 use crate::power::{PowerError, PowerPlane};
@@ -63,7 +65,13 @@ pub trait Actuator: Send + Sync + 'static {
         vm: VmId,
         to: HostId,
     ) -> impl Future<Output = Result<String, ExecError>> + Send;
-    fn sleep(&self, host: HostId) -> impl Future<Output = Result<String, ExecError>> + Send;
+    fn sleep(
+        &self,
+        host: HostId,
+        depth: Option<SleepDepth>,
+    ) -> impl Future<Output = Result<String, ExecError>> + Send;
+    /// Powers off a suspended host (S3 to S5).
+    fn deepen(&self, host: HostId) -> impl Future<Output = Result<String, ExecError>> + Send;
 }
 
 /// What an execution did.
@@ -73,6 +81,9 @@ pub struct ExecReport {
     pub woken: Vec<(HostId, String)>,
     pub moved: Vec<VmId>,
     pub slept: Vec<HostId>,
+    /// Suspended hosts powered off (S3 to S5).
+    #[serde(default)]
+    pub deepened: Vec<HostId>,
     /// Steps skipped because an earlier one failed.
     pub skipped: Vec<String>,
     /// Failures, each with its cause chain.
@@ -87,6 +98,12 @@ impl ExecReport {
             self.moved.len(),
             self.slept.len()
         );
+        if !self.deepened.is_empty() {
+            s.push_str(&format!(
+                ", {} powered off from suspend",
+                self.deepened.len()
+            ));
+        }
         if !self.skipped.is_empty() {
             s.push_str(&format!(", {} skipped", self.skipped.len()));
         }
@@ -97,14 +114,24 @@ impl ExecReport {
     }
 }
 
-/// Executes `plan` (made against `snap`) with `act`; `extra_wakes` are hosts the
-/// failover code asked for.
+/// What to do besides the plan: hosts the failover code asked to wake, the depth of
+/// each host put to sleep (`None`: the configured mode decides), and suspended hosts
+/// to power off.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub wakes: Vec<HostId>,
+    pub depths: BTreeMap<HostId, SleepDepth>,
+    pub deepen: Vec<HostId>,
+}
+
+/// Executes `plan` (made against `snap`) and `extras` with `act`.
 pub async fn execute<A: Actuator>(
     act: Arc<A>,
     snap: &Snapshot,
     plan: &Plan,
-    extra_wakes: &[HostId],
+    extras: &Extras,
 ) -> ExecReport {
+    let extra_wakes = &extras.wakes;
     let mut rep = ExecReport::default();
 
     // 1. Wakes, all at once: each waits for its own genie to register.
@@ -169,8 +196,17 @@ pub async fn execute<A: Actuator>(
                 .push(format!("sleep of {h}: a move out of it did not happen"));
             continue;
         }
-        match act.sleep(h.clone()).await {
+        let depth = extras.depths.get(&h).copied();
+        match act.sleep(h.clone(), depth).await {
             Ok(_) => rep.slept.push(h),
+            Err(e) => rep.errors.push(chain(&e)),
+        }
+    }
+
+    // 4. Suspended hosts the depth choice moved to soft-off.
+    for h in &extras.deepen {
+        match act.deepen(h.clone()).await {
+            Ok(_) => rep.deepened.push(h.clone()),
             Err(e) => rep.errors.push(chain(&e)),
         }
     }
@@ -216,7 +252,7 @@ impl Actuator for RealActuator {
         ))
     }
 
-    async fn sleep(&self, host: HostId) -> Result<String, ExecError> {
+    async fn sleep(&self, host: HostId, depth: Option<SleepDepth>) -> Result<String, ExecError> {
         // Empty right now, by every account: reported VMs, placements, incoming moves.
         let why = self
             .cluster
@@ -226,9 +262,10 @@ impl Actuator for RealActuator {
         if let Some(why) = why {
             return Err(ExecError::NotEmpty { host, why });
         }
-        let mode = match self.sleep_mode {
-            SleepMode::Suspend => SuspendMode::Ram,
-            SleepMode::Off => SuspendMode::SoftOff,
+        let mode = match (self.sleep_mode, depth) {
+            (SleepMode::Suspend, _) => SuspendMode::Ram,
+            (SleepMode::Off, _) | (SleepMode::Auto, Some(SleepDepth::Off)) => SuspendMode::SoftOff,
+            (SleepMode::Auto, _) => SuspendMode::Ram,
         };
         let o = suspend(&self.cluster, &self.power, &host, mode, false, self.verify)
             .await
@@ -237,5 +274,48 @@ impl Actuator for RealActuator {
                 source,
             })?;
         Ok(o.message)
+    }
+
+    async fn deepen(&self, host: HostId) -> Result<String, ExecError> {
+        // Still asleep and still empty: a host woken meanwhile is not powered off.
+        let why = self
+            .cluster
+            .run(SleepBlocker { host: host.clone() })
+            .await
+            .ok_or(ExecError::Shutdown)?;
+        if let Some(why) = why {
+            return Err(ExecError::NotEmpty { host, why });
+        }
+        let still = self
+            .cluster
+            .run(StillAsleep { host: host.clone() })
+            .await
+            .ok_or(ExecError::Shutdown)?;
+        if !still {
+            return Err(ExecError::NotEmpty {
+                host,
+                why: "it is no longer asleep".into(),
+            });
+        }
+        let r = power_action(
+            &self.cluster,
+            &self.power,
+            &host,
+            PowerAction::Off,
+            self.verify,
+        )
+        .await
+        .map_err(|source| ExecError::Sleep {
+            host: host.clone(),
+            source,
+        })?;
+        self.cluster
+            .run(RecordDeepened { host: host.clone() })
+            .await
+            .ok_or(ExecError::Shutdown)?;
+        Ok(format!(
+            "{host} powered off from suspend (S3 to S5): {}",
+            r.message
+        ))
     }
 }

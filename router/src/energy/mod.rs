@@ -11,11 +11,13 @@
 
 pub mod api;
 mod commands;
+pub mod depth;
 pub mod executor;
 pub mod meter;
 pub mod view;
 pub mod waiting;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,13 +31,13 @@ use wisp_common::{HostId, VmId};
 use wisp_planner::{plan, Policy};
 
 use crate::cluster::ClusterHandle;
-use crate::config::energy::EnergyConfig;
+use crate::config::energy::{EnergyConfig, SleepMode};
 use crate::config::RouterConfig;
 use crate::events::EventKind;
 use crate::model::host::HostStatus;
 use crate::power::PowerPlane;
 use commands::{ApplyEnergyDefault, ForgetWakeRequests, LoadBook, Observe, SaveBook};
-use executor::{execute, Actuator, ExecReport, RealActuator};
+use executor::{execute, Actuator, ExecReport, Extras, RealActuator};
 use meter::EnergyBook;
 use view::{build, power_state, watts, Observed, Records};
 
@@ -73,6 +75,12 @@ pub struct HostEnergy {
     pub vms: usize,
     /// Estimated draw now; null when the energy mode has no say (failed, maintenance).
     pub watts: Option<f64>,
+    /// How deep it sleeps: `S3` (suspend to RAM) or `S5` (soft-off); null while awake.
+    #[serde(default)]
+    pub depth: Option<String>,
+    /// Why the sleep-depth choice put it there (`[energy] sleep = "auto"`).
+    #[serde(default)]
+    pub depth_why: Option<String>,
 }
 
 /// A host's power as the energy planner sees it (`wisp_planner::PlanPower`, which has
@@ -167,7 +175,12 @@ impl EnergyHandle {
         let mut st = self.status();
         st.enabled = obs.energy_mode;
         let w = watts(obs, &self.cfg);
-        let (hosts, awake, asleep) = host_rows(obs, &w);
+        let why = st
+            .hosts
+            .iter()
+            .filter_map(|h| Some((h.host.clone(), h.depth_why.clone()?)))
+            .collect();
+        let (hosts, awake, asleep) = host_rows(obs, &w, &why);
         st.hosts = hosts;
         st.awake = awake;
         st.asleep = asleep;
@@ -223,6 +236,7 @@ pub fn spawn_with<A: Actuator>(
         cfg: cfg.energy.clone(),
         policy: cfg.energy.policy(),
         rec: Records::default(),
+        depth: depth::DepthBook::default(),
         book: EnergyBook::default(),
         last: None,
         plans: 0,
@@ -241,6 +255,7 @@ struct Task<A: Actuator> {
     cfg: EnergyConfig,
     policy: Policy,
     rec: Records,
+    depth: depth::DepthBook,
     book: EnergyBook,
     last: Option<Decision>,
     plans: u64,
@@ -374,6 +389,9 @@ impl<A: Actuator> Task<A> {
                 .await;
         }
         let snap = build(obs, &self.rec, &self.cfg, now_s);
+        if plan_now {
+            self.depth.record(&snap);
+        }
         let p = if obs.energy_mode && plan_now {
             let p = plan(&snap.view, &self.policy);
             self.plans += 1;
@@ -419,13 +437,31 @@ impl<A: Actuator> Task<A> {
         } else {
             wisp_planner::Plan::default()
         };
-        if p.is_empty() && wanted.is_empty() {
+        let mut extras = Extras {
+            wakes: wanted,
+            ..Extras::default()
+        };
+        if obs.energy_mode && plan_now && self.cfg.sleep == SleepMode::Auto {
+            let chosen = self
+                .depth
+                .choose(&snap, obs, &self.cfg, &self.policy, &p.sleep);
+            extras.depths = p
+                .sleep
+                .iter()
+                .filter_map(|h| {
+                    let id = snap.host(*h);
+                    chosen.get(id).map(|c| (id.clone(), c.depth))
+                })
+                .collect();
+            extras.deepen = depth::to_deepen(obs, &chosen);
+        }
+        if p.is_empty() && extras.wakes.is_empty() && extras.deepen.is_empty() {
             return;
         }
         let act = self.act.clone();
         self.running = Some(tokio::spawn(async move {
-            let rep = execute(act, &snap, &p, &wanted).await;
-            (rep, wanted)
+            let rep = execute(act, &snap, &p, &extras).await;
+            (rep, extras.wakes)
         }));
     }
 
@@ -445,7 +481,13 @@ impl<A: Actuator> Task<A> {
             executing: self.running.is_some(),
         });
         let (watts_now, watts_all_on) = self.book.watts_now();
-        let (hosts, awake, asleep) = host_rows(obs, w);
+        let why = self
+            .depth
+            .last
+            .iter()
+            .map(|(h, c)| (h.clone(), c.why.clone()))
+            .collect();
+        let (hosts, awake, asleep) = host_rows(obs, w, &why);
         let status = EnergyStatus {
             enabled: obs.energy_mode,
             interval_s: self.cfg.interval_s,
@@ -476,20 +518,34 @@ fn sum_watts(w: &[(HostId, Option<meter::HostWatts>)]) -> (f64, f64) {
 }
 
 /// One row per host, and how many are awake and asleep.
+/// `why` holds the last sleep-depth choice per host.
 fn host_rows(
     obs: &Observed,
     w: &[(HostId, Option<meter::HostWatts>)],
+    why: &BTreeMap<HostId, String>,
 ) -> (Vec<HostEnergy>, usize, usize) {
     let hosts: Vec<HostEnergy> = obs
         .hosts
         .iter()
         .zip(w)
-        .map(|(h, (_, w))| HostEnergy {
-            host: h.id.clone(),
-            state: h.status,
-            power: power_state(h).into(),
-            vms: h.vms.len(),
-            watts: w.map(|w| w.actual),
+        .map(|(h, (_, w))| {
+            let power: HostPower = power_state(h).into();
+            let depth = h.depth.filter(|_| power.is_asleep()).map(|d| {
+                match d {
+                    crate::api::types::SuspendMode::Ram => "S3",
+                    crate::api::types::SuspendMode::SoftOff => "S5",
+                }
+                .to_owned()
+            });
+            HostEnergy {
+                host: h.id.clone(),
+                state: h.status,
+                power,
+                vms: h.vms.len(),
+                watts: w.map(|w| w.actual),
+                depth,
+                depth_why: why.get(&h.id).cloned(),
+            }
         })
         .collect();
     let awake = hosts.iter().filter(|h| h.power == HostPower::On).count();

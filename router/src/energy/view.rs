@@ -37,6 +37,10 @@ pub struct ObservedHost {
     pub mem_mib: u64,
     /// VMs its genie reports: id, run state, qemu CPU time (ms), vCPUs, MiB.
     pub vms: Vec<(VmId, VmRunState, u64, u32, u64)>,
+    /// How deep it sleeps, as stored when its sleep was verified.
+    pub depth: Option<crate::api::types::SuspendMode>,
+    /// False when its genie said its kernel offers no suspend-to-RAM.
+    pub can_ram: bool,
 }
 
 /// A VM the router manages.
@@ -82,6 +86,11 @@ pub fn observe(m: &Model) -> Observed {
                 cpu_percent: h.metrics.as_ref().map(|x| f64::from(x.cpu_percent)),
                 vcpus: cap.vcpus,
                 mem_mib: cap.mem_mib,
+                depth: flags.and_then(|f| f.depth),
+                can_ram: h
+                    .power_caps
+                    .as_ref()
+                    .is_none_or(|c| c.sleep_states.is_empty() || c.can_suspend_to_ram()),
                 vms: h
                     .vms
                     .iter()

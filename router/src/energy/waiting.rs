@@ -73,6 +73,8 @@ mod tests {
             vcpus: 8,
             mem_mib: 1024,
             vms: Vec::new(),
+            depth: None,
+            can_ram: true,
         }
     }
 

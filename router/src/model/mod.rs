@@ -153,13 +153,17 @@ impl Model {
                 self.persisted
                     .hosts
                     .get(&h.cfg.name)
-                    .is_some_and(|r| r.standby)
+                    .is_some_and(|r| r.standby || r.depth.is_some())
             })
             .map(|h| h.cfg.name.clone())
             .collect();
         for h in awake {
             // A store failure is logged by `update`; the next tick tries again.
-            let _ = self.update(|p| p.hosts.entry(h.clone()).or_default().standby = false);
+            let _ = self.update(|p| {
+                let r = p.hosts.entry(h.clone()).or_default();
+                r.standby = false;
+                r.depth = None;
+            });
         }
     }
 

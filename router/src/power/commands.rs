@@ -205,6 +205,7 @@ impl Command for Silent {
 /// resumes, and a dead socket must not stay in the table.
 pub(crate) struct RecordSleep {
     pub host: HostId,
+    pub mode: SuspendMode,
     pub power: Option<PowerState>,
     pub message: String,
 }
@@ -217,6 +218,10 @@ impl Command for RecordSleep {
             m.mark_power(&self.host, known(p), "BMC, after suspend");
         }
         m.host_event(&self.host, HostEvent::SleepVerified);
+        let mode = self.mode;
+        // A store failure is logged by `update`: the depth is then unknown, which the
+        // energy code treats as suspended (a power-off of an off host is harmless).
+        let _ = m.update(|p| p.hosts.entry(self.host.clone()).or_default().depth = Some(mode));
         let open = m
             .cluster
             .hosts
@@ -307,9 +312,17 @@ impl Command for RecordWake {
     fn apply(self, m: &mut Model) -> Self::Output {
         let h = self.host;
         m.host_event(&h, HostEvent::Woken);
-        let was = m.persisted.hosts.get(&h).is_some_and(|r| r.standby);
+        let was = m
+            .persisted
+            .hosts
+            .get(&h)
+            .is_some_and(|r| r.standby || r.depth.is_some());
         let stored = if was {
-            m.update(|p| p.hosts.entry(h.clone()).or_default().standby = false)
+            m.update(|p| {
+                let r = p.hosts.entry(h.clone()).or_default();
+                r.standby = false;
+                r.depth = None;
+            })
         } else {
             Ok(())
         };

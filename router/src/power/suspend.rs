@@ -77,6 +77,7 @@ pub async fn suspend(
             cluster
                 .run(RecordSleep {
                     host: host.clone(),
+                    mode,
                     power: power_seen,
                     message: message.clone(),
                 })

@@ -129,6 +129,10 @@ pub struct HostRecord {
     /// Put to sleep by the router (suspend or power-off): expected to be off.
     #[serde(default)]
     pub standby: bool,
+    /// How deep it sleeps, once the sleep was verified (`None` while awake, and for a
+    /// sleep stored by an older router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<crate::api::types::SuspendMode>,
 }
 
 impl PersistedState {

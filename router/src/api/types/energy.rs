@@ -45,11 +45,13 @@ mod tests {
             power: HostPower::Asleep,
             vms: 0,
             watts: None,
+            depth: Some("S3".into()),
+            depth_why: Some("needed soon".into()),
         };
         let v = serde_json::to_value(&row).expect("serializes");
         assert_eq!(
             v,
-            serde_json::json!({"host":"h1","state":"standby","power":"asleep","vms":0,"watts":null})
+            serde_json::json!({"host":"h1","state":"standby","power":"asleep","vms":0,"watts":null,"depth":"S3","depth_why":"needed soon"})
         );
         let back: HostEnergy = serde_json::from_value(v).expect("parses");
         assert_eq!(back, row);
