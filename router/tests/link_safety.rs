@@ -1,0 +1,136 @@
+//! The two ways a VM ran twice through the genie link, tried against the real daemon
+//! with genies played over the real protocol on loopback:
+//! - a second genie registers with an existing host's name (a reinstalled server with
+//!   the same config) and leaves: the replaced connection must be closed by the router
+//!   and its reports never acknowledged again, so the old genie's self-fence lease runs
+//!   out (before, it was acked while its reports were dropped as stale, and its VMs ran
+//!   on after the router had restarted them elsewhere);
+//! - the genie's wall clock steps back (NTP): its reports must still be applied and
+//!   acknowledged (before, they were dropped as "older" by their send time but still
+//!   acked, the host looked silent and was fenced while its VMs ran).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::rig::TestRouter;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use wisp_common::proto::frame::{read_frame, write_frame};
+use wisp_common::proto::{GenieMsg, Report, RouterMsg, MAX_FRAME_BYTES};
+
+const SECRET: &[u8] = b"link-safety-test-secret";
+
+/// Generous for a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn connect(r: &TestRouter, instance: u64) -> (OwnedReadHalf, OwnedWriteHalf) {
+    support::genie_handshake(r.link, "h1", SECRET, instance)
+        .await
+        .unwrap_or_else(|e| panic!("not welcomed: {e}"))
+        .stream
+        .into_split()
+}
+
+async fn send(w: &mut OwnedWriteHalf, gen: u64, sent_at_ms: u64) -> bool {
+    let r = Report {
+        gen,
+        sent_at_ms,
+        ..Default::default()
+    };
+    write_frame(w, &GenieMsg::Report(r), MAX_FRAME_BYTES)
+        .await
+        .is_ok()
+}
+
+/// What the router says next within `wait`: `Some(Ok(msg))`, `Some(Err(()))` for the
+/// end of the connection, `None` for silence.
+async fn next(r: &mut OwnedReadHalf, wait: Duration) -> Option<Result<RouterMsg, ()>> {
+    match tokio::time::timeout(wait, read_frame::<_, RouterMsg>(r, MAX_FRAME_BYTES)).await {
+        Err(_) => None,
+        Ok(Ok(Some(m))) => Some(Ok(m)),
+        Ok(_) => Some(Err(())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_link_is_closed_and_never_acknowledged_again() {
+    let r = TestRouter::builder()
+        .tag("replaced")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
+    let (mut a_rd, mut a_wr) = connect(&r, 1).await;
+    assert!(send(&mut a_wr, 1, wisp_common::time::unix_ms()).await);
+    assert!(
+        matches!(
+            next(&mut a_rd, DEADLINE).await,
+            Some(Ok(RouterMsg::Ack { gen: 1 }))
+        ),
+        "the first genie's report is acknowledged"
+    );
+
+    // A second genie with the same name takes over the host, then leaves.
+    let (b_rd, mut b_wr) = connect(&r, 2).await;
+    assert!(send(&mut b_wr, 1, wisp_common::time::unix_ms()).await);
+    drop((b_rd, b_wr));
+
+    // The first genie goes on reporting: it must get no ack, and its connection must
+    // be closed by the router.
+    let until = Instant::now() + DEADLINE;
+    let mut gen = 2;
+    let closed = loop {
+        assert!(Instant::now() < until, "the replaced link was never closed");
+        if !send(&mut a_wr, gen, wisp_common::time::unix_ms()).await {
+            break true;
+        }
+        gen += 1;
+        match next(&mut a_rd, Duration::from_millis(100)).await {
+            Some(Ok(RouterMsg::Ack { gen })) => {
+                panic!("a replaced genie's report {gen} was acknowledged: its lease would never run out")
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(())) => break true,
+        }
+    };
+    assert!(closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_back_does_not_drop_reports() {
+    let r = TestRouter::builder()
+        .tag("clockstep")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
+    let (mut rd, mut wr) = connect(&r, 7).await;
+    let now = wisp_common::time::unix_ms();
+    // An hour back after the third report, then six seconds back again: each report's
+    // generation rises, which is all that orders them.
+    let times = [
+        now,
+        now + 200,
+        now + 400,
+        now - 3_600_000,
+        now - 3_599_800,
+        now - 3_605_800,
+    ];
+    for (i, t) in times.into_iter().enumerate() {
+        let gen = i as u64 + 1;
+        assert!(send(&mut wr, gen, t).await);
+        match next(&mut rd, DEADLINE).await {
+            Some(Ok(RouterMsg::Ack { gen: acked })) => assert_eq!(acked, gen),
+            other => panic!("report {gen} sent at {t} was not acknowledged: {other:?}"),
+        }
+    }
+    // A report that really is old (its generation did not rise) is dropped, not acked.
+    assert!(send(&mut wr, 3, now + 10_000).await);
+    match next(&mut rd, Duration::from_millis(1500)).await {
+        Some(Ok(RouterMsg::Ack { gen })) => panic!("a stale generation {gen} was acknowledged"),
+        Some(Err(())) => panic!("the router closed the link over a stale report"),
+        _ => {}
+    }
+}
