@@ -34,7 +34,7 @@ pub struct RouterConfig {
     /// No report for this long (or the link closed): the host is unreachable.
     #[serde(default = "default_unreachable_ms")]
     pub unreachable_after_ms: u64,
-    /// Genie self-fence lease; 0 disables self-fencing.
+    /// Genie self-fence lease; 0 (the default) disables self-fencing.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
     /// A host whose genie is silent but whose BMC says it is powered on gets this long
@@ -115,7 +115,11 @@ fn default_unreachable_ms() -> u64 {
     700
 }
 fn default_lease_ms() -> u64 {
-    3000
+    // Off: the router's absence (a restart during an upgrade, a reboot of its server,
+    // a switch hiccup) must never kill a VM. Silent hosts are proven off by their BMC;
+    // a host whose BMC cannot be reached is then not failed over (no proof, no
+    // restart), unless the operator turns the lease on.
+    0
 }
 fn default_wake_deadline_ms() -> u64 {
     180_000
