@@ -52,6 +52,7 @@ fn cluster(hosts: usize, per_host: usize, t: u64) -> Observed {
             linked: up,
             maintenance: false,
             standby: !up,
+            quarantined: false,
             cpus: Some(16),
             cpu_percent: Some(30.0),
             vcpus: 64,

@@ -29,6 +29,8 @@ pub struct ObservedHost {
     pub linked: bool,
     pub maintenance: bool,
     pub standby: bool,
+    /// Failed to wake by every method: the planner leaves it alone (`power/quarantine.rs`).
+    pub quarantined: bool,
     /// CPUs (from its metrics), if it ever reported them.
     pub cpus: Option<usize>,
     pub cpu_percent: Option<f64>,
@@ -74,6 +76,7 @@ pub fn observe(m: &Model) -> Observed {
                 linked: h.link.is_some(),
                 maintenance: flags.is_some_and(|f| f.maintenance),
                 standby: flags.is_some_and(|f| f.standby),
+                quarantined: flags.is_some_and(|f| f.quarantine.is_some()),
                 cpus: h
                     .metrics
                     .as_ref()
@@ -121,7 +124,7 @@ pub fn observe(m: &Model) -> Observed {
 
 /// The planner's idea of a host's power state.
 pub fn power_state(h: &ObservedHost) -> PlanPower {
-    if h.maintenance || h.status == HostStatus::Maintenance {
+    if h.maintenance || h.quarantined || h.status == HostStatus::Maintenance {
         return PlanPower::Unavailable;
     }
     match h.status {

@@ -144,6 +144,7 @@ mod tests {
             bmc_password_file: None,
             vcpus: None,
             mem_mib: None,
+            wake: None,
         }
     }
 

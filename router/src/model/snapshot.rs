@@ -34,11 +34,22 @@ pub struct HostSnap {
     /// The operator's and the energy planner's stored flags.
     pub maintenance: bool,
     pub standby: bool,
+    /// Why it is quarantined (failed to wake by every method), if it is.
+    pub quarantine: Option<String>,
+    /// Its measured wake times and drills.
+    pub wake: crate::power::wake::book::WakeBook,
 }
 
 impl HostSnap {
     pub fn linked(&self) -> bool {
         self.genie_version.is_some()
+    }
+
+    /// How long a wake of this host is expected to take (median of its measured
+    /// wakes, request to genie heard); `None` before the first. For the energy
+    /// planner's reserve.
+    pub fn expected_wake_ms(&self) -> Option<u64> {
+        self.wake.expected_ms()
     }
 }
 
@@ -134,6 +145,17 @@ impl Model {
                         .hosts
                         .get(&h.cfg.name)
                         .is_some_and(|r| r.standby),
+                    quarantine: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .and_then(|r| r.quarantine.as_ref().map(|q| q.reason.clone())),
+                    wake: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .map(|r| r.wake.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             records: self.persisted.vms.clone(),
