@@ -20,7 +20,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HostConfig, RouterConfig};
+use super::RouterConfig;
 
 /// One way to wake a host, as written in `wake = [...]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,22 +68,6 @@ impl RouterConfig {
     /// by a genie.
     pub fn wol_path(&self) -> bool {
         self.wol_interface.is_some() || self.wol_relay
-    }
-
-    /// The methods a wake of `host` tries, in order: its `wake` list, or WoL (when a
-    /// path exists) then IPMI (when it has a BMC).
-    pub fn wake_methods(&self, host: &HostConfig) -> Vec<WakeVia> {
-        if let Some(list) = &host.wake {
-            return list.clone();
-        }
-        let mut v = Vec::new();
-        if self.wol_path() {
-            v.push(WakeVia::Wol);
-        }
-        if host.bmc.is_some() {
-            v.push(WakeVia::Ipmi);
-        }
-        v
     }
 
     /// Checks the wake keys; `Err((key, message))`.

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::info;
 use wisp_common::HostId;
 
-use super::wake::{wake_with, WakeOpts};
+use super::wake::{usable_methods, wake_with, WakeOpts};
 use super::PowerPlane;
 use crate::cluster::ClusterHandle;
 use crate::config::WakeVia;
@@ -155,15 +155,7 @@ pub async fn run(
             let Some(cfg) = cluster.config().host(&s.name) else {
                 continue;
             };
-            let methods = cluster
-                .config()
-                .wake_methods(cfg)
-                .into_iter()
-                .filter(|m| match m {
-                    WakeVia::Wol => power.waker().is_some() || relay,
-                    WakeVia::Ipmi => power.bmc(&s.name).is_some(),
-                })
-                .collect();
+            let methods = usable_methods(&power, relay, &s.name, cfg.wake.as_deref());
             hosts.push(DrillHost {
                 host: s.name.clone(),
                 asleep_for: asleep_since.get(&s.name).map(|t| now - *t),

@@ -118,17 +118,17 @@ impl Command for RecordDrilled {
     }
 }
 
-/// The host's configured wake methods (`None`: not in the inventory).
+/// The host's own `wake` list, if it has one (outer `None`: not in the inventory).
 pub(crate) struct WakePolicy {
     pub host: HostId,
 }
 
 impl Command for WakePolicy {
-    type Output = Option<Vec<WakeVia>>;
+    type Output = Option<Option<Vec<WakeVia>>>;
     const NAME: &'static str = "read a wake policy";
     fn apply(self, m: &mut Model) -> Self::Output {
         let h = m.cluster.hosts.get(&self.host)?;
-        Some(m.config.wake_methods(&h.cfg))
+        Some(h.cfg.wake.clone())
     }
 }
 

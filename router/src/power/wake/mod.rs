@@ -61,6 +61,25 @@ pub async fn wake(
     wake_with(cluster, power, host, opts).await
 }
 
+/// The methods a wake of `host` tries, in order: `list` (the host's `wake` key or a
+/// drill's rotation), or WoL then IPMI; either way only those the power plane can use
+/// (WoL needs the host's MAC and a waker or a relay, IPMI a BMC client).
+pub fn usable_methods(
+    power: &PowerPlane,
+    relay: bool,
+    host: &HostId,
+    list: Option<&[WakeVia]>,
+) -> Vec<WakeVia> {
+    list.unwrap_or(&[WakeVia::Wol, WakeVia::Ipmi])
+        .iter()
+        .copied()
+        .filter(|m| match m {
+            WakeVia::Wol => power.mac(host).is_some() && (power.waker().is_some() || relay),
+            WakeVia::Ipmi => power.bmc(host).is_some(),
+        })
+        .collect()
+}
+
 /// The state one wake carries from attempt to attempt.
 struct Run {
     start: Instant,
@@ -68,6 +87,8 @@ struct Run {
     wol_packets: u32,
     wol_error: Option<String>,
     wol_relays: u32,
+    /// From the start to the genie heard, once it was.
+    total_ms: Option<u64>,
 }
 
 impl Run {
@@ -105,25 +126,17 @@ pub async fn wake_with(
         resume: Duration::from_millis(cfg.wake_resume_ms),
     };
     let relay = cfg.wol_relay;
-    let policy = match opts.methods.clone() {
-        Some(m) => m,
-        None => cluster
-            .run(WakePolicy { host: host.clone() })
-            .await
-            .ok_or(PowerError::Shutdown)?
-            .ok_or_else(|| PowerError::UnknownHost {
-                host: host.to_string(),
-            })?,
-    };
+    let own = cluster
+        .run(WakePolicy { host: host.clone() })
+        .await
+        .ok_or(PowerError::Shutdown)?
+        .ok_or_else(|| PowerError::UnknownHost {
+            host: host.to_string(),
+        })?;
+    let policy = opts.methods.clone().or(own);
+    let methods = usable_methods(power, relay, host, policy.as_deref());
     let bmc = power.bmc(host);
     let (waker, mac) = (power.waker(), power.mac(host));
-    let methods: Vec<WakeVia> = policy
-        .into_iter()
-        .filter(|m| match m {
-            WakeVia::Wol => mac.is_some() && (waker.is_some() || relay),
-            WakeVia::Ipmi => bmc.is_some(),
-        })
-        .collect();
     let already_up = cluster
         .run(StartWake { host: host.clone() })
         .await
@@ -141,6 +154,7 @@ pub async fn wake_with(
                 wol_packets: 0,
                 wol_error: None,
                 wol_relays: 0,
+                total_ms: None,
             },
             None,
             0,
@@ -188,6 +202,7 @@ pub async fn wake_with(
         wol_packets: 0,
         wol_error: None,
         wol_relays: 0,
+        total_ms: None,
     };
     let n = methods.len();
     for (k, &via) in methods.iter().enumerate() {
@@ -341,17 +356,14 @@ fn outcome(
     drill: bool,
 ) -> WakeOutcome {
     let fallback = run.attempts.len() > 1;
+    let registered_ms = run.total_ms.unwrap_or(0);
     WakeOutcome {
         host: host.clone(),
         method,
         wol_packets: run.wol_packets,
         wol_error: run.wol_error,
         fallback,
-        registered_ms: if method == WakeMethod::AlreadyUp {
-            0
-        } else {
-            ms(run.start.elapsed())
-        },
+        registered_ms,
         message,
         wol_relays: run.wol_relays,
         power_seen_ms,
@@ -365,12 +377,14 @@ async fn finish(
     cluster: &ClusterHandle,
     host: &HostId,
     via: WakeVia,
-    run: Run,
+    mut run: Run,
     power_ms: Option<u64>,
     heard_ms: u64,
     opts: &WakeOpts,
 ) -> Result<WakeOutcome, PowerError> {
+    // Measured when the genie was heard, before the records below (store writes).
     let total = ms(run.start.elapsed());
+    run.total_ms = Some(total);
     let how = match via {
         WakeVia::Wol => "Wake-on-LAN",
         WakeVia::Ipmi => "IPMI power-on",
@@ -381,7 +395,7 @@ async fn finish(
         .filter_map(|a| Some(format!("{} {}", a.method, a.error.as_deref()?)))
         .collect();
     let message = format!(
-        "host {host} {}woke by {how}{}: power seen on {}, genie heard {heard_ms} ms after the {via} attempt ({total} ms in all{})",
+        "host {host} {}woke by {how}{}: {}, genie heard {heard_ms} ms after the {via} attempt ({total} ms in all{})",
         if opts.drill { "(drill) " } else { "" },
         if before.is_empty() {
             String::new()
@@ -389,8 +403,8 @@ async fn finish(
             format!(" (fallback after {})", before.join("; "))
         },
         power_ms
-            .map(|p| format!("after {p} ms"))
-            .unwrap_or_else(|| "not watched".into()),
+            .map(|p| format!("chassis power on after {p} ms"))
+            .unwrap_or_else(|| "chassis power not seen".into()),
         if run.wol_relays > 0 {
             format!(", magic packets relayed by {} genie(s)", run.wol_relays)
         } else {

@@ -131,6 +131,10 @@ pub(super) async fn watch(
             .await
             .unwrap_or(false);
         if heard {
+            // The BMC may have answered "on" while the genie was being asked.
+            if let Some(Seen::On { after_ms }) = seen.as_ref().map(|rx| rx.borrow().clone()) {
+                power_ms = power_ms.or(Some(after_ms));
+            }
             return Verdict::Heard {
                 power_ms,
                 heard_ms: ms(sent.elapsed()),
