@@ -14,11 +14,16 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
+use wisp_tests::lab::bins::bench_bin_dir;
 use wisp_tests::lab::{poll, Lab, LabSpec, WAIT};
 
 const DEFAULT_RUNS: usize = 3;
 
 fn stats(name: &str, mut ms: Vec<u64>, note: &str) {
+    if ms.is_empty() {
+        println!("{name:<44} not seen in any run {note}");
+        return;
+    }
     ms.sort_unstable();
     let (min, median, max) = (ms[0], ms[ms.len() / 2], ms[ms.len() - 1]);
     println!(
@@ -63,6 +68,14 @@ fn cycles(lab: &Lab, runs: usize) -> Vec<Value> {
     out
 }
 
+/// `key` of attempt `attempt` where the wake saw it (power is not seen when the genie
+/// is heard before the BMC's first answer).
+fn seen(ws: &[Value], attempt: usize, key: &str) -> Vec<u64> {
+    ws.iter()
+        .filter_map(|w| w["attempts"][attempt][key].as_u64())
+        .collect()
+}
+
 fn field(w: &Value, attempt: usize, key: &str) -> u64 {
     w["attempts"][attempt][key]
         .as_u64()
@@ -78,6 +91,7 @@ fn main() {
     let with = Lab::start(LabSpec {
         hosts: 2,
         wol_listener: true,
+        bin_dir: bench_bin_dir(),
         ..LabSpec::default()
     })
     .unwrap();
@@ -86,6 +100,7 @@ fn main() {
     let without = Lab::start(LabSpec {
         hosts: 2,
         wol_listener: false,
+        bin_dir: bench_bin_dir(),
         ..LabSpec::default()
     })
     .unwrap();
@@ -106,8 +121,8 @@ fn main() {
     );
     stats(
         "WoL: wake to BMC power on",
-        wol.iter().map(|w| field(w, 0, "power_seen_ms")).collect(),
-        "(basis of wake_power_proof_ms)",
+        seen(&wol, 0, "power_seen_ms"),
+        "(basis of wake_power_proof_ms; not seen when the genie answers first)",
     );
     stats(
         "IPMI: power-on to genie heard",
@@ -116,7 +131,7 @@ fn main() {
     );
     stats(
         "IPMI: power-on to BMC power on",
-        lost.iter().map(|w| field(w, 1, "power_seen_ms")).collect(),
+        seen(&lost, 1, "power_seen_ms"),
         "(basis of wake_power_proof_ms)",
     );
     stats(
