@@ -126,16 +126,22 @@ async fn genie(link: SocketAddr, host: &str, relayed: Option<watch::Sender<u32>>
     tokio::spawn(async move {
         while let Ok(Some(m)) = read_frame::<_, RouterMsg>(&mut rd, MAX_FRAME_BYTES).await {
             if let RouterMsg::Command { id, command } = m {
+                let suspend = command == Command::Suspend;
                 let outcome = match (command, &relayed) {
                     (Command::SendWol(r), Some(count)) if r.burst == 3 => {
                         count.send_modify(|n| *n += 1);
                         Outcome::Done
                     }
+                    (Command::Suspend, _) => Outcome::Done,
                     _ => Outcome::Failed {
                         error: "not in this fake".into(),
                     },
                 };
                 let _ = tx.send(GenieMsg::Reply { id, outcome }).await;
+                if suspend {
+                    // Asleep: the reply goes out, then the host is silent.
+                    return;
+                }
             }
         }
     });
@@ -509,4 +515,89 @@ fn wake_lists_are_checked_by_host_and_key() {
     }
     let e = parse("wake = [\"wol\", \"magic\"]", "").unwrap_err();
     assert!(e.contains("magic"), "{e}");
+}
+
+/// An energy actuator that does nothing: the planner's own moves are not under test.
+struct Idle;
+
+impl router::energy::executor::Actuator for Idle {
+    async fn wake(&self, h: HostId) -> Result<String, router::energy::executor::ExecError> {
+        Ok(format!("{h} (idle)"))
+    }
+    async fn migrate(
+        &self,
+        vm: wisp_common::VmId,
+        _to: HostId,
+    ) -> Result<String, router::energy::executor::ExecError> {
+        Ok(format!("{vm} (idle)"))
+    }
+    async fn sleep(&self, h: HostId) -> Result<String, router::energy::executor::ExecError> {
+        Ok(format!("{h} (idle)"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_asleep_past_drill_after_s_is_drilled_in_energy_mode() {
+    let r = rig(
+        "drill-task",
+        &[PowerState::On],
+        "drill_after_s = 1\n[energy]\nenabled = true\ninterval_s = 3600\n",
+    )
+    .await;
+    let (stop, rx) = watch::channel(false);
+    let cfg = r._dir.config();
+    let _energy = router::energy::spawn_with(r.cluster.clone(), Arc::new(Idle), &cfg, rx.clone());
+    tokio::spawn(genie(r.link, "h1", None));
+    wait_up(&r.cluster, "h1").await;
+    router::power::suspend::suspend(
+        &r.cluster,
+        &r.power,
+        &h("h1"),
+        router::api::types::SuspendMode::Ram,
+        false,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.cluster.snapshot().host(&h("h1")).unwrap().status,
+        HostStatus::Standby
+    );
+    let waker = r.waker.clone();
+    boot_when(&r, "h1", move || !waker.wakes().is_empty());
+    tokio::spawn(router::power::drill::run(
+        r.cluster.clone(),
+        r.power.clone(),
+        || false,
+        rx,
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let snap = r.cluster.snapshot();
+        let hs = snap.host(&h("h1")).unwrap();
+        if hs.wake.drilled_ms.contains_key(&WakeVia::Wol) && hs.status == HostStatus::Up {
+            assert!(hs.expected_wake_ms().is_some());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no drill: {:?}",
+            hs.wake
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(r.waker.wakes(), [mac(1)], "WoL's turn first");
+    assert!(has_event(
+        &r.cluster,
+        EventKind::Wake,
+        "h1",
+        "wake drill of h1"
+    ));
+    assert!(has_event(
+        &r.cluster,
+        EventKind::Wake,
+        "h1",
+        "(drill) woke by Wake-on-LAN"
+    ));
+    let _ = stop.send(true);
 }
