@@ -524,3 +524,143 @@ async fn api_serves_power_status_and_errors() {
         "{unknown}"
     );
 }
+
+/// Plays a genie whose host freezes on a suspend, as suspend-to-RAM does: it replies,
+/// then sends nothing more and never closes its socket. Returns when the router
+/// closes its end (true) or after `give_up` (false).
+async fn frozen_genie(link: SocketAddr, host: &str, give_up: Duration) -> bool {
+    let s = support::genie_handshake(link, host, SECRET, rand_instance())
+        .await
+        .unwrap_or_else(|e| panic!("not welcomed: {e}"))
+        .stream;
+    let (mut rd, mut wr) = s.into_split();
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut gen = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + give_up;
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if !frozen.load(std::sync::atomic::Ordering::SeqCst) => {
+                gen += 1;
+                let r = Report { gen, sent_at_ms: wisp_common::time::unix_ms(), ..Default::default() };
+                write_frame(&mut wr, &GenieMsg::Report(r), MAX_FRAME_BYTES).await.unwrap();
+            }
+            m = read_frame::<_, RouterMsg>(&mut rd, MAX_FRAME_BYTES) => match m {
+                Ok(Some(RouterMsg::Command { id, command: Command::Suspend })) => {
+                    let reply = GenieMsg::Reply { id, outcome: Outcome::Done };
+                    write_frame(&mut wr, &reply, MAX_FRAME_BYTES).await.unwrap();
+                    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(Some(_)) => {}
+                // EOF or a reset: the router let go of the link.
+                Ok(None) | Err(_) => return true,
+            },
+            _ = tokio::time::sleep_until(deadline) => return false,
+        }
+    }
+}
+
+/// Suspend-to-RAM freezes a host with its connection open: the router verifies the
+/// suspend by silence, never counts the host as suspect, unreachable or down, closes
+/// its end of the link, and keeps it in standby for as long as it is silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_host_is_asleep_not_failed_and_its_link_is_closed_by_us() {
+    let r = rig("frozen", &[PowerState::On]).await;
+    let link = r.link;
+    let closed =
+        tokio::spawn(async move { frozen_genie(link, "h1", Duration::from_secs(60)).await });
+    wait_status(&r.cluster, "h1", HostStatus::Up).await;
+    // The fake BMC reports S3 as off, as the lab's and many real BMCs do.
+    let bmc = r.bmcs["h1"].clone();
+    let out = {
+        let (c, p) = (r.cluster.clone(), r.power.clone());
+        let s = tokio::spawn(async move {
+            suspend(
+                &c,
+                &p,
+                &h("h1"),
+                SuspendMode::Ram,
+                false,
+                Duration::from_secs(20),
+            )
+            .await
+        });
+        // The host is frozen now; its BMC says off from here on.
+        while !closed.is_finished()
+            && r.cluster
+                .snapshot()
+                .host(&h("h1"))
+                .unwrap()
+                .report_age_ms
+                .unwrap_or(0)
+                < 300
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bmc.power(PowerAction::Off).await.unwrap();
+        s.await.unwrap().unwrap()
+    };
+    assert!(out.message.contains("silent"), "{}", out.message);
+    assert!(out.message.contains("reports power off"), "{}", out.message);
+    assert!(
+        closed.await.unwrap(),
+        "the router must close its end of a frozen host's link"
+    );
+    let (st, _, standby) = status_of(&r.cluster, "h1").await;
+    assert_eq!((st, standby), (HostStatus::Standby, true));
+    // Silent far beyond unreachable_after and the lease: still asleep, never failed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (st, _, _) = status_of(&r.cluster, "h1").await;
+    assert_eq!(st, HostStatus::Standby);
+    let bad: Vec<_> = events(&r.cluster)
+        .await
+        .into_iter()
+        .filter(|e| e.host.as_ref().is_some_and(|x| x.as_str() == "h1"))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::HostSuspect
+                    | EventKind::HostUnreachable
+                    | EventKind::HostDown
+                    | EventKind::HostFenced
+                    | EventKind::Error
+            )
+        })
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "a host asleep on purpose was taken for failed: {bad:?}"
+    );
+}
+
+/// A host nothing could wake again (no BMC, no Wake-on-LAN path) is not put to sleep:
+/// a clear refusal and nothing sent; the host stays up and not flagged asleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_without_a_way_to_wake_is_refused_before_anything_is_sent() {
+    let r = rig("nowake", &[PowerState::On]).await;
+    spawn_powered_genie(&r, "h1", vec![]);
+    wait_status(&r.cluster, "h1", HostStatus::Up).await;
+    let bare = PowerPlane::new(HashMap::new(), None, HashMap::new());
+    for mode in [SuspendMode::Ram, SuspendMode::SoftOff] {
+        let e = suspend(
+            &r.cluster,
+            &bare,
+            &h("h1"),
+            mode,
+            false,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, PowerError::NoWakePath { .. } | PowerError::NoBmc { .. }),
+            "{mode:?}: {e}"
+        );
+        assert!(e.to_string().contains("h1"), "{e}");
+    }
+    // Still reporting (the fake genie stops at a Suspend), not asleep.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (st, _, standby) = status_of(&r.cluster, "h1").await;
+    assert_eq!((st, standby), (HostStatus::Up, false));
+}

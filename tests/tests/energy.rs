@@ -3,7 +3,7 @@
 //!
 //! Cycle: three hosts, one idle VM on each; `router energy on` → the VMs are packed
 //! by live migration and an emptied host is asleep (the lab's power state, which the
-//! BMC reports, says "suspended"; its genie is gone); then a new VM takes part of the
+//! BMC reports as off, says "suspended"; its processes are frozen); then a new VM takes part of the
 //! room the reserve kept → the reserve is short → the sleeping host is woken by
 //! Wake-on-LAN (verified by its genie registering) and is up again. Every guest's
 //! counter keeps going up across all of it: no VM was restarted.
@@ -104,6 +104,7 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
 
     // 1. Energy mode on: pack and sleep.
     let t_on = Instant::now();
+    let on_ms = wisp_common::time::unix_ms();
     let on = lab.router_ok(&["energy", "on"]).unwrap();
     assert!(on.contains("energy mode: on"), "{on}");
     let asleep = poll(CYCLE, "VMs packed and an emptied host asleep", |last| {
@@ -123,16 +124,17 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
         placement(&lab),
         t_on.elapsed().as_millis()
     );
-    // The BMC agrees (a suspended host is off as IPMI sees it) and its genie is gone.
+    // The BMC agrees (a suspended host is off as IPMI sees it) and its processes are frozen.
     let ipmi = lab
         .ipmitool(asleep, &["chassis", "power", "status"])
         .unwrap();
     let ipmi = String::from_utf8_lossy(&ipmi.stdout).into_owned();
     assert!(ipmi.contains("is off"), "ipmitool on {sleeper}: {ipmi}");
-    poll(WAIT, "the sleeping host's genie to be gone", |last| {
+    // Suspend-to-RAM froze it: its processes are all stopped, none is gone.
+    let frozen_genie = poll(WAIT, "the sleeping host's processes to be frozen", |last| {
         let p = lab.genie_pids(asleep).ok()?;
-        *last = format!("{p:?}");
-        p.is_empty().then_some(())
+        *last = format!("genie pids {p:?}");
+        (!p.is_empty() && lab.is_frozen(asleep).ok()?).then_some(p)
     })
     .unwrap();
     // The router's energy status catches up once the suspend is verified.
@@ -200,6 +202,35 @@ fn energy_mode_packs_sleeps_and_wakes_without_interrupting_vms() {
         t_big.elapsed().as_millis()
     );
     assert!(woke.contains("Wake-on-LAN"), "{woke}");
+    // Resumed, not rebooted: the same genie process goes on.
+    assert_eq!(
+        lab.genie_pids(asleep).unwrap(),
+        frozen_genie,
+        "the genie of {sleeper} restarted"
+    );
+    // Asleep on purpose is never a failure: no suspect, unreachable, down or fenced
+    // host, and no failover, for the sleeper from `energy on` to now.
+    let evs = lab.events_json(1000).unwrap();
+    let failed: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.at_ms >= on_ms && e.host.as_deref() == Some(sleeper.as_str()))
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "host_suspect" | "host_unreachable" | "host_down" | "host_fenced" | "failover"
+            )
+        })
+        .map(|e| e.message.as_str())
+        .collect();
+    let story: Vec<String> = evs
+        .iter()
+        .filter(|e| e.at_ms >= on_ms && e.host.as_deref() == Some(sleeper.as_str()))
+        .map(|e| format!("{} {}: {}", e.at_ms, e.kind, e.message))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{sleeper} was taken for failed: {failed:?}; its events: {story:#?}"
+    );
     // Every VM, the new one included, still runs and has kept counting.
     poll(WAIT, "every VM running and counting", |last| {
         counters_advance(&lab, &mut counters);

@@ -199,18 +199,32 @@ fn tiny_guest_runs_in_qemu_and_dies_with_its_host() {
     .unwrap();
     assert!(lab.host_pids(1).unwrap().contains(&(vm.pid as i32)));
 
-    // The chassis suspend helper (what the genie runs) powers the host off as IPMI sees it.
+    // The chassis suspend helper (what the genie runs) freezes the host, VM included:
+    // off as IPMI sees it, the qemu still there.
     let chassis = env!("CARGO_BIN_EXE_wisp-lab-chassis");
     let h = lab.hosts()[0].clone();
     let o = lab
         .exec_in(&h.ns, chassis, &[h.dir.to_str().unwrap(), "suspend"])
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    assert!(procs::wait_gone(&[vm.pid as i32], WAIT).is_empty());
     poll(WAIT, "h1 suspended", |_| {
         (lab.power_state(1).unwrap() == Power::Suspended).then_some(())
     })
     .unwrap();
+    assert!(lab.is_frozen(1).unwrap());
+    assert!(procs::is_alive(vm.pid as i32));
+    assert_eq!(power_status(&lab, 1), "Chassis Power is off");
+
+    // Power on resumes the same qemu, whose guest goes on counting.
+    let o = lab.ipmitool(1, &["chassis", "power", "on"]).unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(lab.qemu_pid(1, "vm1").unwrap(), vm.pid as i32);
+    let before = lab.guest_counter(1, "vm1").unwrap();
+    lab.wait_counter_above(1, "vm1", before).unwrap();
+
+    // And the VM dies with its host.
+    lab.power_off(1).unwrap();
+    assert!(procs::wait_gone(&[vm.pid as i32], WAIT).is_empty());
     assert_eq!(power_status(&lab, 1), "Chassis Power is off");
 }
 

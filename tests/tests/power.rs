@@ -190,11 +190,13 @@ fn wake_is_witnessed_by_tcpdump_and_verified_by_registration() {
     for how in ["power off", "suspend"] {
         if how == "suspend" {
             let out = ok(lab.router_cli(&["suspend", "h2"]).unwrap(), "suspend");
+            // Verified by silence (a frozen host's link stays open), not a closed link.
             assert!(
-                out.contains("suspended to RAM") && out.contains("genie link closed"),
+                out.contains("suspended to RAM") && out.contains("silent"),
                 "{out}"
             );
             assert_eq!(host_state(&lab, "h2").0, "standby");
+            assert!(lab.is_frozen(2).unwrap(), "suspend to RAM freezes the host");
         } else {
             ok(
                 lab.router_cli(&["power", "off", "h2"]).unwrap(),

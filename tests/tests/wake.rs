@@ -9,8 +9,8 @@
 //!
 //! A woken host is "awake" once its genie is heard after the wake started, whether the
 //! lab suspends by killing the host's processes (a new genie boots) or by freezing
-//! them (the old one resumes). The WoL listener is stopped to drop magic packets (the
-//! lab's per-host switch, `set_wol_ignored`, is not on this branch yet).
+//! them (the old one resumes, as the lab does now). Magic packets are dropped by the
+//! lab's WoL listener for that host only (`Lab::set_wol_ignored`).
 //!
 //! Needs `cargo build --workspace --bins` first, root, ip, ipmi_sim, ipmitool,
 //! tcpdump; fails loudly without them. Prints the measured figures.
@@ -19,8 +19,6 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 use wisp_tests::lab::{poll, Lab, LabSpec, WAIT};
 use wisp_tests::wol;
@@ -95,12 +93,6 @@ fn suspend_h1(lab: &Lab) {
     assert_eq!(ipmitool_power(lab, 1), "off");
 }
 
-/// Drops every magic packet from now on: the lab's WoL listener stops.
-fn drop_magic_packets(lab: &Lab) {
-    let pid = lab.wol_pid().expect("the lab runs a WoL listener");
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-}
-
 /// Magic packets for `mac` among `frames`, by carrier.
 fn magic_kinds(frames: &[Vec<u8>], mac: [u8; 6]) -> Vec<wol::WakeMethod> {
     frames
@@ -125,7 +117,7 @@ fn events(lab: &Lab) -> Vec<String> {
 fn lost_magic_packets_are_overtaken_by_ipmi_once_power_is_overdue() {
     let lab = lab(2, true);
     suspend_h1(&lab);
-    drop_magic_packets(&lab);
+    lab.set_wol_ignored(1, true).unwrap();
     let cap = lab
         .tcpdump(&lab.core_ns(), "br0", "ether proto 0x0842 or udp port 9")
         .unwrap();
@@ -158,6 +150,11 @@ fn lost_magic_packets_are_overtaken_by_ipmi_once_power_is_overdue() {
         kinds.contains(&wol::WakeMethod::EtherType0842) && kinds.contains(&wol::WakeMethod::Udp9),
         "tcpdump saw {kinds:?} among {} frames",
         frames.len()
+    );
+    let wol_log = std::fs::read_to_string(lab.wol_log()).unwrap();
+    assert!(
+        wol_log.contains("loses magic packets for this host"),
+        "the listener did not drop them: {wol_log}"
     );
     let evs = events(&lab);
     assert!(evs.iter().any(|m| m.contains("wake 1/2 by wol")), "{evs:?}");
@@ -211,7 +208,7 @@ fn a_dead_bmc_leaves_wake_on_lan_to_do_it() {
 fn a_host_that_wakes_by_neither_is_quarantined_until_cleared() {
     let mut lab = lab(2, true);
     suspend_h1(&lab);
-    drop_magic_packets(&lab);
+    lab.set_wol_ignored(1, true).unwrap();
     lab.stop_bmc(1).unwrap();
     let o = lab
         .router_cli(&["wake", "h1", "--deadline-ms", "4000"])

@@ -39,6 +39,18 @@ pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
                 .iter()
                 .filter_map(|(m, s)| Some((*m, s.median()?)))
                 .collect(),
+            sleep: h
+                .power_caps
+                .as_ref()
+                .map(|c| {
+                    if c.can_suspend_to_ram() {
+                        vec!["ram".to_owned(), "off".to_owned()]
+                    } else {
+                        vec!["off".to_owned()]
+                    }
+                })
+                .unwrap_or_default(),
+            wol_armed: h.power_caps.as_ref().and_then(|c| c.wol_armed()),
         })
         .collect()
 }

@@ -71,6 +71,9 @@ pub fn status_text(s: &EnergyStatus) -> String {
         s.all_on_kwh,
         s.saved_kwh
     ));
+    for w in &s.waiting {
+        out.push_str(&format!("waiting: {w}\n"));
+    }
     match &s.last {
         None => out.push_str("last decision: none yet\n"),
         Some(d) => {

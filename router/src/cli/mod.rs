@@ -219,6 +219,11 @@ pub fn hosts_table(hosts: &[HostView]) -> String {
                     format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
                 }),
                 h.vms.to_string(),
+                if h.sleep.is_empty() {
+                    "-".into()
+                } else {
+                    h.sleep.join("+")
+                },
                 opt(h.last_report_age_ms, |a| format!("{a} ms")),
             ]
         })
@@ -233,6 +238,7 @@ pub fn hosts_table(hosts: &[HostView]) -> String {
             "MEM",
             "LOAD",
             "VMS",
+            "SLEEP",
             "LAST REPORT",
         ],
         &rows,

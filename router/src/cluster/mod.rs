@@ -52,6 +52,9 @@ enum Msg {
         host: HostId,
         session: u64,
         report: Report,
+        /// Whether it was applied: only an applied report is acknowledged, since the
+        /// acknowledgement renews the genie's self-fence lease.
+        applied: oneshot::Sender<bool>,
     },
     /// A typed command (see `command.rs`): the only way features reach the model.
     Run(command::Job),
@@ -117,15 +120,20 @@ impl ClusterHandle {
             .await;
     }
 
-    pub async fn report(&self, host: HostId, session: u64, report: Report) {
-        let _ = self
+    /// Hands a report to the model; true once it was applied (current session, newer
+    /// generation), false when it was dropped or the router is shutting down.
+    pub async fn report(&self, host: HostId, session: u64, report: Report) -> bool {
+        let (applied, rx) = oneshot::channel();
+        let sent = self
             .tx
             .send(Msg::Report {
                 host,
                 session,
                 report,
+                applied,
             })
             .await;
+        sent.is_ok() && rx.await.unwrap_or(false)
     }
 
     /// Records an event (kept in the store and shown by `router events`); returns once
@@ -273,7 +281,10 @@ impl Task {
                 host,
                 session,
                 report,
-            } => self.model.report(host, session, report, now),
+                applied,
+            } => {
+                let _ = applied.send(self.model.report(host, session, report, now));
+            }
             Msg::Run(job) => {
                 let t0 = std::time::Instant::now();
                 let answer = (job.run)(&mut self.model);

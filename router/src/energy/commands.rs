@@ -8,6 +8,7 @@ use wisp_common::{HostId, VmRunState};
 
 use super::view::{observe, Observed};
 use crate::cluster::{Command, Model, Op};
+use crate::store::StoredBook;
 
 /// What the planner and the energy status need of the cluster now (see [`observe`]).
 pub(crate) struct Observe;
@@ -36,6 +37,31 @@ impl Command for ApplyEnergyDefault {
             if let Err(e) = m.update(|p| p.energy_mode = want) {
                 warn!(error = %e, "could not store the configured energy mode");
             }
+        }
+    }
+}
+
+/// The energy book's totals as last stored (`None`: never stored).
+pub(crate) struct LoadBook;
+
+impl Command for LoadBook {
+    type Output = Option<StoredBook>;
+    const NAME: &'static str = "load the energy book";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        m.persisted.energy_book
+    }
+}
+
+/// Stores the energy book's totals. A store failure is logged; the book stays in
+/// memory and the next save tries again.
+pub(crate) struct SaveBook(pub StoredBook);
+
+impl Command for SaveBook {
+    type Output = ();
+    const NAME: &'static str = "store the energy book";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        if let Err(e) = m.update(|p| p.energy_book = Some(self.0)) {
+            warn!(error = %e, "could not store the energy book");
         }
     }
 }

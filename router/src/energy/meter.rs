@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use wisp_common::{HostId, VmId};
 
+use crate::store::StoredBook;
+
 /// Demand samples kept per VM for the planner's prediction (it looks at the last
 /// `Policy::prediction.window`, 6 by default).
 pub const HISTORY: usize = 32;
@@ -108,13 +110,16 @@ pub struct HostWatts {
     pub all_on: f64,
 }
 
-/// Energy integrated since the router started, kWh.
+/// Energy integrated since the book was opened (carried over router restarts through
+/// [`StoredBook`]), kWh.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnergyBook {
     pub used_kwh: f64,
     pub all_on_kwh: f64,
     pub since_s: Option<f64>,
     last: Option<(f64, f64, f64)>,
+    /// Seconds accounted before this router started.
+    carried_s: f64,
 }
 
 impl EnergyBook {
@@ -129,6 +134,35 @@ impl EnergyBook {
             self.since_s = Some(now_s);
         }
         self.last = Some((now_s, actual_w, all_on_w));
+    }
+
+    /// A book that continues `stored` (the time the router was down is not counted:
+    /// nobody measured it).
+    pub fn resume(stored: StoredBook) -> Self {
+        Self {
+            used_kwh: stored.used_kwh,
+            all_on_kwh: stored.all_on_kwh,
+            carried_s: stored.accounted_s,
+            ..Self::default()
+        }
+    }
+
+    /// Seconds the totals cover.
+    pub fn accounted_s(&self) -> f64 {
+        let here = match (self.since_s, self.last_at()) {
+            (Some(s), Some(l)) => l - s,
+            _ => 0.0,
+        };
+        self.carried_s + here
+    }
+
+    /// What survives a restart.
+    pub fn stored(&self) -> StoredBook {
+        StoredBook {
+            used_kwh: self.used_kwh,
+            all_on_kwh: self.all_on_kwh,
+            accounted_s: self.accounted_s(),
+        }
     }
 
     /// Time of the last sample.

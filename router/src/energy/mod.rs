@@ -14,6 +14,7 @@ mod commands;
 pub mod executor;
 pub mod meter;
 pub mod view;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,7 @@ use crate::config::RouterConfig;
 use crate::events::EventKind;
 use crate::model::host::HostStatus;
 use crate::power::PowerPlane;
-use commands::{ApplyEnergyDefault, ForgetWakeRequests, Observe};
+use commands::{ApplyEnergyDefault, ForgetWakeRequests, LoadBook, Observe, SaveBook};
 use executor::{execute, Actuator, ExecReport, RealActuator};
 use meter::EnergyBook;
 use view::{build, power_state, watts, Observed, Records};
@@ -41,6 +42,10 @@ use view::{build, power_state, watts, Observed, Records};
 /// How often the task samples VM CPU time and integrates power: once per genie
 /// metrics report (1 s by default), so a rate needs no interpolation.
 pub const SAMPLE: Duration = Duration::from_secs(1);
+
+/// Seconds between stores of the energy book: a crash loses at most this much of it,
+/// and a state write a minute costs nothing.
+const BOOK_SAVE_S: f64 = 60.0;
 
 /// The planner's last decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +143,9 @@ pub struct EnergyStatus {
     pub last: Option<Decision>,
     /// Plans made and executed since start.
     pub plans: u64,
+    /// Why it is not doing anything now, in words (empty: nothing holds it back).
+    #[serde(default)]
+    pub waiting: Vec<String>,
 }
 
 /// Handle to the energy task.
@@ -246,6 +254,12 @@ impl<A: Actuator> Task<A> {
         if !self.apply_config_default().await {
             return;
         }
+        match self.cluster.run(LoadBook).await {
+            Some(Some(stored)) => self.book = EnergyBook::resume(stored),
+            Some(None) => {}
+            None => return,
+        }
+        let mut saved_at = 0.0;
         let start = Instant::now();
         let interval = self.cfg.interval_s;
         let mut tick = tokio::time::interval(SAMPLE.min(Duration::from_secs_f64(interval)));
@@ -267,6 +281,10 @@ impl<A: Actuator> Task<A> {
             let w = watts(&obs, &self.cfg);
             let (actual, all_on) = sum_watts(&w);
             self.book.sample(now_s, actual, all_on);
+            if now_s - saved_at >= BOOK_SAVE_S {
+                saved_at = now_s;
+                self.cluster.run(SaveBook(self.book.stored())).await;
+            }
             self.collect(now_s).await;
             let due = now_s >= next_round || kicked;
             if self.running.is_none() && (due || !obs.wake_wanted.is_empty()) {
@@ -276,11 +294,13 @@ impl<A: Actuator> Task<A> {
                 }
                 self.round(&obs, now_s, due).await;
             }
-            self.publish(&obs, &w);
+            self.publish(&obs, &w, now_s, next_round);
         }
         if let Some(r) = self.running.take() {
             r.abort();
         }
+        // The last minute too (the cluster task may already be gone: then it is lost).
+        self.cluster.run(SaveBook(self.book.stored())).await;
     }
 
     /// Applies `[energy] enabled` unless the operator chose the mode (the choice is
@@ -409,7 +429,21 @@ impl<A: Actuator> Task<A> {
         }));
     }
 
-    fn publish(&self, obs: &Observed, w: &[(HostId, Option<meter::HostWatts>)]) {
+    fn publish(
+        &self,
+        obs: &Observed,
+        w: &[(HostId, Option<meter::HostWatts>)],
+        now_s: f64,
+        next_round_s: f64,
+    ) {
+        let waiting = waiting::waiting(&waiting::WaitInput {
+            obs,
+            rec: &self.rec,
+            min_awake_s: self.policy.min_awake_s,
+            now_s,
+            next_round_s,
+            executing: self.running.is_some(),
+        });
         let (watts_now, watts_all_on) = self.book.watts_now();
         let (hosts, awake, asleep) = host_rows(obs, w);
         let status = EnergyStatus {
@@ -424,14 +458,11 @@ impl<A: Actuator> Task<A> {
             used_kwh: self.book.used_kwh,
             all_on_kwh: self.book.all_on_kwh,
             saved_kwh: self.book.saved_kwh(),
-            accounted_s: self
-                .book
-                .since_s
-                .map(|s| self.book.last_at().unwrap_or(s) - s)
-                .unwrap_or(0.0),
+            accounted_s: self.book.accounted_s(),
             executing: self.running.is_some(),
             last: self.last.clone(),
             plans: self.plans,
+            waiting,
         };
         self.tx.send_replace(status);
     }

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -29,6 +30,26 @@ use crate::events::EventKind;
 struct Pending {
     reply: oneshot::Sender<Outcome>,
     progress: Option<mpsc::Sender<MigrationProgress>>,
+}
+
+/// A genie is idle this long at most: it reports every `heartbeat_ms`, so silence
+/// beyond many periods means a dead, cut or frozen peer. By then the fence code has
+/// long acted on the silence; this only frees the socket (a cut cable never closes).
+fn idle_limit(params: &WelcomeParams) -> Duration {
+    Duration::from_millis(params.heartbeat_ms.saturating_mul(20).max(5000))
+}
+
+/// Kernel-level dead peer detection on a genie connection: keepalive probes after 2 s
+/// idle, 1 s apart, 3 of them; and unacknowledged data gives up after 5 s
+/// (TCP_USER_TIMEOUT) instead of Linux's ~15 min of retransmissions to a host that lost
+/// power or froze.
+pub(super) fn dead_peer_detection(stream: &TcpStream) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(stream, sockopt::KeepAlive, &true)?;
+    setsockopt(stream, sockopt::TcpKeepIdle, &2)?;
+    setsockopt(stream, sockopt::TcpKeepInterval, &1)?;
+    setsockopt(stream, sockopt::TcpKeepCount, &3)?;
+    setsockopt(stream, sockopt::TcpUserTimeout, &5000)
 }
 
 pub(super) async fn run(
@@ -99,40 +120,54 @@ pub(super) async fn run(
     let mut pending: HashMap<CommandId, Pending> = HashMap::new();
     let mut next_id: CommandId = 1;
 
+    let idle = idle_limit(&params);
+    let mut heard = tokio::time::Instant::now();
     let reason = loop {
         tokio::select! {
             _ = shutdown.changed() => break "router shutting down".to_string(),
-            msg = incoming.recv() => match msg {
-                None => break "reader ended".to_string(),
-                Some(Err(ReadEnd::Eof)) => break "genie closed the connection".to_string(),
-                Some(Err(ReadEnd::Frame(e))) => {
-                    warn!(%host, %peer, error = %e, "closing genie link: bad frame");
-                    break format!("bad frame: {e}");
-                }
-                Some(Ok(GenieMsg::Report(report))) => {
-                    let gen = report.gen;
-                    cluster.report(host.clone(), session, report).await;
-                    // The ack renews the genie's self-fence lease.
-                    if let Err(e) = write_frame(&mut write_half, &RouterMsg::Ack { gen }, MAX_FRAME_BYTES).await {
-                        break format!("write failed: {e}");
+            _ = tokio::time::sleep_until(heard + idle) => {
+                break format!("nothing heard for {} ms", idle.as_millis());
+            }
+            msg = incoming.recv() => {
+                heard = tokio::time::Instant::now();
+                match msg {
+                    None => break "reader ended".to_string(),
+                    Some(Err(ReadEnd::Eof)) => break "genie closed the connection".to_string(),
+                    Some(Err(ReadEnd::Frame(e))) => {
+                        warn!(%host, %peer, error = %e, "closing genie link: bad frame");
+                        break format!("bad frame: {e}");
+                    }
+                    Some(Ok(GenieMsg::Report(report))) => {
+                        let gen = report.gen;
+                        // The ack renews the genie's self-fence lease: only a report the
+                        // model applied earns one (a replaced session's or a stale one
+                        // does not, so that genie's lease runs out as it should).
+                        if cluster.report(host.clone(), session, report).await {
+                            if let Err(e) = write_frame(&mut write_half, &RouterMsg::Ack { gen }, MAX_FRAME_BYTES).await {
+                                break format!("write failed: {e}");
+                            }
+                        }
+                    }
+                    Some(Ok(GenieMsg::Progress { id, progress })) => {
+                        if let Some(tx) = pending.get(&id).and_then(|p| p.progress.as_ref()) {
+                            let _ = tx.try_send(progress);
+                        }
+                    }
+                    Some(Ok(GenieMsg::Reply { id, outcome })) => match pending.remove(&id) {
+                        Some(p) => { let _ = p.reply.send(outcome); }
+                        None => debug!(%host, id, "reply to an unknown command"),
+                    },
+                    Some(Ok(other)) => {
+                        warn!(%host, %peer, "closing genie link: unexpected {:?} after the handshake", std::mem::discriminant(&other));
+                        break "unexpected message after handshake".to_string();
                     }
                 }
-                Some(Ok(GenieMsg::Progress { id, progress })) => {
-                    if let Some(tx) = pending.get(&id).and_then(|p| p.progress.as_ref()) {
-                        let _ = tx.try_send(progress);
-                    }
-                }
-                Some(Ok(GenieMsg::Reply { id, outcome })) => match pending.remove(&id) {
-                    Some(p) => { let _ = p.reply.send(outcome); }
-                    None => debug!(%host, id, "reply to an unknown command"),
-                },
-                Some(Ok(other)) => {
-                    warn!(%host, %peer, "closing genie link: unexpected {:?} after the handshake", std::mem::discriminant(&other));
-                    break "unexpected message after handshake".to_string();
-                }
-            },
+            }
             req = requests.recv() => {
-                let Some(req) = req else { continue };
+                // Every handle dropped: the router let go of this link (replaced by a
+                // newer connection, or its host put to sleep). Close our end; looping
+                // on a closed channel would spin.
+                let Some(req) = req else { break "the router closed the link".to_string() };
                 let id = next_id;
                 next_id += 1;
                 let msg = RouterMsg::Command { id, command: req.command };

@@ -104,6 +104,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if let Err(e) = conn::dead_peer_detection(&stream) {
+                        warn!(%peer, error = %e, "cannot set TCP keepalive on a genie connection");
+                    }
                     tokio::spawn(conn::run(
                         stream,
                         peer,

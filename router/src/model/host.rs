@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wisp_common::proto::{HostMetrics, VmStatus};
+use wisp_common::proto::{HostMetrics, PowerCaps, VmStatus};
 use wisp_common::HostId;
 
 use crate::config::HostConfig;
@@ -139,6 +139,11 @@ pub enum HostEvent<'a> {
     Woken,
     /// The wake failed; `bmc_says_off` when its BMC still reports power off.
     WakeFailed { bmc_says_off: bool },
+    /// We asked the host to sleep (suspend to RAM or soft-off): from now on its
+    /// silence is expected, and it becomes `Standby` as soon as it is silent.
+    SleepRequested,
+    /// The sleep we asked for failed or was not verified: silence is a failure again.
+    SleepAbandoned,
     /// A suspend or soft-off we asked for was verified.
     SleepVerified,
     /// At router start, from the stored operator flags.
@@ -166,8 +171,13 @@ pub struct HostEntry {
     pub last_report: Option<Instant>,
     pub metrics: Option<HostMetrics>,
     pub vms: Vec<VmStatus>,
+    /// What the host can do about sleeping and waking, as its genie last said.
+    pub power_caps: Option<PowerCaps>,
     status: HostStatus,
     power: PowerKnown,
+    /// Put to sleep on purpose (from the request until a wake or a failed suspend):
+    /// silence is expected, never a failure.
+    sleep_intent: bool,
     /// Reports dropped as stale or reordered (for diagnostics).
     pub dropped_reports: u64,
 }
@@ -183,8 +193,10 @@ impl HostEntry {
             last_report: None,
             metrics: None,
             vms: Vec::new(),
+            power_caps: None,
             status: HostStatus::Unreachable,
             power: PowerKnown::Unknown,
+            sleep_intent: false,
             dropped_reports: 0,
         }
     }
@@ -195,6 +207,11 @@ impl HostEntry {
 
     pub fn power(&self) -> PowerKnown {
         self.power
+    }
+
+    /// Put to sleep on purpose and not woken since.
+    pub fn asleep_on_purpose(&self) -> bool {
+        self.sleep_intent
     }
 
     pub fn report_age(&self, now: Instant) -> Option<Duration> {
@@ -219,6 +236,15 @@ impl HostEntry {
                 let next = match self.status {
                     // Only the operator ends maintenance.
                     HostStatus::Maintenance => HostStatus::Maintenance,
+                    // Asked to sleep: silence is what we wait for (a frozen host's
+                    // link may stay open), so it goes straight to standby.
+                    HostStatus::Up | HostStatus::Suspect | HostStatus::Unreachable
+                        if self.sleep_intent && !fresh =>
+                    {
+                        HostStatus::Standby
+                    }
+                    // Still heard after the request: the host has not gone yet.
+                    HostStatus::Up if self.sleep_intent => HostStatus::Up,
                     // States reached on purpose or by proof are left only when the
                     // genie is heard again: silence is what they expect.
                     HostStatus::Standby
@@ -242,7 +268,20 @@ impl HostEntry {
                         .unwrap_or_else(|| "never".into());
                     let host = &self.cfg.name;
                     match next {
+                        HostStatus::Up if self.status == HostStatus::Standby => {
+                            // Heard while asleep without a wake: it woke by itself
+                            // (a power button, a BIOS timer, a resume we missed).
+                            self.sleep_intent = false;
+                            emit(
+                                EventKind::HostUp,
+                                format!("host {host} is up: heard again while asleep, without a wake from us"),
+                            )
+                        }
                         HostStatus::Up => emit(EventKind::HostUp, format!("host {host} is up")),
+                        HostStatus::Standby => emit(
+                            EventKind::Power,
+                            format!("host {host} is silent as asked: asleep (last report {age_txt} ago)"),
+                        ),
                         HostStatus::Suspect => emit(
                             EventKind::HostSuspect,
                             format!("host {host} missed heartbeats (last report {age_txt} ago)"),
@@ -262,8 +301,15 @@ impl HostEntry {
                     self.status = next;
                 }
             }
-            HostEvent::Reported | HostEvent::SeenOn | HostEvent::Woken => {
+            HostEvent::Reported | HostEvent::SeenOn => {
                 self.power = PowerKnown::On;
+            }
+            HostEvent::Woken => {
+                self.power = PowerKnown::On;
+                self.sleep_intent = false;
+                if self.status == HostStatus::Waking && self.link.is_some() {
+                    self.status = HostStatus::Up;
+                }
             }
             HostEvent::PowerLearned { power, source } => {
                 let changed = self.power != power;
@@ -330,6 +376,16 @@ impl HostEntry {
                 self.vms.clear();
                 emit(kind, msg);
             }
+            HostEvent::SleepRequested => {
+                self.sleep_intent = true;
+            }
+            HostEvent::SleepAbandoned => {
+                self.sleep_intent = false;
+                // Re-derived from the link on the next look.
+                if self.status == HostStatus::Standby {
+                    self.status = HostStatus::Unreachable;
+                }
+            }
             HostEvent::MaintenanceSet { on } => {
                 // Off: unreachable until the next liveness look re-derives it.
                 self.status = if on {
@@ -354,6 +410,7 @@ impl HostEntry {
                 }
             }
             HostEvent::SleepVerified => {
+                self.sleep_intent = true;
                 if self.status != HostStatus::Maintenance {
                     self.status = HostStatus::Standby;
                 }
@@ -367,6 +424,7 @@ impl HostEntry {
                 } else if standby {
                     self.status = HostStatus::Standby;
                 }
+                self.sleep_intent = standby;
             }
         }
         out
@@ -499,6 +557,61 @@ mod tests {
             h.apply(ev);
             assert_eq!(h.status(), want, "{what}");
         }
+    }
+
+    /// Put to sleep on purpose: silence is standby at once (never suspect, never
+    /// unreachable, whether the link stays open or not), being heard before the host
+    /// freezes changes nothing, and only a wake, a failed suspend or the host being
+    /// heard while asleep ends it.
+    #[test]
+    fn a_host_asked_to_sleep_is_never_failed_while_silent() {
+        #[rustfmt::skip]
+        let table: Vec<(HostStatus, bool, HostEvent<'static>, HostStatus, bool)> = vec![
+            // (from, linked, event, to, intent after)
+            (Up, true, live(100), Up, true),
+            (Up, true, live(600), Standby, true),
+            (Up, true, live(60_000), Standby, true),
+            (Up, false, live(100), Standby, true),
+            (Suspect, true, live(800), Standby, true),
+            (Unreachable, false, live(800), Standby, true),
+            (Standby, true, live(60_000), Standby, true),
+            (Standby, false, live(3_600_000), Standby, true),
+            // The BMC saying off does not make it down; a fence proof does not apply.
+            (Standby, false, HostEvent::PowerLearned { power: PowerKnown::Off, source: "BMC" }, Standby, true),
+            (Standby, false, HostEvent::ProvenOff(OffProof::BmcOff), Standby, true),
+            // Heard again while asleep without a wake: up, intent gone.
+            (Standby, true, live(100), Up, false),
+            // A wake: waking, then up once woken.
+            (Standby, false, HostEvent::WakeRequested, Waking, true),
+            (Waking, true, HostEvent::Woken, Up, false),
+            // A failed suspend: silence is a failure again.
+            (Standby, false, HostEvent::SleepAbandoned, Unreachable, false),
+            (Up, true, HostEvent::SleepAbandoned, Up, false),
+        ];
+        for (from, linked, ev, want, intent) in table {
+            let mut h = entry(from, linked);
+            h.apply(HostEvent::SleepRequested);
+            let what = format!("{from:?} (linked {linked}, asked to sleep) + {ev:?}");
+            h.apply(ev);
+            assert_eq!(
+                (h.status(), h.asleep_on_purpose()),
+                (want, intent),
+                "{what}"
+            );
+        }
+        // Without the request the same silence is a failure.
+        let mut h = entry(Up, true);
+        h.apply(live(60_000));
+        assert_eq!(h.status(), Unreachable);
+        // A router restart with the stored flag restores the intent.
+        let mut h = entry(Unreachable, false);
+        h.apply(HostEvent::Restored {
+            maintenance: false,
+            standby: true,
+        });
+        assert!(h.asleep_on_purpose());
+        h.apply(live(60_000));
+        assert_eq!(h.status(), Standby);
     }
 
     #[test]

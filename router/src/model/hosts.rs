@@ -93,7 +93,10 @@ impl Cluster {
             h.dropped_reports += 1;
             return Err(ReportRejected::StaleSession);
         }
-        if report.gen <= h.last_gen || report.sent_at_ms < h.last_sent_at_ms {
+        // Ordered by the generation alone (per genie instance, reset by `connect`): the
+        // send time is the genie's wall clock, which steps (NTP), so a report sent
+        // "earlier" after a step back is still the newest.
+        if report.gen <= h.last_gen {
             h.dropped_reports += 1;
             return Err(ReportRejected::Stale {
                 gen: report.gen,
@@ -106,6 +109,9 @@ impl Cluster {
         h.apply(HostEvent::Reported);
         if let Some(m) = report.metrics {
             h.metrics = Some(m);
+        }
+        if let Some(c) = report.power {
+            h.power_caps = Some(*c);
         }
         let mut changed = false;
         if let Some(vms) = report.vms {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
-use wisp_common::proto::Report;
+use wisp_common::proto::{Report, ResumeSign};
 use wisp_common::time::unix_ms;
 use wisp_common::{HostId, VmId};
 
@@ -137,6 +137,30 @@ impl Model {
             }
             self.push_event(Event::new(unix_ms(), t.kind, Some(t.host), None, t.message));
         }
+        self.forget_sleep_of_hosts_awake_on_their_own();
+    }
+
+    /// A host heard while asleep, without a wake from us, has lost its sleep intent
+    /// (host.rs); its stored `standby` flag goes too, or placement would keep avoiding
+    /// a running host and a router restart would think it asleep.
+    fn forget_sleep_of_hosts_awake_on_their_own(&mut self) {
+        let awake: Vec<HostId> = self
+            .cluster
+            .hosts
+            .values()
+            .filter(|h| h.status() == HostStatus::Up && !h.asleep_on_purpose())
+            .filter(|h| {
+                self.persisted
+                    .hosts
+                    .get(&h.cfg.name)
+                    .is_some_and(|r| r.standby)
+            })
+            .map(|h| h.cfg.name.clone())
+            .collect();
+        for h in awake {
+            // A store failure is logged by `update`; the next tick tries again.
+            let _ = self.update(|p| p.hosts.entry(h.clone()).or_default().standby = false);
+        }
     }
 
     /// A genie authenticated: it becomes the host's link. Returns its session number.
@@ -185,13 +209,30 @@ impl Model {
         }
     }
 
-    /// Applies a genie report if it is current; counts it either way.
-    pub fn report(&mut self, host: HostId, session: u64, report: Report, now: Instant) {
+    /// Applies a genie report if it is current; counts it either way. True if applied.
+    pub fn report(&mut self, host: HostId, session: u64, report: Report, now: Instant) -> bool {
+        let resumed = report.resumed;
         match self.cluster.apply_report(&host, session, report, now) {
-            Ok(_) => self.reports_accepted += 1,
+            Ok(_) => {
+                self.reports_accepted += 1;
+                if let Some(r) = resumed {
+                    let how = match r.how {
+                        ResumeSign::BoottimeJump => "the kernel was suspended",
+                        ResumeSign::HeartbeatGap => "its genie was frozen",
+                    };
+                    self.event(
+                        EventKind::Power,
+                        Some(host),
+                        None,
+                        format!("genie resumed after {} ms away ({how})", r.away_ms),
+                    );
+                }
+                true
+            }
             Err(why) => {
                 self.reports_dropped += 1;
                 debug!(%host, ?why, "report dropped");
+                false
             }
         }
     }

@@ -38,6 +38,8 @@ pub struct HostSnap {
     pub quarantine: Option<String>,
     /// Its measured wake times and drills.
     pub wake: crate::power::wake::book::WakeBook,
+    /// What the host can do about sleeping and waking, as its genie last said.
+    pub power_caps: Option<wisp_common::proto::PowerCaps>,
 }
 
 impl HostSnap {
@@ -156,6 +158,7 @@ impl Model {
                         .get(&h.cfg.name)
                         .map(|r| r.wake.clone())
                         .unwrap_or_default(),
+                    power_caps: h.power_caps.clone(),
                 })
                 .collect(),
             records: self.persisted.vms.clone(),

@@ -138,6 +138,15 @@ impl Command for PrepareSuspend {
             });
         };
         let session = entry.link.as_ref().map(|l| l.session);
+        // Never a depth the host lacks (unknown abilities are not held against it).
+        if let (SuspendMode::Ram, Some(c)) = (self.mode, &entry.power_caps) {
+            if !c.sleep_states.is_empty() && !c.can_suspend_to_ram() {
+                return Err(PowerError::NoRamSuspend {
+                    host: h,
+                    offers: c.sleep_states.join(" "),
+                });
+            }
+        }
         let vms = running_vms(m, &h);
         if !vms.is_empty() && !self.force {
             return Err(PowerError::VmsRunning {
@@ -160,12 +169,43 @@ impl Command for PrepareSuspend {
             SuspendMode::SoftOff => None,
         };
         set_standby(m, &h, true)?;
+        m.host_event(&h, HostEvent::SleepRequested);
         Ok(Prepared { link, session, vms })
     }
 }
 
+/// Whether `host`, asked to sleep, has gone silent: `Some(how)` once its status is
+/// `Standby` (no report for the suspect time) or its link is gone. A new session is
+/// not silence: the host came back (or rebooted instead of sleeping).
+pub(crate) struct Silent {
+    pub host: HostId,
+    /// The session the suspend was sent on.
+    pub session: Option<u64>,
+}
+
+impl Command for Silent {
+    type Output = Option<String>;
+    const NAME: &'static str = "check a host went silent";
+    fn apply(self, m: &mut Model) -> Self::Output {
+        let e = m.cluster.hosts.get(&self.host)?;
+        match &e.link {
+            None => Some("genie link closed".into()),
+            Some(l) if Some(l.session) != self.session => None,
+            Some(_) if e.status() == HostStatus::Standby => Some(format!(
+                "silent (no report for {} ms, link left open)",
+                e.report_age(tokio::time::Instant::now())
+                    .map(|a| a.as_millis())
+                    .unwrap_or_default()
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
 /// Records a suspend verified quiet: the BMC's final answer (if any), then the host's
-/// `SleepVerified` (it becomes `Standby`), then the `Power` event.
+/// `SleepVerified` (it becomes `Standby`), then the `Power` event. The router closes
+/// its end of a link a frozen host left open: that host will reconnect when it
+/// resumes, and a dead socket must not stay in the table.
 pub(crate) struct RecordSleep {
     pub host: HostId,
     pub power: Option<PowerState>,
@@ -180,6 +220,21 @@ impl Command for RecordSleep {
             m.mark_power(&self.host, known(p), "BMC, after suspend");
         }
         m.host_event(&self.host, HostEvent::SleepVerified);
+        let open = m
+            .cluster
+            .hosts
+            .get(&self.host)
+            .and_then(|e| e.link.as_ref().map(|l| l.session));
+        if let Some(session) = open {
+            if m.cluster.disconnect(&self.host, session) {
+                m.event(
+                    EventKind::GenieDisconnected,
+                    Some(self.host.clone()),
+                    None,
+                    format!("the router closed its end of the link of sleeping host {} (session {session})", self.host),
+                );
+            }
+        }
         m.event(EventKind::Power, Some(self.host), None, self.message);
     }
 }
@@ -198,6 +253,7 @@ impl Command for RecordSuspendFailure {
     fn apply(self, m: &mut Model) -> Self::Output {
         // A store failure is logged by `Model::update`; the error event goes out anyway.
         let _ = set_standby(m, &self.host, false);
+        m.host_event(&self.host, HostEvent::SleepAbandoned);
         m.event(EventKind::Error, Some(self.host), None, self.message);
     }
 }

@@ -47,6 +47,8 @@ pub enum PowerError {
         what: String,
         after: Duration,
     },
+    #[error("host {host} cannot suspend to RAM: its kernel offers {offers} in /sys/power/state; use --off for a soft-off")]
+    NoRamSuspend { host: HostId, offers: String },
     #[error("host {host}: no way to wake it (no wol_interface in router.toml and no BMC)")]
     NoWakePath { host: HostId },
     #[error("host {host} failed to wake after {after:?}: {tried}")]
@@ -75,7 +77,7 @@ impl PowerError {
     pub fn status(&self) -> u16 {
         match self {
             Self::UnknownHost { .. } => 404,
-            Self::NoBmc { .. } | Self::NoWakePath { .. } => 400,
+            Self::NoBmc { .. } | Self::NoWakePath { .. } | Self::NoRamSuspend { .. } => 400,
             Self::VmsRunning { .. } | Self::NotUp { .. } => 409,
             Self::Bmc { source, .. } => match source {
                 BmcError::Timeout { .. } => 504,

@@ -4,9 +4,13 @@
 //! [`suspend`] too.
 //!
 //! The persisted `standby` flag is set before anything is sent, so the failover code
-//! never mistakes the host going quiet for a failure; the status becomes `Standby`
-//! once the host is verified quiet (genie link closed, and for `SoftOff` the BMC
-//! reporting power off). On a refusal or an unverified suspend the flag is cleared.
+//! never mistakes the host going quiet for a failure. Suspend is verified as hardware
+//! allows: the genie acknowledges just before it suspends, then the host must go
+//! silent (no report for `suspect_after_ms`; a frozen host's TCP connection stays
+//! open, so a closed link is not required), and where there is a BMC its word is
+//! asked: power off is required for `SoftOff` and recorded for `Ram` (many BMCs
+//! report S3 as on). The router then closes its end of the link. On a refusal or an
+//! unverified suspend the flag is cleared.
 
 use std::time::Duration;
 
@@ -18,7 +22,7 @@ use wisp_common::wait::until;
 use wisp_common::HostId;
 
 use super::actions::bmc_of;
-use super::commands::{GenieSession, PrepareSuspend, Prepared, RecordSleep, RecordSuspendFailure};
+use super::commands::{PrepareSuspend, Prepared, RecordSleep, RecordSuspendFailure, Silent};
 use super::status::{known, poll_power};
 use super::wait::{ms, POLL};
 use super::{PowerError, PowerPlane};
@@ -42,6 +46,10 @@ pub async fn suspend(
         SuspendMode::SoftOff => Some(bmc_of(cluster, power, host)?),
         SuspendMode::Ram => power.bmc(host),
     };
+    // A host we could not wake again is not put to sleep: nothing is sent.
+    if bmc.is_none() && (power.waker().is_none() || power.mac(host).is_none()) {
+        return Err(PowerError::NoWakePath { host: host.clone() });
+    }
     let Prepared { link, session, vms } = cluster
         .run(PrepareSuspend {
             host: host.clone(),
@@ -140,27 +148,33 @@ async fn send_and_verify(
         }
         _ => return Err(PowerError::NoBmc { host: host.clone() }),
     }
-    // The genie's link closes as the host goes down (or is replaced: a new session is
-    // not the one that was asked to suspend).
+    // Silence: no report for the suspect time (the host's status turns `Standby`
+    // once the request is out and it is silent), or its link gone.
     let quiet = until(
         deadline,
         POLL,
-        format!("the genie link of {host} to close"),
+        format!("host {host} to go silent"),
         || async {
-            let now = cluster.run(GenieSession { host: host.clone() }).await;
-            // A known host whose link is gone or is not the session from before.
-            matches!(now, Some(Some(s)) if s.is_none() || s != session).then_some(())
+            cluster
+                .run(Silent {
+                    host: host.clone(),
+                    session,
+                })
+                .await
+                .flatten()
         },
     )
     .await;
-    if quiet.is_err() {
+    // The request went out on `link`; holding it longer would keep the connection.
+    drop(link);
+    let Ok(how) = quiet else {
         return Err(PowerError::SuspendUnverified {
             host: host.clone(),
-            what: "the genie link stayed open".into(),
+            what: "it kept reporting".into(),
             after: verify,
         });
-    }
-    let mut verified = format!("genie link closed after {} ms", ms(start.elapsed()));
+    };
+    let mut verified = format!("{how} after {} ms", ms(start.elapsed()));
     let Some(b) = bmc else {
         return Ok((None, verified));
     };

@@ -84,6 +84,19 @@ pub struct PersistedState {
     /// false, so a state without a choice still loads in an older router.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub energy_chosen: bool,
+    /// The energy book (kWh used and saved), so a router restart does not lose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_book: Option<StoredBook>,
+}
+
+/// The totals of the energy book, stored about once a minute and at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredBook {
+    pub used_kwh: f64,
+    pub all_on_kwh: f64,
+    /// Seconds the totals cover.
+    pub accounted_s: f64,
 }
 
 /// A VM the router manages.

@@ -1,10 +1,17 @@
-//! `wisp-demo`: a 3-host lab with the router and two tiny VMs; prints `router hosts`
-//! and `router vms` every few seconds and tears everything down on Ctrl-C or SIGTERM.
+//! `wisp-demo`: a 3-host lab with the router, two tiny VMs and energy-saving mode on
+//! short timers, so a user sees within a minute or two what the product is for: the
+//! VMs packed by live migration, the emptied hosts asleep (frozen, their BMCs saying
+//! off), then a new VM that needs room and a host woken for it by Wake-on-LAN. Prints
+//! `router hosts`, `router vms` and `router energy status` every few seconds and tears
+//! everything down on Ctrl-C or SIGTERM.
+//!
+//! The timers here are the demo's: production defaults (router.toml's `[energy]`:
+//! a planner round every 30 s, a woken host stays up 15 min) are slower on purpose.
 //!
 //! It builds nothing: run `cargo build --workspace --bins` first (the lab says so if a
 //! binary is missing). Needs root and the packages of ARCHITECTURE.md, Debian packages.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
@@ -12,18 +19,42 @@ use wisp_tests::lab::{Lab, LabSpec};
 
 const REFRESH: Duration = Duration::from_secs(3);
 
-fn show(lab: &Lab) {
-    for args in [["hosts"], ["vms"]] {
-        println!("$ router {}", args.join(" "));
-        match lab.router_cli(&args) {
-            Ok(out) => {
-                print!("{}", String::from_utf8_lossy(&out.stdout));
-                eprint!("{}", String::from_utf8_lossy(&out.stderr));
-            }
-            Err(e) => println!("error: {:#}", anyhow::Error::from(e)),
+/// A round every 5 s; a VM may move again after 20 s; a host that changed power state
+/// stays so at least 20 s; the planner wakes a host 5 s ahead.
+const ENERGY: &str = "[energy]
+enabled = false
+interval_s = 5
+min_awake_s = 20
+min_vm_move_interval_s = 20
+wake_latency_s = 5
+";
+
+/// After a host has slept this long, the demo creates a VM that needs its room.
+const SLEEP_BEFORE_DEMAND: Duration = Duration::from_secs(30);
+
+fn run(lab: &Lab, args: &[&str]) {
+    println!("$ router {}", args.join(" "));
+    match lab.router_cli(args) {
+        Ok(out) => {
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
         }
+        Err(e) => println!("error: {:#}", anyhow::Error::from(e)),
     }
+}
+
+fn show(lab: &Lab) {
+    run(lab, &["hosts"]);
+    run(lab, &["vms"]);
+    run(lab, &["energy", "status"]);
     println!();
+}
+
+/// A host the router says is asleep.
+fn someone_asleep(lab: &Lab) -> bool {
+    lab.hosts_json()
+        .map(|hs| hs.iter().any(|h| h.state == "standby"))
+        .unwrap_or(false)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -32,7 +63,13 @@ async fn main() -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
     println!("wisp-demo: starting a 3-host lab (namespaces, ipmi_sim BMCs, genies, router)...");
-    let lab = Lab::start(LabSpec::default())?;
+    let mut lab = Lab::start(LabSpec {
+        router_extra_toml: ENERGY.to_owned(),
+        ..LabSpec::default()
+    })?;
+    // 4 vCPUs and 256 MiB per host: every lab host sees the whole machine otherwise,
+    // and nothing would ever need packing.
+    lab.set_host_capacity(4, 256)?;
     println!(
         "wisp-demo: lab in {} (core namespace {})",
         lab.dir().display(),
@@ -43,19 +80,39 @@ async fn main() -> Result<()> {
     lab.wait_all_up()?;
     let kernel = lab.guest_elf().to_string_lossy().into_owned();
     for (host, vm) in [("h1", "vm1"), ("h2", "vm2")] {
-        let args = [
-            "vm", "create", vm, "--mem", "64", "--kernel", &kernel, "--host", host,
-        ];
-        println!("$ router {}", args.join(" "));
-        let out = lab
-            .router_cli(&args)
-            .with_context(|| format!("creating {vm} on {host}"))?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        run(
+            &lab,
+            &[
+                "vm", "create", vm, "--mem", "64", "--kernel", &kernel, "--host", host,
+            ],
+        );
     }
+    run(&lab, &["energy", "on"]);
+    println!("wisp-demo: energy-saving mode is on: watch the VMs packed and hosts fall asleep");
     println!("wisp-demo: Ctrl-C to stop and tear everything down\n");
+    let mut asleep_since: Option<Instant> = None;
+    let mut demanded = false;
     loop {
         show(&lab);
+        if !demanded {
+            if someone_asleep(&lab) {
+                let since = *asleep_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= SLEEP_BEFORE_DEMAND {
+                    // 128 MiB more leaves the awake hosts short of their N+1 reserve:
+                    // the planner wakes a sleeping host ahead of need.
+                    println!(
+                        "wisp-demo: demand rises: a 128 MiB VM; a sleeping host will be woken"
+                    );
+                    run(
+                        &lab,
+                        &["vm", "create", "big", "--mem", "128", "--kernel", &kernel],
+                    );
+                    demanded = true;
+                }
+            } else {
+                asleep_since = None;
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(REFRESH) => {}
             _ = int.recv() => break,

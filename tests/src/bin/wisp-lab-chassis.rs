@@ -6,8 +6,10 @@
 //! which is why power-on starts the genie fully detached.
 //!
 //! The genie's `suspend_command` is `<prog> <hostdir> suspend`: it is run by the genie,
-//! inside the host namespace, and kills the genie; so it detaches a copy of itself
-//! (`suspend-now`) that outlives the genie and returns at once.
+//! inside the host namespace, and freezes the genie; so it detaches a copy of itself
+//! (`suspend-now`) that is spared by the freeze, and returns at once. A suspended host
+//! is off as the BMC sees it (`power:0`); power-on wakes it, power-off (hard or soft)
+//! kills it without a word (S3 to S5).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,8 +37,7 @@ fn main() -> Result<()> {
         "suspend-now" => {
             // Give the genie a moment to see its command succeed and log it.
             std::thread::sleep(std::time::Duration::from_millis(100));
-            power::power_off(&dir, OffHow::Suspend, Some(std::process::id() as i32))
-                .context("suspend")
+            power::suspend(&dir, Some(std::process::id() as i32)).context("suspend")
         }
         _ => unreachable!("verb matched above"),
     }
@@ -78,8 +79,16 @@ fn set(dir: &Path, params: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Starts `suspend-now` detached; its output (an error, if the suspend fails) goes to
+/// `<hostdir>/suspend.log`, since nobody waits for it.
 fn suspend_detached(dir: &Path) -> Result<()> {
     let me = std::env::current_exe().context("locating myself")?;
+    let log_path = dir.join("suspend.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let status = Command::new("setsid")
         .arg("-f")
         .arg(me)
@@ -87,7 +96,7 @@ fn suspend_detached(dir: &Path) -> Result<()> {
         .arg("suspend-now")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .status()
         .context("starting the detached suspend")?;
     if !status.success() {

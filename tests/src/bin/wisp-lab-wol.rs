@@ -1,6 +1,8 @@
 //! `wisp-lab-wol <labdir>`: the lab's Wake-on-LAN listener, run on `br0` in the core
 //! namespace. A magic packet (EtherType 0x0842 or UDP port 9) for the MAC of a lab host
-//! that is off or suspended powers that host on, through the same action as IPMI.
+//! that is off or suspended powers that host on (a suspended one resumes), through the
+//! same action as IPMI. A host the lab marked with `Lab::set_wol_ignored` loses its
+//! magic packets: each is logged as ignored, with the MAC.
 //!
 //! The socket is promiscuous: the bridge does not hand known-unicast frames to a
 //! listener on the bridge device otherwise (see ARCHITECTURE.md, Wake-on-LAN).
@@ -77,6 +79,14 @@ fn main() -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Read per packet: a test turns it on and off while the listener runs.
+        if power::wol_ignored(dir) {
+            println!(
+                "wisp-lab-wol: magic packet ({method}) for {host} ({mac}): ignored (the lab loses magic packets for this host)"
+            );
+            std::io::stdout().flush().ok();
+            continue;
+        }
         match power::state(dir) {
             Ok(Power::On) => {
                 println!("wisp-lab-wol: magic packet ({method}) for {host} ({mac}): already on")

@@ -13,6 +13,7 @@ use std::process::Child;
 use nix::sys::signal::Signal;
 
 use super::cmd;
+use super::freeze;
 use super::power::{self, HostFile, OffHow, Power};
 use super::spec::{GenieMode, HostInfo, LabSpec};
 use super::{
@@ -44,6 +45,13 @@ impl Lab {
             "suspend".to_owned(),
         ];
         let mut toml = configs::genie_toml(i, &self.secret_file, &vm_dir, &suspend);
+        let sys_power = write_sys_power(&hdir, !spec.no_ram_suspend.contains(&i))?;
+        if spec.sys_power {
+            toml.push_str(&format!(
+                "sys_power_dir = {}\n",
+                configs::q(sys_power.to_string_lossy())
+            ));
+        }
         if spec.witness {
             let wrapper = witness::install_wrapper(&hdir)?;
             toml.push_str(&format!(
@@ -69,6 +77,9 @@ impl Lab {
                 ns: ns.clone(),
                 genie_argv,
                 genie_log: genie_log.clone(),
+                core_ns: self.names.core_ns(),
+                port: format!("h{i}"),
+                cgroup: freeze::create_host_cgroup(&ns),
             },
         )?;
         power::set_recorded(&hdir, Power::Off)?;
@@ -87,6 +98,7 @@ impl Lab {
             vm_dir,
             genie_toml,
             genie_log,
+            sys_power,
             bmc,
         });
         Ok(())
@@ -237,7 +249,28 @@ impl Lab {
                 alt.to_string_lossy().into_owned(),
             ],
             genie_log: log.clone(),
+            core_ns: self.names.core_ns(),
+            port: format!("h{i}"),
+            cgroup: None,
         })?;
         Ok(log)
     }
+}
+
+/// `<hostdir>/sys-power/`: what the host's kernel would say it can do, in the shape of
+/// `/sys/power/state` and `/sys/power/mem_sleep`. A host without suspend-to-RAM (many
+/// servers support only S0, S4 and S5) has no `mem` and no `deep`.
+fn write_sys_power(hdir: &std::path::Path, ram: bool) -> Result<PathBuf, LabError> {
+    let dir = hdir.join("sys-power");
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let (state, mem_sleep) = if ram {
+        ("freeze mem disk\n", "s2idle [deep]\n")
+    } else {
+        ("freeze disk\n", "[s2idle]\n")
+    };
+    for (name, text) in [("state", state), ("mem_sleep", mem_sleep)] {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(io_err(&path))?;
+    }
+    Ok(dir)
 }

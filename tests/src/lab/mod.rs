@@ -7,7 +7,7 @@
 //! - per host a BMC: `ipmi_sim` in its own namespace at 10.77.0.(100+i), port 623, user
 //!   `admin` with a random password in a 0600 file, chassis power wired to the host by
 //!   `wisp-lab-chassis` (off = every process of the host namespace killed, on = genie
-//!   started in it);
+//!   started in it, suspended = its processes frozen and its link cut);
 //! - optionally the Wake-on-LAN listener `wisp-lab-wol` on `br0`, the router, and the
 //!   witness QMP socket on every qemu (`Lab::start_with_witness`).
 //!
@@ -19,7 +19,9 @@
 //! - [`spec`]: what a lab is (the spec and its presets, hosts, names, the `Lab` itself);
 //! - [`net`]: namespaces, bridge, veths, cutting and restoring links;
 //! - [`hosts`]: the hosts' files and processes (genie, power as the chassis sees it,
-//!   the Wake-on-LAN listener); [`bmc`]: their BMCs; [`power`]: the one power action;
+//!   the Wake-on-LAN listener); [`bmc`]: their BMCs; [`power`]: the one power action,
+//!   with [`freeze`] and [`link`] for sleep; [`sleep`]: sleep, wake and power loss for
+//!   tests;
 //! - [`router`]: the router process, its config and its CLI; [`api`]: the CLI's rows;
 //! - [`vms`]: guests the lab or the router starts; [`guest`]: the guest images;
 //! - [`witness`]: independent checks (the witness QMP socket, census, guest counters);
@@ -34,14 +36,17 @@ pub mod bmc;
 pub mod capture;
 pub mod cmd;
 pub mod configs;
+pub mod freeze;
 pub mod guest;
 pub mod hosts;
+pub mod link;
 pub mod names;
 pub mod net;
 pub mod power;
 pub mod procs;
 pub mod qmp;
 pub mod router;
+pub mod sleep;
 pub mod spec;
 pub mod vms;
 pub mod witness;

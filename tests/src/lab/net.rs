@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::cmd::{self, CmdError};
 use super::names::{self, mac_string, Names};
-use super::{procs, Lab, LabError};
+use super::{freeze, procs, Lab, LabError};
 
 /// Runs `ip [-n ns] -batch -` with `lines` on stdin.
 fn ip_batch(ns: Option<&str>, lines: &str) -> Result<(), CmdError> {
@@ -62,12 +62,14 @@ fn ip_batch_force(lines: &str) {
     let _ = child.wait();
 }
 
-/// Deletes namespaces `nss` after killing every process in them.
+/// Deletes namespaces `nss` after killing every process in them (and removes the
+/// freezer cgroups named after them).
 fn delete_namespaces<'a>(nss: impl Iterator<Item = &'a String> + Clone) {
     for ns in nss.clone() {
         if let Err(e) = procs::kill_ns(ns, None, Duration::from_secs(5)) {
             eprintln!("lab teardown: cannot empty namespace {ns}: {e}");
         }
+        freeze::remove_host_cgroups(ns);
     }
     let dels: String = nss.map(|ns| format!("netns del {ns}\n")).collect();
     if !dels.is_empty() {

@@ -1,11 +1,24 @@
-//! A lab host's power: the one place that turns a host "on" (start its genie in its
-//! namespace) or "off" (kill every process in its namespace).
+//! A lab host's power: the one place that turns a host on (start its genie in its
+//! namespace), off (kill every process in its namespace), to sleep (freeze them and cut
+//! its link) and awake again (restore the link, thaw the same processes).
 //!
 //! The chassis program called by `ipmi_sim`, the Wake-on-LAN listener and the lab's own
 //! test helpers all go through these functions, so every path powers a host the same
 //! way. Everything a power action needs is in the host directory ([`HostFile`]), so the
 //! helper binaries take no other configuration. A lock file serialises concurrent
 //! actions (a WoL wake racing an IPMI power-on).
+//!
+//! What each state looks like from outside:
+//! - `on`: the genie (or a stand-in) runs; the link is up.
+//! - `suspended` (S3): every process frozen ([`freeze`]), the link cut ([`link`]);
+//!   sockets are neither closed nor reset and nothing goes on the wire; the BMC says
+//!   power off. A wake restores the link, then thaws: the same processes carry on with
+//!   the same sockets. An IPMI power-off kills the frozen processes without a word
+//!   (S3 to S5, as real BMCs do).
+//! - `off`: nothing runs. A soft or hard power-off of a running host kills its
+//!   processes, so their kernel closes their connections (FIN or RST): an orderly
+//!   shutdown. A silent power loss ([`OffHow::PowerLoss`]) cuts the link first and
+//!   destroys the sockets before the processes die: no FIN or RST reaches anyone.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -17,12 +30,17 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use super::cmd::{self, CmdError};
-use super::procs;
+use super::freeze::{self, FreezeError};
+use super::{link, procs};
 
 /// Name of the description file inside a host directory.
 pub const HOST_FILE: &str = "lab-host.json";
 const POWER_FILE: &str = "power";
 const LOCK_FILE: &str = "power.lock";
+/// Present while the WoL listener is to ignore magic packets for the host.
+const WOL_IGNORED_FILE: &str = "wol-ignored";
+/// How long a suspend lets data in flight be acknowledged before it cuts the link.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// What a power action needs to know about its host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +54,12 @@ pub struct HostFile {
     pub genie_argv: Vec<String>,
     /// Where the genie's stdout and stderr go (appended).
     pub genie_log: PathBuf,
+    /// The core namespace, which holds the bridge.
+    pub core_ns: String,
+    /// The host's port on the bridge (`h<i>` in the core namespace).
+    pub port: String,
+    /// The host's cgroup for the cgroup v2 freezer; `None`: SIGSTOP (see freeze.rs).
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Chassis power as the lab records it.
@@ -91,6 +115,14 @@ pub enum PowerError {
         #[source]
         source: CmdError,
     },
+    #[error("host {host}: cannot freeze or thaw its processes")]
+    Freeze {
+        host: String,
+        #[source]
+        source: FreezeError,
+    },
+    #[error("host {host}: TCP sockets survived a power loss: {left:?}")]
+    SocketsLeft { host: String, left: Vec<String> },
 }
 
 /// Writes the host file into `dir` (done by the lab at setup).
@@ -146,19 +178,43 @@ fn lock(dir: &Path) -> Result<Flock<File>, PowerError> {
     Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, source)| PowerError::Lock { path, source })
 }
 
-/// Powers the host on: records `on` and starts its genie, fully detached
-/// (`setsid -f`, stdio to the genie log) so the caller returns at once and no child
-/// keeps the caller's stdout open (ipmi_sim waits for EOF on it). Returns false if the
-/// host was already on (nothing done).
+/// Powers the host on. A host that is off boots: records `on` and starts its genie,
+/// fully detached (`setsid -f`, stdio to the genie log) so the caller returns at once
+/// and no child keeps the caller's stdout open (ipmi_sim waits for EOF on it). A
+/// suspended host resumes: its link comes back, then the same processes are thawed
+/// (devices resume before processes thaw, as in the kernel). Returns false if the host
+/// was already on (nothing done).
 pub fn power_on(dir: &Path) -> Result<bool, PowerError> {
     let _guard = lock(dir)?;
-    if state(dir)? == Power::On {
+    let was = state(dir)?;
+    if was == Power::On {
         return Ok(false);
     }
     let host = read_host_file(dir)?;
+    // A link a power action cut and did not restore (say a helper killed mid-way)
+    // would leave a booted host deaf: restore it either way.
+    link::restore(&host, dir).map_err(cmd_err(&host))?;
+    if was == Power::Suspended {
+        freeze::thaw(&host.ns, host.cgroup.as_deref()).map_err(freeze_err(&host))?;
+        return record(dir, Power::On).map(|()| true);
+    }
     record(dir, Power::On)?;
     start_genie(&host)?;
     Ok(true)
+}
+
+fn cmd_err(host: &HostFile) -> impl FnOnce(CmdError) -> PowerError + '_ {
+    move |source| PowerError::Command {
+        host: host.name.clone(),
+        source,
+    }
+}
+
+fn freeze_err(host: &HostFile) -> impl FnOnce(FreezeError) -> PowerError + '_ {
+    move |source| PowerError::Freeze {
+        host: host.name.clone(),
+        source,
+    }
 }
 
 /// Starts the host's genie without touching the power state (the lab's
@@ -208,27 +264,35 @@ pub fn start_genie(host: &HostFile) -> Result<(), PowerError> {
 /// How a host goes off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffHow {
-    /// Pull the plug: SIGKILL everything.
+    /// IPMI hard power-off: SIGKILL everything (their kernel still closes their
+    /// connections, as an orderly shutdown would).
     Hard,
     /// ACPI soft-off: SIGTERM first, then SIGKILL what is left after a short grace
     /// (short because ipmi_sim waits for us).
     Soft,
-    /// Suspend to RAM (recorded as `suspended`).
+    /// Suspend to RAM (recorded as `suspended`): see [`suspend`].
     Suspend,
+    /// The plug pulled for real: nothing says goodbye (see [`power_loss`]).
+    PowerLoss,
 }
 
-/// Powers the host off: every process in its namespace (genie, qemu) dies. `except`
-/// is a PID to spare (the suspend helper running inside the namespace).
+/// Powers the host off, sleeps it or pulls its plug, as `how` says. `except` is a PID
+/// to spare (the suspend helper running inside the namespace). A hard or soft
+/// power-off of a suspended host kills it silently (S3 to S5: it cannot say goodbye).
 pub fn power_off(dir: &Path, how: OffHow, except: Option<i32>) -> Result<(), PowerError> {
+    match how {
+        OffHow::Suspend => return suspend(dir, except),
+        OffHow::PowerLoss => return power_loss(dir, except),
+        OffHow::Hard | OffHow::Soft => {}
+    }
     let _guard = lock(dir)?;
     let host = read_host_file(dir)?;
-    let err = |source| PowerError::Command {
-        host: host.name.clone(),
-        source,
-    };
+    if state(dir)? == Power::Suspended {
+        return silent_kill(dir, &host, except);
+    }
     if how == OffHow::Soft {
         let pids: Vec<i32> = procs::ns_pids(&host.ns)
-            .map_err(err)?
+            .map_err(cmd_err(&host))?
             .into_iter()
             .filter(|&p| Some(p) != except)
             .collect();
@@ -237,15 +301,87 @@ pub fn power_off(dir: &Path, how: OffHow, except: Option<i32>) -> Result<(), Pow
         }
         procs::wait_gone(&pids, Duration::from_millis(500));
     }
-    procs::kill_ns(&host.ns, except, Duration::from_secs(3)).map_err(err)?;
-    record(
-        dir,
-        if how == OffHow::Suspend {
-            Power::Suspended
-        } else {
-            Power::Off
-        },
-    )
+    procs::kill_ns(&host.ns, except, Duration::from_secs(3)).map_err(cmd_err(&host))?;
+    freeze::reset(host.cgroup.as_deref()).map_err(freeze_err(&host))?;
+    record(dir, Power::Off)
+}
+
+/// Suspends a running host to RAM: freezes every process but `except`, lets data in
+/// flight be acknowledged (at most [`DRAIN`]), cuts the link, records `suspended`.
+/// Processes freeze before the link goes, as in the kernel (tasks freeze, then devices
+/// suspend), so nothing a process does while being frozen can hit a dead link. Does
+/// nothing to a host that is not on.
+pub fn suspend(dir: &Path, except: Option<i32>) -> Result<(), PowerError> {
+    let _guard = lock(dir)?;
+    if state(dir)? != Power::On {
+        return Ok(());
+    }
+    let host = read_host_file(dir)?;
+    freeze::freeze(&host.ns, host.cgroup.as_deref(), except).map_err(freeze_err(&host))?;
+    link::drain_send_queues(&host, DRAIN).map_err(cmd_err(&host))?;
+    link::cut(&host, dir).map_err(cmd_err(&host))?;
+    record(dir, Power::Suspended)
+}
+
+/// A silent power loss: cuts the link first, then freezes and kills every process
+/// without any of their connections saying goodbye, restores the link (so a later
+/// power-on boots normally) and records `off`.
+pub fn power_loss(dir: &Path, except: Option<i32>) -> Result<(), PowerError> {
+    let _guard = lock(dir)?;
+    let host = read_host_file(dir)?;
+    if state(dir)? == Power::On {
+        link::cut(&host, dir).map_err(cmd_err(&host))?;
+        freeze::freeze(&host.ns, host.cgroup.as_deref(), except).map_err(freeze_err(&host))?;
+    }
+    silent_kill(dir, &host, except)
+}
+
+/// Kills a host whose processes are frozen and whose link is cut, silently: its TCP
+/// sockets are destroyed first (their RSTs die on the cut link), then the processes;
+/// then the link comes back and `off` is recorded.
+fn silent_kill(dir: &Path, host: &HostFile, except: Option<i32>) -> Result<(), PowerError> {
+    link::cut(host, dir).map_err(cmd_err(host))?;
+    link::destroy_sockets(host).map_err(cmd_err(host))?;
+    procs::kill_ns(&host.ns, except, Duration::from_secs(3)).map_err(cmd_err(host))?;
+    freeze::reset(host.cgroup.as_deref()).map_err(freeze_err(host))?;
+    // A socket that was closing when the lab destroyed the others (or opened by a
+    // process between the freeze and the kill) would send its FIN once the link is
+    // back: destroy again, and refuse to restore the link while any is left.
+    let left = link::destroy_sockets(host).map_err(cmd_err(host))?;
+    if !left.is_empty() {
+        return Err(PowerError::SocketsLeft {
+            host: host.name.clone(),
+            left,
+        });
+    }
+    link::restore(host, dir).map_err(cmd_err(host))?;
+    record(dir, Power::Off)
+}
+
+/// Whether the WoL listener ignores magic packets for the host (a NIC or switch that
+/// loses them). Read by the listener for every packet.
+pub fn wol_ignored(dir: &Path) -> bool {
+    dir.join(WOL_IGNORED_FILE).exists()
+}
+
+/// Sets or clears [`wol_ignored`].
+pub fn set_wol_ignored(dir: &Path, ignored: bool) -> Result<(), PowerError> {
+    let path = dir.join(WOL_IGNORED_FILE);
+    let r = if ignored {
+        fs::write(&path, "")
+    } else {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    };
+    r.map_err(|source| PowerError::Write { path, source })
+}
+
+/// True if the host has processes and every one of them is frozen.
+pub fn is_frozen(dir: &Path) -> Result<bool, PowerError> {
+    let host = read_host_file(dir)?;
+    freeze::is_frozen(&host.ns, host.cgroup.as_deref()).map_err(freeze_err(&host))
 }
 
 /// Records the power state without acting (the lab's setup of an initially-off host).

@@ -23,15 +23,17 @@ pub fn ns_pids(ns: &str) -> Result<Vec<i32>, CmdError> {
 
 /// True if `pid` exists and is not a zombie.
 pub fn is_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name, which
-        // may itself contain spaces and parentheses: search from the last ')'.
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
-            None => false,
-        },
-        Err(_) => false,
-    }
+    !matches!(state(pid), None | Some('Z' | 'X'))
+}
+
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `T` stopped, `Z`...),
+/// or `None` if there is no such process.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state is the first field after the parenthesised command name, which may
+    // itself contain spaces and parentheses: search from the last ')'.
+    let i = stat.rfind(')')?;
+    stat[i + 1..].trim_start().chars().next()
 }
 
 /// Sends `sig` to `pid`, ignoring "no such process".

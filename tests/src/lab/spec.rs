@@ -43,6 +43,13 @@ pub struct LabSpec {
     /// Where the binaries are (default: `$WISP_BIN_DIR` or the running executable's
     /// target dir).
     pub bin_dir: Option<PathBuf>,
+    /// Put `sys_power_dir = "<hostdir>/sys-power"` into every genie.toml (the genie
+    /// then reads what its host can do from there). Every host has that directory
+    /// either way.
+    pub sys_power: bool,
+    /// Hosts (1-based) that cannot suspend to RAM: their `sys-power/state` is
+    /// `freeze disk` (soft-off only, like many servers). See [`LabSpec::no_ram_suspend`].
+    pub no_ram_suspend: Vec<usize>,
 }
 
 impl Default for LabSpec {
@@ -56,6 +63,8 @@ impl Default for LabSpec {
             hosts_on: true,
             witness: false,
             bin_dir: None,
+            sys_power: false,
+            no_ram_suspend: Vec::new(),
         }
     }
 }
@@ -75,6 +84,13 @@ impl LabSpec {
     /// Extra router.toml lines (see [`LabSpec::router_extra_toml`]).
     pub fn router_toml(mut self, extra: &str) -> Self {
         self.router_extra_toml = extra.to_owned();
+        self
+    }
+
+    /// Makes `hosts` (1-based) soft-off-only: no suspend-to-RAM in their
+    /// `sys-power/state`.
+    pub fn no_ram_suspend(mut self, hosts: Vec<usize>) -> Self {
+        self.no_ram_suspend = hosts;
         self
     }
 
@@ -101,6 +117,8 @@ pub struct HostInfo {
     pub vm_dir: PathBuf,
     pub genie_toml: PathBuf,
     pub genie_log: PathBuf,
+    /// `<dir>/sys-power`: the host's `state` and `mem_sleep` (what it can sleep as).
+    pub sys_power: PathBuf,
     /// The BMC's files (lan.conf, the 0600 admin password file, its log).
     pub bmc: SimFiles,
 }

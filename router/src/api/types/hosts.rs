@@ -33,6 +33,13 @@ pub struct HostView {
     /// Median measured wake per method, from the attempt to the genie heard.
     #[serde(default)]
     pub wake_ms: std::collections::BTreeMap<crate::config::WakeVia, u64>,
+    /// Sleep depths the host offers, as its genie learned them: `ram` (suspend to
+    /// RAM, in /sys/power/state) and `off` (soft-off, always); empty when not known yet.
+    #[serde(default)]
+    pub sleep: Vec<String>,
+    /// Wake-on-LAN armed on its NIC (`ethtool`), when known.
+    #[serde(default)]
+    pub wol_armed: Option<bool>,
 }
 
 /// `GET /v1/status` (`router status --json`).
