@@ -49,6 +49,11 @@ impl Capture {
 
     /// Waits until `n` packets are in the file, then returns them (Ethernet frames).
     fn wait_packets(&self, n: usize) -> Vec<Vec<u8>> {
+        self.wait_timed(n).into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// `wait_packets` with each frame's capture time (µs).
+    fn wait_timed(&self, n: usize) -> Vec<(u64, Vec<u8>)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let pkts = read_pcap(&self.file);
@@ -72,8 +77,9 @@ impl Drop for Capture {
     }
 }
 
-/// Minimal pcap reader (little-endian, microsecond format as tcpdump writes).
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+/// Minimal pcap reader (little-endian, microsecond format as tcpdump writes): each
+/// frame with its capture time in µs.
+fn read_pcap(path: &Path) -> Vec<(u64, Vec<u8>)> {
     let data = fs::read(path).unwrap_or_default();
     let mut out = Vec::new();
     if data.len() < 24 {
@@ -88,11 +94,16 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     assert_eq!(linktype, 1, "expected Ethernet captures");
     let mut off = 24;
     while off + 16 <= data.len() {
+        let sec = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as u64;
+        let usec = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap()) as u64;
         let incl = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
         if off + 16 + incl > data.len() {
             break;
         }
-        out.push(data[off + 16..off + 16 + incl].to_vec());
+        out.push((
+            sec * 1_000_000 + usec,
+            data[off + 16..off + 16 + incl].to_vec(),
+        ));
         off += 16 + incl;
     }
     out
@@ -210,6 +221,54 @@ fn magic_packet_matches_etherwake_and_wakeonlan() {
     // UDP went to the subnet broadcast address.
     let udp_frame = ours.iter().find(|f| udp9_payload(f).is_some()).unwrap();
     assert_eq!(&udp_frame[14 + 16..14 + 20], &[10, 99, 0, 255]);
+}
+
+#[test]
+fn a_burst_sends_that_many_of_each_kind_spaced_apart_and_counts_them() {
+    let (ns, dir) = setup();
+    let mac: MacAddr = "02:77:00:00:00:03".parse().unwrap();
+    // The default burst: what the router's own wake sends.
+    let cap = Capture::start(&ns, "wb", dir.path(), "default");
+    let report = wake_in(&ns, WolWaker::new("wa"), mac);
+    assert_eq!(
+        (report.raw_frames, report.udp_packets),
+        (wisp_bmc::wol::DEFAULT_BURST, wisp_bmc::wol::DEFAULT_BURST),
+        "{report:?}"
+    );
+    let n = 2 * wisp_bmc::wol::DEFAULT_BURST as usize;
+    assert_eq!(cap.wait_packets(n).len(), n);
+    drop(cap);
+
+    // A burst of 5, 30 ms apart: 5 frames of each kind on the wire, and the report
+    // says exactly that. Rounds are never closer than the gap (later is fine: load).
+    let cap = Capture::start(&ns, "wb", dir.path(), "burst5");
+    let gap = Duration::from_millis(30);
+    let report = wake_in(&ns, WolWaker::new("wa").with_burst(5, gap), mac);
+    assert_eq!(
+        (report.raw_frames, report.udp_packets),
+        (5, 5),
+        "{report:?}"
+    );
+    assert!(report.elapsed >= gap * 4, "{report:?}");
+    let pkts = cap.wait_timed(10);
+    let raws: Vec<u64> = pkts
+        .iter()
+        .filter(|(_, f)| ethertype(f) == 0x0842)
+        .map(|(t, _)| *t)
+        .collect();
+    let udps = pkts
+        .iter()
+        .filter(|(_, f)| udp9_payload(f).is_some())
+        .count();
+    assert_eq!((raws.len(), udps), (5, 5));
+    // A capture stamps a little jitter of its own: allow 5 ms under the gap.
+    for w in raws.windows(2) {
+        assert!(
+            w[1] - w[0] + 5_000 >= gap.as_micros() as u64,
+            "raw frames {} µs apart",
+            w[1] - w[0]
+        );
+    }
 }
 
 #[test]

@@ -18,7 +18,8 @@ use wisp_common::proto::{GenieMsg, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES}
 use wisp_common::secret::Secret;
 use wisp_common::{VmId, VmRunState};
 
-const SECRET: &[u8] = b"bench-secret";
+// A cluster secret must hold at least 16 bytes.
+const SECRET: &[u8] = b"bench-secret-of-32-bytes-0123456";
 
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS")

@@ -7,12 +7,13 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use wisp_common::proto::{Command, CommandId, GenieMsg, MigrationProgress, Outcome, VmStatus};
 use wisp_common::{VmId, VmSpec};
 
 use crate::host_sleep::Power;
 use crate::manager::VmError;
+use crate::wol_relay::WolRelayer;
 
 /// The VM operations commands need. [`VmManager`](crate::manager::VmManager) is the real one (it implements
 /// this trait directly, so each operation is written once); `fakes` has the fake.
@@ -56,14 +57,16 @@ fn outcome(r: Result<(), VmError>) -> Outcome {
 }
 
 /// Runs command `id` and sends its Progress/Reply messages on `out`.
-/// `incoming_addr` is where incoming migrations listen.
-pub async fn dispatch<H: Hypervisor, P: Power>(
+/// `incoming_addr` is where incoming migrations listen; `caps_stale` is poked when a
+/// command changed what the host's power abilities look like (WoL armed).
+pub async fn dispatch<H: Hypervisor, P: Power + WolRelayer>(
     hv: &H,
     power: &P,
     incoming_addr: IpAddr,
     id: CommandId,
     command: Command,
     out: &mpsc::Sender<GenieMsg>,
+    caps_stale: &Notify,
 ) {
     let reply = |outcome| GenieMsg::Reply { id, outcome };
     let o = match command {
@@ -108,17 +111,23 @@ pub async fn dispatch<H: Hypervisor, P: Power>(
                 Err(e) => Outcome::Failed { error: chain(&e) },
             }
         }
-        Command::SendWol(relay) => Outcome::Failed {
-            error: format!(
-                "this genie cannot relay magic packets yet (asked for {})",
-                relay.mac
-            ),
+        // Outcome::Done carries no counts: they go to the log, and a wake that sent
+        // nothing at all is Failed (WolWaker errs unless at least one packet left).
+        Command::SendWol(relay) => match power.relay_wol(relay).await {
+            Ok(r) => {
+                tracing::info!(mac = %r.mac, raw_frames = r.raw_frames, udp_packets = r.udp_packets,
+                    elapsed_ms = r.elapsed.as_millis() as u64, "relayed a wake for the router");
+                Outcome::Done
+            }
+            Err(e) => Outcome::Failed { error: chain(&e) },
         },
         Command::Suspend => {
             if let Err(e) = power.arm_wol().await {
                 // Not fatal: the router falls back to IPMI power-on when WoL fails.
                 tracing::warn!(error = %chain(&e), "cannot arm Wake-on-LAN; suspending anyway");
             }
+            // What `ethtool` shows has changed (or should have): learn it again.
+            caps_stale.notify_one();
             // Reply first: once suspended we cannot.
             let _ = out.send(reply(Outcome::Done)).await;
             tracing::info!("suspending the host as the router asked");
@@ -154,7 +163,8 @@ mod tests {
 
     async fn run(hv: &FakeHypervisor, p: &FakePower, c: Command) -> Vec<GenieMsg> {
         let (tx, mut rx) = mpsc::channel(16);
-        dispatch(hv, p, "10.0.0.5".parse().unwrap(), 9, c, &tx).await;
+        let stale = Notify::new();
+        dispatch(hv, p, "10.0.0.5".parse().unwrap(), 9, c, &tx, &stale).await;
         drop(tx);
         let mut v = vec![];
         while let Some(m) = rx.recv().await {
@@ -307,5 +317,48 @@ mod tests {
         };
         assert_eq!(run(&hv, &p, Command::Suspend).await, vec![done()]);
         assert_eq!(p.calls(), vec!["arm_wol", "suspend"]);
+    }
+
+    fn relay(burst: u32) -> Command {
+        Command::SendWol(wisp_common::proto::WolRelay {
+            mac: "02:77:00:00:00:07".parse().unwrap(),
+            burst,
+        })
+    }
+
+    #[tokio::test]
+    async fn send_wol_relays_the_burst_and_replies_done() {
+        let (hv, p) = (FakeHypervisor::default(), FakePower::default());
+        assert_eq!(run(&hv, &p, relay(4)).await, vec![done()]);
+        assert_eq!(p.calls(), vec!["relay_wol 02:77:00:00:00:07 x4"]);
+        assert!(hv.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn send_wol_failures_are_failed_with_the_reason() {
+        let hv = FakeHypervisor::default();
+        // No wol_interface: the waker's own error names what is missing.
+        let p = FakePower {
+            no_wol_interface: true,
+            ..Default::default()
+        };
+        match &run(&hv, &p, relay(3)).await[..] {
+            [GenieMsg::Reply {
+                outcome: Outcome::Failed { error },
+                ..
+            }] => assert!(
+                error.contains("no wol_interface") && error.contains("02:77:00:00:00:07"),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A burst out of range is refused the same way.
+        match &run(&hv, &FakePower::default(), relay(0)).await[..] {
+            [GenieMsg::Reply {
+                outcome: Outcome::Failed { error },
+                ..
+            }] => assert!(error.contains("burst 0"), "{error}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

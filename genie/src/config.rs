@@ -35,7 +35,15 @@ pub struct GenieConfig {
     pub suspend_command: Vec<String>,
     #[serde(default)]
     pub wol_interface: Option<String>,
+    /// Where the kernel lists its sleep states (`state`, `mem_sleep`); default
+    /// [`DEFAULT_SYS_POWER_DIR`]. Set, it must be a directory (the lab points it at a
+    /// fake one); left out, a missing `/sys/power` only shows as a note in the report.
+    #[serde(default)]
+    pub sys_power_dir: Option<PathBuf>,
 }
+
+/// The kernel's power directory.
+pub const DEFAULT_SYS_POWER_DIR: &str = "/sys/power";
 
 fn default_heartbeat_ms() -> u64 {
     DEFAULT_HEARTBEAT_MS
@@ -51,6 +59,13 @@ fn default_suspend() -> Vec<String> {
 }
 
 impl GenieConfig {
+    /// `sys_power_dir`, or the kernel's own.
+    pub fn sys_power_dir(&self) -> PathBuf {
+        self.sys_power_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SYS_POWER_DIR))
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: Self = wisp_common::config::load_toml(path)?;
@@ -84,6 +99,14 @@ impl GenieConfig {
         if !self.router.contains(':') {
             return Err(bad("router", "expected host:port"));
         }
+        if let Some(d) = &self.sys_power_dir {
+            if !d.is_dir() {
+                return Err(bad(
+                    "sys_power_dir",
+                    &format!("{} is not a directory", d.display()),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -105,6 +128,28 @@ mod tests {
         assert_eq!(c.qemu, PathBuf::from("qemu-system-x86_64"));
         assert_eq!(c.suspend_command, vec!["systemctl", "suspend"]);
         assert_eq!(c.address, None);
+        assert_eq!(c.sys_power_dir(), PathBuf::from("/sys/power"));
+    }
+
+    #[test]
+    fn sys_power_dir_must_exist_when_set() {
+        let dir = std::env::temp_dir();
+        let c = GenieConfig::parse(
+            Path::new("/g.toml"),
+            &format!("{MIN}sys_power_dir = \"{}\"\n", dir.display()),
+        )
+        .unwrap();
+        assert_eq!(c.sys_power_dir(), dir);
+        let e = GenieConfig::parse(
+            Path::new("/g.toml"),
+            &format!("{MIN}sys_power_dir = \"/wisp/no/such/dir\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sys_power_dir") && e.contains("/wisp/no/such/dir"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,8 +14,12 @@ use crate::host_sleep::{Power, PowerError};
 use crate::lease::Fence;
 use crate::manager::VmError;
 use crate::metrics::{MetricsError, MetricsSource};
+use crate::power_caps::CapsProbe;
+use crate::wol_relay::{self, RelayError, WolRelayer};
 use std::sync::atomic::{AtomicU64, Ordering};
+use wisp_bmc::WakeReport;
 use wisp_common::proto::HostMetrics;
+use wisp_common::proto::{PowerCaps, WolRelay};
 
 /// Records calls as strings ("start vm1 epoch 3") and keeps a list of VM statuses.
 #[derive(Debug, Clone, Default)]
@@ -125,22 +129,52 @@ impl Hypervisor for FakeHypervisor {
     }
 }
 
-/// Records power actions; `fail_wol` makes arming fail.
+/// Records power actions; `fail_wol` makes arming fail. Also the fake power-ability
+/// probe (answers `caps`, counting how often it was asked) and the fake wake relay
+/// (checks the request as the real one does, then "sends" `burst` of each kind).
 #[derive(Debug, Clone, Default)]
 pub struct FakePower {
-    pub calls: Arc<Mutex<Vec<&'static str>>>,
+    pub calls: Arc<Mutex<Vec<String>>>,
     pub fail_wol: bool,
+    /// The relay behaves as if genie.toml had no `wol_interface`.
+    pub no_wol_interface: bool,
+    pub caps: Arc<Mutex<PowerCaps>>,
+    pub learned: Arc<AtomicU64>,
 }
 
 impl FakePower {
-    pub fn calls(&self) -> Vec<&'static str> {
+    pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("fake lock").clone()
+    }
+    fn record(&self, s: impl Into<String>) {
+        self.calls.lock().expect("fake lock").push(s.into());
+    }
+}
+
+impl CapsProbe for FakePower {
+    async fn learn(&self) -> PowerCaps {
+        self.learned.fetch_add(1, Ordering::SeqCst);
+        self.caps.lock().expect("fake lock").clone()
+    }
+}
+
+impl WolRelayer for FakePower {
+    async fn relay_wol(&self, relay: WolRelay) -> Result<WakeReport, RelayError> {
+        let iface = (!self.no_wol_interface).then_some("fake0");
+        wol_relay::check(iface, relay)?;
+        self.record(format!("relay_wol {} x{}", relay.mac, relay.burst));
+        Ok(WakeReport {
+            mac: relay.mac,
+            raw_frames: relay.burst,
+            udp_packets: relay.burst,
+            elapsed: Duration::ZERO,
+        })
     }
 }
 
 impl Power for FakePower {
     async fn arm_wol(&self) -> Result<(), PowerError> {
-        self.calls.lock().expect("fake lock").push("arm_wol");
+        self.record("arm_wol");
         if self.fail_wol {
             return Err(PowerError::Failed {
                 program: "ethtool".into(),
@@ -151,7 +185,7 @@ impl Power for FakePower {
         Ok(())
     }
     async fn suspend(&self) -> Result<(), PowerError> {
-        self.calls.lock().expect("fake lock").push("suspend");
+        self.record("suspend");
         Ok(())
     }
 }

@@ -1,7 +1,15 @@
-//! Host power actions the router can ask for: arm Wake-on-LAN, then suspend.
+//! Host power actions the router can ask for: arm Wake-on-LAN, then suspend; and the
+//! real implementations of learning the host's power abilities and relaying a wake.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::Stdio;
+
+use wisp_bmc::WakeReport;
+use wisp_common::proto::{PowerCaps, WolRelay};
+
+use crate::power_caps::{self, CapsProbe};
+use crate::wol_relay::{self, RelayError, WolRelayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PowerError {
@@ -27,11 +35,15 @@ pub trait Power: Send + Sync + 'static {
     fn suspend(&self) -> impl Future<Output = Result<(), PowerError>> + Send;
 }
 
-/// The real thing: `ethtool -s <if> wol g` and the configured suspend command.
+/// The real thing: `ethtool -s <if> wol g` and the configured suspend command; also
+/// learns [`PowerCaps`] from `sys_power_dir` and ethtool, and relays wakes on
+/// `wol_interface`.
 #[derive(Debug, Clone)]
 pub struct SystemPower {
     pub wol_interface: Option<String>,
     pub suspend_command: Vec<String>,
+    /// Where `state` and `mem_sleep` are read (`/sys/power` on a real host).
+    pub sys_power_dir: PathBuf,
 }
 
 async fn run(argv: &[String]) -> Result<(), PowerError> {
@@ -83,5 +95,17 @@ impl Power for SystemPower {
 
     async fn suspend(&self) -> Result<(), PowerError> {
         run(&self.suspend_command).await
+    }
+}
+
+impl CapsProbe for SystemPower {
+    async fn learn(&self) -> PowerCaps {
+        power_caps::learn_system(&self.sys_power_dir, self.wol_interface.as_deref()).await
+    }
+}
+
+impl WolRelayer for SystemPower {
+    async fn relay_wol(&self, relay: WolRelay) -> Result<WakeReport, RelayError> {
+        wol_relay::relay_with_waker(self.wol_interface.as_deref(), relay).await
     }
 }

@@ -2,7 +2,7 @@
 //! lease kills every VM, so the router may restart them elsewhere after the lease
 //! without ever running a VM twice.
 //!
-//! The watchdog is an OS thread with a monotonic `std::time::Instant` deadline, not a
+//! The watchdog is an OS thread with its own deadline (see below for its clock), not a
 //! task on the genie's runtime: that runtime is single-threaded and also does blocking
 //! /proc and sysinfo work, and the router's safety proof is "the genie has killed its
 //! VMs after lease + margin", so a stalled runtime must not be able to delay the kill.
@@ -10,11 +10,26 @@
 //!
 //! The last lease the router granted is persisted in `<vm_dir>/lease`, so a genie that
 //! restarts and cannot reach the router still fences `lease_ms` after its start.
+//!
+//! Sleep and freezes. Silence is measured on CLOCK_BOOTTIME, which keeps counting while
+//! the kernel is suspended (CLOCK_MONOTONIC, behind `Instant`, stops): the router's
+//! clock ran on during our sleep, so the sleep is silence too. And a renewal never
+//! rescues a lease that has already run out: `renew` fences first when the lease
+//! expired since the router was last heard. That closes the race after a resume or a
+//! SIGSTOP/SIGCONT, where the runtime may reconnect (or read Acks queued before the
+//! freeze) before the watchdog thread is scheduled again: without it, VMs the router
+//! already restarted elsewhere could survive. A host the router suspended is empty, so
+//! this fence kills nothing; once renewed, the lease runs normally again and new VMs
+//! are not touched (the watchdog re-checks at most every second while fenced and sees
+//! the renewal).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::resume::sample_clocks;
 
 /// What the lease kills; `VmManager` is the real one.
 pub trait Fence: Send + Sync + 'static {
@@ -35,13 +50,26 @@ pub enum LeaseError {
 /// the watchdog thread ends.
 #[derive(Debug, Clone)]
 pub struct LeaseHandle {
-    base: Instant,
+    /// CLOCK_BOOTTIME (ms) when the lease was spawned.
+    base: u64,
     /// ms since `base` when the router was last heard. An atomic rather than a
     /// message: renewals come at 5/s and must not wake the watchdog each time.
     last_heard_ms: Arc<AtomicU64>,
     shared: Arc<Shared>,
     _owner: Arc<Owner>,
     file: Option<PathBuf>,
+    /// `renew` fences through it when the lease ran out before the renewal.
+    fence: FenceRef,
+}
+
+/// The fence, shared by the handles and the watchdog.
+#[derive(Clone)]
+struct FenceRef(Arc<dyn Fence>);
+
+impl fmt::Debug for FenceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FenceRef")
+    }
 }
 
 /// What the handles and the watchdog thread share besides the renewal time.
@@ -77,10 +105,17 @@ impl Drop for Owner {
 }
 
 impl LeaseHandle {
-    /// The router was just heard from.
+    /// The router was just heard from. If the lease ran out since it was last heard
+    /// (the watchdog has not got to it yet, e.g. right after a resume), fence first:
+    /// a late word from the router must not save VMs it may have restarted elsewhere.
     pub fn renew(&self) {
-        self.last_heard_ms
-            .store(ms_since(self.base), Ordering::Relaxed);
+        let now = ms_since(self.base);
+        let lease_ms = self.shared.lock().lease_ms;
+        let heard = self.last_heard_ms.load(Ordering::Relaxed);
+        if let Step::Fence { silent_ms } = step(lease_ms, heard, now) {
+            fence_now(&*self.fence.0, lease_ms, silent_ms);
+        }
+        self.last_heard_ms.store(now, Ordering::Relaxed);
     }
 
     /// The router granted `lease_ms` (0 = off); persisted for the next genie start.
@@ -120,17 +155,19 @@ pub fn spawn<F: Fence>(
 ) -> Result<LeaseHandle, LeaseError> {
     let shared = Arc::new(Shared::default());
     shared.lock().lease_ms = initial_lease_ms;
+    let fence = FenceRef(Arc::new(fence));
     let h = LeaseHandle {
-        base: Instant::now(),
+        base: boottime_ms(),
         last_heard_ms: Arc::new(AtomicU64::new(0)),
         shared: shared.clone(),
         _owner: Arc::new(Owner(shared.clone())),
         file,
+        fence: fence.clone(),
     };
     let (base, last) = (h.base, h.last_heard_ms.clone());
     std::thread::Builder::new()
         .name("genie-lease".into())
-        .spawn(move || watchdog(base, &last, &shared, &fence))
+        .spawn(move || watchdog(base, &last, &shared, &*fence.0))
         .map_err(|source| LeaseError::Spawn { source })?;
     Ok(h)
 }
@@ -162,7 +199,9 @@ fn step(lease_ms: u64, heard_ms: u64, now_ms: u64) -> Step {
     }
 }
 
-fn watchdog<F: Fence>(base: Instant, last: &AtomicU64, shared: &Shared, fence: &F) {
+/// The waits below are on CLOCK_MONOTONIC (std's condvar), so after a kernel suspend
+/// the thread may sleep up to one more lease before it looks; `renew` covers that gap.
+fn watchdog(base: u64, last: &AtomicU64, shared: &Shared, fence: &dyn Fence) {
     let mut st = shared.lock();
     while !st.closed {
         let lease_ms = st.lease_ms;
@@ -196,7 +235,7 @@ fn watchdog<F: Fence>(base: Instant, last: &AtomicU64, shared: &Shared, fence: &
     }
 }
 
-fn fence_now<F: Fence>(fence: &F, lease_ms: u64, silent_ms: u64) {
+fn fence_now(fence: &dyn Fence, lease_ms: u64, silent_ms: u64) {
     let n = fence.kill_all();
     if n > 0 {
         tracing::error!(
@@ -209,8 +248,13 @@ fn fence_now<F: Fence>(fence: &F, lease_ms: u64, silent_ms: u64) {
     }
 }
 
-fn ms_since(base: Instant) -> u64 {
-    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+fn boottime_ms() -> u64 {
+    sample_clocks().boottime_ms
+}
+
+/// ms of CLOCK_BOOTTIME since `base` (suspended time included).
+fn ms_since(base: u64) -> u64 {
+    boottime_ms().saturating_sub(base)
 }
 
 #[cfg(test)]

@@ -1,7 +1,18 @@
 //! The link to the router: connect, mutual HMAC handshake
-//! (`wisp_common::proto::handshake::initiate`), then heartbeats, full
-//! reports and immediate VM reports, while commands run in their own tasks.
+//! (`wisp_common::proto::handshake::initiate`), then a full report at once, heartbeats,
+//! full reports and immediate VM reports, while commands run in their own tasks.
 //! Reconnects with jittered exponential backoff; `gen` keeps rising across sessions.
+//!
+//! Resume. Every heartbeat period the loop samples CLOCK_MONOTONIC and CLOCK_BOOTTIME
+//! (`crate::resume`), in the session and between attempts alike. When the samples show
+//! the host slept (BOOTTIME jumped) or this process was frozen (a gap of
+//! `max(5 × heartbeat, 2 s)`), the link drops its connection at once, without waiting
+//! for TCP to notice it is dead, reconnects without backoff (same instance, `gen` goes
+//! on), and sends `resumed` in the first report of the new link, a full one.
+//!
+//! Power abilities (`PowerCaps`) are learned by a task of their own at start, every
+//! [`power_caps::RELEARN_EVERY`], after a resume and after WoL was armed; the first full
+//! report of each link carries them, later ones only when they changed.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -14,7 +25,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Interval, MissedTickBehavior};
 use wisp_common::proto::frame::{self, FrameError};
 use wisp_common::proto::handshake::{self, Identity, InitiateError, Welcome};
-use wisp_common::proto::{GenieMsg, RouterMsg, MAX_FRAME_BYTES};
+use wisp_common::proto::{GenieMsg, PowerCaps, Report, Resumed, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
 use wisp_common::time::unix_ms;
 use wisp_common::HostId;
@@ -23,7 +34,10 @@ use crate::commands::{self, Hypervisor};
 use crate::host_sleep::Power;
 use crate::lease::LeaseHandle;
 use crate::metrics::MetricsSource;
+use crate::power_caps::{self, CapsProbe};
 use crate::report::Reporter;
+use crate::resume::ResumeDetector;
+use crate::wol_relay::WolRelayer;
 
 /// Connect and each handshake step must finish within this; a router that takes longer
 /// is as good as absent.
@@ -107,12 +121,22 @@ pub struct Link<M, H, P> {
     pub changes: Arc<Notify>,
     out_tx: mpsc::Sender<GenieMsg>,
     out_rx: mpsc::Receiver<GenieMsg>,
+    /// A resume noticed and not yet told: goes out in the next link's first report.
+    resumed: Option<Resumed>,
+    /// Poked to learn the power abilities again now.
+    caps_stale: Arc<Notify>,
 }
 
 /// What the reader task hands the session: a frame, a clean end, or a frame error.
 type Inbound = Result<Option<RouterMsg>, FrameError>;
 
-impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
+/// Why a connection ended.
+enum End {
+    Failed(LinkError),
+    Resumed(Resumed),
+}
+
+impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M, H, P> {
     pub fn new(
         cfg: LinkConfig,
         reporter: Reporter<M>,
@@ -132,11 +156,23 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
             changes,
             out_tx,
             out_rx,
+            resumed: None,
+            caps_stale: Arc::new(Notify::new()),
         }
     }
 
     /// Runs until `shutdown` becomes true (or its sender is dropped).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let period = Duration::from_millis(self.cfg.heartbeat_ms.max(1));
+        let mut detector = ResumeDetector::new(period);
+        let mut sampler = tokio::time::interval(period);
+        sampler.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (caps_tx, caps) = watch::channel(None);
+        let _learner = AbortOnDrop(tokio::spawn(power_caps::keep_learning(
+            self.power.clone(),
+            caps_tx,
+            self.caps_stale.clone(),
+        )));
         let mut backoff = BACKOFF_MIN;
         let mut failures: u32 = 0;
         loop {
@@ -144,17 +180,39 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
                 return;
             }
             let mut welcomed = false;
-            // Shutdown wins at any point, the handshake included; dropping the session
-            // closes the socket.
-            let e = tokio::select! {
-                r = self.session(&mut welcomed) => match r {
-                    Err(e) => e,
-                    Ok(never) => match never {},
-                },
-                _ = shutdown.changed() => {
-                    tracing::info!("link closed for shutdown");
-                    return;
+            let end = {
+                let session = self.session(&mut welcomed, &caps);
+                tokio::pin!(session);
+                // Shutdown wins at any point, the handshake included; then the clocks,
+                // so that after a freeze the resume is seen before the session writes
+                // into its dead socket. Dropping the session closes the socket.
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => {
+                            tracing::info!("link closed for shutdown");
+                            return;
+                        }
+                        _ = sampler.tick() => {
+                            if let Some(r) = detector.tick() {
+                                break End::Resumed(r);
+                            }
+                        }
+                        r = &mut session => break End::Failed(match r {
+                            Err(e) => e,
+                            Ok(never) => match never {},
+                        }),
+                    }
                 }
+            };
+            let e = match end {
+                End::Resumed(r) => {
+                    self.resumed_now(r);
+                    backoff = BACKOFF_MIN;
+                    failures = 0;
+                    continue;
+                }
+                End::Failed(e) => e,
             };
             log_failure(&e, welcomed, failures);
             failures += 1;
@@ -162,18 +220,49 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
                 backoff = BACKOFF_MIN;
                 failures = 0;
             }
-            let wait = jitter(backoff);
+            let wait = tokio::time::sleep(jitter(backoff));
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
+            tokio::pin!(wait);
+            // The clocks are watched while waiting too: a resume ends the wait.
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    _ = sampler.tick() => {
+                        if let Some(r) = detector.tick() {
+                            self.resumed_now(r);
+                            backoff = BACKOFF_MIN;
+                            failures = 0;
+                            break;
+                        }
+                    }
+                    _ = &mut wait => break,
+                }
             }
         }
     }
 
+    /// The host (or this process) was away: say so once, tell the next link, and learn
+    /// the power abilities again (a resume may come with a changed NIC state).
+    fn resumed_now(&mut self, r: Resumed) {
+        tracing::info!(
+            away_ms = r.away_ms,
+            how = ?r.how,
+            "resumed after {} ms away ({:?}); dropping the link and reconnecting now",
+            r.away_ms,
+            r.how
+        );
+        self.resumed = Some(r);
+        self.caps_stale.notify_one();
+    }
+
     /// One connection: connect, handshake, then reports out and commands in until the
-    /// link fails. It never ends otherwise: shutdown drops it from outside.
-    async fn session(&mut self, welcomed: &mut bool) -> Result<Infallible, LinkError> {
+    /// link fails. It never ends otherwise: shutdown or a resume drops it from outside.
+    async fn session(
+        &mut self,
+        welcomed: &mut bool,
+        caps: &watch::Receiver<Option<PowerCaps>>,
+    ) -> Result<Infallible, LinkError> {
         let mut stream = self.connect().await?;
         let incoming_addr = self
             .cfg
@@ -187,6 +276,12 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
         let mut timers = Timers::new(&welcome, &self.cfg);
         let (rd, mut wr) = stream.into_split();
         let (_reader, mut inbound) = spawn_reader(rd);
+        // The power abilities last sent on this link: each link starts with none.
+        let mut caps_sent: Option<PowerCaps> = None;
+        // The first report of a link is a full one, at once: the router learns the
+        // VMs (and a resume) without waiting for a timer.
+        let first = self.full_report(caps, &mut caps_sent);
+        self.send_report(&mut wr, first).await?;
         loop {
             let msg = tokio::select! {
                 r = inbound.recv() => {
@@ -196,8 +291,9 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
                 }
                 _ = timers.heartbeat.tick() => GenieMsg::Report(self.reporter.heartbeat(unix_ms())),
                 _ = timers.full.tick() => {
-                    let vms = self.hv.statuses();
-                    GenieMsg::Report(self.reporter.full(unix_ms(), vms))
+                    let r = self.full_report(caps, &mut caps_sent);
+                    self.send_report(&mut wr, r).await?;
+                    continue;
                 }
                 _ = self.changes.notified() => {
                     let vms = self.hv.statuses();
@@ -211,6 +307,34 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
             };
             self.send(&mut wr, &msg).await?;
         }
+    }
+
+    /// Metrics and VMs, plus the power abilities when this link has not seen them yet
+    /// (or they changed) and a resume not yet told.
+    fn full_report(
+        &mut self,
+        caps: &watch::Receiver<Option<PowerCaps>>,
+        caps_sent: &mut Option<PowerCaps>,
+    ) -> Report {
+        let vms = self.hv.statuses();
+        let mut r = self.reporter.full(unix_ms(), vms);
+        let now = caps.borrow().clone();
+        if now.is_some() && now != *caps_sent {
+            r.power = now.clone().map(Box::new);
+            *caps_sent = now;
+        }
+        r.resumed = self.resumed;
+        r
+    }
+
+    /// Sends a full report; a resume it carried counts as told once it is written.
+    async fn send_report(&mut self, wr: &mut OwnedWriteHalf, r: Report) -> Result<(), LinkError> {
+        let told = r.resumed.is_some();
+        self.send(wr, &GenieMsg::Report(r)).await?;
+        if told {
+            self.resumed = None;
+        }
+        Ok(())
     }
 
     async fn connect(&self) -> Result<TcpStream, LinkError> {
@@ -269,8 +393,10 @@ impl<M: MetricsSource, H: Hypervisor, P: Power> Link<M, H, P> {
             RouterMsg::Command { id, command } => {
                 tracing::info!(command = id, ?command, "command from router");
                 let (hv, power, out) = (self.hv.clone(), self.power.clone(), self.out_tx.clone());
+                let stale = self.caps_stale.clone();
                 tokio::spawn(async move {
-                    commands::dispatch(&hv, &*power, incoming_addr, id, command, &out).await;
+                    commands::dispatch(&hv, &*power, incoming_addr, id, command, &out, &stale)
+                        .await;
                 });
             }
             other => {
@@ -342,9 +468,10 @@ impl Timers {
         for i in [&mut t.heartbeat, &mut t.full, &mut t.scan] {
             i.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
-        // The first full report goes out at once (the interval's first tick is
-        // immediate); skip the immediate heartbeat so the two do not go out back to back.
+        // The session sends its first full report itself, at once: neither interval
+        // fires immediately.
         t.heartbeat.reset();
+        t.full.reset();
         t
     }
 }

@@ -131,6 +131,10 @@ async fn report_once(cfg: GenieConfig) -> Result<()> {
         sent_at_ms: wisp_common::time::unix_ms(),
         metrics: Some(metrics.sample()?),
         vms: Some(vms.statuses()),
+        power: Some(Box::new(
+            genie::power_caps::learn_system(&cfg.sys_power_dir(), cfg.wol_interface.as_deref())
+                .await,
+        )),
         ..Default::default()
     };
     if let Some(v) = report
@@ -175,6 +179,7 @@ async fn run(cfg: GenieConfig) -> Result<()> {
         SystemPower {
             wol_interface: cfg.wol_interface.clone(),
             suspend_command: cfg.suspend_command.clone(),
+            sys_power_dir: cfg.sys_power_dir(),
         },
         lease,
         changes,

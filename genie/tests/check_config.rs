@@ -64,3 +64,47 @@ fn genie_check_config_says_ok_or_names_the_problem() {
         "{err}"
     );
 }
+
+#[test]
+fn genie_check_config_names_a_missing_sys_power_dir() {
+    let d = std::env::temp_dir().join(format!("wisp-genie-check-pw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let d = Dir(d);
+    let s = secret(&d.0, "0123456789abcdef0123456789abcdef\n");
+    let f = d.0.join("genie.toml");
+    let write = |power: &Path| {
+        std::fs::write(
+            &f,
+            format!(
+                "host = \"h1\"\nrouter = \"127.0.0.1:7100\"\nsecret_file = \"{}\"\nvm_dir = \"{}\"\nsys_power_dir = \"{}\"\n",
+                s.display(),
+                d.0.display(),
+                power.display()
+            ),
+        )
+        .unwrap();
+    };
+    write(&d.0.join("no-such-power-dir"));
+    let o = Command::new(GENIE)
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("sys_power_dir")
+            && err.contains("no-such-power-dir"),
+        "{err}"
+    );
+    // An existing directory (the lab's fake /sys/power) is fine.
+    write(&d.0);
+    let o = Command::new(GENIE)
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

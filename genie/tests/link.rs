@@ -18,7 +18,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use wisp_common::proto::frame::{read_frame, write_frame};
-use wisp_common::proto::{Command, GenieMsg, Outcome, Report, RouterMsg, MAX_FRAME_BYTES};
+use wisp_common::proto::{
+    Command, GenieMsg, Outcome, PowerCaps, Report, RouterMsg, MAX_FRAME_BYTES,
+};
 use wisp_common::secret::Secret;
 use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 
@@ -57,6 +59,7 @@ struct Genie {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     hv: FakeHypervisor,
+    power: FakePower,
     changes: Arc<Notify>,
 }
 
@@ -70,6 +73,8 @@ async fn start_genie(router: String, secret: &[u8]) -> Genie {
 
 async fn start_genie_fenced(router: String, secret: &[u8], fence: FakeFence) -> Genie {
     let hv = FakeHypervisor::default();
+    let power = FakePower::default();
+    *power.caps.lock().unwrap() = caps(&["freeze", "mem"]);
     let changes = Arc::new(Notify::new());
     let lease = lease::spawn(0, None, fence).unwrap();
     let link = Link::new(
@@ -84,7 +89,7 @@ async fn start_genie_fenced(router: String, secret: &[u8], fence: FakeFence) -> 
         },
         Reporter::new(SysinfoMetrics::new().unwrap()),
         hv.clone(),
-        FakePower::default(),
+        power.clone(),
         lease,
         changes.clone(),
     );
@@ -94,7 +99,15 @@ async fn start_genie_fenced(router: String, secret: &[u8], fence: FakeFence) -> 
         stop,
         task,
         hv,
+        power,
         changes,
+    }
+}
+
+fn caps(states: &[&str]) -> PowerCaps {
+    PowerCaps {
+        sleep_states: states.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
 }
 
@@ -364,4 +377,63 @@ async fn acks_keep_the_welcomed_lease_and_router_silence_fences() {
     g.stop.send(true).unwrap();
     tokio::time::timeout(LONG, g.task).await.unwrap().unwrap();
     drain.abort();
+}
+
+#[tokio::test]
+async fn power_abilities_go_out_on_each_link_and_when_they_change() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let g = start_genie(l.local_addr().unwrap().to_string(), b"cluster").await;
+    let (mut s, _) = l.accept().await.unwrap();
+    handshake(&mut s, b"cluster", welcome(50, 100))
+        .await
+        .unwrap();
+    // Once learned, a full report carries them, then no report until they change.
+    let mut r = next_report(&mut s).await;
+    while r.power.is_none() {
+        r = next_report(&mut s).await;
+    }
+    assert_eq!(r.power.as_deref(), Some(&caps(&["freeze", "mem"])));
+    assert!(r.metrics.is_some(), "power goes with a full report");
+    let mut fulls = 0;
+    while fulls < 3 {
+        let r = next_report(&mut s).await;
+        assert!(r.power.is_none(), "unchanged abilities sent again: {r:?}");
+        fulls += u32::from(r.metrics.is_some());
+    }
+    // Arming WoL (the Suspend command) makes the genie learn them again; what changed
+    // goes out with the next full report.
+    let learned = g.power.learned.load(std::sync::atomic::Ordering::SeqCst);
+    *g.power.caps.lock().unwrap() = caps(&["freeze", "mem", "disk"]);
+    let cmd = RouterMsg::Command {
+        id: 5,
+        command: Command::Suspend,
+    };
+    write_frame(&mut s, &cmd, MAX_FRAME_BYTES).await.unwrap();
+    loop {
+        let r = next_report(&mut s).await;
+        if let Some(p) = r.power {
+            assert_eq!(*p, caps(&["freeze", "mem", "disk"]));
+            break;
+        }
+    }
+    assert!(g.power.learned.load(std::sync::atomic::Ordering::SeqCst) > learned);
+    assert_eq!(g.power.calls(), vec!["arm_wol", "suspend"]);
+    // A new link gets them again in its first report, unchanged or not.
+    drop(s);
+    let (mut s, _) = tokio::time::timeout(LONG, l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    handshake(&mut s, b"cluster", welcome(50, 100))
+        .await
+        .unwrap();
+    let r = next_report(&mut s).await;
+    assert!(
+        r.metrics.is_some() && r.vms.is_some(),
+        "first report is full: {r:?}"
+    );
+    assert_eq!(r.power.as_deref(), Some(&caps(&["freeze", "mem", "disk"])));
+    assert_eq!(r.resumed, None, "a plain reconnect is no resume");
+    g.stop.send(true).unwrap();
+    tokio::time::timeout(LONG, g.task).await.unwrap().unwrap();
 }

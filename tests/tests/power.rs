@@ -354,3 +354,58 @@ fn dead_bmc_and_wrong_password_are_clear_and_isolated() {
     }
     std::fs::write(&pw_file, real).unwrap();
 }
+
+/// What each host can do about sleeping is learned from its genie (its
+/// `/sys/power/state`, here the lab's per-host copy), shown by `router hosts`, and
+/// respected: a host without suspend-to-RAM is refused a RAM suspend with the reason
+/// and nothing is sent (it keeps running, unfrozen); `--off` (IPMI soft-off) works.
+#[test]
+fn a_host_without_suspend_to_ram_is_refused_it_and_sleeps_by_soft_off() {
+    let lab = Lab::start(
+        LabSpec {
+            hosts: 2,
+            wol_listener: true,
+            ..LabSpec::default()
+        }
+        .no_ram_suspend(vec![2]),
+    )
+    .unwrap();
+    let sleep_of = |host: &str| -> Option<Vec<String>> {
+        let rows = json(&lab, &["hosts", "--json"]);
+        let row = rows.as_array()?.iter().find(|r| r["name"] == host)?.clone();
+        let s: Vec<String> = serde_json::from_value(row["sleep"].clone()).ok()?;
+        (!s.is_empty()).then_some(s)
+    };
+    let h1 = poll(WAIT, "h1's sleep abilities learned", |_| sleep_of("h1")).unwrap();
+    let h2 = poll(WAIT, "h2's sleep abilities learned", |_| sleep_of("h2")).unwrap();
+    assert_eq!(h1, ["ram", "off"]);
+    assert_eq!(h2, ["off"]);
+    let table = ok(lab.router_cli(&["hosts"]).unwrap(), "hosts");
+    assert!(
+        table.contains("SLEEP") && table.contains("ram+off"),
+        "{table}"
+    );
+
+    let pids = lab.genie_pids(2).unwrap();
+    let out = lab.router_cli(&["suspend", "h2"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a RAM suspend of h2 must be refused: {err}"
+    );
+    assert!(
+        err.contains("h2") && err.contains("cannot suspend to RAM") && err.contains("freeze disk"),
+        "{err}"
+    );
+    assert!(!lab.is_frozen(2).unwrap(), "nothing was sent, h2 runs on");
+    assert_eq!(lab.genie_pids(2).unwrap(), pids);
+    wait_state(&lab, "h2", "up");
+
+    let out = ok(
+        lab.router_cli(&["suspend", "h2", "--off"]).unwrap(),
+        "suspend --off",
+    );
+    assert!(out.contains("soft-off"), "{out}");
+    assert_eq!(ipmitool_power(&lab, 2), "off");
+    assert_eq!(host_state(&lab, "h2").0, "standby");
+}

@@ -6,7 +6,7 @@ mod send;
 use std::fmt;
 use std::time::Duration;
 
-pub use send::WolWaker;
+pub use send::{WolWaker, DEFAULT_BURST, DEFAULT_BURST_GAP};
 
 use crate::bmc::BoxFuture;
 
@@ -26,8 +26,9 @@ pub fn magic_packet(mac: MacAddr, secureon: Option<[u8; 6]>) -> Vec<u8> {
     p
 }
 
-/// What one `wake` sent. At least one packet left, or `wake` returns an error;
-/// `failures` lists the path that failed when only one did.
+/// What one `wake` sent: per kind, how many packets of the burst the kernel accepted
+/// (so a burst of 3 with one failed raw send reports `raw_frames: 2`). At least one
+/// packet left, or `wake` returns an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WakeReport {
     pub mac: MacAddr,

@@ -1,7 +1,10 @@
 //! `WolWaker`: sends the magic packet as a raw Ethernet frame (EtherType 0x0842, to
 //! ff:ff:ff:ff:ff:ff, from the interface's MAC) with pnet, and as a UDP broadcast to
-//! port 9 on the interface's subnet, a few times each. Both paths, because NICs and
-//! switches differ in which one they pass or honour. Blocking work runs on
+//! port 9 on the interface's subnet, in a short burst of each ([`DEFAULT_BURST`]
+//! rounds, [`DEFAULT_BURST_GAP`] apart, one frame of each kind per round). Both paths,
+//! because NICs and switches differ in which one they pass or honour; a burst, because
+//! nobody retransmits a lost frame and a switch may still be relearning the sleeping
+//! port. The report counts what the kernel accepted, per kind. Blocking work runs on
 //! `spawn_blocking`; `wake_blocking` is the same thing for a caller that must stay
 //! on its own thread (e.g. one that entered a network namespace with setns).
 
@@ -17,6 +20,11 @@ use crate::bmc::BoxFuture;
 pub const ETHERTYPE_WOL: u16 = 0x0842;
 /// The discard port, where WoL tools traditionally send the UDP form.
 pub const WOL_UDP_PORT: u16 = 9;
+/// Rounds in a burst unless configured otherwise.
+pub const DEFAULT_BURST: u32 = 3;
+/// Pause between two rounds of a burst: long enough that a switch or NIC busy with
+/// one frame sees the next, short enough that a burst of 3 takes well under 0.1 s.
+pub const DEFAULT_BURST_GAP: Duration = Duration::from_millis(20);
 
 /// A real waker bound to one interface (router.toml `wol_interface`).
 #[derive(Debug, Clone)]
@@ -25,10 +33,10 @@ pub struct WolWaker {
     pub interface: String,
     /// UDP target; default: the interface's first IPv4 subnet broadcast, port 9.
     pub broadcast: Option<SocketAddr>,
-    /// How many times each form is sent (a lost frame is not retransmitted by
-    /// anyone else). Default 3.
+    /// How many times each form is sent: the burst (a lost frame is not
+    /// retransmitted by anyone else). Default [`DEFAULT_BURST`]; 0 counts as 1.
     pub repeats: u32,
-    /// Pause between repeats. Default 20 ms.
+    /// Pause between two rounds of the burst. Default [`DEFAULT_BURST_GAP`].
     pub interval: Duration,
     /// Optional SecureOn password appended to the packet.
     pub secureon: Option<[u8; 6]>,
@@ -39,10 +47,17 @@ impl WolWaker {
         Self {
             interface: interface.into(),
             broadcast: None,
-            repeats: 3,
-            interval: Duration::from_millis(20),
+            repeats: DEFAULT_BURST,
+            interval: DEFAULT_BURST_GAP,
             secureon: None,
         }
+    }
+
+    /// The same waker with a burst of `count` rounds, `gap` apart.
+    pub fn with_burst(mut self, count: u32, gap: Duration) -> Self {
+        self.repeats = count;
+        self.interval = gap;
+        self
     }
 
     fn find_interface(&self, mac: MacAddr) -> Result<(NetworkInterface, [u8; 6]), WakeError> {
@@ -100,6 +115,11 @@ impl WolWaker {
         };
 
         let target = self.udp_target(&iface);
+        if target.is_none() {
+            // Counted as 0 UDP packets below; say why, or the count looks like a loss.
+            tracing::warn!(interface = %self.interface, %mac,
+                "no IPv4 broadcast address on the interface: magic packets go as raw frames only");
+        }
         let mut udp_err = None;
         let udp = target.and_then(|t| {
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))

@@ -3,7 +3,8 @@
 //! tokio runtime cannot delay it, and it ends with its last handle.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -139,5 +140,67 @@ fn the_watchdog_ends_with_its_last_handle() {
     assert!(
         eventually(|| Arc::strong_count(&f.kills) == 1),
         "watchdog thread still running"
+    );
+}
+
+#[test]
+fn a_renewal_after_the_lease_ran_out_fences_first_then_the_lease_runs_normally() {
+    // A handle whose watchdog thread never runs: it stands for a watchdog not yet
+    // scheduled after a SIGCONT or a resume, while the runtime already renews.
+    let f = fence(1);
+    let shared = Arc::new(Shared::default());
+    shared.lock().lease_ms = 200;
+    let h = LeaseHandle {
+        base: boottime_ms(),
+        last_heard_ms: Arc::new(AtomicU64::new(0)),
+        shared: shared.clone(),
+        _owner: Arc::new(Owner(shared)),
+        file: None,
+        fence: FenceRef(Arc::new(f.clone())),
+    };
+    h.renew();
+    assert_eq!(
+        f.kills.load(Ordering::SeqCst),
+        0,
+        "a live lease renews quietly"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    // The router is heard again 400 ms after a 200 ms lease: the renewal fences before
+    // it counts, on this thread, before it returns.
+    h.renew();
+    assert_eq!(
+        f.kills.load(Ordering::SeqCst),
+        1,
+        "renewal rescued an expired lease"
+    );
+    // From now on renewals keep the lease: VMs started after the resume are left alone.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(800) {
+        h.renew();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(f.kills.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn after_a_fence_the_watchdog_lets_a_renewed_genie_run_vms_again() {
+    let f = fence(1);
+    let h = spawn(200, None, f.clone()).unwrap();
+    h.renew();
+    // Silence past the lease (as a frozen genie's): the watchdog fences.
+    assert!(eventually(|| f.kills.load(Ordering::SeqCst) > 0));
+    // The link comes back and renews at the heartbeat rate: after the renewal's own
+    // fence (the lease had run out) nothing is killed any more.
+    h.renew();
+    let after = f.kills.load(Ordering::SeqCst);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        h.renew();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        f.kills.load(Ordering::SeqCst),
+        after,
+        "renewed lease still fences"
     );
 }

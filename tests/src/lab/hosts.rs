@@ -46,12 +46,12 @@ impl Lab {
         ];
         let mut toml = configs::genie_toml(i, &self.secret_file, &vm_dir, &suspend);
         let sys_power = write_sys_power(&hdir, !spec.no_ram_suspend.contains(&i))?;
-        if spec.sys_power {
-            toml.push_str(&format!(
-                "sys_power_dir = {}\n",
-                configs::q(sys_power.to_string_lossy())
-            ));
-        }
+        // The genie learns what its host can do from there, not from the machine's
+        // /sys/power (the same for every lab host, and empty in containers).
+        toml.push_str(&format!(
+            "sys_power_dir = {}\n",
+            configs::q(sys_power.to_string_lossy())
+        ));
         if spec.witness {
             let wrapper = witness::install_wrapper(&hdir)?;
             toml.push_str(&format!(

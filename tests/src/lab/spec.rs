@@ -43,10 +43,6 @@ pub struct LabSpec {
     /// Where the binaries are (default: `$WISP_BIN_DIR` or the running executable's
     /// target dir).
     pub bin_dir: Option<PathBuf>,
-    /// Put `sys_power_dir = "<hostdir>/sys-power"` into every genie.toml (the genie
-    /// then reads what its host can do from there). Every host has that directory
-    /// either way.
-    pub sys_power: bool,
     /// Hosts (1-based) that cannot suspend to RAM: their `sys-power/state` is
     /// `freeze disk` (soft-off only, like many servers). See [`LabSpec::no_ram_suspend`].
     pub no_ram_suspend: Vec<usize>,
@@ -63,7 +59,6 @@ impl Default for LabSpec {
             hosts_on: true,
             witness: false,
             bin_dir: None,
-            sys_power: false,
             no_ram_suspend: Vec::new(),
         }
     }
