@@ -265,3 +265,44 @@ fn a_host_that_wakes_by_neither_is_quarantined_until_cleared() {
         .iter()
         .any(|m| m.contains("quarantine cleared by the operator")));
 }
+
+#[test]
+fn an_up_genie_relays_the_magic_packets_from_its_segment() {
+    let lab = lab(2, true);
+    suspend_h1(&lab);
+    let cap = lab
+        .tcpdump(&lab.core_ns(), "br0", "ether proto 0x0842 or udp port 9")
+        .unwrap();
+    let out = json(&lab, &["wake", "h1", "--json"]);
+    let frames = cap.stop().unwrap();
+    assert_eq!(out["method"], "wol", "{out}");
+    assert_eq!(out["wol_relays"], 1, "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("relayed by 1 genie"),
+        "{out}"
+    );
+    // The witness: magic packets for h1 that left h2's NIC (its source MAC), both kinds.
+    let (h1, h2) = (lab.hosts()[0].mac, lab.hosts()[1].mac);
+    let from_h2: Vec<wol::WakeMethod> = frames
+        .iter()
+        .filter(|f| f.len() >= 12 && f[6..12] == h2)
+        .filter_map(|f| wol::parse_frame(f))
+        .filter(|(m, _)| *m == h1)
+        .map(|(_, k)| k)
+        .collect();
+    assert!(
+        from_h2.contains(&wol::WakeMethod::EtherType0842)
+            && from_h2.contains(&wol::WakeMethod::Udp9),
+        "h2 sent {from_h2:?} among {} frames",
+        frames.len()
+    );
+    assert_eq!(host_row(&lab, "h1")["state"], "up");
+    println!(
+        "FIGURE relayed wake: {} ms; {} magic frames for h1 from h2's NIC",
+        out["registered_ms"],
+        from_h2.len()
+    );
+}
