@@ -432,6 +432,19 @@ async fn an_awake_host_is_told_so_and_nothing_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_way_to_wake_is_a_clear_refusal_not_a_quarantine() {
+    let r = rig("nopath", &[PowerState::Off], "").await;
+    let bare = PowerPlane::new(HashMap::new(), None, HashMap::new());
+    let e = wake(&r.cluster, &bare, &h("h1"), BOOT).await.unwrap_err();
+    assert!(matches!(e, PowerError::NoWakePath { .. }), "{e}");
+    assert_eq!(e.status(), 400);
+    let snap = r.cluster.snapshot();
+    let hs = snap.host(&h("h1")).unwrap();
+    assert!(hs.quarantine.is_none());
+    assert_ne!(hs.status, HostStatus::Waking, "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_goes_in_its_rotation_order_and_is_recorded() {
     let r = rig("drill", &[PowerState::Off], "").await;
     let opts = router::power::wake::WakeOpts {

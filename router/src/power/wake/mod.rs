@@ -33,8 +33,14 @@ use crate::api::types::{WakeAttempt, WakeOutcome};
 use crate::cluster::ClusterHandle;
 use crate::config::WakeVia;
 use crate::events::EventKind;
+use crate::model::host::HostStatus;
 use commands::{RecordDrilled, RecordWakeTime, WakePolicy};
 use proof::{Limits, Verdict};
+
+/// How long the BMC's power reading before a wake may take: a status call costs
+/// 50–130 ms in the lab, and a BMC slower than this must not hold up the magic packets
+/// (its power is then not watched, and the genie gets the boot wait).
+pub const BASELINE: Duration = Duration::from_secs(2);
 
 /// What to do besides the host's own policy.
 #[derive(Debug, Clone, Default)]
@@ -137,6 +143,17 @@ pub async fn wake_with(
     let methods = usable_methods(power, relay, host, policy.as_deref());
     let bmc = power.bmc(host);
     let (waker, mac) = (power.waker(), power.mac(host));
+    if methods.is_empty() {
+        // Nothing to send: a config matter, not a failed wake (no quarantine), unless
+        // the host is up anyway.
+        let up = cluster
+            .snapshot()
+            .host(host)
+            .is_some_and(|h| h.status == HostStatus::Up && h.linked());
+        if !up {
+            return Err(PowerError::NoWakePath { host: host.clone() });
+        }
+    }
     let already_up = cluster
         .run(StartWake { host: host.clone() })
         .await
@@ -178,7 +195,7 @@ pub async fn wake_with(
 
     // Before anything is sent: a BMC that already reads "on" cannot prove a wake.
     let before = match &bmc {
-        Some(b) => Some(timeout(lim.power_proof, b.power_status()).await),
+        Some(b) => Some(timeout(BASELINE.min(lim.power_proof), b.power_status()).await),
         None => None,
     };
     let why_not = match &before {
@@ -288,7 +305,19 @@ pub async fn wake_with(
         )
         .await;
         if let Some(s) = wol.as_mut() {
-            run.wol_relays += s.relayed().await.0;
+            let (n, line) = s.relayed().await;
+            run.wol_relays += n;
+            if let Some(line) = line.filter(|_| n == 0) {
+                // Tolerated: the router's own packets went out.
+                cluster
+                    .record(
+                        EventKind::Wake,
+                        Some(host.clone()),
+                        None,
+                        format!("host {host}: {line}"),
+                    )
+                    .await;
+            }
         }
         match verdict {
             Verdict::Heard { power_ms, heard_ms } => {
