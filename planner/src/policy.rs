@@ -40,6 +40,13 @@ pub struct Policy {
     /// (worst fit), which spreads load over the hosts that stay on and so makes the next
     /// overload less likely; `false` is best fit (tightest host).
     pub spread: bool,
+    /// With `spread`, a VM shed by an overloaded host goes to the roomiest running host
+    /// that consolidation keeps (predicted load at least `lower`), and only when none
+    /// has room to the roomiest of all. The roomiest hosts are usually the light ones
+    /// about to be emptied: a VM landed there is frozen for `min_vm_move_interval_s` and
+    /// keeps its host running, or moves twice. (With `spread_consolidation` it applies to
+    /// the VMs of a host being emptied too.)
+    pub relieve_onto_kept: bool,
     /// Destination choice when emptying a host. Best fit (`false`) keeps the moved VMs,
     /// which are frozen for a while, on few hosts, so the others stay free to be emptied.
     pub spread_consolidation: bool,
@@ -86,6 +93,7 @@ impl Default for Policy {
             },
             move_k_stddev: 2.0,
             spread: true,
+            relieve_onto_kept: false,
             spread_consolidation: false,
             squeeze_before_wake: true,
             prefer_efficient_hosts: true,
@@ -101,17 +109,13 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The policy tuned on the PlanetLab traces in the CloudSim scenario; see the
-    /// `planetlab` bench of wisp-sim (`sim/`), whose `Scenario::cloudsim().default_policy()`
-    /// is the variant below that never plans an overload. It meets
-    /// the three goals on all three days (energy ≤ 0.85 × LR-MMT 1.2, SLAV ≤ LR-MMT's,
-    /// migrations ≤ 0.2 × LR-MMT's) and so do its neighbours (lower 0.70–0.75, freeze
-    /// 40–60 min), so it is not a knife edge of the tuning.
-    ///
-    /// It spends part of the SLAV budget: a host is relieved only above 105 % of its
-    /// capacity (demand up to 5 % above capacity is tolerated for an interval), and
-    /// destinations are filled to 100 %. Hosts are emptied below 72 %; a VM that moved
-    /// stays 50 min; moved VMs land where mean + 1.5 σ of their last hour fits.
+    /// Tolerates planned overloads of 5 % to save energy: a host is relieved only above
+    /// 105 % of its capacity, destinations are filled to 100 % of current demand, hosts
+    /// are emptied below 72 % (75 % for less efficient ones), a VM that moved stays
+    /// 50 min, moved VMs land where mean + 1.5 σ of their last hour fits. About 1 % less
+    /// energy and fewer migrations than `planetlab_no_overload` on PlanetLab, for about
+    /// twice its SLATAH (over LR-MMT's on held-out days) and SLAV (`planetlab` bench of
+    /// wisp-sim).
     pub fn planetlab_balanced() -> Self {
         Self {
             upper: 1.05,
@@ -125,6 +129,7 @@ impl Policy {
             },
             move_k_stddev: 1.5,
             spread: true,
+            relieve_onto_kept: false,
             spread_consolidation: false,
             squeeze_before_wake: true,
             prefer_efficient_hosts: true,
@@ -139,51 +144,29 @@ impl Policy {
         }
     }
 
-    /// The previous default (before efficiency tiers): relieve above 100 %, fill to 95 %,
-    /// empty below 75 %, destinations chosen without regard to host efficiency. Kept to
-    /// compare with in the `planetlab` bench.
-    pub fn planetlab_v1() -> Self {
-        Self {
-            upper: 1.0,
-            target: 0.95,
-            lower: 0.75,
-            prediction: Prediction {
-                window: 6,
-                k_stddev: 0.0,
-            },
-            move_k_stddev: 1.0,
-            prefer_efficient_hosts: false,
-            min_vm_move_interval_s: 1800.0,
-            ..Self::planetlab_balanced()
-        }
-    }
-
-    /// Never plans an overload (relieve above 100 %, fill to 100 %), otherwise like
-    /// `planetlab_balanced`: lower SLAV, more energy; on the edge of the energy goal.
+    /// The PlanetLab policy (`Scenario::cloudsim().default_policy()` in wisp-sim): never
+    /// plans an overload (relieve above 100 %, fill to 100 % of current demand), a VM
+    /// shed by an overloaded host goes to a host that stays on (`relieve_onto_kept`),
+    /// hosts are emptied below 65 % (75 % for less efficient ones) when they hold at most
+    /// 16 VMs, a VM that moved stays an hour, moved VMs land where mean + 1.5 σ of their
+    /// last hour fits.
+    ///
+    /// Chosen by its worst goal ratio over 16 synthetic held-out days built from the
+    /// traces (`examples/heldout.rs`, seeds 101–116), never on the real days: 1.080,
+    /// against 1.091 (1.084 with upper 1.02) for the best of 76 knob variants without
+    /// `relieve_onto_kept` (upper 1.0–1.05, lower 0.55–0.8, freeze 40–90 min, headroom
+    /// 1–2 σ), and 1.070 for this one with upper 1.02, which tolerates 2 % overloads for
+    /// about twice the SLATAH (its worst SLATAH ratio is 0.99): within 1 % we keep the
+    /// policy that plans no overload. Energy is the goal it misses: 1.08 × the 0.80 × LR-MMT proxy at worst on
+    /// held-out days; lowering energy costs migrations or SLATAH beyond their goals (see
+    /// sim/README.md).
     pub fn planetlab_no_overload() -> Self {
         Self {
             upper: 1.0,
-            lower: 0.72,
-            move_k_stddev: 1.0,
-            min_vm_move_interval_s: 2400.0,
-            ..Self::planetlab_balanced()
-        }
-    }
-
-    /// Lower energy for more migrations: empty hosts below 80 %, a VM may move again
-    /// after 30 min.
-    pub fn planetlab_energy_first() -> Self {
-        Self {
-            lower: 0.8,
-            min_vm_move_interval_s: 1800.0,
-            ..Self::planetlab_balanced()
-        }
-    }
-
-    /// Fewer migrations for more energy: empty only hosts below 60 %, a VM stays an hour.
-    pub fn planetlab_few_migrations() -> Self {
-        Self {
-            lower: 0.6,
+            lower: 0.65,
+            move_k_stddev: 1.5,
+            relieve_onto_kept: true,
+            max_evacuation_vms: 16,
             min_vm_move_interval_s: 3600.0,
             ..Self::planetlab_balanced()
         }

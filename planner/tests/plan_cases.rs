@@ -122,3 +122,44 @@ fn places_new_vms_and_an_empty_cluster_plans_nothing() {
     assert_eq!(p.placements.len(), 2, "{p:?}");
     assert_eq!(p.unplaced.len(), 1);
 }
+
+#[test]
+fn overload_relief_prefers_a_host_that_stays_on() {
+    // Host 0 at 105 % sheds its 300 MIPS VM. Host 1 at 50 % (not below `lower`, so
+    // consolidation keeps it) and host 2 at 20 % (light: it will be emptied once its VM,
+    // moved a minute ago, may move) both have room. Spread alone picks the roomiest,
+    // host 2; `relieve_onto_kept` picks host 1, and host 2 only when host 1 has no room.
+    let view = |h1_load: f64| {
+        let mut frozen = vm(200.0, Some(2));
+        frozen.last_moved_at_s = Some(10_000.0 - 60.0);
+        ClusterView {
+            now_s: 10_000.0,
+            hosts: (0..3)
+                .map(|_| host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()))
+                .collect(),
+            vms: vec![
+                vm(750.0, Some(0)),
+                vm(300.0, Some(0)),
+                vm(h1_load, Some(1)),
+                frozen,
+            ],
+        }
+    };
+    let dest = |h1_load: f64, kept: bool| {
+        let p = plan(
+            &view(h1_load),
+            &Policy {
+                relieve_onto_kept: kept,
+                ..policy()
+            },
+        );
+        assert_eq!(p.migrations.len(), 1, "{p:?}");
+        assert_eq!(p.migrations[0].vm.0, 1, "{p:?}");
+        assert_eq!(p.migrations[0].reason, MoveReason::Overload);
+        p.migrations[0].to.0
+    };
+    assert_eq!(dest(500.0, false), 2);
+    assert_eq!(dest(500.0, true), 1);
+    // Host 1 at 60 % has 250 MIPS of room under the 85 % target: not enough.
+    assert_eq!(dest(600.0, true), 2);
+}

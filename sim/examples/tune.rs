@@ -1,7 +1,8 @@
 //! Policy exploration on the PlanetLab days: `cargo run --release --example tune -p wisp-sim`
 //! with policy knobs in environment variables (TARGET, LOWER, UPPER, K, WINDOW, FREEZE,
 //! EVAC, MK, SPREAD, CSPREAD, SQUEEZE, EFF = prefer efficient hosts, LEFF). Prints one line
-//! per day; used to choose `Scenario::default_policy`. WISP_TRACES names the directory
+//! per day on the real days (to explore; the default is chosen on held-out days with
+//! `examples/heldout.rs`, not with this). WISP_TRACES names the directory
 //! holding `planetlab/<day>/` (sim/README.md says where the traces come from).
 
 use std::path::PathBuf;

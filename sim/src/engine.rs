@@ -33,11 +33,21 @@
 //! * The physical bound printed here is computed from the traces with the VM types of
 //!   sim/README.md in blocks; it differs from the published figures there by -1.5 %,
 //!   -3.4 % and +3.4 % (we could not find the assignment that reproduces them).
+//!
+//! Sleep depth (realistic scenario only): after each plan every sleeping host gets a
+//! depth from the scenario's `DepthMode`; with `PerHost` that is `wisp_planner::depth::
+//! choose`, fed with the peak of the observed total demand over the last 2 h, the swing
+//! of running hosts over the last 3 h and the policy's reserve, with a 1 h grace before
+//! a suspended host is powered off. A woken host takes VMs after its depth's wake time.
 
-use wisp_planner::{plan, ClusterView, HostIx, MoveReason, PlanHost, PlanPower, PlanVm, Policy};
+use wisp_planner::depth;
+use wisp_planner::{
+    plan, ClusterView, HostIx, MoveReason, PlanHost, PlanPower, PlanVm, Policy, SleepDepth,
+};
 
 use crate::report::{SimReport, StepSample};
-use crate::scenario::{Accounting, Scenario};
+use crate::scenario::{Accounting, DepthMode, Scenario};
+use crate::sleep::depth_input;
 use crate::trace::Workload;
 
 /// Host memory shown to the planner once CloudSim stops checking RAM.
@@ -59,12 +69,11 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             d
         })
         .collect();
-    let realistic = matches!(scenario.accounting, Accounting::Realistic { .. });
-    let standby_w = match scenario.accounting {
-        Accounting::Realistic { standby_w, .. } => standby_w,
-        Accounting::CloudSim => 0.0,
+    let depth_mode = match scenario.accounting {
+        Accounting::Realistic { depth } => Some(depth),
+        Accounting::CloudSim => None,
     };
-    let wake_latency = scenario.wake_latency_s();
+    let realistic = depth_mode.is_some();
 
     let mut vm_host: Vec<Option<u32>> = vec![None; nv];
     let mut last_moved: Vec<Option<f64>> = vec![None; nv];
@@ -72,6 +81,14 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
     // Hosts have been in their initial state "forever": none is fresh from a wake.
     let mut changed_at = vec![-1e9f64; nh];
     let mut prev_active = vec![true; nh];
+    // Sleep depth of each sleeping host (None when running) and since when it sleeps
+    // without the depth policy counting it needed.
+    let mut depth_of: Vec<Option<SleepDepth>> = vec![None; nh];
+    let mut unneeded_since = vec![0.0f64; nh];
+    // When a woken host can take VMs.
+    let mut ready_at = vec![f64::NEG_INFINITY; nh];
+    let mut total_hist: Vec<f64> = Vec::with_capacity(steps);
+    let mut s3_host_steps = 0usize;
 
     let mut r = SimReport {
         scenario: scenario.name.clone(),
@@ -105,7 +122,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                     },
                     power: power[h],
                     power_model: ht.power.clone(),
-                    wake_latency_s: wake_latency,
+                    wake_latency_s: scenario.wake_s(h, depth_of[h].unwrap_or(SleepDepth::Suspend)),
                     power_changed_at_s: changed_at[h],
                 }
             })
@@ -132,8 +149,11 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             vm_host[pl.vm.get()] = Some(pl.to.0);
         }
         for &h in &p.wake {
-            power[h.get()] = PlanPower::On;
-            changed_at[h.get()] = t;
+            let h = h.get();
+            ready_at[h] = t + scenario.wake_s(h, depth_of[h].unwrap_or(SleepDepth::Suspend));
+            power[h] = PlanPower::On;
+            changed_at[h] = t;
+            depth_of[h] = None;
         }
         // Migration timing: batches one after another; a batch waits for woken targets.
         let mut end_of = vec![t; nh];
@@ -150,8 +170,10 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             let bw = scenario.hosts[from as usize]
                 .bw_mbit
                 .min(scenario.hosts[to as usize].bw_mbit);
+            // A VM waiting for a woken host stays on its (overloaded) source meanwhile: the
+            // wake time of the host's depth is paid in SLATAH and unserved demand.
             let start = if m.waits_for_wake {
-                batch_start.max(t + wake_latency)
+                batch_start.max(ready_at[to as usize])
             } else {
                 batch_start
             };
@@ -203,6 +225,53 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
             }
             s
         };
+        total_hist.push(total_demand);
+        // ---- sleep depth of the hosts asleep after this plan ----
+        if let Some(mode) = depth_mode {
+            let asleep: Vec<usize> = (0..nh)
+                .filter(|&h| sleeping_now[h] || power[h] != PlanPower::On)
+                .collect();
+            let chosen: Vec<(SleepDepth, bool)> = match mode {
+                DepthMode::AlwaysSuspend => vec![(SleepDepth::Suspend, false); asleep.len()],
+                DepthMode::AlwaysOff => vec![(SleepDepth::Off, false); asleep.len()],
+                DepthMode::PerHost => {
+                    let input = depth_input(
+                        scenario,
+                        policy,
+                        t,
+                        &asleep,
+                        &depth_of,
+                        &unneeded_since,
+                        &power,
+                        &sleeping_now,
+                        &total_hist,
+                        &r.series,
+                    );
+                    depth::choose(&input)
+                        .into_iter()
+                        .map(|c| (c.depth, c.needed))
+                        .collect()
+                }
+            };
+            for (&h, (d, needed)) in asleep.iter().zip(chosen) {
+                // Without S3 the host sleeps in S5 whatever the mode asks.
+                let d = if scenario.hosts[h].sleep.s3.is_none() {
+                    SleepDepth::Off
+                } else {
+                    d
+                };
+                if depth_of[h] == Some(SleepDepth::Suspend) && d == SleepDepth::Off {
+                    r.deepenings += 1;
+                }
+                if depth_of[h].is_none() || needed {
+                    unneeded_since[h] = t;
+                }
+                depth_of[h] = Some(d);
+                if d == SleepDepth::Suspend {
+                    s3_host_steps += 1;
+                }
+            }
+        }
 
         // ---- accounting ----
         let (mut step_j, mut active_hosts) = (0.0f64, 0usize);
@@ -238,8 +307,12 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                     if on {
                         (ht.power.watts_at(u0) + ht.power.watts_at(u1)) / 2.0
                     } else {
-                        standby_j += standby_w * len;
-                        standby_w
+                        let w = ht
+                            .sleep
+                            .at(depth_of[h].unwrap_or(SleepDepth::Suspend))
+                            .standby_w;
+                        standby_j += w * len;
+                        w
                     }
                 } else if active {
                     (ht.power.watts_at(u0) + ht.power.watts_at(u1)) / 2.0
@@ -267,6 +340,11 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
         for &h in &p.sleep {
             power[h.get()] = PlanPower::Asleep;
             changed_at[h.get()] = t;
+        }
+        for h in 0..nh {
+            if depth_of[h] == Some(SleepDepth::Off) {
+                power[h] = PlanPower::Off;
+            }
         }
         energy_j += step_j;
         let next_total: f64 = (0..nv).map(|v| demand[v][k + 1]).sum();
@@ -300,6 +378,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
     } else {
         0.0
     };
+    r.mean_s3_hosts = s3_host_steps as f64 / steps.max(1) as f64;
     r.mean_active_hosts = if r.series.is_empty() {
         0.0
     } else {

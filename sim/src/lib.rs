@@ -11,11 +11,14 @@ pub mod baseline;
 mod engine;
 mod report;
 mod scenario;
+mod sleep;
 mod svg;
+pub mod synth;
 pub mod trace;
 
 pub use engine::simulate;
 pub use report::{SimReport, StepSample};
-pub use scenario::{Accounting, HostType, Scenario, VmType};
+pub use scenario::{Accounting, DepthMode, DepthSpec, HostType, Scenario, SleepSpec, VmType};
 pub use svg::render_svg;
+pub use synth::{synth_day, SynthDay};
 pub use trace::{load_planetlab_day, TraceError, Workload};

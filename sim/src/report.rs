@@ -44,6 +44,10 @@ pub struct SimReport {
     pub host_shutdowns: usize,
     /// Hosts the planner put to sleep / woke.
     pub sleeps: usize,
+    /// Suspended hosts moved to soft-off (S3 → S5) by the depth policy.
+    pub deepenings: usize,
+    /// Mean number of hosts asleep in S3 (the rest of the sleepers are in S5).
+    pub mean_s3_hosts: f64,
     pub wakes: usize,
     /// Demand not served because a host was full / demand (not a CloudSim metric).
     pub unserved: f64,
@@ -95,6 +99,11 @@ impl fmt::Display for SimReport {
             self.host_shutdowns
         )?;
         writeln!(f, "  sleeps / wakes  {:>10} / {}", self.sleeps, self.wakes)?;
+        writeln!(
+            f,
+            "  asleep in S3    {:>10.1} hosts on average ({} moved on to S5)",
+            self.mean_s3_hosts, self.deepenings
+        )?;
         writeln!(
             f,
             "  mean active     {:>10.1} hosts",

@@ -3,7 +3,62 @@
 
 use serde::{Deserialize, Serialize};
 
-use wisp_planner::{Policy, PowerModel};
+use wisp_planner::{Policy, PowerModel, SleepDepth};
+
+/// One sleep depth of a host type: what it draws asleep and how long it takes to wake.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DepthSpec {
+    pub standby_w: f64,
+    /// From the wake request to the host taking VMs.
+    pub wake_s: f64,
+}
+
+/// The sleep depths a host type offers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SleepSpec {
+    /// Suspend to RAM; `None` when the host cannot.
+    pub s3: Option<DepthSpec>,
+    /// Soft-off: every host has it.
+    pub s5: DepthSpec,
+}
+
+impl SleepSpec {
+    /// Typical figures for a 1U/tower server of the ML110 class, not measured on one:
+    /// S3 about 5–10 W (RAM in self-refresh, NIC armed for Wake-on-LAN, BMC) and a
+    /// resume in 10–20 s; S5 about 2–4 W (BMC and standby rail) and a full boot with
+    /// firmware POST in 2–3 min. We take 8 W / 20 s and 3 W / 150 s.
+    pub fn typical_server() -> Self {
+        Self {
+            s3: Some(DepthSpec {
+                standby_w: 8.0,
+                wake_s: 20.0,
+            }),
+            s5: DepthSpec {
+                standby_w: 3.0,
+                wake_s: 150.0,
+            },
+        }
+    }
+
+    /// The figures of `depth` (S5's when the host has no S3).
+    pub fn at(&self, depth: SleepDepth) -> DepthSpec {
+        match depth {
+            SleepDepth::Suspend => self.s3.unwrap_or(self.s5),
+            SleepDepth::Off => self.s5,
+        }
+    }
+}
+
+/// How the realistic scenario picks the depth of a host it puts to sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepthMode {
+    /// S3 whenever the host has it (S5 otherwise).
+    AlwaysSuspend,
+    /// Always S5.
+    AlwaysOff,
+    /// `wisp_planner::depth::choose` per host, every round (it may move S3 hosts to S5).
+    PerHost,
+}
 
 /// One physical host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +69,8 @@ pub struct HostType {
     pub power: PowerModel,
     /// Link speed; a live migration gets half of it (CloudSim's rule).
     pub bw_mbit: f64,
+    /// Sleep depths (realistic scenario only; CloudSim's sleep is free and instant).
+    pub sleep: SleepSpec,
 }
 
 /// One VM type (assigned to trace files in contiguous blocks, in file-name order).
@@ -30,9 +87,10 @@ pub enum Accounting {
     /// nothing for that interval, whatever the planner did; sleeping is free and instant.
     CloudSim,
     /// Power follows the power state: a running host draws at least its idle power even
-    /// when empty, a sleeping host draws `standby_w`, a waking host draws idle power for
-    /// `wake_latency_s` before it can take VMs.
-    Realistic { standby_w: f64, wake_latency_s: f64 },
+    /// when empty, a sleeping host draws the standby watts of its depth (`HostType::sleep`),
+    /// a waking host draws idle power for its depth's wake time before it can take VMs
+    /// (a VM that waits for it is unserved demand on its overloaded source meanwhile).
+    Realistic { depth: DepthMode },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +120,7 @@ impl Scenario {
                         mem_mb: 4096,
                         power: PowerModel::hp_ml110_g4(),
                         bw_mbit: 1000.0,
+                        sleep: SleepSpec::typical_server(),
                     }
                 } else {
                     HostType {
@@ -70,6 +129,7 @@ impl Scenario {
                         mem_mb: 4096,
                         power: PowerModel::hp_ml110_g5(),
                         bw_mbit: 1000.0,
+                        sleep: SleepSpec::typical_server(),
                     }
                 }
             })
@@ -89,28 +149,31 @@ impl Scenario {
         }
     }
 
-    /// CloudSim's hosts and VMs plus what it ignores: suspend-to-RAM wake latency (20 s),
-    /// standby power in S3 (8 W), idle power of running empty hosts, and (through
-    /// `default_policy`) the N+1 failover reserve and bounded parallel migrations.
+    /// CloudSim's hosts and VMs plus what it ignores: two sleep depths per host with their
+    /// standby watts and wake times (`SleepSpec::typical_server`: S3 8 W / 20 s, S5 3 W /
+    /// 150 s) chosen per host by `wisp_planner::depth`, idle power of running empty
+    /// hosts, and (through `default_policy`) the N+1 failover reserve and bounded
+    /// parallel migrations.
     pub fn realistic() -> Self {
+        Self::realistic_with(DepthMode::PerHost)
+    }
+
+    /// The realistic scenario with another way of choosing sleep depth.
+    pub fn realistic_with(depth: DepthMode) -> Self {
         Self {
             name: "realistic".into(),
-            accounting: Accounting::Realistic {
-                standby_w: 8.0,
-                wake_latency_s: 20.0,
-            },
+            accounting: Accounting::Realistic { depth },
             ..Self::cloudsim()
         }
     }
 
-    /// The policy to run this scenario with (what `router simulate` uses): the PlanetLab
-    /// policy that never plans an overload; the realistic scenario adds the N+1 reserve, 16 parallel
-    /// migrations and 15 min minimum awake time.
+    /// The policy to run this scenario with (what `router simulate` uses):
+    /// `Policy::planetlab_no_overload`, chosen on held-out synthetic days (see its doc);
+    /// the realistic scenario adds the N+1 reserve, 16 parallel migrations and 15 min
+    /// minimum awake time.
     pub fn default_policy(&self) -> Policy {
-        // The policy that never plans an overload: it meets the goals with SLATAH and
-        // PDM each below LR-MMT's. `planetlab_balanced` saves ~1 % more energy by
-        // tolerating planned overloads of 5 %, which a cloud that sells a 99.95 %
-        // availability should not do by default.
+        // `planetlab_balanced` saves ~1 % more energy by tolerating planned overloads of
+        // 5 %, which a cloud that sells a 99.95 % availability should not do by default.
         let base = Policy::planetlab_no_overload();
         match self.accounting {
             Accounting::CloudSim => base,
@@ -128,10 +191,11 @@ impl Scenario {
         ram_mb as f64 / (bw_mbit / 2.0 / 8.0)
     }
 
-    pub fn wake_latency_s(&self) -> f64 {
+    /// Seconds host `h` takes to wake from `depth` (0 under CloudSim's accounting).
+    pub fn wake_s(&self, h: usize, depth: SleepDepth) -> f64 {
         match self.accounting {
             Accounting::CloudSim => 0.0,
-            Accounting::Realistic { wake_latency_s, .. } => wake_latency_s,
+            Accounting::Realistic { .. } => self.hosts[h].sleep.at(depth).wake_s,
         }
     }
 

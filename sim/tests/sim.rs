@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use wisp_planner::PowerModel;
 use wisp_sim::{
-    load_planetlab_day, render_svg, simulate, Accounting, HostType, Scenario, TraceError, VmType,
-    Workload,
+    load_planetlab_day, render_svg, simulate, Accounting, DepthMode, HostType, Scenario, SleepSpec,
+    TraceError, VmType, Workload,
 };
 
 /// Two identical hosts (1000 MIPS, 100 W idle → 200 W full, linear), one VM type of
@@ -19,6 +19,7 @@ fn tiny(accounting: Accounting) -> Scenario {
         mem_mb: 4096,
         power: PowerModel::linear(100.0, 200.0),
         bw_mbit: 1000.0,
+        sleep: SleepSpec::typical_server(),
     };
     Scenario {
         name: "tiny".into(),
@@ -100,8 +101,7 @@ fn realistic_counts_idle_and_standby_power() {
     // reserve the empty host sleeps at t=0 and draws 8 W for the 900 s.
     let w = Workload::from_samples(vec![vec![30.0, 60.0, 30.0], vec![30.0, 30.0, 30.0]]);
     let sc = tiny(Accounting::Realistic {
-        standby_w: 8.0,
-        wake_latency_s: 20.0,
+        depth: DepthMode::AlwaysSuspend,
     });
     let mut policy = sc.default_policy();
     policy.reserve_hosts = 0;
@@ -129,6 +129,70 @@ fn realistic_counts_idle_and_standby_power() {
     assert!(
         svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>")
     );
+}
+
+#[test]
+fn standby_power_follows_the_sleep_depth() {
+    // The same day as above without a reserve: the empty host sleeps the whole 900 s, in
+    // S3 (8 W), in S5 (3 W), or as the depth policy chooses: nothing is needed soon (no
+    // reserve, no swing, demand far below the running host), so it powers off at once.
+    let w = Workload::from_samples(vec![vec![30.0, 60.0, 30.0], vec![30.0, 30.0, 30.0]]);
+    for (mode, watts, s3_hosts) in [
+        (DepthMode::AlwaysSuspend, 8.0, 1.0),
+        (DepthMode::AlwaysOff, 3.0, 0.0),
+        (DepthMode::PerHost, 3.0, 0.0),
+    ] {
+        let sc = tiny(Accounting::Realistic { depth: mode });
+        let mut policy = sc.default_policy();
+        policy.reserve_hosts = 0;
+        let r = simulate(&w, &sc, &policy);
+        let want = watts * 900.0 / 3.6e6;
+        assert!(
+            (r.standby_kwh - want).abs() < 1e-12,
+            "{mode:?}: standby {} kWh, want {want}",
+            r.standby_kwh
+        );
+        assert!((r.energy_kwh - (153_000.0 / 3.6e6 + want)).abs() < 1e-9);
+        assert_eq!(r.mean_s3_hosts, s3_hosts, "{mode:?}");
+        assert_eq!(r.deepenings, 0, "{mode:?}");
+    }
+    // With a host that cannot suspend, "always suspend" still sleeps it in S5.
+    let mut sc = tiny(Accounting::Realistic {
+        depth: DepthMode::AlwaysSuspend,
+    });
+    for h in &mut sc.hosts {
+        h.sleep.s3 = None;
+    }
+    let mut policy = sc.default_policy();
+    policy.reserve_hosts = 0;
+    let r = simulate(&w, &sc, &policy);
+    assert!((r.standby_kwh - 3.0 * 900.0 / 3.6e6).abs() < 1e-12);
+    assert_eq!(r.mean_s3_hosts, 0.0);
+}
+
+#[test]
+fn a_vm_waiting_for_a_host_waits_its_wake_time() {
+    // One VM at 60 % then 100 % of a 1000-MIPS host next to one at 30 %: at t = 300 the
+    // host is overloaded (1300 MIPS); the other host sleeps since t = 0, so the moved VM
+    // waits for its wake while its source stays overloaded: longer from S5 (150 s) than
+    // from S3 (20 s), and so more unserved demand and SLATAH.
+    let w = Workload::from_samples(vec![vec![30.0, 100.0, 100.0], vec![30.0, 30.0, 30.0]]);
+    let run = |mode| {
+        let sc = tiny(Accounting::Realistic { depth: mode });
+        let mut policy = sc.default_policy();
+        policy.reserve_hosts = 0;
+        policy.min_awake_s = 0.0;
+        simulate(&w, &sc, &policy)
+    };
+    let (s3, s5) = (run(DepthMode::AlwaysSuspend), run(DepthMode::AlwaysOff));
+    assert_eq!((s3.wakes, s5.wakes), (1, 1));
+    assert!(
+        s5.unserved > s3.unserved,
+        "{} vs {}",
+        s5.unserved,
+        s3.unserved
+    );
+    assert!(s5.slatah > s3.slatah, "{} vs {}", s5.slatah, s3.slatah);
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

@@ -164,7 +164,8 @@ impl<'a> State<'a> {
 
     /// A destination that fits VM `v` (CPU to `target`, memory), not `avoid`, of tier at
     /// most `max_tier`: the most efficient tier first, within it the roomiest when
-    /// `spread`, else the tightest.
+    /// `spread`, else the tightest. With `spread`, a VM leaving host `avoid` and
+    /// `relieve_onto_kept`, the hosts consolidation keeps are tried first.
     pub(crate) fn find_dest(
         &self,
         v: usize,
@@ -179,6 +180,27 @@ impl<'a> State<'a> {
         let need_mem = self.view.vms[v].mem_mb as f64;
         let ok = |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem;
         let lo = self.need[v];
+        if spread && avoid != NONE && self.policy.relieve_onto_kept {
+            // A host consolidation keeps: not below `lower`.
+            let kept = |h: &u32| {
+                ok(h)
+                    && self.cpu[*h as usize] >= self.policy.lower * self.view.hosts[*h as usize].cpu
+            };
+            let found = self
+                .index
+                .tier_list()
+                .iter()
+                .take_while(|&&t| t <= max_tier)
+                .find_map(|&t| {
+                    self.index
+                        .roomiest_in_tier(t, lo)
+                        .take(PROBES_PER_TIER)
+                        .find(kept)
+                });
+            if found.is_some() {
+                return found;
+            }
+        }
         self.index
             .tier_list()
             .iter()

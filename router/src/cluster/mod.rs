@@ -47,6 +47,7 @@ enum Msg {
         host: HostId,
         session: u64,
         reason: String,
+        goodbye: bool,
     },
     Report {
         host: HostId,
@@ -109,13 +110,15 @@ impl ClusterHandle {
         rx.await.ok()
     }
 
-    pub async fn disconnected(&self, host: HostId, session: u64, reason: String) {
+    /// The link `session` of `host` ended; `goodbye` when the genie closed it itself.
+    pub async fn disconnected(&self, host: HostId, session: u64, reason: String, goodbye: bool) {
         let _ = self
             .tx
             .send(Msg::Disconnected {
                 host,
                 session,
                 reason,
+                goodbye,
             })
             .await;
     }
@@ -272,8 +275,10 @@ impl Task {
                 host,
                 session,
                 reason,
+                goodbye,
             } => {
-                self.model.disconnected(host, session, &reason, now);
+                self.model
+                    .disconnected(host, session, &reason, goodbye, now);
                 self.publish();
             }
             // Reports are many and change only what the next tick publishes.

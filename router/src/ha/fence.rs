@@ -4,8 +4,11 @@
 //!
 //! For every suspect or unreachable host:
 //! - its BMC says chassis power off → the host is `down` (proven off);
-//! - its BMC says on, the host is unreachable beyond the genie grace period and has
-//!   VMs → power it off over IPMI, verify off, mark `fenced`;
+//! - its BMC says on, the host is unreachable and has VMs → power it off over IPMI,
+//!   verify off, mark `fenced`. How it went quiet decides when: a genie that closed
+//!   its link itself may be restarting, so it gets `genie_grace_ms` to come back; a
+//!   host that went silent (link left open, or closed by us) is cut off or hung, and is
+//!   fenced as soon as it is unreachable;
 //! - its BMC does not answer (or it has none) → the only proof left is the genie's
 //!   self-fence lease: once `lease_ms + lease_margin_ms` have passed since its last
 //!   report, its genie has killed its VMs, so the host counts as `fenced`; before
@@ -68,6 +71,11 @@ pub struct Work {
     pub has_vms: bool,
     /// False while the router suspects itself.
     pub may_fence: bool,
+    /// The host gets the genie grace before it is powered off: its genie closed its
+    /// link itself (it may be restarting), or its silence began in the router's own
+    /// network fault. A host that went silent on its own (link left open, or closed by
+    /// us) gets none: a cut or hung host is fenced at once.
+    pub grace: bool,
 }
 
 /// The verdict on one host, applied in the cluster task.
@@ -163,6 +171,7 @@ impl Model {
                     .unwrap_or_else(|| now.saturating_duration_since(self.started)),
                 has_vms: placed.contains(&h.cfg.name) || !h.vms.is_empty(),
                 may_fence: !suspect_self,
+                grace: h.link.is_none() && h.said_goodbye,
             })
             .collect()
     }
@@ -256,10 +265,15 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
         Ok(PowerState::Off) => Verdict::Off,
         Err(e) => lease_verdict(chain(&e)),
         Ok(PowerState::On) => {
+            let grace = if w.grace {
+                rules.genie_grace
+            } else {
+                Duration::ZERO
+            };
             if !w.may_fence
                 || !w.has_vms
                 || w.status != HostStatus::Unreachable
-                || w.since_report < rules.genie_grace
+                || w.since_report < grace
             {
                 return Verdict::OnWaiting;
             }
@@ -304,7 +318,12 @@ pub fn silence_since_suspicion(
     }
     if let Some(t) = *suspected_at {
         for w in &mut work {
-            w.since_report = w.since_report.min(now.duration_since(t));
+            let since = now.duration_since(t);
+            if since < w.since_report {
+                // Silent because of the router: a fresh grace, however it went quiet.
+                w.since_report = since;
+                w.grace = true;
+            }
         }
     }
     work
@@ -397,6 +416,7 @@ mod tests {
             since_report: Duration::from_millis(silent_ms),
             has_vms,
             may_fence,
+            grace: false,
         }
     }
 
@@ -459,18 +479,42 @@ mod tests {
     #[tokio::test]
     async fn powered_on_host_is_fenced_only_after_the_genie_grace() {
         let b = fake(PowerState::On);
-        let w = work(HostStatus::Unreachable, 1000, true, true);
+        let mut w = work(HostStatus::Unreachable, 1000, true, true);
+        w.grace = true;
         assert_eq!(
             judge(&w, Some(b.clone()), rules()).await,
             Verdict::OnWaiting
         );
         assert!(b.actions().is_empty());
-        let w = work(HostStatus::Unreachable, 6000, true, true);
+        w.since_report = Duration::from_millis(6000);
         assert!(matches!(
             judge(&w, Some(b.clone()), rules()).await,
             Verdict::Fenced { .. }
         ));
         assert_eq!(b.actions(), vec![PowerAction::Off]);
+    }
+
+    /// A host that went silent without closing its link (a cut cable, a hang) is
+    /// powered off as soon as it is unreachable: no grace for a restart it is not
+    /// doing.
+    #[tokio::test]
+    async fn a_silent_host_is_fenced_without_the_genie_grace() {
+        let b = fake(PowerState::On);
+        let w = work(HostStatus::Unreachable, 700, true, true);
+        assert!(!w.grace);
+        assert!(matches!(
+            judge(&w, Some(b.clone()), rules()).await,
+            Verdict::Fenced { .. }
+        ));
+        assert_eq!(b.actions(), vec![PowerAction::Off]);
+        // Still only suspect: not yet.
+        let b = fake(PowerState::On);
+        let w = work(HostStatus::Suspect, 700, true, true);
+        assert_eq!(
+            judge(&w, Some(b.clone()), rules()).await,
+            Verdict::OnWaiting
+        );
+        assert!(b.actions().is_empty());
     }
 
     #[tokio::test]

@@ -5,4 +5,5 @@
 pub mod api;
 mod commands;
 pub mod fence;
+pub mod leader;
 pub mod maintenance;

@@ -109,7 +109,7 @@ pub(super) async fn run(
     if let Err(e) = write_frame(&mut write_half, &welcome, MAX_FRAME_BYTES).await {
         warn!(%host, %peer, error = %e, "could not send welcome");
         cluster
-            .disconnected(host, session, "welcome failed".into())
+            .disconnected(host, session, "welcome failed".into(), false)
             .await;
         return;
     }
@@ -121,6 +121,9 @@ pub(super) async fn run(
     let mut next_id: CommandId = 1;
 
     let idle = idle_limit(&params);
+    // The genie closed the connection itself (a restart or a shutdown says goodbye;
+    // a cut cable, a power loss or a frozen host does not).
+    let mut goodbye = false;
     let mut heard = tokio::time::Instant::now();
     let reason = loop {
         tokio::select! {
@@ -132,7 +135,10 @@ pub(super) async fn run(
                 heard = tokio::time::Instant::now();
                 match msg {
                     None => break "reader ended".to_string(),
-                    Some(Err(ReadEnd::Eof)) => break "genie closed the connection".to_string(),
+                    Some(Err(ReadEnd::Eof)) => {
+                        goodbye = true;
+                        break "genie closed the connection".to_string();
+                    }
                     Some(Err(ReadEnd::Frame(e))) => {
                         warn!(%host, %peer, error = %e, "closing genie link: bad frame");
                         break format!("bad frame: {e}");
@@ -182,7 +188,7 @@ pub(super) async fn run(
     reader.abort();
     drop(pending);
     info!(%host, %peer, session, %reason, "genie link closed");
-    cluster.disconnected(host, session, reason).await;
+    cluster.disconnected(host, session, reason, goodbye).await;
 }
 
 enum ReadEnd {

@@ -173,6 +173,9 @@ pub struct HostEntry {
     pub vms: Vec<VmStatus>,
     /// What the host can do about sleeping and waking, as its genie last said.
     pub power_caps: Option<PowerCaps>,
+    /// Its last link was closed by the genie itself (a restart says goodbye; a cut
+    /// cable, a power loss or a hang does not). Cleared by a new link.
+    pub said_goodbye: bool,
     status: HostStatus,
     power: PowerKnown,
     /// Put to sleep on purpose (from the request until a wake or a failed suspend):
@@ -194,6 +197,7 @@ impl HostEntry {
             metrics: None,
             vms: Vec::new(),
             power_caps: None,
+            said_goodbye: false,
             status: HostStatus::Unreachable,
             power: PowerKnown::Unknown,
             sleep_intent: false,

@@ -63,6 +63,7 @@ impl Cluster {
         }
         // A fresh link counts as a report: the genie is alive right now.
         h.last_report = Some(now);
+        h.said_goodbye = false;
         h.link.replace(link)
     }
 

@@ -196,8 +196,18 @@ impl Model {
     }
 
     /// The link `session` of `host` closed (ignored if it was replaced meanwhile).
-    pub fn disconnected(&mut self, host: HostId, session: u64, reason: &str, now: Instant) {
+    pub fn disconnected(
+        &mut self,
+        host: HostId,
+        session: u64,
+        reason: &str,
+        goodbye: bool,
+        now: Instant,
+    ) {
         if self.cluster.disconnect(&host, session) {
+            if let Some(h) = self.cluster.hosts.get_mut(&host) {
+                h.said_goodbye = goodbye;
+            }
             self.push_event(Event::new(
                 unix_ms(),
                 EventKind::GenieDisconnected,

@@ -43,6 +43,7 @@
 //! its calls run on the writer thread, where waiting for a network round trip is as
 //! harmless as waiting for an fsync.
 
+pub mod etcd;
 #[cfg(any(test, feature = "fake"))]
 mod fake;
 mod file;
@@ -183,6 +184,14 @@ pub enum StoreError {
     WriterGone,
     #[error("{events} event(s) and {sla_books} SLA book(s) not yet stored (kept and retried; the log says why)")]
     Unwritten { events: usize, sla_books: usize },
+    #[error("cannot store the {what}: not the leader any more ({reason})")]
+    NotLeader { what: String, reason: String },
+    #[error("the etcd store cannot {action}")]
+    Etcd {
+        action: String,
+        #[source]
+        source: etcd::client::EtcdError,
+    },
 }
 
 /// The backend of the store: plain blocking calls, made by the writer thread only

@@ -36,6 +36,7 @@ pub mod bmc;
 pub mod capture;
 pub mod cmd;
 pub mod configs;
+pub mod etcd;
 pub mod freeze;
 pub mod guest;
 pub mod hosts;

@@ -1,0 +1,373 @@
+//! An etcd cluster for tests: `n` members of Debian's etcd 3.4 (`/usr/bin/etcd`) as
+//! child processes on loopback, each with its own data dir and log under the given
+//! directory, with the timings the router's election is built for
+//! (`--heartbeat-interval 100 --election-timeout 1000`).
+//!
+//! Ports are unique per test run: candidates derive from the test process's PID and a
+//! counter, and each is checked free by binding it. Members can be killed without a
+//! goodbye (SIGKILL), frozen (SIGSTOP, like a suspended machine) and restarted with
+//! their data; dropping the cluster kills every member and waits until it is gone.
+//! Nothing here needs root.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::procs;
+
+/// The etcd the lab runs (Debian's `etcd-server`).
+pub const ETCD: &str = "/usr/bin/etcd";
+
+/// Generous: a 3-member cluster is healthy in ~1-3 s on an idle machine.
+pub const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdLabError {
+    #[error("{ETCD} is missing: install Debian's etcd-server (tests/install-deps.sh)")]
+    Missing,
+    #[error("an etcd cluster has 1 to 7 members, not {0}")]
+    BadSize(usize),
+    #[error("no member {index} in this cluster of {members}")]
+    NoMember { index: usize, members: usize },
+    #[error("no free loopback port found for etcd")]
+    NoPort,
+    #[error("cannot prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start etcd member {name}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd member {name} exited early ({status}); its log {log}:\n{tail}")]
+    Exited {
+        name: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+}
+
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running etcd cluster; killed when dropped.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback port that is free now, different for each call in this process and
+/// (very likely) from other test processes running at the same time.
+fn free_port() -> Result<u16, EtcdLabError> {
+    let pid = std::process::id();
+    for _ in 0..2000 {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (pid.wrapping_mul(97).wrapping_add(n) % 30_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(EtcdLabError::NoPort)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EtcdLabError + '_ {
+    move |source| EtcdLabError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `n` members with data and logs under `dir` (created) and waits until
+    /// every one of them says it is healthy.
+    pub fn start(n: usize, dir: &Path) -> Result<Self, EtcdLabError> {
+        if !Path::new(ETCD).is_file() {
+            return Err(EtcdLabError::Missing);
+        }
+        if n == 0 || n > 7 {
+            return Err(EtcdLabError::BadSize(n));
+        }
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("m{i}");
+            let data_dir = dir.join(format!("etcd-{name}"));
+            // A leftover data dir would carry another cluster's identity.
+            let _ = fs::remove_dir_all(&data_dir);
+            members.push(Member {
+                log: dir.join(format!("etcd-{name}.log")),
+                name,
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                data_dir,
+                child: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_millis(500)))
+            .proxy(None)
+            .build();
+        let mut cluster = Self {
+            members,
+            initial_cluster,
+            token: format!(
+                "wisp-test-{}-{}",
+                std::process::id(),
+                NEXT_PORT.load(Ordering::Relaxed)
+            ),
+            agent: ureq::Agent::new_with_config(config),
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_healthy(HEALTHY_WITHIN)?;
+        Ok(cluster)
+    }
+
+    fn member(&self, i: usize) -> Result<&Member, EtcdLabError> {
+        self.members.get(i).ok_or(EtcdLabError::NoMember {
+            index: i,
+            members: self.members.len(),
+        })
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), EtcdLabError> {
+        let initial_cluster = self.initial_cluster.clone();
+        let token = self.token.clone();
+        let m = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .map_err(io_err(&m.log))?;
+        let log2 = log.try_clone().map_err(io_err(&m.log))?;
+        let child = Command::new(ETCD)
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &initial_cluster])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &token,
+            ])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|source| EtcdLabError::Spawn {
+                name: m.name.clone(),
+                source,
+            })?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// The client endpoints (`127.0.0.1:<port>`), member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// The PID of member `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<i32> {
+        self.members.get(i)?.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    fn get(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.members[i].client_port);
+        let mut resp = if path == "/health" {
+            self.agent.get(&url).call().ok()?
+        } else {
+            self.agent.post(&url).send("{}").ok()?
+        };
+        let text = resp.body_mut().read_to_string().ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn healthy(&self, i: usize) -> bool {
+        self.get(i, "/health")
+            .is_some_and(|v| v["health"] == "true")
+    }
+
+    /// Checks that no running member exited; the error carries its log's tail.
+    fn check_running(&mut self) -> Result<(), EtcdLabError> {
+        for m in &mut self.members {
+            let Some(child) = m.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = fs::read_to_string(&m.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                return Err(EtcdLabError::Exited {
+                    name: m.name.clone(),
+                    status: status.to_string(),
+                    log: m.log.clone(),
+                    tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every running member says it is healthy (it has a leader).
+    pub fn wait_healthy(&mut self, timeout: Duration) -> Result<(), EtcdLabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            let running: Vec<usize> = (0..self.members.len())
+                .filter(|&i| self.members[i].child.is_some())
+                .collect();
+            if running.iter().all(|&i| self.healthy(i)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EtcdLabError::Timeout {
+                    what: format!("etcd members {running:?} to be healthy"),
+                    secs: timeout.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the member that is etcd's raft leader now, as the running members
+    /// see it (`None` while there is none).
+    pub fn leader_member(&self) -> Option<usize> {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let Some(status) = self.get(i, "/v3/maintenance/status") else {
+                continue;
+            };
+            let leader = status["leader"].as_str().unwrap_or("0");
+            if leader == "0" {
+                continue;
+            }
+            for j in 0..self.members.len() {
+                if self.members[j].child.is_none() {
+                    continue;
+                }
+                let id = if j == i {
+                    status["header"]["member_id"].clone()
+                } else {
+                    match self.get(j, "/v3/maintenance/status") {
+                        Some(s) => s["header"]["member_id"].clone(),
+                        None => continue,
+                    }
+                };
+                if id.as_str() == Some(leader) {
+                    return Some(j);
+                }
+            }
+        }
+        None
+    }
+
+    /// Kills member `i` with SIGKILL (no goodbye to its peers) and waits until it is
+    /// gone.
+    pub fn kill_member(&mut self, i: usize) -> Result<(), EtcdLabError> {
+        self.member(i)?;
+        if let Some(mut child) = self.members[i].child.take() {
+            procs::signal(child.id() as i32, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Freezes member `i` (SIGSTOP): its sockets stay open, it answers nothing.
+    pub fn freeze_member(&self, i: usize) -> Result<(), EtcdLabError> {
+        self.member(i)?;
+        if let Some(pid) = self.pid(i) {
+            procs::signal(pid, Signal::SIGSTOP);
+        }
+        Ok(())
+    }
+
+    /// Thaws member `i` (SIGCONT).
+    pub fn thaw_member(&self, i: usize) -> Result<(), EtcdLabError> {
+        self.member(i)?;
+        if let Some(pid) = self.pid(i) {
+            procs::signal(pid, Signal::SIGCONT);
+        }
+        Ok(())
+    }
+
+    /// Starts member `i` again with its data (after [`Self::kill_member`]) and waits
+    /// until it is healthy.
+    pub fn restart_member(&mut self, i: usize) -> Result<(), EtcdLabError> {
+        self.start_member(i)?;
+        self.wait_healthy(HEALTHY_WITHIN)
+    }
+
+    /// Starts member `i` again with its data, without waiting: a member alone cannot
+    /// be healthy without a quorum, so bringing back a whole cluster starts every
+    /// member first and waits after ([`Self::wait_healthy`]).
+    pub fn start_member(&mut self, i: usize) -> Result<(), EtcdLabError> {
+        self.member(i)?;
+        self.kill_member(i)?;
+        self.spawn(i)
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                // SIGKILL ends a frozen (SIGSTOPped) member too.
+                procs::signal(child.id() as i32, Signal::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
+}
