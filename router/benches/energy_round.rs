@@ -52,6 +52,7 @@ fn cluster(hosts: usize, per_host: usize, t: u64) -> Observed {
             linked: up,
             maintenance: false,
             standby: !up,
+            quarantined: false,
             cpus: Some(16),
             cpu_percent: Some(30.0),
             vcpus: 64,
@@ -59,6 +60,7 @@ fn cluster(hosts: usize, per_host: usize, t: u64) -> Observed {
             vms,
             depth: None,
             can_ram: true,
+            expected_wake_ms: None,
         });
     }
     obs

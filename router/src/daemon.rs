@@ -85,6 +85,15 @@ pub async fn run_on(
     ));
     let (energy, energy_task) =
         crate::energy::spawn(cluster.clone(), power.clone(), &config, shutdown.clone());
+    let drills = tokio::spawn(crate::power::drill::run(
+        cluster.clone(),
+        power.clone(),
+        {
+            let e = energy.clone();
+            move || e.status().executing
+        },
+        shutdown.clone(),
+    ));
     let api_task = tokio::spawn(api::serve_router(
         api_listener,
         api::app(ApiState {
@@ -118,6 +127,7 @@ pub async fn run_on(
         reconciler,
         fencer,
         energy_task,
+        drills,
         cluster_task
     );
     power.shutdown().await;

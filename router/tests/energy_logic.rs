@@ -28,6 +28,7 @@ fn host(name: &str, status: HostStatus, vms: &[&str]) -> ObservedHost {
         linked: status == HostStatus::Up,
         maintenance: status == HostStatus::Maintenance,
         standby: status == HostStatus::Standby,
+        quarantined: false,
         cpus: Some(2),
         cpu_percent: Some(10.0),
         vcpus: 8,
@@ -38,6 +39,7 @@ fn host(name: &str, status: HostStatus, vms: &[&str]) -> ObservedHost {
             .collect(),
         depth: None,
         can_ram: true,
+        expected_wake_ms: None,
     }
 }
 

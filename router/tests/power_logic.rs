@@ -442,7 +442,7 @@ async fn a_host_that_never_wakes_is_marked_and_reported() {
     let text = e.to_string();
     assert!(matches!(e, PowerError::WakeFailed { .. }), "{text}");
     assert!(
-        text.contains("Wake-on-LAN not sent") && text.contains("IPMI power-on accepted"),
+        text.contains("wol: magic packets not sent") && text.contains("ipmi: genie not heard"),
         "{text}"
     );
     // The fake BMC turned "on" but no genie came: not proven off, so unreachable.

@@ -31,6 +31,14 @@ pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
             } else {
                 0
             },
+            quarantine: h.quarantine.clone(),
+            expected_wake_ms: h.expected_wake_ms(),
+            wake_ms: h
+                .wake
+                .methods
+                .iter()
+                .filter_map(|(m, s)| Some((*m, s.median()?)))
+                .collect(),
             sleep: h
                 .power_caps
                 .as_ref()

@@ -79,10 +79,11 @@ pub enum Cmd {
     /// Chassis power through the BMCs: status, on, off, soft, cycle, reset.
     #[command(subcommand)]
     Power(power::PowerCmd),
-    /// Wake a host (Wake-on-LAN, verified by its genie registering; IPMI as fallback).
+    /// Wake a host by its wake methods (WoL, then IPMI by default), each verified by
+    /// the BMC seeing power on and then its genie heard.
     Wake {
         host: String,
-        /// Override the router's wake_deadline_ms for this wake.
+        /// Override the router's wake_boot_ms for this wake.
         #[arg(long)]
         deadline_ms: Option<u64>,
         #[arg(long)]
@@ -203,7 +204,10 @@ pub fn hosts_table(hosts: &[HostView]) -> String {
         .map(|h| {
             vec![
                 h.name.to_string(),
-                h.state.as_str().into(),
+                match h.quarantine {
+                    Some(_) => format!("{},quarantined", h.state),
+                    None => h.state.as_str().into(),
+                },
                 h.power.as_str().into(),
                 h.address.clone(),
                 opt(h.cpu_percent, |c| format!("{c:.1}%")),

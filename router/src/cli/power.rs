@@ -1,4 +1,4 @@
-//! `router power status|on|off|soft|cycle|reset`, `router wake`, `router suspend`.
+//! `router power status|on|off|soft|cycle|reset|clear`, `router wake`, `router suspend`.
 //! Output reads like ipmitool's (`Chassis Power is on`), a table for many hosts,
 //! `--json` for scripts; every command says what was verified and how long it took.
 
@@ -8,12 +8,12 @@ use clap::Subcommand;
 
 use super::{print_or_json, table, Client, ClientError};
 use crate::api::types::{
-    ActionReport, ChassisAction, PowerStatusRow, SuspendOutcome, SuspendRequest, WakeOutcome,
-    WakeRequest,
+    ActionReport, ChassisAction, ClearReport, PowerStatusRow, SuspendOutcome, SuspendRequest,
+    WakeOutcome, WakeRequest,
 };
 
 /// A BMC call is bounded by its own timeout (5 s with retries); verification by
-/// `power_verify_ms`; a wake by twice `wake_deadline_ms`. The client waits longer than
+/// `power_verify_ms`; a wake by `wake_boot_ms` per method. The client waits longer than
 /// any of them so the router, not the HTTP client, reports what happened.
 const POWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -55,6 +55,13 @@ pub enum PowerCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Clear a host's quarantine (it failed to wake by every method), so the energy
+    /// mode may use it again.
+    Clear {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One host like ipmitool, many as a table.
@@ -62,12 +69,13 @@ pub fn status_text(rows: &[PowerStatusRow]) -> String {
     if let [r] = rows {
         return match &r.error {
             None => format!(
-                "Chassis Power is {}\n({}: BMC {}, {} ms; host {})\n",
+                "Chassis Power is {}\n({}: BMC {}, {} ms; host {})\n{}",
                 r.power,
                 r.host,
                 r.bmc.as_deref().unwrap_or("-"),
                 r.elapsed_ms,
-                r.state.as_str()
+                r.state.as_str(),
+                notes(r)
             ),
             Some(e) => format!("Error: {e} ({} ms)\n", r.elapsed_ms),
         };
@@ -81,11 +89,37 @@ pub fn status_text(rows: &[PowerStatusRow]) -> String {
                 r.state.as_str().into(),
                 r.bmc.clone().unwrap_or_else(|| "-".into()),
                 format!("{} ms", r.elapsed_ms),
-                r.error.clone().unwrap_or_default(),
+                r.expected_wake_ms
+                    .map(|w| format!("{w} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                match (&r.error, &r.quarantine) {
+                    (Some(e), Some(q)) => format!("{e}; quarantined: {q}"),
+                    (Some(e), None) => e.clone(),
+                    (None, Some(q)) => format!("quarantined: {q}"),
+                    (None, None) => String::new(),
+                },
             ]
         })
         .collect();
-    table::render(&["HOST", "POWER", "STATE", "BMC", "TIME", "ERROR"], &body)
+    table::render(
+        &["HOST", "POWER", "STATE", "BMC", "TIME", "WAKE", "ERROR"],
+        &body,
+    )
+}
+
+/// The quarantine and measured wake time of one host, a line each.
+fn notes(r: &PowerStatusRow) -> String {
+    let mut s = String::new();
+    if let Some(w) = r.expected_wake_ms {
+        s.push_str(&format!("Wakes in about {w} ms (median measured)\n"));
+    }
+    if let Some(q) = &r.quarantine {
+        s.push_str(&format!(
+            "Quarantined: {q} (router power clear {})\n",
+            r.host
+        ));
+    }
+    s
 }
 
 pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
@@ -106,6 +140,11 @@ pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
                 });
             }
             return Ok(());
+        }
+        PowerCmd::Clear { host, json } => {
+            let r: ClearReport =
+                c.post(&format!("/v1/hosts/{host}/clear"), &serde_json::json!({}))?;
+            return print_or_json(*json, &r, |r| format!("{}\n", r.message));
         }
         PowerCmd::On { host, json } => (ChassisAction::On, host, json),
         PowerCmd::Off { host, json } => (ChassisAction::Off, host, json),

@@ -5,6 +5,9 @@
 //! of the router can trust the config.
 
 pub mod energy;
+pub mod wake;
+
+pub use wake::WakeVia;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -49,11 +52,25 @@ pub struct RouterConfig {
     /// Interface magic packets leave from.
     #[serde(default)]
     pub wol_interface: Option<String>,
-    /// How long a woken host's genie gets to register before the wake falls back to
-    /// IPMI power-on (and, after as long again, is declared failed). Real servers boot
-    /// in one to three minutes.
-    #[serde(default = "default_wake_deadline_ms")]
-    pub wake_deadline_ms: u64,
+    /// How long a woken host's genie gets to be heard once its power is on (or when
+    /// its power cannot be seen): a full boot. `wake_deadline_ms` is its older name.
+    /// Defaults and their basis: `config/wake.rs`.
+    #[serde(default = "wake::default_boot_ms", alias = "wake_deadline_ms")]
+    pub wake_boot_ms: u64,
+    /// A wake moves on to the next method when the BMC still reports power off this
+    /// long after an attempt.
+    #[serde(default = "wake::default_power_proof_ms")]
+    pub wake_power_proof_ms: u64,
+    /// The wait for the genie when the BMC read "on" before the attempt (S3 shown as
+    /// on): no power proof is possible, and a resume takes seconds.
+    #[serde(default = "wake::default_resume_ms")]
+    pub wake_resume_ms: u64,
+    /// Also ask one up genie (same subnet first) to send the magic packets.
+    #[serde(default = "wake::default_true")]
+    pub wol_relay: bool,
+    /// In energy mode, a host asleep this long gets a wake drill.
+    #[serde(default = "wake::default_drill_after_s")]
+    pub drill_after_s: u64,
     /// How long a power command waits for the BMC to confirm the new chassis state
     /// (and a suspend for the host to go quiet). ACPI soft-off waits for the OS.
     #[serde(default = "default_power_verify_ms")]
@@ -121,9 +138,6 @@ fn default_lease_ms() -> u64 {
     // restart), unless the operator turns the lease on.
     0
 }
-fn default_wake_deadline_ms() -> u64 {
-    180_000
-}
 fn default_power_verify_ms() -> u64 {
     60_000
 }
@@ -155,6 +169,10 @@ pub struct HostConfig {
     /// less 512 MiB for the host itself.
     #[serde(default)]
     pub mem_mib: Option<u64>,
+    /// Wake methods in the order tried (`["wol", "ipmi"]`); default: WoL when a path
+    /// exists, then IPMI when a BMC is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<Vec<WakeVia>>,
 }
 
 impl HostConfig {
@@ -222,7 +240,7 @@ impl RouterConfig {
             ("unreachable_after_ms", self.unreachable_after_ms, 3_600_000),
             ("genie_grace_ms", self.genie_grace_ms, 3_600_000),
             ("lease_margin_ms", self.lease_margin_ms, 3_600_000),
-            ("wake_deadline_ms", self.wake_deadline_ms, 3_600_000),
+            ("wake_boot_ms", self.wake_boot_ms, 3_600_000),
             ("power_verify_ms", self.power_verify_ms, 3_600_000),
             (
                 "migration.downtime_limit_ms",
@@ -251,6 +269,9 @@ impl RouterConfig {
             ));
         }
         if let Err((key, message)) = self.energy.validate() {
+            return Err(invalid(key, message));
+        }
+        if let Err((key, message)) = self.validate_wake() {
             return Err(invalid(key, message));
         }
         let mut names = HashSet::new();

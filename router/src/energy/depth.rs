@@ -101,7 +101,12 @@ impl DepthBook {
                 cpu: h.cpu,
                 mips_per_watt: h.cpu / draw.max_watts.max(1.0),
                 can_suspend: o.is_none_or(|o| o.can_ram),
-                wake_s3_s: cfg.wake_latency_s,
+                // A measured wake of a host asleep in S3 is its S3 wake.
+                wake_s3_s: o
+                    .filter(|_| current != Some(SleepDepth::Off))
+                    .and_then(|o| o.expected_wake_ms)
+                    .map(|ms| ms as f64 / 1000.0)
+                    .unwrap_or(cfg.wake_latency_s),
                 wake_s5_s: cfg.wake_off_s,
                 current,
                 unneeded_since_s: since,

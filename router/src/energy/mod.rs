@@ -204,7 +204,7 @@ pub fn spawn(
     let act = Arc::new(RealActuator {
         cluster: cluster.clone(),
         power,
-        wake_deadline: Duration::from_millis(cfg.wake_deadline_ms),
+        wake_deadline: Duration::from_millis(cfg.wake_boot_ms),
         verify: Duration::from_millis(cfg.power_verify_ms),
         migration: cfg.migration,
         sleep_mode: cfg.energy.sleep,

@@ -29,6 +29,8 @@ pub struct ObservedHost {
     pub linked: bool,
     pub maintenance: bool,
     pub standby: bool,
+    /// Failed to wake by every method: the planner leaves it alone (`power/quarantine.rs`).
+    pub quarantined: bool,
     /// CPUs (from its metrics), if it ever reported them.
     pub cpus: Option<usize>,
     pub cpu_percent: Option<f64>,
@@ -41,6 +43,8 @@ pub struct ObservedHost {
     pub depth: Option<crate::api::types::SuspendMode>,
     /// False when its genie said its kernel offers no suspend-to-RAM.
     pub can_ram: bool,
+    /// Its measured wake time (median of its recent wakes, request to genie heard).
+    pub expected_wake_ms: Option<u64>,
 }
 
 /// A VM the router manages.
@@ -78,6 +82,7 @@ pub fn observe(m: &Model) -> Observed {
                 linked: h.link.is_some(),
                 maintenance: flags.is_some_and(|f| f.maintenance),
                 standby: flags.is_some_and(|f| f.standby),
+                quarantined: flags.is_some_and(|f| f.quarantine.is_some()),
                 cpus: h
                     .metrics
                     .as_ref()
@@ -87,6 +92,7 @@ pub fn observe(m: &Model) -> Observed {
                 vcpus: cap.vcpus,
                 mem_mib: cap.mem_mib,
                 depth: flags.and_then(|f| f.depth),
+                expected_wake_ms: flags.and_then(|f| f.wake.expected_ms()),
                 can_ram: h
                     .power_caps
                     .as_ref()
@@ -130,7 +136,7 @@ pub fn observe(m: &Model) -> Observed {
 
 /// The planner's idea of a host's power state.
 pub fn power_state(h: &ObservedHost) -> PlanPower {
-    if h.maintenance || h.status == HostStatus::Maintenance {
+    if h.maintenance || h.quarantined || h.status == HostStatus::Maintenance {
         return PlanPower::Unavailable;
     }
     match h.status {
@@ -215,7 +221,14 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
             mem_mb: h.mem_mib,
             power,
             power_model: cfg.power(&h.id).model(),
-            wake_latency_s: cfg.wake_latency_s,
+            // Measured when known; else the configured figure for its depth (a host
+            // that sleeps powered off wakes through a full boot).
+            wake_latency_s: h.expected_wake_ms.map(|ms| ms as f64 / 1000.0).unwrap_or(
+                match h.depth {
+                    Some(crate::api::types::SuspendMode::SoftOff) => cfg.wake_off_s,
+                    _ => cfg.wake_latency_s,
+                },
+            ),
             power_changed_at_s: rec.power.get(&h.id).map(|p| p.1).unwrap_or(now_s),
         });
     }

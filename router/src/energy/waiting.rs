@@ -68,6 +68,7 @@ mod tests {
             linked: status == HostStatus::Up,
             maintenance: false,
             standby: status == HostStatus::Standby,
+            quarantined: false,
             cpus: Some(2),
             cpu_percent: Some(1.0),
             vcpus: 8,
@@ -75,6 +76,7 @@ mod tests {
             vms: Vec::new(),
             depth: None,
             can_ram: true,
+            expected_wake_ms: None,
         }
     }
 

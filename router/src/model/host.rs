@@ -451,6 +451,7 @@ mod tests {
             bmc_password_file: None,
             vcpus: None,
             mem_mib: None,
+            wake: None,
         });
         h.status = status;
         h.link = linked.then(|| LinkEntry {

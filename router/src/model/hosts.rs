@@ -151,6 +151,7 @@ mod tests {
             bmc_password_file: None,
             vcpus: None,
             mem_mib: None,
+            wake: None,
         }
     }
 

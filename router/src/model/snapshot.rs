@@ -34,6 +34,10 @@ pub struct HostSnap {
     /// The operator's and the energy planner's stored flags.
     pub maintenance: bool,
     pub standby: bool,
+    /// Why it is quarantined (failed to wake by every method), if it is.
+    pub quarantine: Option<String>,
+    /// Its measured wake times and drills.
+    pub wake: crate::power::wake::book::WakeBook,
     /// What the host can do about sleeping and waking, as its genie last said.
     pub power_caps: Option<wisp_common::proto::PowerCaps>,
 }
@@ -41,6 +45,13 @@ pub struct HostSnap {
 impl HostSnap {
     pub fn linked(&self) -> bool {
         self.genie_version.is_some()
+    }
+
+    /// How long a wake of this host is expected to take (median of its measured
+    /// wakes, request to genie heard); `None` before the first. For the energy
+    /// planner's reserve.
+    pub fn expected_wake_ms(&self) -> Option<u64> {
+        self.wake.expected_ms()
     }
 }
 
@@ -136,6 +147,17 @@ impl Model {
                         .hosts
                         .get(&h.cfg.name)
                         .is_some_and(|r| r.standby),
+                    quarantine: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .and_then(|r| r.quarantine.as_ref().map(|q| q.reason.clone())),
+                    wake: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .map(|r| r.wake.clone())
+                        .unwrap_or_default(),
                     power_caps: h.power_caps.clone(),
                 })
                 .collect(),

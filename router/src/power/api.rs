@@ -1,5 +1,5 @@
 //! HTTP routes for power: chassis status (all hosts in parallel or one), chassis
-//! control, wake and suspend. BMC calls run here, in the handler's task, never on the
+//! control, wake, suspend and clearing a quarantine. BMC calls run here, in the handler's task, never on the
 //! cluster task; results are recorded with `ClusterHandle::with`.
 
 use std::time::Duration;
@@ -10,20 +10,30 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::actions::power_action;
+use super::quarantine::{clear, QuarantineError};
 use super::status::status;
 use super::suspend::suspend;
 use super::wake::wake;
 use super::PowerError;
 use crate::api::types::power::UnknownAction;
 use crate::api::types::{
-    ActionReport, ChassisAction, PowerStatusRow, SuspendMode, SuspendOutcome, SuspendRequest,
-    WakeOutcome, WakeRequest,
+    ActionReport, ChassisAction, ClearReport, PowerStatusRow, SuspendMode, SuspendOutcome,
+    SuspendRequest, WakeOutcome, WakeRequest,
 };
 use crate::api::{detached, host_id, ApiError, ApiState, Body};
 use crate::vms::chain;
 
 impl From<PowerError> for ApiError {
     fn from(e: PowerError) -> Self {
+        ApiError::new(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            chain(&e),
+        )
+    }
+}
+
+impl From<QuarantineError> for ApiError {
+    fn from(e: QuarantineError) -> Self {
         ApiError::new(
             StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             chain(&e),
@@ -38,13 +48,14 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/power/{host}/{action}", post(action))
         .route("/v1/hosts/{host}/wake", post(wake_host))
         .route("/v1/hosts/{host}/suspend", post(suspend_host))
+        .route("/v1/hosts/{host}/clear", post(clear_host))
 }
 
-/// Timing settings from the config: the wake deadline and the power verification.
+/// Timing settings from the config: the boot wait of a wake and the power verification.
 fn timing(s: &ApiState) -> (Duration, Duration) {
     let c = s.cluster.config();
     (
-        Duration::from_millis(c.wake_deadline_ms),
+        Duration::from_millis(c.wake_boot_ms),
         Duration::from_millis(c.power_verify_ms),
     )
 }
@@ -101,4 +112,12 @@ async fn suspend_host(
     };
     let (_, verify) = timing(&s);
     detached(async move { suspend(&s.cluster, &s.power, &h, mode, req.force, verify).await }).await
+}
+
+async fn clear_host(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+) -> Result<Json<ClearReport>, ApiError> {
+    let h = host_id(&host)?;
+    Ok(Json(clear(&s.cluster, &h).await?))
 }

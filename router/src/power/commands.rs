@@ -91,8 +91,11 @@ impl Command for RecordPowerStatus {
                     let src = format!("BMC {}", bmc.as_deref().unwrap_or("?"));
                     m.mark_power(&host, power, &src)
                 };
+                let rec = m.persisted.hosts.get(&host);
                 PowerStatusRow {
                     state: state.unwrap_or(HostStatus::Unreachable),
+                    quarantine: rec.and_then(|r| r.quarantine.as_ref().map(|q| q.reason.clone())),
+                    expected_wake_ms: rec.and_then(|r| r.wake.expected_ms()),
                     host,
                     bmc,
                     power,
@@ -277,24 +280,6 @@ impl Command for StartWake {
         }
         e.apply(HostEvent::WakeRequested);
         Some(false)
-    }
-}
-
-/// Whether `host` is `Up` on a genie session other than `old`: a wake is verified by a
-/// new registration, not by a link that was there before it.
-pub(crate) struct RegisteredSince {
-    pub host: HostId,
-    pub old: Option<u64>,
-}
-
-impl Command for RegisteredSince {
-    type Output = bool;
-    const NAME: &'static str = "check a wake registered";
-    fn apply(self, m: &mut Model) -> Self::Output {
-        m.cluster.hosts.get(&self.host).is_some_and(|e| {
-            e.status() == HostStatus::Up
-                && e.link.as_ref().is_some_and(|l| Some(l.session) != self.old)
-        })
     }
 }
 

@@ -51,7 +51,7 @@ pub enum PowerError {
     NoRamSuspend { host: HostId, offers: String },
     #[error("host {host}: no way to wake it (no wol_interface in router.toml and no BMC)")]
     NoWakePath { host: HostId },
-    #[error("host {host} failed to wake: {tried}; its genie did not register within {after:?}")]
+    #[error("host {host} failed to wake after {after:?}: {tried}")]
     WakeFailed {
         host: HostId,
         tried: String,

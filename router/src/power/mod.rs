@@ -5,8 +5,10 @@
 pub mod actions;
 pub mod api;
 mod commands;
+pub mod drill;
 mod error;
 pub mod mark;
+pub mod quarantine;
 pub mod status;
 pub mod suspend;
 pub mod wait;

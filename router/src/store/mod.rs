@@ -133,6 +133,16 @@ pub struct HostRecord {
     /// sleep stored by an older router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<crate::api::types::SuspendMode>,
+    /// Failed to wake by every method: kept out of the energy planner until
+    /// `router power clear`. Left out of the file while unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<crate::power::quarantine::Quarantine>,
+    /// Measured wake times and drills (`power/wake/book.rs`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::power::wake::book::WakeBook::is_empty"
+    )]
+    pub wake: crate::power::wake::book::WakeBook,
 }
 
 impl PersistedState {

@@ -24,6 +24,15 @@ pub struct HostView {
     pub load_avg: Option<[f64; 3]>,
     pub uptime_s: Option<u64>,
     pub vms: usize,
+    /// Why it is quarantined (failed to wake by every method; `router power clear`).
+    #[serde(default)]
+    pub quarantine: Option<String>,
+    /// Median measured wake, request to genie heard (`None`: never measured).
+    #[serde(default)]
+    pub expected_wake_ms: Option<u64>,
+    /// Median measured wake per method, from the attempt to the genie heard.
+    #[serde(default)]
+    pub wake_ms: std::collections::BTreeMap<crate::config::WakeVia, u64>,
     /// Sleep depths the host offers, as its genie learned them: `ram` (suspend to
     /// RAM, in /sys/power/state) and `off` (soft-off, always); empty when not known yet.
     #[serde(default)]

@@ -18,8 +18,8 @@ pub mod vms;
 pub use energy::{Decision, EnergyRequest, EnergyStatus, HostEnergy, HostPower};
 pub use hosts::{HostView, MaintenanceReport, MaintenanceRequest, SlaReport, SlaRow, StatusView};
 pub use power::{
-    ActionReport, ChassisAction, PowerStatusRow, SuspendMode, SuspendOutcome, SuspendRequest,
-    WakeMethod, WakeOutcome, WakeRequest,
+    ActionReport, ChassisAction, ClearReport, PowerStatusRow, SuspendMode, SuspendOutcome,
+    SuspendRequest, WakeAttempt, WakeMethod, WakeOutcome, WakeRequest, WakeVia,
 };
 pub use vms::{
     CreateRequest, MigrateRequest, MigrationReport, OpKind, OpReport, StopRequest, VmDetail,

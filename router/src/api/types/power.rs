@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use wisp_bmc::PowerAction;
 use wisp_common::{HostId, VmId};
 
+pub use crate::config::WakeVia;
 use crate::model::host::{HostStatus, PowerKnown};
 
 /// A chassis control word of the API and the CLI (`router power on|off|soft|cycle|reset`).
@@ -103,6 +104,12 @@ pub struct PowerStatusRow {
     /// Why the BMC could not be asked (names the BMC address, never the password).
     pub error: Option<String>,
     pub elapsed_ms: u64,
+    /// Why the host is quarantined (failed to wake by every method), if it is.
+    #[serde(default)]
+    pub quarantine: Option<String>,
+    /// Median measured wake time, request to genie heard (`None`: never measured).
+    #[serde(default)]
+    pub expected_wake_ms: Option<u64>,
 }
 
 /// What a power command did and what was verified.
@@ -128,7 +135,7 @@ pub struct ActionReport {
 /// `POST /v1/hosts/{host}/wake` (the body is optional).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct WakeRequest {
-    /// Overrides `wake_deadline_ms` for this wake.
+    /// Overrides `wake_boot_ms` (the wait for the genie once power is on) for this wake.
     #[serde(default)]
     pub deadline_ms: Option<u64>,
 }
@@ -143,21 +150,63 @@ pub enum WakeMethod {
     Ipmi,
 }
 
-/// What a wake did and how long the host took to register.
+impl From<WakeVia> for WakeMethod {
+    fn from(w: WakeVia) -> Self {
+        match w {
+            WakeVia::Wol => Self::Wol,
+            WakeVia::Ipmi => Self::Ipmi,
+        }
+    }
+}
+
+/// What a wake did and how long the host took to be heard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WakeOutcome {
     pub host: HostId,
     pub method: WakeMethod,
-    /// Magic packets sent (raw 0x0842 frames + UDP datagrams); 0 if WoL was not used.
+    /// Magic packets sent by the router (raw 0x0842 frames + UDP datagrams); 0 if WoL
+    /// was not used.
     pub wol_packets: u32,
     /// Why WoL could not be sent, if it could not.
     pub wol_error: Option<String>,
-    /// Whether IPMI power-on was used because WoL did not bring the genie up in time.
+    /// Whether a method after the first one brought the host up.
     pub fallback: bool,
-    /// From the start of the wake to the genie's registration.
+    /// From the start of the wake to the genie heard.
     pub registered_ms: u64,
     pub message: String,
+    /// Genies that sent the magic packets for the router too (`wol_relay`).
+    #[serde(default)]
+    pub wol_relays: u32,
+    /// Chassis power seen on by the BMC, ms after the working attempt was sent.
+    #[serde(default)]
+    pub power_seen_ms: Option<u64>,
+    /// The genie heard, ms after the working attempt was sent.
+    #[serde(default)]
+    pub heard_ms: Option<u64>,
+    /// Every attempt in order, the failed ones with their reason.
+    #[serde(default)]
+    pub attempts: Vec<WakeAttempt>,
+    /// A wake drill of the energy mode, not a wake for need.
+    #[serde(default)]
+    pub drill: bool,
 }
+
+/// One method tried during a wake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WakeAttempt {
+    pub method: WakeVia,
+    /// When it was sent, ms after the wake started.
+    pub started_ms: u64,
+    /// Chassis power seen on, ms after it was sent.
+    pub power_seen_ms: Option<u64>,
+    /// The genie heard, ms after it was sent.
+    pub heard_ms: Option<u64>,
+    /// Why it did not work (`None`: it worked).
+    pub error: Option<String>,
+}
+
+/// `POST /v1/hosts/{host}/clear` (`router power clear HOST`).
+pub use crate::power::quarantine::ClearReport;
 
 /// `POST /v1/hosts/{host}/suspend` (the body is optional).
 #[derive(Debug, Default, Serialize, Deserialize)]
