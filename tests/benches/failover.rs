@@ -12,11 +12,15 @@
 //! The crashed host is then powered on again over IPMI and must rejoin before the next
 //! run, which crashes whichever host now runs the VM.
 //!
-//! Two series: a plain crash, where the lab kills the host's processes and the host's
+//! Three series: a plain crash, where the lab kills the host's processes and the host's
 //! kernel (still alive: it is the machine's) closes the genie's TCP link, so the router
-//! learns at once; and a silent crash, where the host's bridge port goes down first so
+//! learns at once; a silent crash, where the host's bridge port goes down first so
 //! nothing reaches the router, as with a real power loss: detection then waits for
-//! missed heartbeats (`suspect_after_ms`). The second is the honest figure.
+//! missed heartbeats (`suspect_after_ms`) and the BMC proves it off; and an isolation,
+//! where only the port goes down: the host runs on, and the router must power it off
+//! over IPMI (it went silent, so no genie grace) before the VM runs elsewhere. The
+//! fence goals (fault to proven off): silent power loss median <= 1.5 s and max <= 2.5 s,
+//! isolation median <= 2 s.
 //!
 //! Run: `cargo build -p genie -p router -p wisp-tests --bins && cargo bench -p
 //! wisp-tests --bench failover` (as root). `WISP_FAILOVER_RUNS=N` changes the count.
@@ -57,18 +61,32 @@ fn host_state(lab: &Lab, host: &str) -> String {
         .unwrap_or_default()
 }
 
-/// One series of `runs` crashes; returns the runs and the host vm1 ends on.
-fn series(lab: &Lab, silent: bool, runs: usize, mut on: usize) -> (Vec<Run>, usize) {
+/// How a series' host fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Power off; the dying kernel closes the genie's link.
+    Crash,
+    /// Cable first, then power off: nothing says goodbye.
+    SilentCrash,
+    /// Cable only: the host runs on, cut off, its BMC reachable; the router must power
+    /// it off over IPMI before the VM may run elsewhere.
+    Isolation,
+}
+
+/// One series of `runs` faults; returns the runs and the host vm1 ends on.
+fn series(lab: &Lab, fault: Fault, runs: usize, mut on: usize) -> (Vec<Run>, usize) {
     let mut results = Vec::new();
     for run in 0..runs {
         let host = format!("h{on}");
         let t0 = unix_ms();
-        if silent {
+        if fault != Fault::Crash {
             // Cable first: the dying host's kernel closes the genie's socket, and that
             // FIN must not reach the router (a real power loss sends nothing).
             lab.cut_host_link(on).unwrap();
         }
-        lab.power_off(on).unwrap();
+        if fault != Fault::Isolation {
+            lab.power_off(on).unwrap();
+        }
         let (new_host, t_running) =
             poll(Duration::from_secs(120), "vm1 running elsewhere", |last| {
                 let c = lab.census().ok()?;
@@ -113,7 +131,7 @@ fn series(lab: &Lab, silent: bool, runs: usize, mut on: usize) -> (Vec<Run>, usi
         results.push(r);
 
         // Repair the crashed host before the next run.
-        if silent {
+        if fault != Fault::Crash {
             lab.restore_host_link(on).unwrap();
         }
         let out = lab.ipmitool(on, &["chassis", "power", "on"]).unwrap();
@@ -127,9 +145,28 @@ fn series(lab: &Lab, silent: bool, runs: usize, mut on: usize) -> (Vec<Run>, usi
     (results, on)
 }
 
-fn report(title: &str, results: &[Run]) {
+/// `fence_goal`: the goal for fault -> proven off (median, max), ms.
+fn report(title: &str, results: &[Run], fence_goal: (u64, u64)) {
     println!();
     println!("{title}");
+    let mut fenced: Vec<u64> = results.iter().map(|r| r.detect + r.proof).collect();
+    stats(
+        "fault -> proven off",
+        fenced.clone(),
+        &format!(
+            "(goal: median <= {} ms, max <= {} ms)",
+            fence_goal.0, fence_goal.1
+        ),
+    );
+    fenced.sort_unstable();
+    let (fm, fx) = (fenced[fenced.len() / 2], fenced[fenced.len() - 1]);
+    println!(
+        "fence goals: median {fm} ms <= {} ms {}; max {fx} ms <= {} ms {}",
+        fence_goal.0,
+        if fm <= fence_goal.0 { "OK" } else { "MISSED" },
+        fence_goal.1,
+        if fx <= fence_goal.1 { "OK" } else { "MISSED" }
+    );
     stats(
         "fault -> VM running elsewhere",
         results.iter().map(|r| r.total).collect(),
@@ -175,17 +212,27 @@ fn main() {
     .unwrap();
 
     println!("crash: the BMC powers the host off; its kernel closes the genie's link (FIN)");
-    let (fin, on) = series(&lab, false, runs, on);
+    let (fin, on) = series(&lab, Fault::Crash, runs, on);
     println!();
     println!("silent crash: link down first, then power off (no FIN, like a power loss)");
-    let (silent, _) = series(&lab, true, runs, on);
+    let (silent, on) = series(&lab, Fault::SilentCrash, runs, on);
+    println!();
+    println!("isolation: link down, host still on, BMC reachable (the router powers it off)");
+    let (isolated, _) = series(&lab, Fault::Isolation, runs, on);
     report(
         "failover of a crashed host, default settings, 3-host lab, 1 VM, link closed by the dying kernel:",
         &fin,
+        (1500, 2500),
     );
     report(
         "failover of a silently crashed host (no FIN: detection by missed heartbeats):",
         &silent,
+        (1500, 2500),
+    );
+    report(
+        "failover of an isolated host (cut off, still on: fenced over IPMI as soon as it is unreachable):",
+        &isolated,
+        (2000, 3000),
     );
     println!();
     println!(
