@@ -358,7 +358,8 @@ fn dead_bmc_and_wrong_password_are_clear_and_isolated() {
 /// What each host can do about sleeping is learned from its genie (its
 /// `/sys/power/state`, here the lab's per-host copy), shown by `router hosts`, and
 /// respected: a host without suspend-to-RAM is refused a RAM suspend with the reason
-/// and nothing is sent (it keeps running, unfrozen); `--off` (IPMI soft-off) works.
+/// and nothing is sent (it keeps running, unfrozen); `--off` (IPMI soft-off) works, and
+/// a magic packet boots it again.
 #[test]
 fn a_host_without_suspend_to_ram_is_refused_it_and_sleeps_by_soft_off() {
     let lab = Lab::start(
@@ -408,4 +409,23 @@ fn a_host_without_suspend_to_ram_is_refused_it_and_sleeps_by_soft_off() {
     assert!(out.contains("soft-off"), "{out}");
     assert_eq!(ipmitool_power(&lab, 2), "off");
     assert_eq!(host_state(&lab, "h2").0, "standby");
+    assert!(
+        lab.genie_pids(2).unwrap().is_empty(),
+        "soft-off ends its processes"
+    );
+
+    // A magic packet boots it again (a new genie), as ipmitool and the router agree.
+    let cap = lab
+        .tcpdump(&lab.core_ns(), "br0", "ether proto 0x0842 or udp port 9")
+        .unwrap();
+    let w = json(&lab, &["wake", "h2", "--json"]);
+    let frames = cap.stop().unwrap();
+    assert_eq!(w["method"], "wol", "{w}");
+    assert!(
+        !payloads(&frames, lab.hosts()[1].mac).is_empty(),
+        "no magic packet for h2 seen"
+    );
+    assert_eq!(ipmitool_power(&lab, 2), "on");
+    wait_state(&lab, "h2", "up");
+    assert_ne!(lab.genie_pids(2).unwrap(), pids, "booted: a new genie");
 }

@@ -45,9 +45,10 @@ use view::{build, power_state, watts, Observed, Records};
 /// metrics report (1 s by default), so a rate needs no interpolation.
 pub const SAMPLE: Duration = Duration::from_secs(1);
 
-/// Seconds between stores of the energy book: a crash loses at most this much of it,
-/// and a state write a minute costs nothing.
-const BOOK_SAVE_S: f64 = 60.0;
+/// Seconds between stores of the energy book: a crash or a stop loses at most this
+/// much of it (the last save at shutdown races the cluster task's own stop), and a
+/// small state write every 10 s costs nothing.
+pub const BOOK_SAVE_S: f64 = 10.0;
 
 /// The planner's last decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
