@@ -29,6 +29,7 @@
 use std::time::Duration;
 
 use wisp_common::time::unix_ms;
+use wisp_tests::bench::stats;
 use wisp_tests::lab::{poll, Lab, LabSpec, WAIT};
 
 const DEFAULT_RUNS: usize = 10;
@@ -39,26 +40,6 @@ struct Run {
     proof: u64,
     restart: u64,
     total: u64,
-}
-
-fn stats(name: &str, mut ms: Vec<u64>, goal: &str) {
-    ms.sort_unstable();
-    let median = ms[ms.len() / 2];
-    let max = *ms.last().unwrap();
-    let min = ms[0];
-    println!(
-        "{name:<34} median {median:>5} ms  min {min:>5} ms  max {max:>5} ms  (n={}) {goal}",
-        ms.len()
-    );
-}
-
-fn host_state(lab: &Lab, host: &str) -> String {
-    lab.hosts_json()
-        .unwrap()
-        .into_iter()
-        .find(|h| h.name == host)
-        .map(|h| h.state)
-        .unwrap_or_default()
 }
 
 /// How a series' host fails.
@@ -137,7 +118,7 @@ fn series(lab: &Lab, fault: Fault, runs: usize, mut on: usize) -> (Vec<Run>, usi
         let out = lab.ipmitool(on, &["chassis", "power", "on"]).unwrap();
         assert!(out.status.success(), "{out:?}");
         poll(WAIT, "the repaired host up", |_| {
-            (host_state(lab, &host) == "up").then_some(())
+            (lab.host_state(&host) == "up").then_some(())
         })
         .unwrap();
         on = new_host.trim_start_matches('h').parse().unwrap();

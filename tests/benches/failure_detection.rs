@@ -25,19 +25,10 @@ fn stats(name: &str, goal_ms: u128, mut v: Vec<Duration>) {
     );
 }
 
-fn state(lab: &Lab, host: &str) -> String {
-    lab.hosts_json()
-        .unwrap()
-        .into_iter()
-        .find(|h| h.name == host)
-        .map(|h| h.state)
-        .unwrap_or_default()
-}
-
 fn wait_state(lab: &Lab, host: &str, want: &str) -> Duration {
     let t0 = Instant::now();
     poll(WAIT, &format!("{host} {want}"), |last| {
-        let s = state(lab, host);
+        let s = lab.host_state(host);
         *last = s.clone();
         (s == want).then_some(())
     })

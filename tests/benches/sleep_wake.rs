@@ -18,34 +18,17 @@
 use std::time::Instant;
 
 use wisp_common::time::unix_ms;
+use wisp_tests::bench::stats;
 use wisp_tests::lab::{poll, Lab, LabSpec, Power, WAIT};
 
 const DEFAULT_RUNS: usize = 5;
-
-fn stats(name: &str, mut ms: Vec<u64>, goal: &str) {
-    ms.sort_unstable();
-    let (min, median, max) = (ms[0], ms[ms.len() / 2], ms[ms.len() - 1]);
-    println!(
-        "{name:<22} median {median:>5} ms  min {min:>5} ms  max {max:>5} ms  (n={}) {goal}",
-        ms.len()
-    );
-}
-
-fn state_of(lab: &Lab, host: &str) -> String {
-    lab.hosts_json()
-        .unwrap()
-        .into_iter()
-        .find(|h| h.name == host)
-        .map(|h| h.state)
-        .unwrap_or_default()
-}
 
 /// `router suspend h2 --json`; waits for the lab to show it frozen. Returns the
 /// router's verified time.
 fn suspend(lab: &Lab) -> u64 {
     let out = lab.router_ok(&["suspend", "h2", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(state_of(lab, "h2"), "standby");
+    assert_eq!(lab.host_state("h2"), "standby");
     poll(WAIT, "h2 frozen", |_| {
         (lab.power_state(2).ok()? == Power::Suspended && lab.is_frozen(2).ok()?).then_some(())
     })
@@ -84,7 +67,7 @@ fn main() {
         })
         .unwrap();
         poll(WAIT, "h2 up", |_| {
-            (state_of(&lab, "h2") == "up").then_some(())
+            (lab.host_state("h2") == "up").then_some(())
         })
         .unwrap();
         let h = at.saturating_sub(t0);

@@ -25,25 +25,11 @@ use router::ha::leader::{Elector, ElectorConfig};
 use router::store::etcd::client::{EtcdClient, REQUEST_TIMEOUT};
 use router::store::etcd::EtcdStore;
 use router::store::{PersistedState, Store};
+use wisp_tests::bench::stats;
 use wisp_tests::lab::etcd::EtcdCluster;
 
 const DEFAULT_RUNS: usize = 10;
 const WAIT: Duration = Duration::from_secs(30);
-
-fn stats(name: &str, mut ms: Vec<u64>, goal: &str) {
-    ms.sort_unstable();
-    if ms.is_empty() {
-        println!("{name:<40} no runs");
-        return;
-    }
-    let median = ms[ms.len() / 2];
-    let max = ms[ms.len() - 1];
-    println!(
-        "{name:<40} median {median:>5} ms  max {max:>5} ms  min {:>5} ms  (n={}, goal {goal})",
-        ms[0],
-        ms.len()
-    );
-}
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -126,7 +112,11 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     println!("router takeover on a 3-member etcd 3.4 (TTL 2 s, poll 100 ms):");
-    stats("leader crashed (lease runs out)", crash, "<= 2000 ms");
-    stats("leader resigned (lease revoked)", resign, "-");
-    stats("etcd leader killed -> writes again", writes_again, "-");
+    stats(
+        "leader crashed (lease runs out)",
+        crash,
+        "(goal: <= 2000 ms)",
+    );
+    stats("leader resigned (lease revoked)", resign, "");
+    stats("etcd leader killed -> writes again", writes_again, "");
 }

@@ -14,23 +14,11 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
+use wisp_tests::bench::stats;
 use wisp_tests::lab::bins::bench_bin_dir;
 use wisp_tests::lab::{poll, Lab, LabSpec, WAIT};
 
 const DEFAULT_RUNS: usize = 3;
-
-fn stats(name: &str, mut ms: Vec<u64>, note: &str) {
-    if ms.is_empty() {
-        println!("{name:<44} not seen in any run {note}");
-        return;
-    }
-    ms.sort_unstable();
-    let (min, median, max) = (ms[0], ms[ms.len() / 2], ms[ms.len() - 1]);
-    println!(
-        "{name:<44} median {median:>6} ms  min {min:>6} ms  max {max:>6} ms  (n={}) {note}",
-        ms.len()
-    );
-}
 
 fn cli(lab: &Lab, args: &[&str]) -> String {
     let o = lab.router_cli(args).unwrap();
@@ -43,21 +31,12 @@ fn cli(lab: &Lab, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn state(lab: &Lab, host: &str) -> String {
-    lab.hosts_json()
-        .unwrap()
-        .into_iter()
-        .find(|h| h.name == host)
-        .map(|h| h.state)
-        .unwrap_or_default()
-}
-
 /// `runs` suspend + wake cycles of h1; the wake outcomes.
 fn cycles(lab: &Lab, runs: usize) -> Vec<Value> {
     let mut out = Vec::new();
     for _ in 0..runs {
         poll(WAIT, "h1 up", |last| {
-            *last = state(lab, "h1");
+            *last = lab.host_state("h1");
             (*last == "up").then_some(())
         })
         .unwrap();

@@ -5,6 +5,7 @@
 //! genies, the router and real `qemu-system-x86_64` VMs. [`wol`] and [`pcap`] are the
 //! pure parsers the lab's helper binaries and tests share.
 
+pub mod bench;
 pub mod lab;
 pub mod pcap;
 pub mod wol;

@@ -58,21 +58,11 @@ impl Rng {
 }
 
 fn census(lab: &Lab) -> Census {
-    let c = lab.census().unwrap();
-    assert!(
-        c.twice().is_empty(),
-        "a VM runs twice: {:?}\ncensus: {:?}\nrouter log tail:\n{}",
-        c.twice(),
-        c.seen,
-        log_tail(lab)
-    );
-    c
+    lab.census_never_twice()
 }
 
 fn log_tail(lab: &Lab) -> String {
-    let text = std::fs::read_to_string(lab.router_log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    lab.router_log_tail(40)
 }
 
 /// Polls the census (never twice, at every sample) until every VM runs once.

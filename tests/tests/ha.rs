@@ -50,15 +50,7 @@ fn wait_state(lab: &Lab, name: &str, want: &str, timeout: Duration) {
 
 /// Takes a census, failing the test at once if any VM runs on two hosts.
 fn census(lab: &Lab) -> Census {
-    let c = lab.census().unwrap();
-    assert!(
-        c.twice().is_empty(),
-        "a VM runs twice: {:?}\ncensus: {:?}\nrouter log tail:\n{}",
-        c.twice(),
-        c.seen,
-        log_tail(lab)
-    );
-    c
+    lab.census_never_twice()
 }
 
 /// Polls the census (checking "never twice" at every sample) until `ok` holds.
@@ -72,9 +64,7 @@ fn wait_census(lab: &Lab, timeout: Duration, what: &str, ok: impl Fn(&Census) ->
 }
 
 fn log_tail(lab: &Lab) -> String {
-    let text = std::fs::read_to_string(lab.router_log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    lab.router_log_tail(40)
 }
 
 /// Creates VMs `(name, host index)` and waits until each runs once, where asked.

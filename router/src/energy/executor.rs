@@ -224,6 +224,24 @@ pub struct RealActuator {
     pub sleep_mode: SleepMode,
 }
 
+impl RealActuator {
+    /// Empty right now, by every account: reported VMs, placements, incoming moves.
+    async fn empty_now(&self, host: &HostId) -> Result<(), ExecError> {
+        let why = self
+            .cluster
+            .run(SleepBlocker { host: host.clone() })
+            .await
+            .ok_or(ExecError::Shutdown)?;
+        match why {
+            Some(why) => Err(ExecError::NotEmpty {
+                host: host.clone(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Actuator for RealActuator {
     async fn wake(&self, host: HostId) -> Result<String, ExecError> {
         let o = wake(&self.cluster, &self.power, &host, self.wake_deadline)
@@ -253,15 +271,7 @@ impl Actuator for RealActuator {
     }
 
     async fn sleep(&self, host: HostId, depth: Option<SleepDepth>) -> Result<String, ExecError> {
-        // Empty right now, by every account: reported VMs, placements, incoming moves.
-        let why = self
-            .cluster
-            .run(SleepBlocker { host: host.clone() })
-            .await
-            .ok_or(ExecError::Shutdown)?;
-        if let Some(why) = why {
-            return Err(ExecError::NotEmpty { host, why });
-        }
+        self.empty_now(&host).await?;
         let mode = match (self.sleep_mode, depth) {
             (SleepMode::Suspend, _) => SuspendMode::Ram,
             (SleepMode::Off, _) | (SleepMode::Auto, Some(SleepDepth::Off)) => SuspendMode::SoftOff,
@@ -278,14 +288,7 @@ impl Actuator for RealActuator {
 
     async fn deepen(&self, host: HostId) -> Result<String, ExecError> {
         // Still asleep and still empty: a host woken meanwhile is not powered off.
-        let why = self
-            .cluster
-            .run(SleepBlocker { host: host.clone() })
-            .await
-            .ok_or(ExecError::Shutdown)?;
-        if let Some(why) = why {
-            return Err(ExecError::NotEmpty { host, why });
-        }
+        self.empty_now(&host).await?;
         let still = self
             .cluster
             .run(StillAsleep { host: host.clone() })

@@ -171,7 +171,10 @@ impl Model {
                     .unwrap_or_else(|| now.saturating_duration_since(self.started)),
                 has_vms: placed.contains(&h.cfg.name) || !h.vms.is_empty(),
                 may_fence: !suspect_self,
-                grace: h.link.is_none() && h.said_goodbye,
+                // A genie that said goodbye may be restarting; one never heard since
+                // this router started was silent because the router was away (a
+                // restart, an upgrade): both get the grace to reconnect.
+                grace: (h.link.is_none() && h.said_goodbye) || h.last_report.is_none(),
             })
             .collect()
     }

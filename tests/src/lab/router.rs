@@ -181,6 +181,16 @@ impl Lab {
     }
 
     /// `router vms --json`, typed.
+    /// The router's word for `host`'s state (`up`, `standby`, ...); empty when the API
+    /// does not answer or does not know the host.
+    pub fn host_state(&self, host: &str) -> String {
+        self.hosts_json()
+            .ok()
+            .and_then(|hs| hs.into_iter().find(|h| h.name == host))
+            .map(|h| h.state)
+            .unwrap_or_default()
+    }
+
     pub fn vms_json(&self) -> Result<Vec<VmRow>, LabError> {
         self.cli_json(&["vms", "--json"])
     }

@@ -200,6 +200,29 @@ impl Lab {
 
     /// Every qemu process of every host, each asked for its status over its witness
     /// socket. Independent of the router and the genies.
+    /// The census, with "never twice" checked: panics (naming the VM, every copy seen
+    /// and the router's last log lines) when a VM runs on two hosts. For tests.
+    pub fn census_never_twice(&self) -> Census {
+        let c = self
+            .census()
+            .unwrap_or_else(|e| panic!("census failed: {e}"));
+        assert!(
+            c.twice().is_empty(),
+            "a VM runs twice: {:?}\ncensus: {:?}\nrouter log tail:\n{}",
+            c.twice(),
+            c.seen,
+            self.router_log_tail(40)
+        );
+        c
+    }
+
+    /// The router log's last `n` lines.
+    pub fn router_log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.router_log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     pub fn census(&self) -> Result<Census, LabError> {
         let mut seen = Vec::new();
         for h in &self.hosts {
