@@ -591,3 +591,66 @@ mod tests {
         assert!(b.actions().is_empty());
     }
 }
+
+#[cfg(test)]
+mod restart_tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use wisp_common::{HostId, VmId, VmSpec};
+
+    use crate::cluster::Model;
+    use crate::config::RouterConfig;
+    use crate::model::host::HostStatus;
+    use crate::store::{spawn_writer, Desired, MemStore, PersistedState, VmRecord};
+
+    /// Right after a router (re)start no genie has reported yet: every host with VMs
+    /// is unreachable, and its silence is the router's. Each must get the genie grace,
+    /// or a router restart would power off every host (the BMC says "on", the host is
+    /// unreachable, it has VMs). A host that went silent while this router ran does
+    /// not get it.
+    #[tokio::test]
+    async fn hosts_not_heard_since_a_router_start_get_the_genie_grace() {
+        let text = "listen = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\nsecret_file = \"/nonexistent\"\n\
+                    [[host]]\nname = \"h1\"\nmac = \"02:00:00:00:00:01\"\naddress = \"10.0.0.1\"\n";
+        let cfg = RouterConfig::parse(Path::new("router.toml"), text).unwrap();
+        let mut persisted = PersistedState::empty();
+        let vm = VmId::new("vm1").unwrap();
+        persisted.vms.insert(
+            vm.clone(),
+            VmRecord {
+                spec: VmSpec {
+                    name: vm,
+                    vcpus: 1,
+                    mem_mib: 64,
+                    disk: None,
+                    kernel: None,
+                    priority: 0,
+                },
+                desired: Desired::Running,
+                host: Some(HostId::new("h1").unwrap()),
+                epoch: 1,
+                created_at_ms: 0,
+            },
+        );
+        let (store, _writer) = spawn_writer(Box::new(MemStore::default()));
+        let mut m = Model::new(
+            Arc::new(cfg),
+            persisted,
+            store,
+            Default::default(),
+            Vec::new(),
+        );
+        let later = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        m.tick(later);
+        let work = m.fence_work(later);
+        assert_eq!(work.len(), 1, "{work:?}");
+        assert_eq!(work[0].status, HostStatus::Unreachable);
+        assert!(work[0].has_vms);
+        assert!(
+            work[0].grace,
+            "never heard since the router started: {work:?}"
+        );
+    }
+}
