@@ -98,14 +98,15 @@ async fn main() -> Result<()> {
             if someone_asleep(&lab) {
                 let since = *asleep_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= SLEEP_BEFORE_DEMAND {
-                    // 128 MiB more leaves the awake hosts short of their N+1 reserve:
-                    // the planner wakes a sleeping host ahead of need.
+                    // 192 MiB more leaves the awake hosts (2 x 256 MiB, 128 used) short
+                    // of their N+1 reserve (a host's 256 MiB free): the planner wakes a
+                    // sleeping host ahead of need.
                     println!(
-                        "wisp-demo: demand rises: a 128 MiB VM; a sleeping host will be woken"
+                        "wisp-demo: demand rises: a 192 MiB VM; a sleeping host will be woken"
                     );
                     run(
                         &lab,
-                        &["vm", "create", "big", "--mem", "128", "--kernel", &kernel],
+                        &["vm", "create", "big", "--mem", "192", "--kernel", &kernel],
                     );
                     demanded = true;
                 }
