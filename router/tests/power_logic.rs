@@ -608,6 +608,12 @@ async fn a_frozen_host_is_asleep_not_failed_and_its_link_is_closed_by_us() {
     );
     let (st, _, standby) = status_of(&r.cluster, "h1").await;
     assert_eq!((st, standby), (HostStatus::Standby, true));
+    // When it fell asleep is stored (wake drills count from it across restarts).
+    let slept = r.cluster.snapshot().host(&h("h1")).unwrap().slept_at_ms;
+    assert!(
+        slept.is_some_and(|t| t <= wisp_common::time::unix_ms()),
+        "{slept:?}"
+    );
     // Silent far beyond unreachable_after and the lease: still asleep, never failed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (st, _, _) = status_of(&r.cluster, "h1").await;

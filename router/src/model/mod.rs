@@ -163,6 +163,7 @@ impl Model {
                 let r = p.hosts.entry(h.clone()).or_default();
                 r.standby = false;
                 r.depth = None;
+                r.slept_at_ms = None;
             });
         }
     }

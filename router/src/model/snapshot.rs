@@ -40,6 +40,8 @@ pub struct HostSnap {
     pub wake: crate::power::wake::book::WakeBook,
     /// What the host can do about sleeping and waking, as its genie last said.
     pub power_caps: Option<wisp_common::proto::PowerCaps>,
+    /// When its current sleep was verified (wall clock, ms), as stored.
+    pub slept_at_ms: Option<u64>,
 }
 
 impl HostSnap {
@@ -159,6 +161,11 @@ impl Model {
                         .map(|r| r.wake.clone())
                         .unwrap_or_default(),
                     power_caps: h.power_caps.clone(),
+                    slept_at_ms: self
+                        .persisted
+                        .hosts
+                        .get(&h.cfg.name)
+                        .and_then(|r| r.slept_at_ms),
                 })
                 .collect(),
             records: self.persisted.vms.clone(),

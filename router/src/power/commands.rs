@@ -224,7 +224,11 @@ impl Command for RecordSleep {
         let mode = self.mode;
         // A store failure is logged by `update`: the depth is then unknown, which the
         // energy code treats as suspended (a power-off of an off host is harmless).
-        let _ = m.update(|p| p.hosts.entry(self.host.clone()).or_default().depth = Some(mode));
+        let _ = m.update(|p| {
+            let r = p.hosts.entry(self.host.clone()).or_default();
+            r.depth = Some(mode);
+            r.slept_at_ms = Some(wisp_common::time::unix_ms());
+        });
         let open = m
             .cluster
             .hosts
@@ -307,6 +311,7 @@ impl Command for RecordWake {
                 let r = p.hosts.entry(h.clone()).or_default();
                 r.standby = false;
                 r.depth = None;
+                r.slept_at_ms = None;
             })
         } else {
             Ok(())

@@ -158,7 +158,14 @@ pub async fn run(
             let methods = usable_methods(&power, relay, &s.name, cfg.wake.as_deref());
             hosts.push(DrillHost {
                 host: s.name.clone(),
-                asleep_for: asleep_since.get(&s.name).map(|t| now - *t),
+                // The stored time of its sleep survives a router restart; the time
+                // this task saw it asleep first is the fallback (a sleep stored by an
+                // older router).
+                asleep_for: s
+                    .slept_at_ms
+                    .filter(|_| s.status == HostStatus::Standby)
+                    .map(|t| Duration::from_millis(wisp_common::time::unix_ms().saturating_sub(t)))
+                    .or_else(|| asleep_since.get(&s.name).map(|t| now - *t)),
                 methods,
                 drilled_ms: s.wake.drilled_ms.clone(),
                 quarantined,

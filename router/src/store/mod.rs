@@ -133,6 +133,11 @@ pub struct HostRecord {
     /// sleep stored by an older router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<crate::api::types::SuspendMode>,
+    /// When that sleep was verified (wall clock, ms): how long a host has slept
+    /// survives a router restart (wake drills count on it; a clock step only moves a
+    /// drill that is days away anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slept_at_ms: Option<u64>,
     /// Failed to wake by every method: kept out of the energy planner until
     /// `router power clear`. Left out of the file while unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
