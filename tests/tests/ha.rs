@@ -246,8 +246,19 @@ fn silent_host_crash_is_detected_by_missed_heartbeats_and_proven_off_by_its_bmc(
     let after = wait_vm1_failed_over_from_h1(&lab);
     wait_state(&lab, "h1", "down", WAIT);
     assert!(chassis_status(&lab, 1).ends_with("off"));
+    // Detected by silence, not by a closed link: a suspect event, or (when a status
+    // tick came late on a loaded machine and the age was already past
+    // unreachable_after) an unreachable one that says "no reports".
     let suspect = events_of(&lab, t0, "host_suspect", Some("h1"), None);
-    assert!(!suspect.is_empty(), "detected by missed heartbeats");
+    let silent = events_of(&lab, t0, "host_unreachable", Some("h1"), None)
+        .into_iter()
+        .filter(|e| e.message.contains("no reports"))
+        .count();
+    assert!(
+        !suspect.is_empty() || silent > 0,
+        "detected by missed heartbeats: {:?}",
+        events_of(&lab, t0, "host_unreachable", Some("h1"), None)
+    );
     let fenced = events_of(&lab, t0, "host_fenced", Some("h1"), None);
     assert!(fenced.is_empty(), "{fenced:?}");
     assert_eq!(pid_of(&after, "vm2"), pid_of(&before, "vm2"));
