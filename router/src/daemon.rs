@@ -17,6 +17,8 @@ use crate::store::{FileStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("router redundancy (etcd)")]
+    Ha(#[source] crate::ha::replicated::HaError),
     #[error("cluster secret")]
     Secret(#[source] SecretError),
     #[error("power control")]
@@ -59,18 +61,41 @@ pub async fn run_on(
     api_listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
-    let secret =
-        Arc::new(Secret::cluster_from_file(&config.secret_file).map_err(DaemonError::Secret)?);
-    let power = Arc::new(PowerPlane::from_config(&config).map_err(DaemonError::Power)?);
+    if config.ha.is_some() {
+        return crate::ha::replicated::run(config, link_listener, api_listener, shutdown).await;
+    }
     // Opening also brings a state_dir of an older router up to date; the cluster task
     // hands the store to its writer thread.
     let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
     let persisted = store.load().map_err(DaemonError::Store)?;
+    run_term(
+        config,
+        link_listener,
+        api_listener,
+        Box::new(store),
+        persisted,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs every part of the router on `store` until `shutdown` turns true: for a single
+/// router its whole life, for a replicated one a term as leader.
+pub async fn run_term(
+    config: RouterConfig,
+    link_listener: TcpListener,
+    api_listener: TcpListener,
+    store: Box<dyn Store>,
+    persisted: crate::store::PersistedState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let secret =
+        Arc::new(Secret::cluster_from_file(&config.secret_file).map_err(DaemonError::Secret)?);
+    let power = Arc::new(PowerPlane::from_config(&config).map_err(DaemonError::Power)?);
 
     let link_listener_addr = link_listener.local_addr().ok();
     let api_addr = api_listener.local_addr().ok();
-    let (cluster, cluster_task) =
-        cluster::spawn(&config, Box::new(store), persisted, shutdown.clone());
+    let (cluster, cluster_task) = cluster::spawn(&config, store, persisted, shutdown.clone());
     let params = WelcomeParams {
         heartbeat_ms: config.heartbeat_ms,
         metrics_ms: config.metrics_ms,

@@ -80,6 +80,10 @@ pub struct RouterConfig {
     /// Energy-saving mode (`[energy]`): planner interval, thresholds, power model.
     #[serde(default)]
     pub energy: energy::EnergyConfig,
+    /// Router redundancy (`[ha]`): several routers share their state in etcd and one
+    /// of them leads; absent, this router runs alone on its `state_dir`.
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
 }
@@ -148,6 +152,25 @@ fn default_lease_margin_ms() -> u64 {
     1000
 }
 
+/// `[ha]`: the etcd cluster the routers share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// etcd client URLs, e.g. `["http://10.0.0.1:2379", ...]`.
+    pub etcd: Vec<String>,
+    /// The name this cluster's keys live under (`/wisp/<cluster>/...`).
+    #[serde(default = "default_ha_cluster")]
+    pub cluster: String,
+    /// The API address other routers and the CLI are told to use while this router
+    /// leads (default: `api`).
+    #[serde(default)]
+    pub advertise_api: Option<String>,
+}
+
+fn default_ha_cluster() -> String {
+    "wisp".into()
+}
+
 /// One server of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +233,14 @@ impl RouterConfig {
             key,
             message,
         };
+        if let Some(ha) = &self.ha {
+            if ha.etcd.is_empty() {
+                return Err(invalid(
+                    "ha.etcd".into(),
+                    "name at least one etcd client URL (three members tolerate one failure)".into(),
+                ));
+            }
+        }
         if self.heartbeat_ms == 0 || self.metrics_ms == 0 {
             return Err(invalid(
                 "heartbeat_ms".into(),

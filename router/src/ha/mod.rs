@@ -7,3 +7,4 @@ mod commands;
 pub mod fence;
 pub mod leader;
 pub mod maintenance;
+pub mod replicated;
