@@ -14,92 +14,26 @@ use std::time::Duration;
 use router::api::types::{PowerStatusRow, SuspendMode, WakeMethod};
 use router::cluster::ClusterHandle;
 use router::events::EventKind;
-use router::link::WelcomeParams;
 use router::model::host::{HostStatus, PowerKnown};
 use router::power::suspend::suspend;
 use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};
-use router::store::MemStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wisp_bmc::{Bmc, FakeBmc, FakeBmcFault, FakeWaker, MacAddr, PowerAction, PowerState, Waker};
+use wisp_bmc::{Bmc, FakeBmcFault, PowerAction, PowerState};
 use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
     Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };
-use wisp_common::secret::Secret;
-use wisp_common::{HostId, VmId, VmRunState};
+use wisp_common::{VmId, VmRunState};
 
 const SECRET: &[u8] = b"power-test-secret";
 
-struct Rig {
-    cluster: ClusterHandle,
-    power: Arc<PowerPlane>,
-    bmcs: HashMap<String, Arc<FakeBmc>>,
-    waker: Arc<FakeWaker>,
-    link: SocketAddr,
-    _stop: watch::Sender<bool>,
-    /// The temp dir with the secret and the router's state; removed on drop.
-    _dir: support::rig::RigDir,
-}
+use support::power_rig::{h, mac, PowerRig as Rig};
 
-fn h(name: &str) -> HostId {
-    HostId::new(name).unwrap()
-}
-
-fn mac(i: u8) -> MacAddr {
-    MacAddr([2, 0, 0, 0, 0, i])
-}
-
-/// A cluster task, the genie link on loopback, and fake BMCs (`power` per host), on
-/// the shared rig's dir and router.toml.
+/// Fake BMCs (`power` per host) and a fake waker.
 async fn rig(tag: &str, power: &[PowerState]) -> Rig {
-    let dir = support::rig::TestRouter::builder()
-        .tag(tag)
-        .secret(SECRET)
-        .hosts(power.len())
-        .dir();
-    let mut bmcs = HashMap::new();
-    let mut dyn_bmcs: HashMap<HostId, Arc<dyn Bmc>> = HashMap::new();
-    let mut macs = HashMap::new();
-    for (i, p) in power.iter().enumerate() {
-        let i = i as u8 + 1;
-        let name = format!("h{i}");
-        let addr: SocketAddr = format!("127.0.0.{}:623", 100 + i).parse().unwrap();
-        let b = Arc::new(FakeBmc::new(addr, *p).with_timeout(Duration::from_millis(500)));
-        bmcs.insert(name.clone(), b.clone());
-        dyn_bmcs.insert(h(&name), b);
-        macs.insert(h(&name), mac(i));
-    }
-    let config = dir.config();
-    let (stop, rx) = watch::channel(false);
-    let store = MemStore::default();
-    let persisted = router::store::Store::load(&store).unwrap();
-    let (cluster, _task) = router::cluster::spawn(&config, Box::new(store), persisted, rx.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let link = listener.local_addr().unwrap();
-    tokio::spawn(router::link::serve(
-        listener,
-        Arc::new(Secret::from_bytes(SECRET.to_vec())),
-        cluster.clone(),
-        WelcomeParams {
-            heartbeat_ms: 200,
-            metrics_ms: 1000,
-            lease_ms: 0,
-        },
-        rx,
-    ));
-    let waker = Arc::new(FakeWaker::new());
-    let plane = PowerPlane::new(dyn_bmcs, Some(waker.clone() as Arc<dyn Waker>), macs);
-    Rig {
-        cluster,
-        power: Arc::new(plane),
-        bmcs,
-        waker,
-        link,
-        _stop: stop,
-        _dir: dir,
-    }
+    support::power_rig::power_rig(tag, SECRET, power, "", Duration::from_millis(500)).await
 }
 
 /// Plays a genie until its host "loses power" (`alive` turns false) or it is asked

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use router::api::types::{ClearReport, HostView, PowerStatusRow, WakeMethod, WakeVia};
 use router::cluster::ClusterHandle;
 use router::events::EventKind;
-use router::link::WelcomeParams;
 use router::model::host::HostStatus;
 use router::power::quarantine::QuarantineError;
 use router::power::wake::wake;
@@ -23,10 +22,9 @@ use router::power::{PowerError, PowerPlane};
 use router::store::{FileStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wisp_bmc::{Bmc, FakeBmc, FakeBmcFault, FakeWaker, MacAddr, PowerAction, PowerState, Waker};
+use wisp_bmc::{FakeBmcFault, PowerAction, PowerState};
 use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{Command, GenieMsg, Outcome, Report, RouterMsg, MAX_FRAME_BYTES};
-use wisp_common::secret::Secret;
 use wisp_common::HostId;
 
 const SECRET: &[u8] = b"wake-test-secret";
@@ -35,77 +33,19 @@ const PROOF_MS: u64 = 1000;
 /// The boot wait the tests pass: far above what any path here needs.
 const BOOT: Duration = Duration::from_secs(60);
 
-struct Rig {
-    cluster: ClusterHandle,
-    power: Arc<PowerPlane>,
-    bmcs: HashMap<String, Arc<FakeBmc>>,
-    waker: Arc<FakeWaker>,
-    link: SocketAddr,
-    state_dir: std::path::PathBuf,
-    _stop: watch::Sender<bool>,
-    _dir: support::rig::RigDir,
-}
+use support::power_rig::{h, mac, PowerRig as Rig};
 
-fn h(name: &str) -> HostId {
-    HostId::new(name).unwrap()
-}
-
-fn mac(i: u8) -> MacAddr {
-    MacAddr([2, 0, 0, 0, 0, i])
-}
-
-/// A cluster task on a file store, the genie link on loopback, fake BMCs (`power` per
-/// host) and a fake waker; `extra` is router.toml text before the hosts.
+/// Fake BMCs (`power` per host) and a fake waker; `extra` is router.toml text before
+/// the hosts.
 async fn rig(tag: &str, power: &[PowerState], extra: &str) -> Rig {
-    let dir = support::rig::TestRouter::builder()
-        .tag(tag)
-        .secret(SECRET)
-        .hosts(power.len())
-        .energy(&format!("wake_power_proof_ms = {PROOF_MS}\n{extra}"))
-        .dir();
-    let mut bmcs = HashMap::new();
-    let mut dyn_bmcs: HashMap<HostId, Arc<dyn Bmc>> = HashMap::new();
-    let mut macs = HashMap::new();
-    for (i, p) in power.iter().enumerate() {
-        let i = i as u8 + 1;
-        let name = format!("h{i}");
-        let addr: SocketAddr = format!("127.0.0.{}:623", 100 + i).parse().unwrap();
-        let b = Arc::new(FakeBmc::new(addr, *p).with_timeout(Duration::from_millis(300)));
-        bmcs.insert(name.clone(), b.clone());
-        dyn_bmcs.insert(h(&name), b);
-        macs.insert(h(&name), mac(i));
-    }
-    let config = dir.config();
-    let (stop, rx) = watch::channel(false);
-    let state_dir = dir.path().join("state");
-    let store = FileStore::open(&state_dir).unwrap();
-    let persisted = store.load().unwrap();
-    let (cluster, _task) = router::cluster::spawn(&config, Box::new(store), persisted, rx.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let link = listener.local_addr().unwrap();
-    tokio::spawn(router::link::serve(
-        listener,
-        Arc::new(Secret::from_bytes(SECRET.to_vec())),
-        cluster.clone(),
-        WelcomeParams {
-            heartbeat_ms: 200,
-            metrics_ms: 1000,
-            lease_ms: 0,
-        },
-        rx,
-    ));
-    let waker = Arc::new(FakeWaker::new());
-    let plane = PowerPlane::new(dyn_bmcs, Some(waker.clone() as Arc<dyn Waker>), macs);
-    Rig {
-        cluster,
-        power: Arc::new(plane),
-        bmcs,
-        waker,
-        link,
-        state_dir,
-        _stop: stop,
-        _dir: dir,
-    }
+    support::power_rig::power_rig(
+        tag,
+        SECRET,
+        power,
+        &format!("wake_power_proof_ms = {PROOF_MS}\n{extra}"),
+        Duration::from_millis(300),
+    )
+    .await
 }
 
 /// A new genie "process" each call.
@@ -568,7 +508,7 @@ async fn a_host_asleep_past_drill_after_s_is_drilled_in_energy_mode() {
     )
     .await;
     let (stop, rx) = watch::channel(false);
-    let cfg = r._dir.config();
+    let cfg = r.dir.config();
     let _energy = router::energy::spawn_with(r.cluster.clone(), Arc::new(Idle), &cfg, rx.clone());
     tokio::spawn(genie(r.link, "h1", None));
     wait_up(&r.cluster, "h1").await;

@@ -5,6 +5,8 @@
 
 // The router itself on loopback (temp dir, secret, router.toml, daemon): rig.rs.
 pub mod rig;
+// The power plane with fake BMCs and waker, and the genie link: power_rig.rs.
+pub mod power_rig;
 
 use std::net::SocketAddr;
 use std::time::Duration;
