@@ -29,20 +29,12 @@ fn ok(o: Output, what: &str) -> String {
 }
 
 fn json(lab: &Lab, args: &[&str]) -> serde_json::Value {
-    let out = ok(lab.router_cli(args).unwrap(), &args.join(" "));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("router {args:?}: {e}: {out}"))
+    lab.router_json(args).unwrap()
 }
 
 /// `on`/`off` as ipmitool reports it for host `i`.
 fn ipmitool_power(lab: &Lab, i: usize) -> String {
-    let out = ok(
-        lab.ipmitool(i, &["chassis", "power", "status"]).unwrap(),
-        "ipmitool",
-    );
-    out.trim()
-        .strip_prefix("Chassis Power is ")
-        .unwrap_or_else(|| panic!("ipmitool said {out:?}"))
-        .to_owned()
+    lab.chassis_power(i).unwrap()
 }
 
 /// `router power status` agrees with ipmitool for every host, one by one and all at

@@ -16,41 +16,18 @@
 //! tcpdump; fails loudly without them. Prints the measured figures.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wisp_tests::lab::{poll, Lab, LabSpec, WAIT};
 use wisp_tests::wol;
 
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}{}",
-        text(&o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    text(&o)
-}
-
 fn json(lab: &Lab, args: &[&str]) -> Value {
-    let out = ok(lab.router_cli(args).unwrap(), &args.join(" "));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("router {args:?}: {e}: {out}"))
+    lab.router_json(args).unwrap()
 }
 
 fn ipmitool_power(lab: &Lab, i: usize) -> String {
-    let out = ok(
-        lab.ipmitool(i, &["chassis", "power", "status"]).unwrap(),
-        "ipmitool",
-    );
-    out.trim()
-        .strip_prefix("Chassis Power is ")
-        .unwrap_or_else(|| panic!("ipmitool said {out:?}"))
-        .to_owned()
+    lab.chassis_power(i).unwrap()
 }
 
 fn host_row(lab: &Lab, name: &str) -> Value {
@@ -87,7 +64,7 @@ fn lab(hosts: usize, wol_listener: bool) -> Lab {
 /// Puts h1 to sleep through the router and checks the BMC sees it off.
 fn suspend_h1(lab: &Lab) {
     wait_state(lab, "h1", "up");
-    let out = ok(lab.router_cli(&["suspend", "h1"]).unwrap(), "suspend");
+    let out = lab.router_ok(&["suspend", "h1"]).unwrap();
     assert!(out.contains("suspended"), "{out}");
     assert_eq!(host_row(lab, "h1")["state"], "standby");
     assert_eq!(ipmitool_power(lab, 1), "off");
@@ -214,7 +191,11 @@ fn a_host_that_wakes_by_neither_is_quarantined_until_cleared() {
         .router_cli(&["wake", "h1", "--deadline-ms", "4000"])
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(
         err.contains("failed to wake")
             && err.contains("wol: genie not heard")
@@ -228,7 +209,7 @@ fn a_host_that_wakes_by_neither_is_quarantined_until_cleared() {
         .unwrap_or_else(|| panic!("{row}"));
     assert!(q.contains("failed to wake by every method"), "{q}");
     assert_eq!(host_row(&lab, "h2")["quarantine"], Value::Null);
-    let table = ok(lab.router_cli(&["hosts"]).unwrap(), "hosts");
+    let table = lab.router_ok(&["hosts"]).unwrap();
     assert!(table.contains(",quarantined"), "{table}");
     let rows = json(&lab, &["power", "status", "--json"]);
     let r1 = rows
@@ -250,10 +231,7 @@ fn a_host_that_wakes_by_neither_is_quarantined_until_cleared() {
     assert_eq!(h1["power"], "unavailable", "{e}");
 
     // Cleared only by the operator; refused when there is nothing to clear.
-    let out = ok(
-        lab.router_cli(&["power", "clear", "h1"]).unwrap(),
-        "power clear",
-    );
+    let out = lab.router_ok(&["power", "clear", "h1"]).unwrap();
     assert!(out.contains("quarantine cleared"), "{out}");
     assert_eq!(host_row(&lab, "h1")["quarantine"], Value::Null);
     for (host, words) in [("h1", "not quarantined"), ("zz", "no host named zz")] {

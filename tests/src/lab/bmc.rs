@@ -120,6 +120,23 @@ impl Lab {
 
     /// Runs `ipmitool -I lanplus -C 3` against BMC `i` from the core namespace, the
     /// password read from its file (never in argv).
+    /// Chassis power of host `i` as ipmitool reads it from its BMC: `on` or `off`.
+    pub fn chassis_power(&self, i: usize) -> Result<String, LabError> {
+        let out = self.ipmitool(i, &["chassis", "power", "status"])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.trim()
+            .strip_prefix("Chassis Power is ")
+            .map(str::to_owned)
+            .ok_or_else(|| LabError::Cli {
+                args: format!("ipmitool chassis power status (h{i})"),
+                stderr: format!(
+                    "{} {}",
+                    text.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            })
+    }
+
     pub fn ipmitool(&self, i: usize, args: &[&str]) -> Result<Output, LabError> {
         let h = self.host(i)?;
         let mut c = cmd::in_ns(&self.names.core_ns(), "ipmitool");

@@ -157,6 +157,15 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `router <args>` (with `--json` among them), parsed.
+    pub fn router_json(&self, args: &[&str]) -> Result<serde_json::Value, LabError> {
+        let out = self.router_ok(args)?;
+        serde_json::from_str(&out).map_err(|e| LabError::Cli {
+            args: args.join(" "),
+            stderr: format!("not JSON ({e}): {out}"),
+        })
+    }
+
     /// Runs a router CLI command and fails with its stderr if it fails.
     pub fn cli_ok(&self, args: &[&str]) -> Result<(), LabError> {
         self.router_ok(args).map(drop)
