@@ -167,7 +167,6 @@ pub struct HostEntry {
     /// Instance and generation of the last accepted report.
     pub last_instance: Option<u64>,
     pub last_gen: u64,
-    pub last_sent_at_ms: u64,
     pub last_report: Option<Instant>,
     pub metrics: Option<HostMetrics>,
     pub vms: Vec<VmStatus>,
@@ -192,7 +191,6 @@ impl HostEntry {
             link: None,
             last_instance: None,
             last_gen: 0,
-            last_sent_at_ms: 0,
             last_report: None,
             metrics: None,
             vms: Vec::new(),

@@ -58,7 +58,6 @@ impl Cluster {
         if h.last_instance != Some(link.instance) {
             // A new genie process: its generation counter starts again.
             h.last_gen = 0;
-            h.last_sent_at_ms = 0;
             h.last_instance = Some(link.instance);
         }
         // A fresh link counts as a report: the genie is alive right now.
@@ -105,7 +104,6 @@ impl Cluster {
             });
         }
         h.last_gen = report.gen;
-        h.last_sent_at_ms = report.sent_at_ms;
         h.last_report = Some(now);
         h.apply(HostEvent::Reported);
         if let Some(m) = report.metrics {
