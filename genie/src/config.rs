@@ -18,8 +18,11 @@ pub const DEFAULT_METRICS_MS: u64 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct GenieConfig {
     pub host: HostId,
-    /// `ip:port` or `name:port` of the router's genie link.
-    pub router: String,
+    /// `ip:port` or `name:port` of the router's genie link; with replicated routers,
+    /// every router's (`router = ["a:7100", "b:7100"]`), and the genie follows the
+    /// leader among them. A single string stays valid.
+    #[serde(deserialize_with = "one_or_many")]
+    pub router: Vec<String>,
     pub secret_file: PathBuf,
     pub vm_dir: PathBuf,
     /// Address incoming migrations listen on; default: the local address of the link.
@@ -40,6 +43,23 @@ pub struct GenieConfig {
     /// fake one); left out, a missing `/sys/power` only shows as a note in the report.
     #[serde(default)]
     pub sys_power_dir: Option<PathBuf>,
+}
+
+/// `"a:1"` or `["a:1", "b:1"]`, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected \"host:port\" or a list of them",
+        )),
+    }
 }
 
 /// The kernel's power directory.
@@ -96,8 +116,11 @@ impl GenieConfig {
         if self.suspend_command.is_empty() {
             return Err(bad("suspend_command", "must name a program"));
         }
-        if !self.router.contains(':') {
-            return Err(bad("router", "expected host:port"));
+        if self.router.is_empty() {
+            return Err(bad("router", "name at least one router (host:port)"));
+        }
+        if let Some(r) = self.router.iter().find(|r| !r.contains(':')) {
+            return Err(bad("router", &format!("expected host:port, not {r:?}")));
         }
         if let Some(d) = &self.sys_power_dir {
             if !d.is_dir() {
@@ -129,6 +152,29 @@ mod tests {
         assert_eq!(c.suspend_command, vec!["systemctl", "suspend"]);
         assert_eq!(c.address, None);
         assert_eq!(c.sys_power_dir(), PathBuf::from("/sys/power"));
+    }
+
+    #[test]
+    fn router_is_one_address_or_a_list_and_a_bad_one_is_named() {
+        let c = GenieConfig::parse(Path::new("/g.toml"), MIN).unwrap();
+        assert_eq!(c.router, vec!["127.0.0.1:7100"]);
+        let many = MIN.replace(
+            "router = \"127.0.0.1:7100\"",
+            "router = [\"10.0.0.1:7100\", \"10.0.0.2:7100\"]",
+        );
+        let c = GenieConfig::parse(Path::new("/g.toml"), &many).unwrap();
+        assert_eq!(c.router, vec!["10.0.0.1:7100", "10.0.0.2:7100"]);
+        for (bad, says) in [
+            ("router = []", "at least one"),
+            ("router = [\"10.0.0.1:7100\", \"nope\"]", "\"nope\""),
+            ("router = 7", "host:port"),
+        ] {
+            let text = MIN.replace("router = \"127.0.0.1:7100\"", bad);
+            let e = GenieConfig::parse(Path::new("/g.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("router") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
