@@ -5,6 +5,9 @@
 pub mod api;
 mod commands;
 pub mod fence;
+pub mod follower;
+pub mod gate;
 pub mod leader;
 pub mod maintenance;
 pub mod replicated;
+pub mod status;

@@ -44,8 +44,12 @@ where
             "router {me} is not the leader, and no leader is known yet (an election is under way)"
         ),
     };
-    write_frame(stream, &RouterMsg::NotLeader { reason, leader }, MAX_FRAME_BYTES)
-        .await
-        .map_err(|source| AcceptError::Frame { peer, source })?;
+    write_frame(
+        stream,
+        &RouterMsg::NotLeader { reason, leader },
+        MAX_FRAME_BYTES,
+    )
+    .await
+    .map_err(|source| AcceptError::Frame { peer, source })?;
     Ok(host)
 }
