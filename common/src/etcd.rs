@@ -34,6 +34,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// anything slower is a member that cannot reach its peers.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The prefix of the genies' liveness keys of cluster `cluster`: each genie keeps
+/// `<prefix><host>` alive with a lease of its own (replicated routers).
+pub fn genies_prefix(cluster: &str) -> String {
+    format!("/wisp/{cluster}/genies/")
+}
+
+/// Genie `host`'s liveness key (see [`genies_prefix`]).
+pub fn genie_key(cluster: &str, host: &str) -> String {
+    format!("{}{host}", genies_prefix(cluster))
+}
+
 /// etcd's default `--max-txn-ops`: more operations in one txn are refused.
 pub const MAX_TXN_OPS: usize = 128;
 

@@ -88,6 +88,8 @@ pub struct Term {
     pub gate: Gate,
     /// The leader's name, which its status shows; `None` for a single router.
     pub leader_name: Option<String>,
+    /// The genies' etcd leases, the fence's proof without a BMC (replicated routers).
+    pub liveness: Option<crate::ha::liveness::GenieLiveness>,
 }
 
 impl Term {
@@ -155,6 +157,7 @@ pub async fn run_term(
             genie_grace: std::time::Duration::from_millis(config.genie_grace_ms),
             lease: std::time::Duration::from_millis(config.lease_ms),
             lease_margin: std::time::Duration::from_millis(config.lease_margin_ms),
+            liveness: term.liveness.clone(),
         },
         shutdown.clone(),
     ));

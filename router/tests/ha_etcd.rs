@@ -225,3 +225,77 @@ async fn with_no_leader_known_a_follower_answers_503_saying_so_and_turns_genies_
     );
     r.stop().await;
 }
+
+/// A genie's liveness lease in etcd against the leader's watcher, on a 3-member etcd:
+/// the genie reaches etcd through member 0 only; freezing that member cuts it off (as
+/// a host cut from the network), while the router still reads members 1 and 2. The
+/// genie must kill its VMs (here a fake that counts) before the watcher ever sees its
+/// key gone, which is the leader's proof that the host runs nothing.
+#[test]
+fn a_cut_off_genie_self_fences_before_the_leader_sees_its_etcd_lease_gone() {
+    use genie::liveness::{LivenessConfig, REQUEST};
+    use router::ha::liveness::GenieLiveness;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    use wisp_common::etcd::EtcdClient;
+
+    let dir = std::env::temp_dir().join(format!("wisp-ha-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let etcd = EtcdCluster::start(3, &dir).unwrap();
+    let eps = etcd.endpoints();
+    let ttl = Duration::from_secs(2);
+    let fence = FakeFence {
+        vms: 1,
+        ..Default::default()
+    };
+    let local = genie::liveness::local_deadline(ttl).as_millis() as u64;
+    let lease = genie::lease::spawn(local, None, fence.clone()).unwrap();
+    let _live = genie::liveness::spawn(
+        LivenessConfig {
+            endpoints: vec![eps[0].clone()],
+            cluster: "c1".into(),
+            host: HostId::new("h1").unwrap(),
+            instance: 7,
+            ttl,
+        },
+        lease,
+        Arc::new(fence.clone()),
+    )
+    .unwrap();
+    let watcher = GenieLiveness::spawn(EtcdClient::new(&eps[1..], REQUEST).unwrap(), "c1").unwrap();
+    let h1 = HostId::new("h1").unwrap();
+    let key = wisp_common::etcd::genie_key("c1", "h1");
+    let reader = EtcdClient::new(&eps[1..], REQUEST).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while reader.get(&key).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the genie never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Renewals keep it alive well past a TTL; nothing is killed.
+    std::thread::sleep(ttl * 2);
+    assert!(reader.get(&key).unwrap().is_some());
+    assert_eq!(fence.kills.load(Ordering::SeqCst), 0);
+    assert_eq!(watcher.gone_for(&h1), None);
+
+    let t0 = Instant::now();
+    etcd.freeze_member(0).unwrap();
+    let mut killed_at = None;
+    let gone_at = loop {
+        if killed_at.is_none() && fence.kills.load(Ordering::SeqCst) > 0 {
+            killed_at = Some(t0.elapsed());
+        }
+        if watcher.gone_for(&h1).is_some() {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < WAIT, "the leader never saw the lease expire");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("cut off at 0: genie self-fenced at {killed_at:?}, leader saw the lease gone at {gone_at:?}");
+    let killed_at =
+        killed_at.expect("the leader saw the lease gone before the genie killed its VMs");
+    assert!(killed_at < gone_at);
+    etcd.thaw_member(0).unwrap();
+    watcher.stop();
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -55,6 +55,7 @@ async fn leader(term: Duration) -> Leader {
     let t = Term {
         gate: Gate::fenced(fence.clone()),
         leader_name: Some("r1".into()),
+        liveness: None,
     };
     tokio::spawn(async move {
         run_term(config, link, api, Box::new(store), persisted, t, rx)

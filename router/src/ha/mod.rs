@@ -8,6 +8,7 @@ pub mod fence;
 pub mod follower;
 pub mod gate;
 pub mod leader;
+pub mod liveness;
 pub mod maintenance;
 pub mod replicated;
 pub mod status;

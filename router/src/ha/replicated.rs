@@ -9,7 +9,9 @@
 //! every part of it stops; when a follower wins, it loads the state from etcd and
 //! starts a term of its own.
 //!
-//! Not done yet (issue 10): the genies' liveness lease in etcd.
+//! Genies that list etcd keep a liveness lease there; the leader's fence takes its
+//! expiry (plus `lease_margin_ms`) as proof that a silent host without a BMC answer
+//! runs nothing ([`super::liveness`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use tracing::{info, warn};
 use super::follower::{self, Known};
 use super::gate::Gate;
 use super::leader::{Elector, ElectorConfig, LeaderError};
+use super::liveness::GenieLiveness;
 use crate::config::{HaConfig, RouterConfig};
 use crate::daemon::{run_term, DaemonError, Term};
 use crate::store::etcd::client::{EtcdClient, EtcdError};
@@ -37,6 +40,8 @@ pub enum HaError {
     Keys(#[source] KeysError),
     #[error("cannot load the state from etcd")]
     Load(#[source] StoreError),
+    #[error("cannot start watching the genies' etcd leases")]
+    Liveness(#[source] std::io::Error),
     #[error("cannot listen on {addr} again after a term")]
     Rebind {
         addr: SocketAddr,
@@ -106,16 +111,18 @@ pub async fn run(
         let store = {
             let (endpoints, cluster, fence) =
                 (ha.etcd.clone(), ha.cluster.clone(), elector.fence());
-            tokio::task::spawn_blocking(move || -> Result<(EtcdStore, _), HaError> {
+            tokio::task::spawn_blocking(move || -> Result<(EtcdStore, _, _), HaError> {
                 let client = EtcdClient::new(&endpoints, STORE_REQUEST).map_err(HaError::Etcd)?;
-                let store = EtcdStore::new(client, &cluster, fence).map_err(HaError::Keys)?;
+                let store =
+                    EtcdStore::new(client.clone(), &cluster, fence).map_err(HaError::Keys)?;
                 let persisted = store.load().map_err(HaError::Load)?;
-                Ok((store, persisted))
+                let liveness = GenieLiveness::spawn(client, &cluster).map_err(HaError::Liveness)?;
+                Ok((store, persisted, liveness))
             })
             .await
             .expect("loading does not panic")
         };
-        let (store, persisted) = match store {
+        let (store, persisted, liveness) = match store {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %wisp_common::error::chain(&e), "cannot start a term; trying again");
@@ -156,10 +163,12 @@ pub async fn run(
             Term {
                 gate: Gate::fenced(elector.fence()),
                 leader_name: Some(name.clone()),
+                liveness: Some(liveness.clone()),
             },
             term_rx,
         )
         .await;
+        liveness.stop();
         watcher.abort();
         if let Err(e) = term {
             result = Err(e);
