@@ -156,9 +156,9 @@ fn main() {
 /// etcd timings that grant a 1 s lease (1.5 election timeouts ≤ 1 s).
 fn fast_etcd() -> EtcdOptions {
     EtcdOptions {
-        netns: None,
         heartbeat_ms: 50,
         election_timeout_ms: 500,
+        ..EtcdOptions::default()
     }
 }
 
@@ -193,8 +193,17 @@ fn fast_elector_crashes(runs: usize) -> Vec<u64> {
 
 /// The lab takeover: (killed -> new leader acting, killed -> every genie back), ms.
 fn end_to_end(runs: usize) -> (Vec<u64>, Vec<u64>) {
-    let mut ha = HaLab::start(3, 3, 3, fast_etcd(), "lease_ms = 0", "ttl_ms = 1000", true)
-        .unwrap_or_else(|e| panic!("the HA lab: {e}"));
+    let mut ha = HaLab::start(
+        3,
+        3,
+        3,
+        fast_etcd(),
+        "lease_ms = 0",
+        "ttl_ms = 1000",
+        Some(4000),
+        true,
+    )
+    .unwrap_or_else(|e| panic!("the HA lab: {e}"));
     let guest = ha.lab.guest_elf().to_string_lossy().into_owned();
     let lead = ha.leader().unwrap();
     for (vm, host) in [("vm1", "h1"), ("vm2", "h2")] {

@@ -5,6 +5,12 @@
 //! genies). Another router takes over, every genie reconnects to it, and the VMs keep
 //! running where they were, the same qemu processes. Then a host loses its power
 //! silently: the new leader proves it off over IPMI and restarts its VM elsewhere.
+//! Last, a host is cut off from the network together with its BMC: no BMC can prove
+//! it off, but its genie, cut from etcd too, kills its VMs before its etcd lease can
+//! expire, and the leader restarts them once the lease is gone plus the margin.
+//! Last, a host is cut off from the network together with its BMC: no BMC can prove
+//! it off, but its genie, cut from etcd too, kills its VMs before its etcd lease can
+//! expire, and the leader restarts them once the lease is gone plus the margin.
 //! Throughout, an independent QMP census of every host (the witness sockets, not the
 //! router) is sampled: never two running copies of a VM, and none lost.
 //!
@@ -74,6 +80,8 @@ fn the_leader_killed_another_takes_over_genies_follow_vms_run_on_and_a_later_pow
         // absence must never kill a VM.
         "lease_ms = 0",
         "",
+        // Every genie keeps a liveness lease of 4 s in etcd.
+        Some(4000),
         false,
     )
     .unwrap();
@@ -170,4 +178,34 @@ fn the_leader_killed_another_takes_over_genies_follow_vms_run_on_and_a_later_pow
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // h2 is cut off with its BMC: only its genie's etcd lease can prove it empty.
+    let on_h2: Vec<&str> = ["vm1", "vm2"]
+        .into_iter()
+        .filter(|v| c.running_on(v) == vec!["h2".to_string()])
+        .collect();
+    assert!(!on_h2.is_empty(), "vm2 runs on h2: {:?}", c.seen);
+    ha.lab.cut_host_link(2).unwrap();
+    ha.lab.cut_bmc(2).unwrap();
+    let t2 = Instant::now();
+    let c = wait_census(&ha, FAILOVER_WAIT, "h2's VMs running on h3", |c| {
+        c.each_once(&["vm1", "vm2"])
+            && c.running_on("vm1") == vec!["h3".to_string()]
+            && c.running_on("vm2") == vec!["h3".to_string()]
+    });
+    eprintln!(
+        "h2 and its BMC cut off: {on_h2:?} run on h3 {} ms later (etcd lease 4 s + margin 1 s)",
+        t2.elapsed().as_millis()
+    );
+    // Its genie killed them itself (no qemu left there), and the leader said why.
+    assert!(c.on_host("h2").is_empty(), "{:?}", c.seen);
+    let events = ha
+        .lab
+        .router_cli_at(
+            &ha.routers[new].api,
+            &["events", "--json", "--limit", "200"],
+        )
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("etcd lease expired"), "{events}");
 }

@@ -80,6 +80,9 @@ pub struct EtcdOptions {
     /// `--heartbeat-interval` and `--election-timeout`, ms.
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    /// The address clients reach the members on (peers stay on loopback): the lab
+    /// puts it on its bridge, where the genies can reach it too.
+    pub client_ip: String,
 }
 
 impl Default for EtcdOptions {
@@ -88,6 +91,7 @@ impl Default for EtcdOptions {
             netns: None,
             heartbeat_ms: 100,
             election_timeout_ms: 1000,
+            client_ip: "127.0.0.1".into(),
         }
     }
 }
@@ -195,7 +199,7 @@ impl EtcdCluster {
         let initial_cluster = self.initial_cluster.clone();
         let token = self.token.clone();
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("http://{}:{}", self.options.client_ip, m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -256,11 +260,11 @@ impl EtcdCluster {
         Ok(())
     }
 
-    /// The client endpoints (`127.0.0.1:<port>`), member order.
+    /// The client endpoints (`<client_ip>:<port>`), member order.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}:{}", self.options.client_ip, m.client_port))
             .collect()
     }
 
@@ -287,7 +291,10 @@ impl EtcdCluster {
     }
 
     fn get_here(&self, i: usize, path: &str) -> Option<serde_json::Value> {
-        let url = format!("http://127.0.0.1:{}{path}", self.members[i].client_port);
+        let url = format!(
+            "http://{}:{}{path}",
+            self.options.client_ip, self.members[i].client_port
+        );
         let mut resp = if path == "/health" {
             self.agent.get(&url).call().ok()?
         } else {

@@ -71,6 +71,8 @@ impl Lab {
             &dir,
             EtcdOptions {
                 netns: Some(self.names.core_ns()),
+                // On the bridge, where routers and genies reach it.
+                client_ip: super::Names::router_ip().to_string(),
                 ..options
             },
         )
@@ -155,8 +157,13 @@ impl Lab {
     }
 
     /// Rewrites every genie.toml so that `router` lists `routers` (before the hosts
-    /// are powered on: a genie reads its config at start).
-    pub fn genies_follow(&self, routers: &[HaRouter]) -> Result<(), LabError> {
+    /// are powered on: a genie reads its config at start), and, given `etcd`, so that
+    /// each genie keeps a liveness lease there (`etcd_ttl_ms` = `ttl_ms`).
+    pub fn genies_follow(
+        &self,
+        routers: &[HaRouter],
+        etcd: Option<(&[String], u64)>,
+    ) -> Result<(), LabError> {
         let one = format!(
             "router = {}\n",
             configs::q(format!(
@@ -166,7 +173,15 @@ impl Lab {
             ))
         );
         let list: Vec<String> = routers.iter().map(|r| configs::q(r.link())).collect();
-        let many = format!("router = [{}]\n", list.join(", "));
+        let mut many = format!("router = [{}]\n", list.join(", "));
+        if let Some((eps, ttl_ms)) = etcd {
+            let eps: Vec<String> = eps.iter().map(configs::q).collect();
+            many += &format!(
+                "etcd = [{}]\ncluster = {}\netcd_ttl_ms = {ttl_ms}\n",
+                eps.join(", "),
+                configs::q(&self.names.tag)
+            );
+        }
         for h in &self.hosts {
             let text = fs::read_to_string(&h.genie_toml).map_err(io_err(&h.genie_toml))?;
             fs::write(&h.genie_toml, text.replace(&one, &many)).map_err(io_err(&h.genie_toml))?;
@@ -241,7 +256,8 @@ pub struct HaLab {
 impl HaLab {
     /// `hosts` hosts whose genies list `routers` routers, an etcd of `members`
     /// members with `etcd`'s timings; `router_extra` are top-level router.toml lines,
-    /// `ha_extra` lines of the `[ha]` table.
+    /// `ha_extra` lines of the `[ha]` table; with `genie_etcd_ttl_ms`, every genie
+    /// keeps a liveness lease of that TTL in etcd.
     pub fn start(
         hosts: usize,
         routers: usize,
@@ -249,6 +265,7 @@ impl HaLab {
         etcd: EtcdOptions,
         router_extra: &str,
         ha_extra: &str,
+        genie_etcd_ttl_ms: Option<u64>,
         bench_bins: bool,
     ) -> Result<HaLab, LabError> {
         let mut spec = super::LabSpec::vms(hosts).router_toml(router_extra);
@@ -260,7 +277,8 @@ impl HaLab {
         let lab = Lab::start_with_witness(spec)?;
         let etcd = lab.start_etcd(members, etcd)?;
         let mut routers = lab.ha_routers(routers, &etcd.endpoints(), ha_extra)?;
-        lab.genies_follow(&routers)?;
+        let eps = etcd.endpoints();
+        lab.genies_follow(&routers, genie_etcd_ttl_ms.map(|t| (eps.as_slice(), t)))?;
         for r in &mut routers {
             lab.start_ha_router(r)?;
         }
