@@ -38,7 +38,7 @@ use router::store::etcd::EtcdStore;
 use router::store::{PersistedState, Store};
 use wisp_tests::bench::stats;
 use wisp_tests::lab::etcd::{EtcdCluster, EtcdOptions};
-use wisp_tests::lab::ha::HaLab;
+use wisp_tests::lab::ha::{HaLab, HaLabSpec};
 
 const DEFAULT_RUNS: usize = 10;
 const WAIT: Duration = Duration::from_secs(30);
@@ -193,16 +193,12 @@ fn fast_elector_crashes(runs: usize) -> Vec<u64> {
 
 /// The lab takeover: (killed -> new leader acting, killed -> every genie back), ms.
 fn end_to_end(runs: usize) -> (Vec<u64>, Vec<u64>) {
-    let mut ha = HaLab::start(
-        3,
-        3,
-        3,
-        fast_etcd(),
-        "lease_ms = 0",
-        "ttl_ms = 1000",
-        Some(4000),
-        true,
-    )
+    let mut ha = HaLab::start(HaLabSpec {
+        etcd: fast_etcd(),
+        ha_extra: "ttl_ms = 1000".into(),
+        bench_bins: true,
+        ..HaLabSpec::default()
+    })
     .unwrap_or_else(|e| panic!("the HA lab: {e}"));
     let guest = ha.lab.guest_elf().to_string_lossy().into_owned();
     let lead = ha.leader().unwrap();

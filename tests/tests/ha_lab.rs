@@ -20,8 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use wisp_tests::lab::etcd::EtcdOptions;
-use wisp_tests::lab::ha::HaLab;
+use wisp_tests::lab::ha::{HaLab, HaLabSpec};
 use wisp_tests::lab::{poll, Census, WAIT};
 
 /// A takeover waits out the old leader's lease (2 s), then the genies come back;
@@ -71,20 +70,10 @@ fn status(ha: &HaLab, k: usize) -> serde_json::Value {
 #[test]
 fn the_leader_killed_another_takes_over_genies_follow_vms_run_on_and_a_later_power_loss_is_failed_over(
 ) {
-    let ha = HaLab::start(
-        3,
-        3,
-        3,
-        EtcdOptions::default(),
-        // The genies' self-fence lease stays off, as by default: the routers'
-        // absence must never kill a VM.
-        "lease_ms = 0",
-        "",
-        // Every genie keeps a liveness lease of 4 s in etcd.
-        Some(4000),
-        false,
-    )
-    .unwrap();
+    // Every genie keeps a liveness lease of 4 s in etcd; the router-granted
+    // self-fence lease stays off, as by default: the routers' absence must never kill
+    // a VM.
+    let ha = HaLab::start(HaLabSpec::default()).unwrap();
     let lead = ha.leader().unwrap();
     let follower = (lead + 1) % 3;
     let s = status(&ha, follower);

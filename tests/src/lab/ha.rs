@@ -243,6 +243,42 @@ impl Lab {
     }
 }
 
+/// What an [`HaLab`] is made of.
+#[derive(Debug, Clone)]
+pub struct HaLabSpec {
+    pub hosts: usize,
+    pub routers: usize,
+    /// etcd members, with `etcd`'s raft timings.
+    pub members: usize,
+    pub etcd: EtcdOptions,
+    /// Top-level router.toml lines.
+    pub router_extra: String,
+    /// Lines of the `[ha]` table.
+    pub ha_extra: String,
+    /// With a TTL, every genie keeps a liveness lease of that TTL in etcd.
+    pub genie_etcd_ttl_ms: Option<u64>,
+    /// Benches: see [`super::LabSpec::bench_bins`].
+    pub bench_bins: bool,
+}
+
+impl Default for HaLabSpec {
+    /// Three of everything, etcd's usual timings, the genies' etcd lease of 4 s, and
+    /// the router-granted self-fence lease off (`lease_ms = 0`), as replicated routers
+    /// should run.
+    fn default() -> Self {
+        Self {
+            hosts: 3,
+            routers: 3,
+            members: 3,
+            etcd: EtcdOptions::default(),
+            router_extra: "lease_ms = 0".into(),
+            ha_extra: String::new(),
+            genie_etcd_ttl_ms: Some(4000),
+            bench_bins: false,
+        }
+    }
+}
+
 /// A lab with replicated routers: the lab (VM preset, witness on), its etcd and its
 /// routers, every host up with metrics at the leader.
 #[derive(Debug)]
@@ -254,37 +290,28 @@ pub struct HaLab {
 }
 
 impl HaLab {
-    /// `hosts` hosts whose genies list `routers` routers, an etcd of `members`
-    /// members with `etcd`'s timings; `router_extra` are top-level router.toml lines,
-    /// `ha_extra` lines of the `[ha]` table; with `genie_etcd_ttl_ms`, every genie
-    /// keeps a liveness lease of that TTL in etcd.
-    pub fn start(
-        hosts: usize,
-        routers: usize,
-        members: usize,
-        etcd: EtcdOptions,
-        router_extra: &str,
-        ha_extra: &str,
-        genie_etcd_ttl_ms: Option<u64>,
-        bench_bins: bool,
-    ) -> Result<HaLab, LabError> {
-        let mut spec = super::LabSpec::vms(hosts).router_toml(router_extra);
-        spec.start_router = false;
-        spec.hosts_on = false;
-        if bench_bins {
-            spec = spec.bench_bins();
+    /// Builds and starts it, and waits until every host is up at the leader.
+    pub fn start(spec: HaLabSpec) -> Result<HaLab, LabError> {
+        let mut lab_spec = super::LabSpec::vms(spec.hosts).router_toml(&spec.router_extra);
+        lab_spec.start_router = false;
+        lab_spec.hosts_on = false;
+        if spec.bench_bins {
+            lab_spec = lab_spec.bench_bins();
         }
-        let lab = Lab::start_with_witness(spec)?;
-        let etcd = lab.start_etcd(members, etcd)?;
-        let mut routers = lab.ha_routers(routers, &etcd.endpoints(), ha_extra)?;
+        let lab = Lab::start_with_witness(lab_spec)?;
+        let etcd = lab.start_etcd(spec.members, spec.etcd.clone())?;
+        let mut routers = lab.ha_routers(spec.routers, &etcd.endpoints(), &spec.ha_extra)?;
         let eps = etcd.endpoints();
-        lab.genies_follow(&routers, genie_etcd_ttl_ms.map(|t| (eps.as_slice(), t)))?;
+        lab.genies_follow(
+            &routers,
+            spec.genie_etcd_ttl_ms.map(|t| (eps.as_slice(), t)),
+        )?;
         for r in &mut routers {
             lab.start_ha_router(r)?;
         }
         let me = HaLab { routers, etcd, lab };
         let leader = me.lab.wait_ha_leader(&me.routers)?;
-        for i in 1..=hosts {
+        for i in 1..=spec.hosts {
             me.lab.power_on(i)?;
         }
         me.wait_hosts_up(leader)?;
