@@ -200,19 +200,9 @@ fn end_to_end(runs: usize) -> (Vec<u64>, Vec<u64>) {
         ..HaLabSpec::default()
     })
     .unwrap_or_else(|e| panic!("the HA lab: {e}"));
-    let guest = ha.lab.guest_elf().to_string_lossy().into_owned();
     let lead = ha.leader().unwrap();
     for (vm, host) in [("vm1", "h1"), ("vm2", "h2")] {
-        let out = ha
-            .lab
-            .router_cli_at(
-                &ha.routers[lead].api,
-                &[
-                    "vm", "create", vm, "--mem", "64", "--kernel", &guest, "--host", host,
-                ],
-            )
-            .unwrap();
-        assert!(out.status.success(), "create {vm}: {out:?}");
+        ha.create_guest_vm(lead, vm, host).unwrap();
     }
     let census_ok = |ha: &HaLab| {
         let c = ha.lab.census().unwrap();

@@ -81,18 +81,9 @@ fn the_leader_killed_another_takes_over_genies_follow_vms_run_on_and_a_later_pow
     assert_eq!(s["leader"], ha.routers[lead].name.as_str(), "{s}");
 
     // VMs are created through a follower: it forwards to the leader.
-    let guest = ha.lab.guest_elf().to_string_lossy().into_owned();
     for (vm, host) in [("vm1", "h1"), ("vm2", "h2")] {
-        let out = ha
-            .lab
-            .router_cli_at(
-                &ha.routers[follower].api,
-                &[
-                    "vm", "create", vm, "--mem", "64", "--kernel", &guest, "--host", host,
-                ],
-            )
-            .unwrap();
-        assert!(out.status.success(), "create {vm} via a follower: {out:?}");
+        ha.create_guest_vm(follower, vm, host)
+            .unwrap_or_else(|e| panic!("create {vm} via a follower: {e}"));
     }
     let before = wait_census(&ha, WAIT, "vm1 on h1 and vm2 on h2", |c| {
         c.each_once(&["vm1", "vm2"])

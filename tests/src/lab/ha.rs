@@ -351,6 +351,23 @@ impl HaLab {
         )
     }
 
+    /// `router vm create VM --mem 64 --kernel <the lab guest> --host HOST` through
+    /// router `via` (0-based), which must succeed.
+    pub fn create_guest_vm(&self, via: usize, vm: &str, host: &str) -> Result<(), LabError> {
+        let guest = self.lab.guest_elf().to_string_lossy().into_owned();
+        let args = [
+            "vm", "create", vm, "--mem", "64", "--kernel", &guest, "--host", host,
+        ];
+        let out = self.lab.router_cli_at(&self.routers[via].api, &args)?;
+        if !out.status.success() {
+            return Err(LabError::Cli {
+                args: format!("--api {} {}", self.routers[via].api, args.join(" ")),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Every router's last `n` log lines, for failure messages.
     pub fn logs(&self, n: usize) -> String {
         self.routers
