@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod ids;
 pub mod mac;
 pub mod proto;

@@ -18,8 +18,22 @@ pub const DEFAULT_METRICS_MS: u64 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct GenieConfig {
     pub host: HostId,
-    /// `ip:port` or `name:port` of the router's genie link.
-    pub router: String,
+    /// `ip:port` or `name:port` of the router's genie link; with replicated routers,
+    /// every router's (`router = ["a:7100", "b:7100"]`), and the genie follows the
+    /// leader among them. A single string stays valid.
+    #[serde(deserialize_with = "one_or_many")]
+    pub router: Vec<String>,
+    /// etcd client URLs of replicated routers: the genie keeps a liveness lease there
+    /// and self-fences only when it cannot renew it. Empty: no etcd lease.
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// The routers' cluster name (`[ha] cluster` in router.toml): where in etcd.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// The liveness lease's TTL in etcd; the genie self-fences 1 s earlier when it
+    /// cannot renew.
+    #[serde(default = "default_etcd_ttl_ms")]
+    pub etcd_ttl_ms: u64,
     pub secret_file: PathBuf,
     pub vm_dir: PathBuf,
     /// Address incoming migrations listen on; default: the local address of the link.
@@ -42,9 +56,32 @@ pub struct GenieConfig {
     pub sys_power_dir: Option<PathBuf>,
 }
 
+/// `"a:1"` or `["a:1", "b:1"]`, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected \"host:port\" or a list of them",
+        )),
+    }
+}
+
 /// The kernel's power directory.
 pub const DEFAULT_SYS_POWER_DIR: &str = "/sys/power";
 
+fn default_cluster() -> String {
+    "wisp".into()
+}
+fn default_etcd_ttl_ms() -> u64 {
+    crate::liveness::DEFAULT_TTL_MS
+}
 fn default_heartbeat_ms() -> u64 {
     DEFAULT_HEARTBEAT_MS
 }
@@ -96,8 +133,29 @@ impl GenieConfig {
         if self.suspend_command.is_empty() {
             return Err(bad("suspend_command", "must name a program"));
         }
-        if !self.router.contains(':') {
-            return Err(bad("router", "expected host:port"));
+        if self.router.is_empty() {
+            return Err(bad("router", "name at least one router (host:port)"));
+        }
+        if let Some(r) = self.router.iter().find(|r| !r.contains(':')) {
+            return Err(bad("router", &format!("expected host:port, not {r:?}")));
+        }
+        let cluster_ok = !self.cluster.is_empty()
+            && self.cluster.len() <= 64
+            && self
+                .cluster
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !cluster_ok {
+            return Err(bad("cluster", "use 1 to 64 of a-z, 0-9, '-' and '_'"));
+        }
+        if self.etcd_ttl_ms < 2000 {
+            return Err(bad(
+                "etcd_ttl_ms",
+                &format!(
+                    "must be at least 2000 (the genie self-fences 1 s before it), not {}",
+                    self.etcd_ttl_ms
+                ),
+            ));
         }
         if let Some(d) = &self.sys_power_dir {
             if !d.is_dir() {
@@ -129,6 +187,51 @@ mod tests {
         assert_eq!(c.suspend_command, vec!["systemctl", "suspend"]);
         assert_eq!(c.address, None);
         assert_eq!(c.sys_power_dir(), PathBuf::from("/sys/power"));
+    }
+
+    #[test]
+    fn router_is_one_address_or_a_list_and_a_bad_one_is_named() {
+        let c = GenieConfig::parse(Path::new("/g.toml"), MIN).unwrap();
+        assert_eq!(c.router, vec!["127.0.0.1:7100"]);
+        let many = MIN.replace(
+            "router = \"127.0.0.1:7100\"",
+            "router = [\"10.0.0.1:7100\", \"10.0.0.2:7100\"]",
+        );
+        let c = GenieConfig::parse(Path::new("/g.toml"), &many).unwrap();
+        assert_eq!(c.router, vec!["10.0.0.1:7100", "10.0.0.2:7100"]);
+        for (bad, says) in [
+            ("router = []", "at least one"),
+            ("router = [\"10.0.0.1:7100\", \"nope\"]", "\"nope\""),
+            ("router = 7", "host:port"),
+        ] {
+            let text = MIN.replace("router = \"127.0.0.1:7100\"", bad);
+            let e = GenieConfig::parse(Path::new("/g.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("router") && e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn etcd_is_optional_and_its_settings_are_checked() {
+        let c = GenieConfig::parse(Path::new("/g.toml"), MIN).unwrap();
+        assert!(c.etcd.is_empty());
+        assert_eq!((c.cluster.as_str(), c.etcd_ttl_ms), ("wisp", 4000));
+        let c = GenieConfig::parse(
+            Path::new("/g.toml"),
+            &format!("{MIN}etcd = [\"http://10.0.0.1:2379\"]\ncluster = \"c1\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.etcd, vec!["http://10.0.0.1:2379"]);
+        for (bad, key) in [
+            ("cluster = \"A/B\"", "cluster"),
+            ("etcd_ttl_ms = 1000", "etcd_ttl_ms"),
+        ] {
+            let e = GenieConfig::parse(Path::new("/g.toml"), &format!("{MIN}{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

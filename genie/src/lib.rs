@@ -11,6 +11,7 @@ pub mod fakes;
 pub mod host_sleep;
 pub mod lease;
 pub mod link;
+pub mod liveness;
 pub mod manager;
 pub mod metrics;
 pub mod power_caps;

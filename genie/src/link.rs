@@ -10,6 +10,14 @@
 //! for TCP to notice it is dead, reconnects without backoff (same instance, `gen` goes
 //! on), and sends `resumed` in the first report of the new link, a full one.
 //!
+//! Several routers. genie.toml may list every router of a replicated cluster; only
+//! the leader welcomes a genie. A follower answers the Hello with `NotLeader`, naming
+//! the leader when it knows it: the genie goes there next, at once. Any other failure
+//! moves on to the next router of the list. The backoff doubles only when a whole round
+//! of the list was unreachable; while some router answers "not the leader" an election
+//! is under way, and the genie asks again every [`NOT_LEADER_RETRY`]. None of this
+//! touches the VMs: only the self-fence lease (off by default) ever stops them.
+//!
 //! Power abilities (`PowerCaps`) are learned by a task of their own at start, every
 //! [`power_caps::RELEARN_EVERY`], after a resume and after WoL was armed; the first full
 //! report of each link carries them, later ones only when they changed.
@@ -45,6 +53,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The wait before asking again when every router answered "not the leader" and none
+/// named one: an election is under way and ends within a lease TTL.
+pub const NOT_LEADER_RETRY: Duration = Duration::from_millis(200);
 /// How often vm_dir is scanned for qemus started by someone else (or before a restart).
 pub const SCAN_EVERY: Duration = Duration::from_secs(3);
 
@@ -86,13 +97,24 @@ impl LinkError {
     fn is_auth(&self) -> bool {
         matches!(self, Self::Handshake(e) if e.is_auth())
     }
+
+    /// A follower router's answer: `Some(leader's link address, if named)`.
+    fn not_leader(&self) -> Option<Option<&str>> {
+        match self {
+            Self::Handshake(InitiateError::NotLeader { leader, .. }) => {
+                Some(leader.as_ref().map(|l| l.link.as_str()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What the link needs from the config.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     pub host: HostId,
-    pub router: String,
+    /// Every router's genie link address (one for a single router); never empty.
+    pub routers: Vec<String>,
     pub secret: Secret,
     /// Used until Welcome says otherwise.
     pub heartbeat_ms: u64,
@@ -125,6 +147,77 @@ pub struct Link<M, H, P> {
     resumed: Option<Resumed>,
     /// Poked to learn the power abilities again now.
     caps_stale: Arc<Notify>,
+    /// The router tried or talked to now (errors and logs name it).
+    at: String,
+    /// Where the next attempt goes (see [`Routers`]).
+    routers: Routers,
+}
+
+/// Which router to try next: a leader a follower named, else the list in turn.
+#[derive(Debug)]
+struct Routers {
+    list: Vec<String>,
+    next: usize,
+    named: Option<String>,
+    /// Failures in a row where no router answered at all.
+    unreachable: usize,
+}
+
+impl Routers {
+    fn new(list: Vec<String>) -> Self {
+        Self {
+            list,
+            next: 0,
+            named: None,
+            unreachable: 0,
+        }
+    }
+
+    /// The address to connect to now.
+    fn target(&mut self) -> String {
+        if let Some(n) = self.named.take() {
+            // Rotation goes on after the named router, if it is in the list.
+            if let Some(i) = self.list.iter().position(|r| *r == n) {
+                self.next = i;
+            }
+            return n;
+        }
+        self.list
+            .get(self.next % self.list.len().max(1))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// After a failed attempt on `at`: where to go next and how long to wait first
+    /// (`None`: the usual backoff, which the caller doubles).
+    fn failed(&mut self, at: &str, not_leader: Option<Option<&str>>) -> Option<Duration> {
+        self.next = (self.next + 1) % self.list.len().max(1);
+        match not_leader {
+            Some(Some(leader)) if leader != at => {
+                self.unreachable = 0;
+                self.named = Some(leader.to_owned());
+                Some(Duration::ZERO)
+            }
+            Some(_) => {
+                self.unreachable = 0;
+                Some(NOT_LEADER_RETRY)
+            }
+            None => {
+                self.unreachable += 1;
+                if self.unreachable >= self.list.len() {
+                    self.unreachable = 0;
+                    None
+                } else {
+                    // The next router may well be up: try it without waiting long.
+                    Some(BACKOFF_MIN)
+                }
+            }
+        }
+    }
+
+    fn welcomed(&mut self) {
+        self.unreachable = 0;
+    }
 }
 
 /// What the reader task hands the session: a frame, a clean end, or a frame error.
@@ -147,7 +240,10 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
     ) -> Self {
         // Replies queue here across reconnects; 64 is many commands' worth.
         let (out_tx, out_rx) = mpsc::channel(64);
+        let routers = Routers::new(cfg.routers.clone());
         Self {
+            at: cfg.routers.first().cloned().unwrap_or_default(),
+            routers,
             cfg,
             reporter,
             hv,
@@ -219,9 +315,20 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             if welcomed {
                 backoff = BACKOFF_MIN;
                 failures = 0;
+                self.routers.welcomed();
             }
-            let wait = tokio::time::sleep(jitter(backoff));
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let wait = match self.routers.failed(&self.at, e.not_leader()) {
+                Some(d) => {
+                    backoff = BACKOFF_MIN;
+                    jitter(d)
+                }
+                None => {
+                    let d = jitter(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    d
+                }
+            };
+            let wait = tokio::time::sleep(wait);
             tokio::pin!(wait);
             // The clocks are watched while waiting too: a resume ends the wait.
             loop {
@@ -263,6 +370,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
         welcomed: &mut bool,
         caps: &watch::Receiver<Option<PowerCaps>>,
     ) -> Result<Infallible, LinkError> {
+        self.at = self.routers.target();
         let mut stream = self.connect().await?;
         let incoming_addr = self
             .cfg
@@ -338,7 +446,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
     }
 
     async fn connect(&self) -> Result<TcpStream, LinkError> {
-        let router = &self.cfg.router;
+        let router = &self.at;
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(router))
             .await
             .map_err(|_| self.timeout("connect"))?
@@ -357,9 +465,9 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             genie_version: env!("CARGO_PKG_VERSION"),
             secret: &self.cfg.secret,
         };
-        let w = handshake::initiate(stream, &self.cfg.router, me, HANDSHAKE_TIMEOUT).await?;
+        let w = handshake::initiate(stream, &self.at, me, HANDSHAKE_TIMEOUT).await?;
         tracing::info!(
-            router = %self.cfg.router,
+            router = %self.at,
             session = w.session,
             heartbeat_ms = w.heartbeat_ms,
             metrics_ms = w.metrics_ms,
@@ -372,7 +480,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
     /// Any frame from the router renews the lease; the end of the stream or a bad
     /// frame ends the session.
     fn received(&self, r: Option<Inbound>) -> Result<RouterMsg, LinkError> {
-        let router = self.cfg.router.clone();
+        let router = self.at.clone();
         match r {
             Some(Ok(Some(m))) => {
                 self.lease.renew();
@@ -400,7 +508,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
                 });
             }
             other => {
-                tracing::warn!(router = %self.cfg.router, msg = ?other, "unexpected message after the handshake; ignored")
+                tracing::warn!(router = %self.at, msg = ?other, "unexpected message after the handshake; ignored")
             }
         }
     }
@@ -416,7 +524,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(LinkError::Frame {
-                router: self.cfg.router.clone(),
+                router: self.at.clone(),
                 source,
             }),
             Err(_) => Err(self.timeout("a report write")),
@@ -425,7 +533,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
 
     fn timeout(&self, step: &'static str) -> LinkError {
         LinkError::Timeout {
-            router: self.cfg.router.clone(),
+            router: self.at.clone(),
             step,
             timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
         }
@@ -438,6 +546,13 @@ fn log_failure(e: &LinkError, welcomed: bool, failures: u32) {
     let msg = commands::chain(e);
     if e.is_auth() {
         tracing::error!(error = %msg, "authentication with the router failed");
+    } else if e.not_leader().is_some() {
+        // Expected while routers elect a leader: said once, then quietly.
+        if failures == 0 || failures % 30 == 29 {
+            tracing::info!(error = %msg, "that router does not lead; following the leader");
+        } else {
+            tracing::debug!(error = %msg, "that router does not lead; following the leader");
+        }
     } else if welcomed {
         tracing::warn!(error = %msg, "link to the router lost; reconnecting");
     } else if failures == 0 || failures % 30 == 29 {
@@ -509,5 +624,56 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> Routers {
+        Routers::new(vec!["a:1".into(), "b:1".into(), "c:1".into()])
+    }
+
+    #[test]
+    fn a_named_leader_is_tried_at_once_and_the_rotation_goes_on_after_it() {
+        let mut r = list();
+        assert_eq!(r.target(), "a:1");
+        assert_eq!(r.failed("a:1", Some(Some("c:1"))), Some(Duration::ZERO));
+        assert_eq!(r.target(), "c:1");
+        // The named leader died meanwhile: next comes the router after it.
+        assert_eq!(r.failed("c:1", None), Some(BACKOFF_MIN));
+        assert_eq!(r.target(), "a:1");
+        // A leader outside the list (a new router) is followed too.
+        r.failed("a:1", Some(Some("d:1")));
+        assert_eq!(r.target(), "d:1");
+    }
+
+    #[test]
+    fn a_follower_naming_itself_or_nobody_means_wait_a_little_and_ask_the_next() {
+        let mut r = list();
+        assert_eq!(r.target(), "a:1");
+        assert_eq!(r.failed("a:1", Some(None)), Some(NOT_LEADER_RETRY));
+        assert_eq!(r.target(), "b:1");
+        // A stale leader key can name the very router that answered: not a redirect.
+        assert_eq!(r.failed("b:1", Some(Some("b:1"))), Some(NOT_LEADER_RETRY));
+        assert_eq!(r.target(), "c:1");
+    }
+
+    #[test]
+    fn the_backoff_grows_only_after_a_whole_round_was_unreachable() {
+        let mut r = list();
+        for at in ["a:1", "b:1"] {
+            assert_eq!(r.target(), at);
+            assert_eq!(r.failed(at, None), Some(BACKOFF_MIN), "{at}");
+        }
+        assert_eq!(r.target(), "c:1");
+        assert_eq!(r.failed("c:1", None), None, "all three unreachable");
+        assert_eq!(r.target(), "a:1");
+        // One router alone: every failure is a whole round, as before.
+        let mut one = Routers::new(vec!["a:1".into()]);
+        assert_eq!(one.target(), "a:1");
+        assert_eq!(one.failed("a:1", None), None);
+        assert_eq!(one.target(), "a:1");
     }
 }

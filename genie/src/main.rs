@@ -110,7 +110,7 @@ fn check_config(file: &std::path::Path) -> Result<()> {
         "{}: ok (host {}, router {}; cluster secret readable)",
         file.display(),
         cfg.host,
-        cfg.router
+        cfg.router.join(", ")
     );
     Ok(())
 }
@@ -162,12 +162,31 @@ async fn run(cfg: GenieConfig) -> Result<()> {
     let lease_ms = genie::lease::read_lease_file(&lease_file);
     let lease = genie::lease::spawn(lease_ms, Some(lease_file), vms.clone())?;
     let instance = link::random_instance();
-    tracing::info!(host = %cfg.host, router = %cfg.router, vms = found, lease_ms, instance, "genie started");
+    // Replicated routers: a liveness lease in etcd of our own, with its own self-fence.
+    let _liveness = if cfg.etcd.is_empty() {
+        None
+    } else {
+        let ttl = Duration::from_millis(cfg.etcd_ttl_ms);
+        let local = genie::liveness::local_deadline(ttl).as_millis() as u64;
+        let fence = genie::lease::spawn(local, None, vms.clone())?;
+        Some(genie::liveness::spawn(
+            genie::liveness::LivenessConfig {
+                endpoints: cfg.etcd.clone(),
+                cluster: cfg.cluster.clone(),
+                host: cfg.host.clone(),
+                instance,
+                ttl,
+            },
+            fence,
+            Arc::new(vms.clone()),
+        )?)
+    };
+    tracing::info!(host = %cfg.host, router = %cfg.router.join(", "), vms = found, lease_ms, instance, "genie started");
 
     let link = Link::new(
         LinkConfig {
             host: cfg.host.clone(),
-            router: cfg.router.clone(),
+            routers: cfg.router.clone(),
             secret,
             heartbeat_ms: cfg.heartbeat_ms,
             metrics_ms: cfg.metrics_ms,

@@ -80,7 +80,7 @@ async fn start_genie_fenced(router: String, secret: &[u8], fence: FakeFence) -> 
     let link = Link::new(
         LinkConfig {
             host: host(),
-            router,
+            routers: vec![router],
             secret: Secret::from_bytes(secret.to_vec()),
             heartbeat_ms: 200,
             metrics_ms: 1000,

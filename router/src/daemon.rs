@@ -11,6 +11,7 @@ use wisp_common::secret::{Secret, SecretError};
 use crate::api::{self, ApiState};
 use crate::cluster;
 use crate::config::RouterConfig;
+use crate::ha::gate::Gate;
 use crate::link::{self, WelcomeParams};
 use crate::power::PowerPlane;
 use crate::store::{FileStore, Store, StoreError};
@@ -74,9 +75,27 @@ pub async fn run_on(
         api_listener,
         Box::new(store),
         persisted,
+        Term::single(),
         shutdown,
     )
     .await
+}
+
+/// What sets a replicated router's term apart from a single router's life.
+#[derive(Debug, Clone, Default)]
+pub struct Term {
+    /// Asked right before every action outside the store (IPMI, WoL, genie frames).
+    pub gate: Gate,
+    /// The leader's name, which its status shows; `None` for a single router.
+    pub leader_name: Option<String>,
+    /// The genies' etcd leases, the fence's proof without a BMC (replicated routers).
+    pub liveness: Option<crate::ha::liveness::GenieLiveness>,
+}
+
+impl Term {
+    pub fn single() -> Self {
+        Self::default()
+    }
 }
 
 /// Runs every part of the router on `store` until `shutdown` turns true: for a single
@@ -87,11 +106,13 @@ pub async fn run_term(
     api_listener: TcpListener,
     store: Box<dyn Store>,
     persisted: crate::store::PersistedState,
+    term: Term,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     let secret =
         Arc::new(Secret::cluster_from_file(&config.secret_file).map_err(DaemonError::Secret)?);
-    let power = Arc::new(PowerPlane::from_config(&config).map_err(DaemonError::Power)?);
+    let power = PowerPlane::from_config(&config).map_err(DaemonError::Power)?;
+    let power = Arc::new(crate::ha::gate::gated_plane(power, &config, &term.gate));
 
     let link_listener_addr = link_listener.local_addr().ok();
     let api_addr = api_listener.local_addr().ok();
@@ -106,6 +127,7 @@ pub async fn run_term(
         secret,
         cluster.clone(),
         params,
+        term.gate.clone(),
         shutdown.clone(),
     ));
     let (energy, energy_task) =
@@ -119,15 +141,15 @@ pub async fn run_term(
         },
         shutdown.clone(),
     ));
-    let api_task = tokio::spawn(api::serve_router(
-        api_listener,
-        api::app(ApiState {
-            cluster: cluster.clone(),
-            power: power.clone(),
-        })
-        .merge(crate::energy::api::routes(cluster.clone(), energy)),
-        shutdown.clone(),
-    ));
+    let mut app = api::app(ApiState {
+        cluster: cluster.clone(),
+        power: power.clone(),
+    })
+    .merge(crate::energy::api::routes(cluster.clone(), energy));
+    if let Some(name) = term.leader_name.clone() {
+        app = crate::ha::status::as_leader(app, name);
+    }
+    let api_task = tokio::spawn(api::serve_router(api_listener, app, shutdown.clone()));
     let fencer = tokio::spawn(crate::ha::fence::run(
         cluster.clone(),
         power.clone(),
@@ -135,6 +157,7 @@ pub async fn run_term(
             genie_grace: std::time::Duration::from_millis(config.genie_grace_ms),
             lease: std::time::Duration::from_millis(config.lease_ms),
             lease_margin: std::time::Duration::from_millis(config.lease_margin_ms),
+            liveness: term.liveness.clone(),
         },
         shutdown.clone(),
     ));

@@ -545,3 +545,136 @@ fn maintenance_migrates_every_vm_away_live_and_off_returns_the_host() {
     assert!(c3 > c2, "vm1 counter went from {c2} to {c3}");
     counter_advances(&lab, &back, "vm1");
 }
+
+/// libfaketime, which steps the wall clock of the process it is preloaded into.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Host `i`'s genie restarted under libfaketime: its wall clock (only: monotonic and
+/// boot time stay true) is offset by what `offset_file` says, re-read every second.
+fn genie_under_faketime(lab: &Lab, i: usize, offset_file: &std::path::Path) {
+    use wisp_tests::lab::power;
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).is_file(),
+        "{FAKETIME_LIB} is missing: install libfaketime (tests/install-deps.sh)"
+    );
+    lab.kill_genie(i).unwrap();
+    let mut hf = power::read_host_file(&lab.host(i).unwrap().dir).unwrap();
+    let mut argv = vec![
+        "env".to_string(),
+        format!("LD_PRELOAD={FAKETIME_LIB}"),
+        format!("FAKETIME_TIMESTAMP_FILE={}", offset_file.display()),
+        "FAKETIME_CACHE_DURATION=1".into(),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+    ];
+    argv.append(&mut hf.genie_argv);
+    hf.genie_argv = argv;
+    power::start_genie(&hf).unwrap();
+}
+
+/// Samples for `d` that host `name` stays `up` and vm1 keeps running once, in the
+/// same qemu process.
+fn stays_up_with(lab: &Lab, name: &str, vm1_pid: i32, d: Duration, what: &str) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        let s = state(lab, name);
+        assert_eq!(s, "up", "{what}: {name} flapped\n{}", log_tail(lab));
+        let c = census(lab);
+        assert!(c.each_once(&["vm1"]), "{what}: {:?}", c.seen);
+        assert_eq!(pid_of(&c, "vm1"), vm1_pid, "{what}: vm1 was restarted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_genie_whose_wall_clock_steps_an_hour_back_then_forward_keeps_its_vm_and_does_not_flap() {
+    // The lab's router grants a 3 s self-fence lease: a step must not cost an ack.
+    let lab = lab(2, "");
+    let before = create_all(&lab, &[("vm1", 1)]);
+    let pid = pid_of(&before, "vm1");
+    let offset = lab.dir().join("h1-faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    genie_under_faketime(&lab, 1, &offset);
+    // The restarted genie (a new instance) is heard again and adopts vm1.
+    wait_state(&lab, "h1", "up", WAIT);
+    let genie = lab.genie_pids(1).unwrap();
+    assert_eq!(genie.len(), 1, "{genie:?}");
+    let env = std::fs::read(format!("/proc/{}/environ", genie[0])).unwrap();
+    assert!(
+        String::from_utf8_lossy(&env).contains("FAKETIME_TIMESTAMP_FILE"),
+        "the genie does not run under libfaketime"
+    );
+    stays_up_with(&lab, "h1", pid, Duration::from_secs(2), "settling");
+    // The mechanism itself, witnessed by date(1) under the same settings.
+    let date = |lab: &Lab| -> i64 {
+        let out = lab
+            .exec_in(
+                &lab.host(1).unwrap().ns,
+                "env",
+                &[
+                    &format!("LD_PRELOAD={FAKETIME_LIB}"),
+                    &format!("FAKETIME_TIMESTAMP_FILE={}", offset.display()),
+                    "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                    "date",
+                    "+%s",
+                ],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let since = unix_ms();
+
+    std::fs::write(&offset, "-1h\n").unwrap();
+    let skew = unix_ms() as i64 / 1000 - date(&lab);
+    assert!(
+        (3590..=3610).contains(&skew),
+        "the wall clock is {skew} s off"
+    );
+    stays_up_with(&lab, "h1", pid, Duration::from_secs(6), "an hour back");
+
+    std::fs::write(&offset, "+1h\n").unwrap();
+    let skew = date(&lab) - unix_ms() as i64 / 1000;
+    assert!(
+        (3590..=3610).contains(&skew),
+        "the wall clock is {skew} s off"
+    );
+    stays_up_with(&lab, "h1", pid, Duration::from_secs(6), "two hours forward");
+
+    // Nothing was ever suspected, fenced or restarted, and every report was applied.
+    for kind in [
+        "host_suspect",
+        "host_unreachable",
+        "host_fenced",
+        "vm_restarted",
+    ] {
+        let evs = events_of(&lab, since, kind, None, None);
+        assert!(evs.is_empty(), "{kind}: {evs:?}");
+    }
+    let status = lab.router_json(&["status", "--json"]).unwrap();
+    assert_eq!(status["reports_dropped"], 0, "{status}");
+    // The genie itself lives an hour ahead: its log stamps a command an hour late.
+    lab.cli_ok(&["vm", "stop", "vm1", "--force"]).unwrap();
+    let log = lab.host(1).unwrap().genie_log.clone();
+    let line = poll(WAIT, "the genie to log the stop command", |last| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        *last = text.lines().last().unwrap_or_default().to_owned();
+        text.lines()
+            .rev()
+            .find(|l| l.contains("command from router") && l.contains("StopVm"))
+            .map(str::to_owned)
+    })
+    .unwrap();
+    let minute = |unix_s: u64| {
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{unix_s}"), "+%Y-%m-%dT%H:%M"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let ahead = unix_ms() / 1000 + 3600;
+    assert!(
+        [minute(ahead), minute(ahead - 60)]
+            .iter()
+            .any(|m| line.starts_with(m.as_str())),
+        "the genie's clock is not an hour ahead: {line}"
+    );
+}

@@ -10,6 +10,7 @@
 //!                                        <- Challenge{nonce, proof}   (router proves the secret)
 //!   Auth{proof}                          ->                           (genie proves the secret)
 //!                                        <- Welcome{session, rates, lease} | Refused{reason}
+//!                                           (a follower router answers Hello with NotLeader)
 //!   Report{gen, sent_at_ms, ...}         ->   many times a second
 //!                                        <- Command{id, command}
 //!   Progress{id, ...} / Reply{id, outcome} ->
@@ -91,6 +92,13 @@ pub enum RouterMsg {
     Refused {
         reason: String,
     },
+    /// A follower of a replicated router turns a genie away at its Hello, naming the
+    /// leader when it knows it, so the genie can follow it.
+    NotLeader {
+        reason: String,
+        #[serde(default)]
+        leader: Option<handshake::LeaderRef>,
+    },
     Command {
         id: CommandId,
         command: Command,
@@ -121,6 +129,7 @@ impl RouterMsg {
             Self::Challenge { .. } => "challenge",
             Self::Welcome { .. } => "welcome",
             Self::Refused { .. } => "refused",
+            Self::NotLeader { .. } => "not_leader",
             Self::Command { .. } => "command",
             Self::Ack { .. } => "ack",
         }

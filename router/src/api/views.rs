@@ -119,5 +119,8 @@ pub fn status_view(snap: &Snapshot) -> StatusView {
         energy_mode: snap.energy_mode,
         reports_accepted: snap.reports_accepted,
         reports_dropped: snap.reports_dropped,
+        // A replicated router's API layer says who leads (ha::status).
+        role: "single".into(),
+        leader: None,
     }
 }

@@ -143,7 +143,11 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
                     if s.energy_mode { "on" } else { "off" },
                     s.reports_accepted,
                     s.reports_dropped
-                )
+                ) + &match (s.role.as_str(), &s.leader) {
+                    ("single", _) => String::new(),
+                    (role, Some(l)) => format!("role: {role} (leader {l})\n"),
+                    (role, None) => format!("role: {role} (no leader known)\n"),
+                }
             })
         }
         Cmd::Vm(cmd) => vm::run(&cli.api, cmd),

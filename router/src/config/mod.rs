@@ -80,9 +80,10 @@ pub struct RouterConfig {
     /// Energy-saving mode (`[energy]`): planner interval, thresholds, power model.
     #[serde(default)]
     pub energy: energy::EnergyConfig,
-    /// Router redundancy (`[ha]`): several routers share their state in etcd and one
-    /// of them leads; absent, this router runs alone on its `state_dir`.
-    #[serde(default)]
+    /// Router redundancy (`[ha]`, or `[cluster]` as issue 10 spelled it): several
+    /// routers share their state in etcd and one of them leads; absent, this router
+    /// runs alone on its `state_dir`.
+    #[serde(default, alias = "cluster")]
     pub ha: Option<HaConfig>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
@@ -165,6 +166,22 @@ pub struct HaConfig {
     /// leads (default: `api`).
     #[serde(default)]
     pub advertise_api: Option<String>,
+    /// This router's name, as followers name the leader to genies and `router status`
+    /// shows it (default: the host name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The genie link address genies are sent to while this router leads (default:
+    /// `listen`, which must then not be a wildcard address).
+    #[serde(default)]
+    pub advertise_link: Option<String>,
+    /// The leader lease's TTL: a dead leader is replaced within about this long. etcd
+    /// raises it to 1.5 election timeouts (2 s with `--election-timeout 1000`).
+    #[serde(default = "default_ha_ttl_ms")]
+    pub ttl_ms: u64,
+}
+
+fn default_ha_ttl_ms() -> u64 {
+    2000
 }
 
 fn default_ha_cluster() -> String {
@@ -238,6 +255,24 @@ impl RouterConfig {
                 return Err(invalid(
                     "ha.etcd".into(),
                     "name at least one etcd client URL (three members tolerate one failure)".into(),
+                ));
+            }
+            if ha.ttl_ms < 1000 {
+                return Err(invalid(
+                    "ha.ttl_ms".into(),
+                    format!(
+                        "must be at least 1000 (etcd's shortest lease), not {}",
+                        ha.ttl_ms
+                    ),
+                ));
+            }
+            if ha.advertise_link.is_none() && self.listen.ip().is_unspecified() {
+                return Err(invalid(
+                    "ha.advertise_link".into(),
+                    format!(
+                        "listen is {}: say which address genies are sent to",
+                        self.listen
+                    ),
                 ));
             }
         }

@@ -13,7 +13,9 @@
 //!   self-fence lease: once `lease_ms + lease_margin_ms` have passed since its last
 //!   report, its genie has killed its VMs, so the host counts as `fenced`; before
 //!   that, and always when the lease is disabled, nothing happens and a loud
-//!   `fence_refused` event says what proof is missing.
+//!   `fence_refused` event says what proof is missing. With replicated routers and
+//!   genies that keep a liveness lease in etcd, the proof is instead that the genie's
+//!   etcd key has been gone for `lease_margin_ms` ([`super::liveness`]).
 //!
 //! The router suspects itself first: when more than half of the hosts that should be
 //! up vanish together, the likely fault is the router's own network, so it fences
@@ -54,12 +56,15 @@ const POWER_OFF_POLL: Duration = Duration::from_millis(100);
 pub const SELF_SUSPICION_MIN_HOSTS: usize = 3;
 
 /// Timing rules, from the config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FenceRules {
     pub genie_grace: Duration,
     /// Zero when self-fencing is disabled.
     pub lease: Duration,
     pub lease_margin: Duration,
+    /// The genies' etcd leases (replicated routers); when given, they replace the
+    /// router-granted lease as the proof without a BMC.
+    pub liveness: Option<super::liveness::GenieLiveness>,
 }
 
 /// A host to look at.
@@ -240,6 +245,29 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
                 reason: format!("BMC: {bmc_error}"),
             };
         }
+        if let Some(l) = &rules.liveness {
+            return match l.gone_for(&w.host) {
+                Some(gone) if gone >= rules.lease_margin => Verdict::LeaseExpired {
+                    silent_ms: since_report.as_millis() as u64,
+                    bmc_error: format!(
+                        "{bmc_error}; its genie's etcd lease expired {} ms ago",
+                        gone.as_millis()
+                    ),
+                },
+                Some(gone) => Verdict::NoProof {
+                    reason: format!(
+                        "BMC: {bmc_error}; its genie's etcd lease expired {} ms ago, waiting {} ms for its self-fence",
+                        gone.as_millis(),
+                        rules.lease_margin.as_millis()
+                    ),
+                },
+                None => Verdict::NoProof {
+                    reason: format!(
+                        "BMC: {bmc_error}; its genie's etcd lease has not expired (or was never seen), so its VMs may still run"
+                    ),
+                },
+            };
+        }
         if rules.lease.is_zero() {
             return Verdict::NoProof {
                 reason: format!("BMC: {bmc_error}; self-fencing is disabled (lease_ms = 0), so only a BMC answer can prove it off"),
@@ -378,6 +406,7 @@ pub async fn run(
             let (c, bmc, done) = (c.clone(), power.bmc(&w.host), done_tx.clone());
             let host = w.host.clone();
             let host_for_mark = w.host.clone();
+            let rules = rules.clone();
             tokio::spawn(async move {
                 let v = judge(&w, bmc, rules).await;
                 if first_warning || !matches!(v, Verdict::NoProof { .. }) {
@@ -409,6 +438,7 @@ mod tests {
             genie_grace: Duration::from_secs(5),
             lease: Duration::from_secs(3),
             lease_margin: Duration::from_secs(1),
+            liveness: None,
         }
     }
 
@@ -589,6 +619,40 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(b.actions().is_empty());
+    }
+
+    #[tokio::test]
+    async fn with_genie_leases_in_etcd_only_a_key_gone_for_the_margin_is_proof() {
+        let l = crate::ha::liveness::GenieLiveness::manual();
+        let etcd = FenceRules {
+            lease: Duration::ZERO,
+            lease_margin: Duration::from_millis(200),
+            liveness: Some(l.clone()),
+            ..rules()
+        };
+        let w = work(HostStatus::Unreachable, 600_000, true, true);
+        let judged = || judge(&w, None, etcd.clone());
+        let seen = |hosts: &[&str]| Some(hosts.iter().map(|h| h.to_string()).collect());
+        // Never seen (a genie without etcd): however long the silence, no proof.
+        l.observe(seen(&[]));
+        assert!(matches!(judged().await, Verdict::NoProof { .. }));
+        // Seen, still there: no proof.
+        l.observe(seen(&["h1"]));
+        match judged().await {
+            Verdict::NoProof { reason } => assert!(reason.contains("has not expired"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Gone, but not for the margin yet.
+        l.observe(seen(&[]));
+        match judged().await {
+            Verdict::NoProof { reason } => assert!(reason.contains("waiting"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(matches!(judged().await, Verdict::LeaseExpired { .. }));
+        // etcd unreadable: the proof is withdrawn.
+        l.observe(None);
+        assert!(matches!(judged().await, Verdict::NoProof { .. }));
     }
 }
 

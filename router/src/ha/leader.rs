@@ -72,10 +72,38 @@ pub struct NotLeader {
     pub reason: String,
 }
 
+/// The leading router as its key names it: where its API is, and (from routers that
+/// publish them) its name and genie link, which followers hand to genies.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    pub api: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl From<&str> for LeaderInfo {
+    /// A leader known by its API address alone.
+    fn from(api: &str) -> Self {
+        Self {
+            api: api.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+impl LeaderInfo {
+    /// Its name, or its API address when it published none.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.api)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// `leader` is the leading router's API address, when known.
-    Follower { leader: Option<String> },
+    /// `leader` is the leading router, when known.
+    Follower { leader: Option<LeaderInfo> },
     /// `term` is the leader key's create revision: it only grows from one leadership
     /// to the next.
     Leader { term: i64 },
@@ -153,6 +181,33 @@ impl Fence {
         }
     }
 
+    /// How much longer this router may act as the leader by its own clock: the token
+    /// and the time left before its step-down (unbounded for a fixed fence).
+    pub fn remaining(&self) -> Result<(FenceToken, Duration), NotLeader> {
+        let state = *self.lock();
+        let now = clock();
+        match state {
+            FenceState::Fixed(token) => Ok((token, Duration::MAX)),
+            FenceState::Held { token, until } if now < until => Ok((token, until - now)),
+            FenceState::Held { .. } => Err(NotLeader {
+                reason: "the lease was not renewed in time".into(),
+            }),
+            FenceState::None => Err(NotLeader {
+                reason: "this router does not lead".into(),
+            }),
+        }
+    }
+
+    /// A fence held until `for_` from now, then run out (tests of what is gated).
+    pub fn held_for(token: FenceToken, for_: Duration) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(FenceState::Held {
+                token,
+                until: clock() + for_,
+            })),
+        }
+    }
+
     fn set(&self, state: FenceState) {
         *self.lock() = state;
     }
@@ -180,6 +235,9 @@ pub struct ElectorConfig {
     pub endpoints: Vec<String>,
     /// This router's API address, which followers forward to while it leads.
     pub api: String,
+    /// This router's name and genie link address, which followers name to genies.
+    pub name: Option<String>,
+    pub link: Option<String>,
     pub ttl: Duration,
     pub poll: Duration,
     /// Per etcd request and endpoint.
@@ -192,17 +250,13 @@ impl ElectorConfig {
             cluster: cluster.to_owned(),
             endpoints: endpoints.to_vec(),
             api: api.to_owned(),
+            name: None,
+            link: None,
             ttl: DEFAULT_TTL,
             poll: DEFAULT_POLL,
             request_timeout: REQUEST_TIMEOUT,
         }
     }
-}
-
-/// What the leader key holds.
-#[derive(Debug, Serialize, Deserialize)]
-struct LeaderValue {
-    api: String,
 }
 
 enum Stop {
@@ -246,8 +300,10 @@ impl Elector {
             ));
         }
         let client = EtcdClient::new(&cfg.endpoints, cfg.request_timeout)?;
-        let value = serde_json::to_vec(&LeaderValue {
+        let value = serde_json::to_vec(&LeaderInfo {
             api: cfg.api.clone(),
+            name: cfg.name.clone(),
+            link: cfg.link.clone(),
         })
         .map_err(|e| LeaderError::BadConfig(e.to_string()))?;
         let (tx, role) = watch::channel(Role::Follower { leader: None });
@@ -434,7 +490,7 @@ impl Run {
         {
             Ok(Some(kv)) if kv.create_revision == held.token.create_revision => {}
             Ok(other) => {
-                let holder = other.and_then(|kv| api_of(&kv.value));
+                let holder = other.and_then(|kv| leader_of(&kv.value));
                 self.step_down("the leader key was deleted or replaced");
                 self.publish(Role::Follower { leader: holder });
                 return Duration::ZERO;
@@ -476,7 +532,7 @@ impl Run {
                     return self.poll;
                 }
                 self.publish(Role::Follower {
-                    leader: api_of(&kv.value),
+                    leader: leader_of(&kv.value),
                 });
                 self.poll
             }
@@ -561,7 +617,7 @@ impl Run {
                         self.take_lead(token, sent, ttl);
                     }
                     Some(kv) => self.publish(Role::Follower {
-                        leader: api_of(&kv.value),
+                        leader: leader_of(&kv.value),
                     }),
                     None => {}
                 }
@@ -588,10 +644,9 @@ impl Run {
     }
 }
 
-fn api_of(value: &[u8]) -> Option<String> {
-    serde_json::from_slice::<LeaderValue>(value)
-        .ok()
-        .map(|v| v.api)
+/// The leader key's value (a [`LeaderInfo`] in JSON).
+fn leader_of(value: &[u8]) -> Option<LeaderInfo> {
+    serde_json::from_slice::<LeaderInfo>(value).ok()
 }
 
 #[cfg(test)]
@@ -652,12 +707,15 @@ mod tests {
     }
 
     #[test]
-    fn the_leader_value_names_the_api() {
+    fn the_leader_value_names_the_api_and_maybe_the_name_and_link() {
         assert_eq!(
-            api_of(br#"{"api":"10.0.0.1:7070"}"#).as_deref(),
-            Some("10.0.0.1:7070")
+            leader_of(br#"{"api":"10.0.0.1:7070"}"#),
+            Some("10.0.0.1:7070".into())
         );
-        assert_eq!(api_of(b"garbage"), None);
+        let full = leader_of(br#"{"api":"a:1","name":"r1","link":"10.0.0.1:7100"}"#).unwrap();
+        assert_eq!(full.display_name(), "r1");
+        assert_eq!(full.link.as_deref(), Some("10.0.0.1:7100"));
+        assert_eq!(leader_of(b"garbage"), None);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 pub mod api;
 mod commands;
 pub mod fence;
+pub mod follower;
+pub mod gate;
 pub mod leader;
+pub mod liveness;
 pub mod maintenance;
 pub mod replicated;
+pub mod status;

@@ -1,29 +1,31 @@
-//! A replicated router (`[ha]` in router.toml): several routers share their state in
-//! etcd and one of them leads. The leader runs everything a single router runs (the
-//! cluster task, the genie link, the fence and VM reconcilers, power and energy, the
-//! API) on an [`EtcdStore`] whose every write is conditional on its leadership; a
-//! follower runs only an API that answers 503 naming the leader's API, and accepts no
-//! genie. When the leader loses its lease (it steps down on its own clock before etcd
-//! could elect another), its term ends and every part of it stops; when a follower
-//! wins, it loads the state from etcd and starts a term of its own.
+//! A replicated router (`[ha]` in router.toml, or `[cluster]`): several routers share
+//! their state in etcd and one of them leads. The leader runs everything a single
+//! router runs (the cluster task, the genie link, the fence and VM reconcilers, power
+//! and energy, the API) on an [`EtcdStore`] whose every write is conditional on its
+//! leadership, and every action outside etcd passes the fence check first
+//! ([`super::gate`]). A follower forwards API requests to the leader and turns genies
+//! away naming the leader ([`super::follower`]). When the leader loses its lease (it
+//! steps down on its own clock before etcd could elect another), its term ends and
+//! every part of it stops; when a follower wins, it loads the state from etcd and
+//! starts a term of its own.
 //!
-//! Not done yet (issue 10): genies that know every router (today a genie names one
-//! router; it must be the leader's address or a virtual IP that follows it), followers
-//! forwarding requests instead of refusing them, and the genies' liveness lease in
-//! etcd.
+//! Genies that list etcd keep a liveness lease there; the leader's fence takes its
+//! expiry (plus `lease_margin_ms`) as proof that a silent host without a BMC answer
+//! runs nothing ([`super::liveness`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::Json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::leader::{Elector, ElectorConfig, LeaderError, Role};
-use crate::config::RouterConfig;
-use crate::daemon::{run_term, DaemonError};
+use super::follower::{self, Known};
+use super::gate::Gate;
+use super::leader::{Elector, ElectorConfig, LeaderError};
+use super::liveness::GenieLiveness;
+use crate::config::{HaConfig, RouterConfig};
+use crate::daemon::{run_term, DaemonError, Term};
 use crate::store::etcd::client::{EtcdClient, EtcdError};
 use crate::store::etcd::{EtcdStore, KeysError};
 use crate::store::{Store, StoreError};
@@ -38,6 +40,8 @@ pub enum HaError {
     Keys(#[source] KeysError),
     #[error("cannot load the state from etcd")]
     Load(#[source] StoreError),
+    #[error("cannot start watching the genies' etcd leases")]
+    Liveness(#[source] std::io::Error),
     #[error("cannot listen on {addr} again after a term")]
     Rebind {
         addr: SocketAddr,
@@ -63,8 +67,16 @@ pub async fn run(
         .advertise_api
         .clone()
         .unwrap_or_else(|| api_addr.to_string());
+    let name = router_name(&ha, link_addr);
     let elector = {
-        let cfg = ElectorConfig::new(&ha.cluster, &ha.etcd, &advertise);
+        let mut cfg = ElectorConfig::new(&ha.cluster, &ha.etcd, &advertise);
+        cfg.name = Some(name.clone());
+        cfg.link = Some(
+            ha.advertise_link
+                .clone()
+                .unwrap_or_else(|| link_addr.to_string()),
+        );
+        cfg.ttl = Duration::from_millis(ha.ttl_ms);
         tokio::task::spawn_blocking(move || Elector::start(cfg))
             .await
             .expect("elector start does not panic")
@@ -77,11 +89,16 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        // Follower: an API that names the leader, until this router leads.
+        // Follower: forward the API, turn genies away, until this router leads.
         let api = api_l
             .take()
             .expect("the API listener is back after each phase");
-        let leader_api = follower(api, &mut role, shutdown.clone()).await;
+        let link = link_l
+            .take()
+            .expect("the link listener is back after each phase");
+        let (link, leader) =
+            follower::follow(api, link, Known::new(&name), &mut role, shutdown.clone()).await;
+        link_l = Some(link);
         api_l = Some(rebind(api_addr).await?);
         if *shutdown.borrow() {
             break;
@@ -89,21 +106,23 @@ pub async fn run(
         if !role.borrow().is_leader() {
             continue;
         }
-        info!(api = %leader_api.unwrap_or_default(), "leading: loading the state from etcd");
+        info!(router = %name, was = %follower::describe(&leader), "leading: loading the state from etcd");
         // Leader: load, then run a term until the lease is lost or shutdown.
         let store = {
             let (endpoints, cluster, fence) =
                 (ha.etcd.clone(), ha.cluster.clone(), elector.fence());
-            tokio::task::spawn_blocking(move || -> Result<(EtcdStore, _), HaError> {
+            tokio::task::spawn_blocking(move || -> Result<(EtcdStore, _, _), HaError> {
                 let client = EtcdClient::new(&endpoints, STORE_REQUEST).map_err(HaError::Etcd)?;
-                let store = EtcdStore::new(client, &cluster, fence).map_err(HaError::Keys)?;
+                let store =
+                    EtcdStore::new(client.clone(), &cluster, fence).map_err(HaError::Keys)?;
                 let persisted = store.load().map_err(HaError::Load)?;
-                Ok((store, persisted))
+                let liveness = GenieLiveness::spawn(client, &cluster).map_err(HaError::Liveness)?;
+                Ok((store, persisted, liveness))
             })
             .await
             .expect("loading does not panic")
         };
-        let (store, persisted) = match store {
+        let (store, persisted, liveness) = match store {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %wisp_common::error::chain(&e), "cannot start a term; trying again");
@@ -141,9 +160,15 @@ pub async fn run(
             api,
             Box::new(store),
             persisted,
+            Term {
+                gate: Gate::fenced(elector.fence()),
+                leader_name: Some(name.clone()),
+                liveness: Some(liveness.clone()),
+            },
             term_rx,
         )
         .await;
+        liveness.stop();
         watcher.abort();
         if let Err(e) = term {
             result = Err(e);
@@ -182,54 +207,14 @@ async fn rebind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
     }))
 }
 
-/// Serves the follower's API on `api` until this router leads or shutdown; returns
-/// the leader's API address as last known.
-async fn follower(
-    api: TcpListener,
-    role: &mut watch::Receiver<Role>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Option<String> {
-    let leader = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    let answer = {
-        let leader = leader.clone();
-        move || {
-            let l = leader.lock().ok().and_then(|l| l.clone());
-            async move {
-                let msg = match l {
-                    Some(a) => format!("this router is not the leader; the leader's API is at {a}"),
-                    None => "this router is not the leader, and no leader is known yet".into(),
-                };
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(serde_json::json!({ "error": msg })),
-                )
-            }
-        }
-    };
-    let app = axum::Router::new().fallback(answer);
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(api, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.changed().await;
-            })
-            .await;
-    });
-    loop {
-        if let Role::Follower { leader: l } = &*role.borrow() {
-            if let Ok(mut g) = leader.lock() {
-                g.clone_from(l);
-            }
-        }
-        if role.borrow().is_leader() || *shutdown.borrow() {
-            break;
-        }
-        tokio::select! {
-            r = role.changed() => if r.is_err() { break },
-            _ = shutdown.changed() => {}
-        }
-    }
-    let _ = stop_tx.send(true);
-    let _ = server.await;
-    leader.lock().ok().and_then(|l| l.clone())
+/// This router's name: `name` in the config, else the host's name, else its link
+/// address.
+fn router_name(ha: &HaConfig, link: SocketAddr) -> String {
+    ha.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| link.to_string())
+    })
 }

@@ -26,6 +26,7 @@ use wisp_common::secret::Secret;
 use super::{GenieLink, WelcomeParams, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::cluster::ClusterHandle;
 use crate::events::EventKind;
+use crate::ha::gate::Gate;
 
 struct Pending {
     reply: oneshot::Sender<Outcome>,
@@ -58,6 +59,7 @@ pub(super) async fn run(
     secret: Arc<Secret>,
     cluster: ClusterHandle,
     params: WelcomeParams,
+    gate: Gate,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let known = cluster.inventory();
@@ -106,6 +108,12 @@ pub(super) async fn run(
     }
     .into();
     let (read_half, mut write_half) = stream.into_split();
+    if let Err(e) = gate.check() {
+        cluster
+            .disconnected(host, session, e.to_string(), false)
+            .await;
+        return;
+    }
     if let Err(e) = write_frame(&mut write_half, &welcome, MAX_FRAME_BYTES).await {
         warn!(%host, %peer, error = %e, "could not send welcome");
         cluster
@@ -149,6 +157,8 @@ pub(super) async fn run(
                         // model applied earns one (a replaced session's or a stale one
                         // does not, so that genie's lease runs out as it should).
                         if cluster.report(host.clone(), session, report).await {
+                            // An ack renews the genie's lease: a deposed leader gives none.
+                            if let Err(e) = gate.check() { break e.to_string() }
                             if let Err(e) = write_frame(&mut write_half, &RouterMsg::Ack { gen }, MAX_FRAME_BYTES).await {
                                 break format!("write failed: {e}");
                             }
@@ -177,6 +187,9 @@ pub(super) async fn run(
                 let id = next_id;
                 next_id += 1;
                 let msg = RouterMsg::Command { id, command: req.command };
+                // Checked right before the send: a deposed leader commands nothing
+                // (dropping req.reply tells the caller).
+                if let Err(e) = gate.check() { break e.to_string() }
                 if let Err(e) = write_frame(&mut write_half, &msg, MAX_FRAME_BYTES).await {
                     // Dropping req.reply tells the caller the link closed.
                     break format!("write failed: {e}");

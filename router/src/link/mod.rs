@@ -16,6 +16,7 @@ use wisp_common::proto::{Command, MigrationProgress, Outcome};
 use wisp_common::secret::Secret;
 
 use crate::cluster::ClusterHandle;
+use crate::ha::gate::Gate;
 
 /// Settings told to every genie in `Welcome`.
 #[derive(Debug, Clone, Copy)]
@@ -89,12 +90,14 @@ impl GenieLink {
     }
 }
 
-/// Accepts genies until `shutdown` turns true.
+/// Accepts genies until `shutdown` turns true. Nothing is written to a genie after
+/// `gate` closes (a replicated router's term is over).
 pub async fn serve(
     listener: TcpListener,
     secret: Arc<Secret>,
     cluster: ClusterHandle,
     params: WelcomeParams,
+    gate: Gate,
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "genie link listening");
@@ -113,6 +116,7 @@ pub async fn serve(
                         secret.clone(),
                         cluster.clone(),
                         params,
+                        gate.clone(),
                         shutdown.clone(),
                     ));
                 }

@@ -89,6 +89,7 @@ pub async fn power_rig(
             metrics_ms: 1000,
             lease_ms: 0,
         },
+        router::ha::gate::Gate::open(),
         rx,
     ));
     let waker = Arc::new(FakeWaker::new());

@@ -39,6 +39,7 @@ pub mod configs;
 pub mod etcd;
 pub mod freeze;
 pub mod guest;
+pub mod ha;
 pub mod hosts;
 pub mod link;
 pub mod names;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Welcome;
+use super::{LeaderRef, Welcome};
 use crate::proto::auth::{self, Role};
 use crate::proto::frame::{read_frame, write_frame, FrameError};
 use crate::proto::{GenieMsg, Nonce, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
@@ -53,6 +53,13 @@ pub enum InitiateError {
         router: String,
         host: HostId,
         reason: String,
+    },
+    /// A follower of a replicated router: try `leader`, or another router.
+    #[error("router at {router}: {reason}")]
+    NotLeader {
+        router: String,
+        reason: String,
+        leader: Option<LeaderRef>,
     },
 }
 
@@ -171,7 +178,7 @@ impl Steps<'_> {
         }
     }
 
-    /// A `Refused` (with its reason) or any other message where `step` was due.
+    /// A `Refused` (with its reason), a `NotLeader` (with the leader) or any other message where `step` was due.
     fn not_expected(&self, step: &'static str, got: RouterMsg) -> InitiateError {
         let router = self.router.to_owned();
         match got {
@@ -179,6 +186,11 @@ impl Steps<'_> {
                 router,
                 host: self.host.clone(),
                 reason,
+            },
+            RouterMsg::NotLeader { reason, leader } => InitiateError::NotLeader {
+                router,
+                reason,
+                leader,
             },
             other => InitiateError::Unexpected {
                 router,

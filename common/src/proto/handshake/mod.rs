@@ -11,6 +11,10 @@
 //!                                          <- Welcome | Refused   (sent by the caller)
 //! ```
 //!
+//! A follower of a replicated router runs [`redirect`] instead: it reads the Hello and
+//! answers `NotLeader`, naming the leader when it knows it; nothing is proven, since
+//! nothing is granted (the genie authenticates whichever router it goes to next).
+//!
 //! `accept` stops before `Welcome`: the router first registers the session, and only
 //! then tells the genie its session number and rates. Each side has its own error
 //! enum because each names its peer its own way ("router at …", "peer …"). The secret
@@ -19,13 +23,26 @@
 
 mod accept;
 mod initiate;
+mod redirect;
 #[cfg(test)]
 mod tests;
 
 pub use accept::{accept, AcceptError, Greeted};
 pub use initiate::{initiate, Identity, InitiateError};
+pub use redirect::redirect;
+
+use serde::{Deserialize, Serialize};
 
 use super::RouterMsg;
+
+/// The leading router, as a follower names it to a genie: its name and the address
+/// of its genie link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderRef {
+    pub name: String,
+    pub link: String,
+}
 
 /// What the router tells a genie it welcomes (the fields of `RouterMsg::Welcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -210,3 +210,42 @@ async fn a_silent_router_times_out_naming_the_step() {
     );
     assert!(!e.is_auth());
 }
+
+#[tokio::test]
+async fn a_follower_turns_the_genie_away_naming_the_leader_and_nothing_is_proven() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let genie = genie(g, "h1", b"s3cret");
+    let leader = LeaderRef {
+        name: "r1".into(),
+        link: "10.0.0.1:7100".into(),
+    };
+    let host = redirect(&mut r, peer(), "r2", Some(leader.clone()))
+        .await
+        .unwrap();
+    assert_eq!(host, h("h1"));
+    match genie.await.unwrap().unwrap_err() {
+        InitiateError::NotLeader {
+            reason,
+            leader: got,
+            ..
+        } => {
+            assert_eq!(got, Some(leader));
+            assert!(
+                reason.contains("r2 is not the leader") && reason.contains("r1 at 10.0.0.1:7100"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_follower_without_a_known_leader_says_so_and_it_is_not_an_auth_problem() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let genie = genie(g, "h1", b"s3cret");
+    redirect(&mut r, peer(), "r2", None).await.unwrap();
+    let e = genie.await.unwrap().unwrap_err();
+    assert!(!e.is_auth(), "{e}");
+    assert!(e.to_string().contains("no leader is known yet"), "{e}");
+    assert!(matches!(e, InitiateError::NotLeader { leader: None, .. }));
+}

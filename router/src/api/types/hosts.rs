@@ -54,6 +54,16 @@ pub struct StatusView {
     pub energy_mode: bool,
     pub reports_accepted: u64,
     pub reports_dropped: u64,
+    /// `single` (no `[ha]`), `leader` or `follower`: the role of the router asked.
+    #[serde(default = "role_single")]
+    pub role: String,
+    /// The leading router's name (replicated routers; null when none is known).
+    #[serde(default)]
+    pub leader: Option<String>,
+}
+
+fn role_single() -> String {
+    "single".into()
 }
 
 /// `POST /v1/hosts/{name}/maintenance`.
