@@ -125,7 +125,12 @@ pub async fn run_term(
             cluster: cluster.clone(),
             power: power.clone(),
         })
-        .merge(crate::energy::api::routes(cluster.clone(), energy)),
+        .merge(crate::energy::api::routes(cluster.clone(), energy.clone()))
+        .merge(crate::web::routes(
+            cluster.clone(),
+            energy,
+            shutdown.clone(),
+        )),
         shutdown.clone(),
     ));
     let fencer = tokio::spawn(crate::ha::fence::run(
