@@ -398,10 +398,10 @@ function plot(svg, hist, series, opts) {
     kids.push(el('text', { x: L - 4, y: Y(v) + 3, 'text-anchor': 'end' }, fmtNum(v)));
   }
   const span = t1 - t0;
-  const tstep = [60e3, 300e3, 600e3, 1800e3, 3600e3, 7200e3].find((x) => span / x <= 6) || 7200e3;
+  const tstep = [10e3, 30e3, 60e3, 300e3, 600e3, 1800e3, 3600e3, 7200e3].find((x) => span / x <= 6) || 7200e3;
   for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
     kids.push(el('line', { x1: X(t), x2: X(t), y1: T, y2: H - B, stroke: '#eef0f3' }));
-    kids.push(el('text', { x: X(t), y: H - 6, 'text-anchor': 'middle' }, clock(t).slice(0, 5)));
+    kids.push(el('text', { x: X(t), y: H - 6, 'text-anchor': 'middle' }, tstep < 60e3 ? clock(t) : clock(t).slice(0, 5)));
   }
   for (const s of series) {
     // Steps: a value holds until the next sample (host counts change in jumps).
