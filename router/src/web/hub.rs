@@ -89,6 +89,7 @@ impl Today {
 #[derive(Debug)]
 pub struct Hub {
     frames: Arc<watch::Sender<Option<Arc<Frame>>>>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Hub {
@@ -100,8 +101,14 @@ impl Hub {
     ) -> Self {
         let (tx, _) = watch::channel(None);
         let frames = Arc::new(tx);
-        tokio::spawn(run(cluster, energy, frames.clone(), shutdown));
-        Self { frames }
+        tokio::spawn(run(cluster, energy, frames.clone(), shutdown.clone()));
+        Self { frames, shutdown }
+    }
+
+    /// The router's shutdown signal: open streams must end on it, or the server's
+    /// graceful shutdown would wait for them forever.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     /// A receiver of frames; the first may take up to [`LOOK`] to come.

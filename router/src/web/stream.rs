@@ -26,20 +26,27 @@ const BUFFER: usize = 2;
 
 pub async fn stream(State(hub): State<Arc<Hub>>) -> Response {
     let mut frames = hub.subscribe();
+    let mut shutdown = hub.shutdown();
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFER);
     tokio::spawn(async move {
         let mut sent = Sent::default();
         // Frames come from the hub's task; this one only formats and forwards, and
-        // ends when the client goes (the send fails) or the hub stops.
+        // ends when the client goes (the send fails), the hub stops, or the router
+        // shuts down (ending the body lets the server's graceful shutdown finish).
         loop {
+            if *shutdown.borrow() {
+                return;
+            }
             let frame = frames.borrow_and_update().clone();
             if let Some(f) = frame {
-                if tx.send(sent.event(&f)).await.is_err() {
-                    return;
+                tokio::select! {
+                    sent = tx.send(sent.event(&f)) => if sent.is_err() { return },
+                    _ = shutdown.changed() => return,
                 }
             }
-            if frames.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = frames.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
             }
         }
     });

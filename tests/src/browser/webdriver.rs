@@ -264,6 +264,26 @@ impl Browser {
         .map(drop)
     }
 
+    /// Finds the element matching `css` and clicks it, finding it again if the page
+    /// replaced it in between (a live page redraws); false when there is none.
+    pub fn click_on(&self, css: &str) -> Result<bool, BrowserError> {
+        let mut tries = 0;
+        loop {
+            let Some(el) = self.find(css)? else {
+                return Ok(false);
+            };
+            match self.click(&el) {
+                Ok(()) => return Ok(true),
+                Err(BrowserError::Command { error, .. })
+                    if error == "stale element reference" && tries < 5 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Types `text` into an input.
     pub fn type_text(&self, el: &Element, text: &str) -> Result<(), BrowserError> {
         self.call(

@@ -224,11 +224,34 @@ function wake(host) {
 }
 
 function migrate(vm) {
+  if (!vm) return;
   const to = state.target[vm.name];
   if (!to) return toast('pick a host to move ' + vm.name + ' to', true);
   act('vm:' + vm.name, 'migrate ' + vm.name + ' to ' + to, 'POST',
     '/v1/vms/' + enc(vm.name) + '/migrate', { to });
 }
+
+// Buttons and lists are found by their data attributes at the moment they are used,
+// so an action always works on the newest frame, and the page can update elements in
+// place (see morph) without losing a click between two frames.
+document.addEventListener('click', (ev) => {
+  const b = ev.target.closest('button[data-action]');
+  if (!b || b.disabled) return;
+  const s = state.snap;
+  if (!s) return;
+  const host = s.hosts.find((x) => x.name === b.dataset.host);
+  const vm = s.vms.find((x) => x.name === b.dataset.vm);
+  switch (b.dataset.action) {
+    case 'maintenance': if (host) maintenance(host, b.dataset.on === 'true'); break;
+    case 'suspend': if (host) suspend(host); break;
+    case 'wake': if (host) wake(host); break;
+    case 'migrate': migrate(vm); break;
+  }
+});
+document.addEventListener('change', (ev) => {
+  const sel = ev.target.closest('select[data-vm]');
+  if (sel) state.target[sel.dataset.vm] = sel.value;
+});
 
 $('energy-toggle').addEventListener('click', () => {
   const on = !(state.snap && state.snap.energy.enabled);
@@ -240,6 +263,34 @@ $('logout').addEventListener('click', () => {
 });
 
 // ---- rendering --------------------------------------------------------------------
+
+// Brings `parent`'s children in line with freshly built `kids`, changing only what
+// differs: an element whose key, tag or kind changed is replaced, others keep their
+// node (so a button being pressed, or a list a user is reading, stays put).
+function morphChildren(parent, kids) {
+  const old = [...parent.childNodes];
+  kids.forEach((k, i) => {
+    if (i < old.length) morph(old[i], k);
+    else parent.appendChild(k);
+  });
+  for (let i = kids.length; i < old.length; i++) old[i].remove();
+}
+
+function morph(o, n) {
+  const key = (x) => (x.dataset ? x.dataset.key || '' : '');
+  if (o.nodeType !== n.nodeType || o.nodeName !== n.nodeName || key(o) !== key(n)) {
+    o.replaceWith(n);
+    return;
+  }
+  if (o.nodeType !== Node.ELEMENT_NODE) {
+    if (o.nodeValue !== n.nodeValue) o.nodeValue = n.nodeValue;
+    return;
+  }
+  for (const a of [...o.attributes]) if (!n.hasAttribute(a.name)) o.removeAttribute(a.name);
+  for (const a of [...n.attributes]) if (o.getAttribute(a.name) !== a.value) o.setAttribute(a.name, a.value);
+  if ('selected' in n) o.selected = n.selected;
+  morphChildren(o, [...n.childNodes]);
+}
 
 function render() {
   const s = state.snap;
@@ -269,7 +320,7 @@ function renderHosts(s) {
     const cpu = host.cpu_percent;
     const memPct = host.mem_total_bytes ? 100 * host.mem_used_bytes / host.mem_total_bytes : null;
     const watts = e && e.watts !== null && e.watts !== undefined ? Math.round(e.watts) + ' W' : '';
-    return h('article', { class: 'host s-' + host.state, 'data-host': host.name, 'data-state': host.state },
+    return h('article', { class: 'host s-' + host.state, 'data-key': host.name, 'data-host': host.name, 'data-state': host.state },
       h('header', {},
         h('span', { class: 'name', text: host.name }),
         h('span', { class: 'badge state s-' + host.state, text: host.state })),
@@ -287,14 +338,14 @@ function renderHosts(s) {
       host.quarantine ? h('div', { class: 'line error', text: 'quarantined: ' + host.quarantine }) : null,
       h('div', { class: 'vmlist' }, host.vm_names.map((n) => h('span', { class: 'chip', 'data-vm': n, text: n }))),
       h('div', { class: 'actions' },
-        h('button', { type: 'button', class: 'quiet', 'data-action': 'maintenance', disabled: busy,
-          onclick: () => maintenance(host, !maint) }, maint ? 'end maintenance' : 'maintenance'),
-        awake ? h('button', { type: 'button', class: 'quiet', 'data-action': 'suspend', disabled: busy,
-          onclick: () => suspend(host) }, 'sleep') : null,
-        canWake ? h('button', { type: 'button', class: 'quiet', 'data-action': 'wake', disabled: busy,
-          onclick: () => wake(host) }, 'wake') : null));
+        h('button', { type: 'button', class: 'quiet', 'data-action': 'maintenance', 'data-on': String(!maint),
+          'data-host': host.name, disabled: busy }, maint ? 'end maintenance' : 'maintenance'),
+        awake ? h('button', { type: 'button', class: 'quiet', 'data-action': 'suspend', 'data-host': host.name,
+          disabled: busy }, 'sleep') : null,
+        canWake ? h('button', { type: 'button', class: 'quiet', 'data-action': 'wake', 'data-host': host.name,
+          disabled: busy }, 'wake') : null));
   });
-  $('hosts').replaceChildren(...cards);
+  morphChildren($('hosts'), cards);
 }
 
 function renderVms(s) {
@@ -307,11 +358,10 @@ function renderVms(s) {
     const pct = p && p.total_bytes ? Math.min(100, 100 * p.transferred_bytes / p.total_bytes) : null;
     let mig = '';
     if (vm.op) mig = vm.op.op === 'migrate' ? 'moving → ' + vm.op.to : vm.op.op + '…';
-    const sel = h('select', { 'aria-label': 'move ' + vm.name + ' to', disabled: busy,
-      onchange: (ev) => { state.target[vm.name] = ev.target.value; } },
+    const sel = h('select', { 'aria-label': 'move ' + vm.name + ' to', 'data-vm': vm.name, disabled: busy },
       h('option', { value: '' }, 'host…'),
       targets.map((n) => h('option', { value: n, selected: state.target[vm.name] === n }, n)));
-    return h('tr', { 'data-vm': vm.name, 'data-host': vm.host || '', 'data-state': vm.state, 'data-op': vm.op ? vm.op.op : '' },
+    return h('tr', { 'data-key': vm.name + '@' + (vm.host || ''), 'data-vm': vm.name, 'data-host': vm.host || '', 'data-state': vm.state, 'data-op': vm.op ? vm.op.op : '' },
       h('td', { class: 'name', text: vm.name }),
       h('td', { class: 'vm-host', text: vm.host || '–' }),
       h('td', { class: 'state', text: vm.state }),
@@ -319,9 +369,9 @@ function renderVms(s) {
       h('td', { class: 'migration' }, mig, pct !== null ? [' ', h('span', { class: 'progress' },
         h('div', { style: 'width:' + pct.toFixed(0) + '%' })), ' ' + pct.toFixed(0) + ' %'] : null),
       h('td', {}, sel, ' ', h('button', { type: 'button', class: 'quiet', 'data-action': 'migrate',
-        disabled: busy || !targets.length, onclick: () => migrate(vm) }, 'move')));
+        'data-vm': vm.name, disabled: busy || !targets.length }, 'move')));
   });
-  $('vms').tBodies[0].replaceChildren(...rows);
+  morphChildren($('vms').tBodies[0], rows);
 }
 
 function renderEnergy(s) {
@@ -340,7 +390,7 @@ function renderEnergy(s) {
   $('saved-total-sub').textContent = 'of ' + kwh(e.all_on_kwh) + ' all-on, over ' + dur(Math.round(e.accounted_s * 1000));
   $('asleep').textContent = e.asleep + ' of ' + (e.awake + e.asleep);
   $('asleep-sub').textContent = e.executing ? 'a plan is running' : (e.enabled ? 'energy mode on' : 'energy mode off');
-  $('decision').replaceChildren(...decision(e));
+  morphChildren($('decision'), decision(e).map((x) => (x instanceof Node ? x : document.createTextNode(x))));
   plot($('asleep-plot'), state.history, [{ key: 'asleep', color: '#3d5a98', fill: true }], { integer: true, ymin: Math.max(1, e.awake + e.asleep) });
   plot($('watts-plot'), state.history, [
     { key: 'watts_all_on', color: '#c9ced6' },
@@ -453,7 +503,7 @@ function incidents() {
 function renderFailovers() {
   const list = incidents();
   $('failovers-panel').hidden = list.length === 0;
-  $('failovers').replaceChildren(...list.map((i) => {
+  morphChildren($('failovers'), list.map((i) => {
     const rel = (t) => '+' + dur(t - i.detected);
     return h('li', { 'data-failover': i.host },
       h('strong', {}, i.host), ' ', h('span', { class: 'sub', text: i.why }),
@@ -468,7 +518,7 @@ function renderFailovers() {
 
 function renderEvents() {
   const evs = state.events.slice(-150).reverse();
-  $('events').replaceChildren(...evs.map((e) => h('li', { class: 'ev' },
+  morphChildren($('events'), evs.map((e) => h('li', { class: 'ev' },
     h('span', { class: 't', text: clock(e.at_ms) }),
     h('span', { class: 'k k-' + e.kind, text: e.kind.replace(/_/g, ' ') }),
     h('span', { class: 'm', text: e.message }))));
