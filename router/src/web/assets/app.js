@@ -191,7 +191,7 @@ function summary(j) {
   if (!j) return 'done';
   if (j.message) return j.message;
   if (j.vm && j.to) return j.vm + ' moved from ' + j.from + ' to ' + j.to + ' (' + j.downtime_ms + ' ms pause)';
-  if (typeof j.enabled === 'boolean') return 'energy mode ' + (j.enabled ? 'on' : 'off');
+  if (typeof j.enabled === 'boolean') return j.enabled ? 'done; the planner runs a round now' : 'done; hosts stay as they are';
   return 'done';
 }
 
