@@ -173,7 +173,9 @@ async function act(key, what, method, path, body) {
     try { j = JSON.parse(text); } catch (_) { /* not JSON: shown as text */ }
     if (r.status === 401) return toLogin();
     if (r.status === 403) {
-      toast(what + ': refused, this token may only read (log in with an admin token)', true);
+      // A read token: the router refuses every action, so the page stops offering them.
+      document.body.classList.add('read-only');
+      toast(what + ': refused, this token may only read (log in with an admin token to act)', true);
     } else if (!r.ok) {
       toast(what + ' refused: ' + ((j && j.error) || text || 'HTTP ' + r.status), true);
     } else {
