@@ -11,9 +11,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use wisp_tests::browser::{Browser, Forward};
-use wisp_tests::lab::{poll, Census, Lab, LabSpec, WAIT};
+use wisp_tests::lab::{poll, procs, Census, Lab, LabSpec, WAIT};
 
 /// The lab's admin token, typed into the login page.
 ///
@@ -328,12 +329,64 @@ fn the_dashboard_shows_the_cluster_live_follows_a_failover_and_puts_a_host_in_ma
     });
     assert_eq!(lab.host_state("h1"), "up");
 
+    // A busy VM: while the CLI moves vm2 to h1 (whose genie is held frozen, so the
+    // move waits for it), the page's move of vm2 gets the CLI's own "busy" refusal.
+    let genie = lab.genie_pids(1).unwrap();
+    assert!(!genie.is_empty(), "h1's genie runs");
+    for &pid in &genie {
+        procs::signal(pid, Signal::SIGSTOP);
+    }
+    let mut first = lab
+        .spawn_router_cli(&["vm", "migrate", "vm2", "--to", "h1"])
+        .unwrap();
+    let seen = poll(WAIT, "vm2 shown moving", |last| {
+        let p = page(&b);
+        *last = vm(&p, "vm2").to_string();
+        (vm(&p, "vm2")["op"] == "migrate").then_some(())
+    });
+    let busy = seen.and_then(|()| {
+        let cli = lab.router_cli(&["vm", "migrate", "vm2", "--to", "h3"])?;
+        pick_and_move(&b, "vm2", "h3");
+        let p = poll(WAIT, "the page's refusal of the busy vm2", |last| {
+            let p = page(&b);
+            *last = p["toast"].to_string();
+            p["toast"]
+                .as_str()
+                .is_some_and(|t| t.contains("refused"))
+                .then_some(p)
+        })?;
+        Ok((cli, p))
+    });
+    // Thawed before any assertion: a failed one must not leave a host frozen.
+    for &pid in &genie {
+        procs::signal(pid, Signal::SIGCONT);
+    }
+    let (cli, p) = busy.unwrap();
+    let cli_err = String::from_utf8_lossy(&cli.stderr).into_owned();
+    let refusal = cli_err
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(refusal.contains("busy"), "the CLI's refusal: {cli:?}");
+    let shown = p["toast"].as_str().unwrap_or_default();
+    assert!(
+        shown.contains(&refusal),
+        "page: {shown:?}, CLI: {refusal:?}"
+    );
+    eprintln!("busy alike: page {shown:?}, CLI {refusal:?}");
+    shot(&b, "08-busy");
+    let _ = first.wait();
+    wait_census(&lab, "vm2 running once after the held move", |c| {
+        c.running_on("vm2").len() == 1
+    });
+
     // Energy mode from the header, confirmed by the CLI.
     click(&b, "#energy-toggle");
     wait_page(&b, WAIT, "energy mode shown on", |p| p["energy_on"] == true);
     let st = lab.router_json(&["energy", "status", "--json"]).unwrap();
     assert_eq!(st["enabled"], true, "{st}");
-    shot(&b, "08-energy-on");
+    shot(&b, "09-energy-on");
 
     // The router stops cleanly with the page still streaming (an open stream must not
     // hold its graceful shutdown), and the page says it lost the router. Within 3 s:
@@ -403,7 +456,7 @@ fn a_wrong_token_shows_the_login_page_and_no_data() {
         p["path"] == "/login" && p["login_error"].is_string()
     });
     assert_eq!(p["hosts"], json!([]), "{p}");
-    shot(&b, "09-wrong-token");
+    shot(&b, "10-wrong-token");
 
     // A token stored some other way (an old tab, a revoked token): the dashboard's
     // stream is refused and the page goes back to the login, showing nothing.
