@@ -13,7 +13,7 @@
 //! page keeps in the tab's session storage after the login page checked it.
 
 mod assets;
-pub mod hub;
+mod hub;
 mod payload;
 mod stream;
 
@@ -31,9 +31,16 @@ use crate::energy::EnergyHandle;
 /// else the dashboard reads, `/ui/stream` included, is data and needs one.
 pub const PUBLIC_PATHS: &[&str] = &["/", "/login", "/ui/assets/"];
 
-/// True for a path of [`PUBLIC_PATHS`] (`/ui/assets/` is a prefix).
+/// True for a path of [`PUBLIC_PATHS`] (one ending in `/`, other than `/`, is a
+/// prefix). For the API's token check: these are the only paths it lets through.
 pub fn is_public(path: &str) -> bool {
-    path == "/" || path == "/login" || path.starts_with("/ui/assets/")
+    PUBLIC_PATHS.iter().any(|p| {
+        if p.len() > 1 && p.ends_with('/') {
+            path.starts_with(p)
+        } else {
+            path == *p
+        }
+    })
 }
 
 /// The dashboard's routes (merge into the API's router) and its hub task, which runs
