@@ -356,7 +356,9 @@ function renderVms(s) {
     const busy = state.busy.has('vm:' + vm.name);
     const targets = up.filter((n) => n !== vm.host);
     if (state.target[vm.name] && !targets.includes(state.target[vm.name])) delete state.target[vm.name];
-    const p = vm.migration;
+    // Progress counts only while the move runs: the model keeps the last figures after.
+    const moving = vm.op && vm.op.op === 'migrate';
+    const p = moving ? vm.migration : null;
     const pct = p && p.total_bytes ? Math.min(100, 100 * p.transferred_bytes / p.total_bytes) : null;
     let mig = '';
     if (vm.op) mig = vm.op.op === 'migrate' ? 'moving → ' + vm.op.to : vm.op.op + '…';
