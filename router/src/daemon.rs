@@ -145,7 +145,8 @@ pub async fn run_term(
         cluster: cluster.clone(),
         power: power.clone(),
     })
-    .merge(crate::energy::api::routes(cluster.clone(), energy));
+    .merge(crate::energy::api::routes(cluster.clone(), energy.clone()))
+    .merge(crate::web::routes(cluster.clone(), energy, shutdown.clone()));
     if let Some(name) = term.leader_name.clone() {
         app = crate::ha::status::as_leader(app, name);
     }

@@ -15,3 +15,4 @@ pub mod model;
 pub mod power;
 pub mod store;
 pub mod vms;
+pub mod web;

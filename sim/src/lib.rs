@@ -19,6 +19,6 @@ pub mod trace;
 pub use engine::simulate;
 pub use report::{SimReport, StepSample};
 pub use scenario::{Accounting, DepthMode, DepthSpec, HostType, Scenario, SleepSpec, VmType};
-pub use svg::render_svg;
+pub use svg::{render_svg, render_svg_with, Reference};
 pub use synth::{synth_day, SynthDay};
 pub use trace::{load_planetlab_day, TraceError, Workload};

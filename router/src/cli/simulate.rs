@@ -3,11 +3,13 @@
 //! process (no daemon needed), prints the metrics next to the published CloudSim
 //! baselines for that day, and writes an SVG plot (hosts, power, demand over the day).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wisp_sim::{baseline, load_planetlab_day, render_svg, simulate, Scenario, SimReport};
+use wisp_sim::{
+    baseline, load_planetlab_day, render_svg_with, simulate, Reference, Scenario, SimReport,
+};
 
 use super::table;
 
@@ -107,7 +109,21 @@ pub fn run(args: &SimulateArgs) -> Result<(SimulateOutput, String), SimulateErro
     };
     let report = simulate(&w, &sc, &sc.default_policy());
     if let Some(path) = &args.svg {
-        write_svg(path, &report)?;
+        // The best published CloudSim policy of the day (LR-MMT 1.2, listed first).
+        let refs: Vec<Reference> = baseline::for_day(&day)
+            .iter()
+            .take(1)
+            .map(|b| Reference {
+                label: format!("CloudSim {}", b.policy),
+                energy_kwh: b.energy_kwh,
+            })
+            .collect();
+        std::fs::write(path, render_svg_with(&report, &refs)).map_err(|source| {
+            SimulateError::Svg {
+                path: path.clone(),
+                source,
+            }
+        })?;
     }
     let baselines: Vec<Row> = baseline::for_day(&day)
         .iter()
@@ -129,13 +145,6 @@ pub fn run(args: &SimulateArgs) -> Result<(SimulateOutput, String), SimulateErro
     };
     let text = text(&out);
     Ok((out, text))
-}
-
-fn write_svg(path: &Path, r: &SimReport) -> Result<(), SimulateError> {
-    std::fs::write(path, render_svg(r)).map_err(|source| SimulateError::Svg {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 fn text(o: &SimulateOutput) -> String {

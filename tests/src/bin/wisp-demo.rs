@@ -19,6 +19,9 @@ use wisp_tests::lab::{Lab, LabSpec};
 
 const REFRESH: Duration = Duration::from_secs(3);
 
+/// Where the demo serves the dashboard on this machine (`http://127.0.0.1:7180/`).
+const DASHBOARD_PORT: u16 = 7180;
+
 /// A round every 5 s; a VM may move again after 20 s; a host that changed power state
 /// stays so at least 20 s; the planner wakes a host 5 s ahead.
 const ENERGY: &str = "[energy]
@@ -88,6 +91,23 @@ async fn main() -> Result<()> {
         );
     }
     run(&lab, &["energy", "on"]);
+    // The router's API (and its dashboard) listens on loopback inside the lab's core
+    // namespace; a forward makes it a page this machine's browser can open.
+    let api = wisp_tests::lab::configs::API_ADDR.parse()?;
+    let _dashboard = match wisp_tests::browser::Forward::start(&lab.core_ns(), api, DASHBOARD_PORT)
+    {
+        Ok(f) => {
+            println!(
+                "wisp-demo: dashboard: http://{}/ (log in with any token until the lab has token auth)",
+                f.local()
+            );
+            Some(f)
+        }
+        Err(e) => {
+            println!("wisp-demo: no dashboard: {:#}", anyhow::Error::from(e));
+            None
+        }
+    };
     println!("wisp-demo: energy-saving mode is on: watch the VMs packed and hosts fall asleep");
     println!("wisp-demo: Ctrl-C to stop and tear everything down\n");
     let mut asleep_since: Option<Instant> = None;
