@@ -144,6 +144,35 @@ pub struct Report {
     /// Set in the first report after the genie noticed its host resumed from sleep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,
+    /// How this host runs VMs (accelerator, CPU models); sent with the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virt: Option<Box<VirtCaps>>,
+}
+
+/// How a host runs VMs, learned once at genie start.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtCaps {
+    /// `kvm` or `tcg`: what the genie's VMs run on.
+    pub accel: String,
+    /// Why the accelerator is not what genie.toml asked for (a KVM that does not work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel_note: Option<String>,
+    /// The CPU models QEMU can give a guest on this host under `accel` (no missing
+    /// feature); `None` when they could not be listed (`cpu_note` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_note: Option<String>,
+}
+
+impl VirtCaps {
+    /// False only when the host's models are known and `model` is not among them.
+    pub fn can_run_cpu(&self, model: &str) -> bool {
+        self.cpu_models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
+    }
 }
 
 /// Host metrics read with sysinfo.

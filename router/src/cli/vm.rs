@@ -12,6 +12,8 @@ use crate::api::types::{
     CreateRequest, HostId, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmId,
     VmSpec,
 };
+use crate::vms::NicRequest;
+use wisp_common::DiskFormat;
 
 /// A migration of a large guest over a slow link may take minutes.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -29,9 +31,22 @@ pub enum VmCmd {
         /// Disk image on shared storage.
         #[arg(long)]
         disk: Option<PathBuf>,
+        /// Disk format: raw or qcow2 (default: read from the image's header).
+        #[arg(long, value_parser = parse_format)]
+        disk_format: Option<DiskFormat>,
         /// Kernel to boot directly.
         #[arg(long)]
         kernel: Option<PathBuf>,
+        /// Initramfs for --kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// Kernel command line for --kernel.
+        #[arg(long, requires = "kernel")]
+        append: Option<String>,
+        /// A virtio NIC on a network named in the hosts' genie.toml: NET or
+        /// NET,mac=02:xx:xx:xx:xx:xx (generated when not given). Repeatable.
+        #[arg(long = "nic", value_parser = parse_nic)]
+        nics: Vec<NicRequest>,
         #[arg(long)]
         host: Option<HostId>,
         /// Failover order: higher restarts first.
@@ -90,7 +105,11 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
             vcpus,
             mem,
             disk,
+            disk_format,
             kernel,
+            initrd,
+            append,
+            nics,
             host,
             priority,
             json,
@@ -99,19 +118,19 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                 status: 400,
                 message: e.to_string(),
             })?;
-            let spec = VmSpec {
-                name,
-                vcpus: *vcpus,
-                mem_mib: *mem,
-                disk: disk.clone().map(absolute),
-                kernel: kernel.clone().map(absolute),
-                priority: *priority,
-            };
+            let mut spec = VmSpec::new(name, *vcpus, *mem);
+            spec.disk = disk.clone().map(absolute);
+            spec.disk_format = *disk_format;
+            spec.kernel = kernel.clone().map(absolute);
+            spec.initrd = initrd.clone().map(absolute);
+            spec.append = append.clone();
+            spec.priority = *priority;
             let r: OpReport = c.post(
                 "/v1/vms",
                 &CreateRequest {
                     spec,
                     host: host.clone(),
+                    nics: nics.clone(),
                 },
             )?;
             print_or_json(*json, &r, op_text)
@@ -151,6 +170,14 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                         r.epoch,
                         r.desired
                     ));
+                }
+                if let Some(r) = &d.record {
+                    for (i, n) in r.spec.nics.iter().enumerate() {
+                        s.push_str(&format!("nic{i}: network {}, mac {}\n", n.network, n.mac));
+                    }
+                    if let Some(cpu) = &r.spec.cpu_model {
+                        s.push_str(&format!("cpu model: {cpu}\n"));
+                    }
                 }
                 if let Some(op) = &d.op {
                     s.push_str(&format!("in progress: {op}\n"));
@@ -212,6 +239,27 @@ fn show_progress(api: &str, name: &str, done: &AtomicBool) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn parse_format(s: &str) -> Result<DiskFormat, String> {
+    s.parse()
+}
+
+/// `NET` or `NET,mac=MAC`.
+fn parse_nic(s: &str) -> Result<NicRequest, String> {
+    let mut parts = s.split(',');
+    let network = parts.next().unwrap_or_default().to_owned();
+    if network.is_empty() || network.contains('=') {
+        return Err(format!("{s:?}: expected NET or NET,mac=MAC"));
+    }
+    let mut mac = None;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("mac", m)) => mac = Some(m.parse().map_err(|e| format!("{e}"))?),
+            _ => return Err(format!("{s:?}: unknown NIC option {p:?} (only mac=...)")),
+        }
+    }
+    Ok(NicRequest { network, mac })
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

@@ -36,7 +36,7 @@ async fn create(
     Body(req): Body<CreateRequest>,
 ) -> Result<Json<OpReport>, ApiError> {
     let c = s.cluster;
-    detached(async move { super::create(&c, req.spec, req.host).await }).await
+    detached(async move { super::create(&c, req.spec, req.host, req.nics).await }).await
 }
 
 async fn start(

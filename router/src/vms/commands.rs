@@ -31,19 +31,30 @@ pub struct PlanCreate {
 }
 
 impl Command for PlanCreate {
-    type Output = Result<Placed, VmError>;
+    /// Where, and the spec as stored (MACs assigned).
+    type Output = Result<(Placed, VmSpec), VmError>;
     const NAME: &'static str = "plan a VM's create";
 
     fn apply(self, m: &mut Model) -> Self::Output {
-        let s = self.spec;
+        let mut s = self.spec;
         if m.persisted.vms.contains_key(&s.name) || !m.observed(&s.name).is_empty() {
             return Err(VmError::NameTaken { vm: s.name.clone() });
         }
+        super::devices::check_and_assign(&mut s, &m.persisted.vms)?;
         let cands = m.candidates(None);
         let host = match self.host {
             Some(id) => {
                 if !m.cluster.hosts.contains_key(&id) {
                     return Err(VmError::UnknownHost { host: id });
+                }
+                let cpu = s.cpu_model.as_deref().unwrap_or_default();
+                let virt = m.cluster.hosts[&id].virt.as_ref();
+                if virt.is_some_and(|v| !cpu.is_empty() && !v.can_run_cpu(cpu)) {
+                    return Err(VmError::BadField {
+                        vm: s.name.clone(),
+                        field: "host".into(),
+                        reason: format!("{id} cannot give guests CPU model {cpu}"),
+                    });
                 }
                 let cand =
                     cands
@@ -88,12 +99,15 @@ impl Command for PlanCreate {
                 s.name, s.vcpus, s.mem_mib
             ),
         );
-        Ok(Placed {
-            host,
-            epoch,
-            link,
-            claim,
-        })
+        Ok((
+            Placed {
+                host,
+                epoch,
+                link,
+                claim,
+            },
+            s,
+        ))
     }
 }
 
@@ -125,7 +139,7 @@ pub enum StartPlan {
     /// A copy already runs there.
     Already(HostId),
     /// Start it with this placement.
-    Go { placed: Placed, spec: VmSpec },
+    Go { placed: Placed, spec: Box<VmSpec> },
 }
 
 /// Sets a VM's desired state to running and decides where it starts: where it is
@@ -184,7 +198,7 @@ impl Command for PlanStart {
                 link,
                 claim,
             },
-            spec: rec.spec,
+            spec: Box::new(rec.spec),
         })
     }
 }

@@ -390,14 +390,7 @@ mod tests {
         state.vms.insert(
             vm.clone(),
             VmRecord {
-                spec: VmSpec {
-                    name: vm,
-                    vcpus: 1,
-                    mem_mib: 64,
-                    disk: None,
-                    kernel: None,
-                    priority: 0,
-                },
+                spec: VmSpec::new(vm, 1, 64),
                 desired: Desired::Running,
                 host: Some(h("h1")),
                 epoch: 1,
