@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod commands;
 pub mod config;
+pub mod console;
 #[cfg(any(test, feature = "fake"))]
 pub mod fakes;
 pub mod host_sleep;

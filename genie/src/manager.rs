@@ -240,6 +240,7 @@ impl VmManager {
         // A stale socket from a dead qemu would make the new one fail to bind.
         let _ = std::fs::remove_file(&paths.qmp);
         let _ = std::fs::remove_file(&paths.pid);
+        let _ = std::fs::remove_file(&paths.console);
         qemu::write_runtime_file(&paths.json, spec, epoch)?;
         let args = qemu::command_line(&l, &paths, incoming);
         qemu::start(&self.inner.qemu, vm, &args, &paths).await?;

@@ -70,6 +70,9 @@ pub struct VmPaths {
     pub pid: PathBuf,
     pub json: PathBuf,
     pub log: PathBuf,
+    /// The guest's serial console (a socket QEMU serves) and its bounded log.
+    pub console: PathBuf,
+    pub console_log: PathBuf,
 }
 
 impl VmPaths {
@@ -80,12 +83,23 @@ impl VmPaths {
             pid: f("pid"),
             json: f("json"),
             log: f("log"),
+            console: f("console"),
+            console_log: f("console.log"),
         }
     }
 
     /// Removes every runtime file; missing files are fine.
     pub fn remove_all(&self) {
-        for p in [&self.qmp, &self.pid, &self.json, &self.log] {
+        let old_console = crate::console::previous(&self.console_log);
+        for p in [
+            &self.qmp,
+            &self.pid,
+            &self.json,
+            &self.log,
+            &self.console,
+            &self.console_log,
+            &old_console,
+        ] {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -204,6 +218,15 @@ pub fn command_line(l: &Launch, paths: &VmPaths, incoming: Option<SocketAddr>) -
     a.push("-pidfile".into());
     a.push(pid);
     a.push("-daemonize".into());
+    // The serial console on a socket the genie reads (console.rs); wait=off: the guest
+    // never blocks on a missing reader.
+    let mut console = OsString::from("socket,id=ser0,path=");
+    console.push(&paths.console);
+    console.push(",server=on,wait=off");
+    a.push("-chardev".into());
+    a.push(console);
+    a.push("-serial".into());
+    a.push("chardev:ser0".into());
     for (flag, p) in [("-kernel", &l.kernel), ("-initrd", &l.initrd)] {
         if let Some(p) = p {
             a.push(flag.into());
@@ -465,6 +488,10 @@ mod tests {
             "-pidfile",
             "/v/vm1.pid",
             "-daemonize",
+            "-chardev",
+            "socket,id=ser0,path=/v/vm1.console,server=on,wait=off",
+            "-serial",
+            "chardev:ser0",
             "-kernel",
             "/k/guest.elf",
             "-blockdev",

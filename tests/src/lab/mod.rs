@@ -41,6 +41,7 @@ pub mod freeze;
 pub mod guest;
 pub mod hosts;
 pub mod link;
+pub mod linux;
 pub mod names;
 pub mod net;
 pub mod power;
