@@ -51,6 +51,10 @@ pub trait Hypervisor: Clone + Send + Sync + 'static {
     fn virt(&self) -> Option<VirtCaps> {
         None
     }
+    /// The last `max_bytes` of `vm`'s console log.
+    fn console_log(&self, vm: &VmId, _max_bytes: usize) -> Result<String, VmError> {
+        Err(VmError::NotFound { vm: vm.clone() })
+    }
 }
 
 pub use wisp_common::error::chain;
@@ -143,6 +147,13 @@ pub async fn dispatch<H: Hypervisor, P: Power + WolRelayer>(
             return;
         }
         Command::DropStale { vms } => outcome(hv.drop_stale(&vms).await),
+        Command::ConsoleLog { vm, max_bytes } => {
+            let max = max_bytes.min(wisp_common::proto::MAX_CONSOLE_BYTES) as usize;
+            match hv.console_log(&vm, max) {
+                Ok(text) => Outcome::Console { text },
+                Err(e) => Outcome::Failed { error: chain(&e) },
+            }
+        }
     };
     if let Outcome::Failed { error } = &o {
         tracing::warn!(command = id, %error, "command failed");

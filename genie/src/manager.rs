@@ -545,6 +545,16 @@ impl Hypervisor for VmManager {
         }
     }
 
+    /// The console log's tail; a VM never run here (no log at all) is not found.
+    fn console_log(&self, vm: &VmId, max_bytes: usize) -> Result<String, VmError> {
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        let old = crate::console::previous(&paths.console_log);
+        if !paths.console_log.exists() && !old.exists() && self.get(vm).is_none() {
+            return Err(VmError::NotFound { vm: vm.clone() });
+        }
+        Ok(crate::console::tail(&paths.console_log, max_bytes))
+    }
+
     fn virt(&self) -> Option<VirtCaps> {
         Some(
             self.inner

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use wisp_tests::lab::linux::UP_MARKER;
 use wisp_tests::lab::{poll, Lab, LabSpec};
 
 /// A Debian kernel under TCG on a loaded 2-core machine: about 10 s to a network-ready
@@ -50,6 +51,23 @@ fn the_guest_answers_ping_across_a_live_migration_and_after_its_host_loses_power
 
     wait_ping(&lab, "the guest on h1 to answer ping from the core");
     assert_eq!(lab.core_neighbour_mac(IP).as_deref(), Some(mac.as_str()));
+    // The console log, fetched through router and genie, shows the boot: the init's
+    // line with the address and the MAC the guest itself sees (the kernel is `quiet`).
+    let want = format!("{UP_MARKER} ip={IP}/24 mac={mac}");
+    poll(BOOT, "the console log to show the guest's boot", |last| {
+        let out = lab.router_cli(&["vm", "console", "g1", "--log"]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        *last = text
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect();
+        text.contains(&want).then_some(())
+    })
+    .unwrap();
 
     // A live migration: the guest keeps its address and MAC and answers from the other
     // host. (From where it runs now: on a starved machine the router may already have
@@ -124,7 +142,7 @@ fn bad_nic_and_disk_input_is_refused_by_name_and_starts_nothing() {
             vec!["bad", "disk", "image_dirs"],
         ),
     ] {
-        let args = with(&extra.iter().copied().collect::<Vec<_>>());
+        let args = with(&extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let e = err(&args);
         for n in needles {

@@ -251,16 +251,35 @@ pub enum Command {
     /// Send magic packets for another host from this host's segment (raw frames and
     /// UDP broadcast), for a router on another segment.
     SendWol(WolRelay),
+    /// The last `max_bytes` of a VM's serial console log (at most
+    /// [`MAX_CONSOLE_BYTES`]). Replied with `Outcome::Console`. Added after v1 shipped:
+    /// a genie too old to know it drops the link, so send it only on request.
+    ConsoleLog { vm: VmId, max_bytes: u64 },
 }
+
+/// The most console text one reply carries (JSON escaping can double it; frames are
+/// at most [`MAX_FRAME_BYTES`]).
+pub const MAX_CONSOLE_BYTES: u64 = 256 * 1024;
 
 /// A command's final outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     Done,
-    Incoming { uri: String },
-    Migrated { total_ms: u64, downtime_ms: u64 },
-    Failed { error: String },
+    Incoming {
+        uri: String,
+    },
+    Migrated {
+        total_ms: u64,
+        downtime_ms: u64,
+    },
+    Failed {
+        error: String,
+    },
+    /// A VM's console log text (`Command::ConsoleLog`).
+    Console {
+        text: String,
+    },
 }
 
 /// Progress of an outgoing migration, from `query-migrate`.

@@ -12,6 +12,7 @@ use crate::api::types::{
     CreateRequest, HostId, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmId,
     VmSpec,
 };
+use crate::vms::console::ConsoleLog;
 use crate::vms::NicRequest;
 use wisp_common::DiskFormat;
 
@@ -88,6 +89,19 @@ pub enum VmCmd {
     },
     Show {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The VM's serial console: `--log` prints the tail of its log (kept by the genie
+    /// of its host). An interactive console is not there yet.
+    Console {
+        name: String,
+        /// Print the console log's tail.
+        #[arg(long)]
+        log: bool,
+        /// How much of the tail, in bytes (at most 256 KiB).
+        #[arg(long, default_value_t = 65536)]
+        bytes: u64,
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +202,21 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                 }
                 s
             })
+        }
+        VmCmd::Console {
+            name,
+            log,
+            bytes,
+            json,
+        } => {
+            if !*log {
+                return Err(ClientError::Api {
+                    status: 400,
+                    message: "an interactive console is not implemented yet: use `router vm console NAME --log`".into(),
+                });
+            }
+            let r: ConsoleLog = c.get(&format!("/v1/vms/{name}/console?bytes={bytes}"))?;
+            print_or_json(*json, &r, |r| r.text.clone())
         }
         VmCmd::Migrate { name, to, json } => {
             let done = Arc::new(AtomicBool::new(false));

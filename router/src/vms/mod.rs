@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod commands;
+pub mod console;
 pub mod devices;
 pub mod migrate;
 mod ops;
