@@ -114,6 +114,7 @@ impl VmManager {
             accel_note,
             cpu_models: None,
             cpu_note: Some("not listed yet".into()),
+            networks: Vec::new(),
         };
         Self {
             inner: Arc::new(Inner {
@@ -556,13 +557,22 @@ impl Hypervisor for VmManager {
     }
 
     fn virt(&self) -> Option<VirtCaps> {
-        Some(
-            self.inner
-                .virt
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        let mut v = self
+            .inner
+            .virt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Read each time: a bridge may be created or removed while the genie runs.
+        v.networks = self
+            .inner
+            .opts
+            .networks
+            .iter()
+            .filter(|(_, bridge)| taps::is_bridge(bridge))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Some(v)
     }
 
     /// VMs restarted elsewhere after a fence: kill them without grace and remove their

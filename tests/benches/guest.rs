@@ -42,9 +42,16 @@ fn ping_counts(out: &str) -> (u64, u64) {
 }
 
 fn main() {
-    let lab = Lab::start_vms(LabSpec::vms(2).bench_bins()).unwrap_or_else(|e| {
-        panic!("the guest bench needs root, the lab and the guest packages: {e}")
-    });
+    // `WISP_DOWNTIME_LIMIT_MS=N` runs the series with router.toml's
+    // `[migration] downtime_limit_ms = N` instead of its default (300).
+    let extra = std::env::var("WISP_DOWNTIME_LIMIT_MS")
+        .ok()
+        .map(|n| format!("[migration]\ndowntime_limit_ms = {n}\n"))
+        .unwrap_or_default();
+    let lab =
+        Lab::start_vms(LabSpec::vms(2).bench_bins().router_toml(&extra)).unwrap_or_else(|e| {
+            panic!("the guest bench needs root, the lab and the guest packages: {e}")
+        });
     println!("Linux guest on the lab network ({MIGRATIONS} migrations, {BOOTS} boots)");
 
     let mut boot = Vec::new();

@@ -164,9 +164,17 @@ pub struct VirtCaps {
     pub cpu_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_note: Option<String>,
+    /// The networks of genie.toml `[networks]` whose bridge exists on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 impl VirtCaps {
+    /// True when every NIC of `spec` can join a network here.
+    pub fn serves(&self, spec: &crate::VmSpec) -> bool {
+        spec.nics.iter().all(|n| self.networks.contains(&n.network))
+    }
+
     /// False only when the host's models are known and `model` is not among them.
     pub fn can_run_cpu(&self, model: &str) -> bool {
         self.cpu_models

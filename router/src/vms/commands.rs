@@ -41,7 +41,25 @@ impl Command for PlanCreate {
             return Err(VmError::NameTaken { vm: s.name.clone() });
         }
         super::devices::check_and_assign(&mut s, &m.persisted.vms)?;
-        let cands = m.candidates(None);
+        let mut cands = m.candidates(None);
+        let had_hosts = !cands.is_empty();
+        // Only hosts where each NIC's network is (hosts not saying are tried).
+        cands.retain(|c| {
+            m.cluster.hosts[&c.host]
+                .virt
+                .as_ref()
+                .is_none_or(|v| v.serves(&s))
+        });
+        if had_hosts && cands.is_empty() {
+            let nets: Vec<&str> = s.nics.iter().map(|n| n.network.as_str()).collect();
+            return Err(VmError::BadField {
+                vm: s.name.clone(),
+                field: "nic".into(),
+                reason: format!(
+                    "no up host has all of the networks {nets:?} (genie.toml [networks] with an existing bridge)"
+                ),
+            });
+        }
         let host = match self.host {
             Some(id) => {
                 if !m.cluster.hosts.contains_key(&id) {
@@ -54,6 +72,18 @@ impl Command for PlanCreate {
                         vm: s.name.clone(),
                         field: "host".into(),
                         reason: format!("{id} cannot give guests CPU model {cpu}"),
+                    });
+                }
+                if let Some(n) =
+                    virt.and_then(|v| s.nics.iter().find(|n| !v.networks.contains(&n.network)))
+                {
+                    return Err(VmError::BadField {
+                        vm: s.name.clone(),
+                        field: "nic".into(),
+                        reason: format!(
+                            "network {:?} is not on {id} (its genie.toml [networks] and bridges)",
+                            n.network
+                        ),
                     });
                 }
                 let cand =

@@ -132,6 +132,14 @@ impl Model {
                     .as_ref()
                     .is_none_or(|v| v.can_run_cpu(&self.config.cpu_model))
             })
+            // A stored VM goes only where each of its NICs' networks is.
+            .filter(|h| {
+                let rec = ignore.and_then(|vm| self.persisted.vms.get(vm));
+                match (rec, &h.virt) {
+                    (Some(r), Some(v)) => v.serves(&r.spec),
+                    _ => true,
+                }
+            })
             .filter(|h| {
                 !self
                     .persisted
