@@ -180,3 +180,62 @@ fn bad_nic_and_disk_input_is_refused_by_name_and_starts_nothing() {
         "{e}"
     );
 }
+
+#[test]
+fn a_vm_with_a_disk_migrates_and_its_disk_is_refused_to_a_second_vm_by_name() {
+    let lab = Lab::start_vms(LabSpec::vms(2)).unwrap();
+    let k = lab.guest_elf().to_string_lossy().into_owned();
+    // A raw image on the lab's shared storage, its format read from its header; a
+    // comma in its name stays inside the name.
+    let disk = lab.images_dir().join("d1,readonly=on.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let d = disk.to_string_lossy().into_owned();
+    lab.router_ok(&[
+        "vm", "create", "d1", "--mem", "64", "--kernel", &k, "--disk", &d, "--host", "h1",
+    ])
+    .unwrap();
+    // QEMU's own word on the disk, over the witness socket of the lab's qemu wrapper.
+    let block = |host: usize| -> serde_json::Value {
+        let witness = lab.witness_qmp(host, "d1").unwrap();
+        let mut q = wisp_tests::lab::Qmp::connect(&witness).unwrap();
+        q.execute("query-block", serde_json::json!({})).unwrap()
+    };
+    let b = block(1);
+    let inserted = &b[0]["inserted"];
+    assert_eq!(inserted["file"].as_str(), Some(d.as_str()), "{b}");
+    assert_eq!(inserted["drv"].as_str(), Some("raw"), "{b}");
+    assert_eq!(inserted["ro"].as_bool(), Some(false), "{b}");
+    assert_eq!(inserted["cache"]["direct"].as_bool(), Some(true), "{b}");
+
+    // The same file under another name is still the same disk for the router.
+    let other = lab
+        .images_dir()
+        .join("x")
+        .join("..")
+        .join("d1,readonly=on.img");
+    let out = lab
+        .router_cli(&[
+            "vm",
+            "create",
+            "d2",
+            "--mem",
+            "64",
+            "--kernel",
+            &k,
+            "--disk",
+            &other.to_string_lossy(),
+        ])
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("d2") && e.contains("disk") && e.contains("d1"),
+        "{e}"
+    );
+
+    // Shared storage with O_DIRECT: the VM live-migrates with its disk.
+    let m = lab.vm_migrate("d1", "h2").unwrap();
+    assert_eq!(m.to, "h2");
+    let b = block(2);
+    assert_eq!(b[0]["inserted"]["file"].as_str(), Some(d.as_str()), "{b}");
+}
