@@ -43,6 +43,11 @@ impl Command for PlanCreate {
         super::devices::check_and_assign(&mut s, &m.persisted.vms)?;
         let mut cands = m.candidates(None);
         let had_hosts = !cands.is_empty();
+        let known: std::collections::BTreeSet<String> = cands
+            .iter()
+            .filter_map(|c| m.cluster.hosts[&c.host].virt.as_ref())
+            .flat_map(|v| v.networks.iter().cloned())
+            .collect();
         // Only hosts where each NIC's network is (hosts not saying are tried).
         cands.retain(|c| {
             m.cluster.hosts[&c.host]
@@ -56,7 +61,7 @@ impl Command for PlanCreate {
                 vm: s.name.clone(),
                 field: "nic".into(),
                 reason: format!(
-                    "no up host has all of the networks {nets:?} (genie.toml [networks] with an existing bridge)"
+                    "no up host has all of the networks {nets:?} (genie.toml [networks] with an existing bridge; up hosts have {known:?})"
                 ),
             });
         }
