@@ -32,12 +32,25 @@ fn host_of(lab: &Lab, vm: &str) -> Option<String> {
 }
 
 fn wait_ping(lab: &Lab, what: &str) {
-    poll(BOOT, what, |last| {
+    let r = poll(BOOT, what, |last| {
         let ok = lab.ping_from_core(IP);
         *last = format!("ping {IP}: {ok}");
         ok.then_some(())
-    })
-    .unwrap();
+    });
+    if let Err(e) = r {
+        // What the guest and the router said, for whoever reads the failure.
+        for args in [
+            &["vm", "console", "g1", "--log", "--bytes", "4000"][..],
+            &["vm", "show", "g1"][..],
+            &["events", "--limit", "30"][..],
+        ] {
+            let out = lab
+                .router_cli(args)
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            eprintln!("router {}:\n{}", args.join(" "), out.unwrap_or_default());
+        }
+        panic!("{e}");
+    }
 }
 
 #[test]
