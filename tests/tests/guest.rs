@@ -126,6 +126,19 @@ fn the_guest_answers_ping_across_a_live_migration_and_after_its_host_loses_power
 #[test]
 fn bad_nic_and_disk_input_is_refused_by_name_and_starts_nothing() {
     let lab = Lab::start_vms(LabSpec::vms(1)).unwrap();
+    // `router hosts --json` says what the host runs VMs on (the lab says tcg) and that
+    // it gives the cluster's CPU model (QEMU's TCG has Nehalem).
+    poll(
+        BOOT,
+        "h1 to report its accelerator and CPU models",
+        |last| {
+            let hosts = lab.router_json(&["hosts", "--json"]).ok()?;
+            let h = &hosts[0];
+            *last = format!("{h}");
+            (h["accel"] == "tcg" && h["cpu_model_ok"] == true).then_some(())
+        },
+    )
+    .unwrap();
     let g = lab.linux_guest().unwrap();
     let k = g.kernel.to_string_lossy().into_owned();
     let err = |args: &[&str]| {
