@@ -21,4 +21,4 @@ pub mod wait;
 pub use ids::{HostId, IdError, VmId};
 pub use mac::{MacAddr, MacParseError};
 pub use resources::Resources;
-pub use vm::{VmRunState, VmSpec};
+pub use vm::{DiskFormat, NicSpec, VmRunState, VmSpec};

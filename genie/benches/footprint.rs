@@ -114,14 +114,7 @@ async fn footprint(secs: u64, n_vms: usize) {
     let vms =
         genie::manager::VmManager::new(&vm_dir, "qemu-system-x86_64".as_ref(), Default::default());
     for i in 0..n_vms {
-        let spec = wisp_common::VmSpec {
-            name: VmId::new(format!("bench{i}")).expect("id"),
-            vcpus: 1,
-            mem_mib: 64,
-            disk: None,
-            kernel: None,
-            priority: 0,
-        };
+        let spec = wisp_common::VmSpec::new(VmId::new(format!("bench{i}")).expect("id"), 1, 64);
         vms.start(&spec, 1)
             .await
             .expect("qemu-system-x86_64 must be installed for the VM phase");

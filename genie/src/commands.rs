@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
-use wisp_common::proto::{Command, CommandId, GenieMsg, MigrationProgress, Outcome, VmStatus};
+use wisp_common::proto::{
+    Command, CommandId, GenieMsg, MigrationProgress, Outcome, VirtCaps, VmStatus,
+};
 use wisp_common::{VmId, VmSpec};
 
 use crate::host_sleep::Power;
@@ -45,6 +47,14 @@ pub trait Hypervisor: Clone + Send + Sync + 'static {
         progress: &mpsc::Sender<MigrationProgress>,
     ) -> impl Future<Output = Result<(u64, u64), VmError>> + Send;
     fn drop_stale(&self, vms: &[VmId]) -> impl Future<Output = Result<(), VmError>> + Send;
+    /// How this host runs VMs, once known (reported with the metrics).
+    fn virt(&self) -> Option<VirtCaps> {
+        None
+    }
+    /// The last `max_bytes` of `vm`'s console log.
+    fn console_log(&self, vm: &VmId, _max_bytes: usize) -> Result<String, VmError> {
+        Err(VmError::NotFound { vm: vm.clone() })
+    }
 }
 
 pub use wisp_common::error::chain;
@@ -137,6 +147,13 @@ pub async fn dispatch<H: Hypervisor, P: Power + WolRelayer>(
             return;
         }
         Command::DropStale { vms } => outcome(hv.drop_stale(&vms).await),
+        Command::ConsoleLog { vm, max_bytes } => {
+            let max = max_bytes.min(wisp_common::proto::MAX_CONSOLE_BYTES) as usize;
+            match hv.console_log(&vm, max) {
+                Ok(text) => Outcome::Console { text },
+                Err(e) => Outcome::Failed { error: chain(&e) },
+            }
+        }
     };
     if let Outcome::Failed { error } = &o {
         tracing::warn!(command = id, %error, "command failed");
@@ -151,14 +168,7 @@ mod tests {
     use crate::fakes::{FakeHypervisor, FakePower};
 
     fn spec(n: &str) -> VmSpec {
-        VmSpec {
-            name: VmId::new(n).unwrap(),
-            vcpus: 1,
-            mem_mib: 64,
-            disk: None,
-            kernel: None,
-            priority: 0,
-        }
+        VmSpec::new(VmId::new(n).unwrap(), 1, 64)
     }
 
     async fn run(hv: &FakeHypervisor, p: &FakePower, c: Command) -> Vec<GenieMsg> {

@@ -3,6 +3,7 @@
 //! Loaded once with `wisp_common::config::load_toml`, so an unknown key or a value of
 //! the wrong type is an error naming the file and the key.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,34 @@ pub struct GenieConfig {
     /// fake one); left out, a missing `/sys/power` only shows as a note in the report.
     #[serde(default)]
     pub sys_power_dir: Option<PathBuf>,
+    /// What VMs run on: `auto` (KVM when /dev/kvm works, else TCG with a warning),
+    /// `kvm` or `tcg`.
+    #[serde(default)]
+    pub accel: AccelChoice,
+    /// Named networks VMs may join: name → host bridge (`lan = "br0"`).
+    #[serde(default)]
+    pub networks: BTreeMap<String, String>,
+    /// The only directories disks, kernels and initrds may come from (after symlinks
+    /// and `..` are resolved).
+    #[serde(default = "default_image_dirs")]
+    pub image_dirs: Vec<PathBuf>,
+}
+
+/// genie.toml's `accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Where images live unless genie.toml says otherwise.
+pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/wisp/images";
+
+fn default_image_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from(DEFAULT_IMAGE_DIR)]
 }
 
 /// `"a:1"` or `["a:1", "b:1"]`, as a list.
@@ -156,6 +185,36 @@ impl GenieConfig {
                     self.etcd_ttl_ms
                 ),
             ));
+        }
+        for d in &self.image_dirs {
+            if !d.is_absolute() {
+                return Err(bad(
+                    "image_dirs",
+                    &format!("{} is not an absolute path", d.display()),
+                ));
+            }
+        }
+        for (name, bridge) in &self.networks {
+            // A Linux interface name: 1–15 bytes, no '/', no white space.
+            let ok_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok_name {
+                return Err(bad(
+                    "networks",
+                    &format!("network name {name:?}: use letters, digits, - and _"),
+                ));
+            }
+            let ok_bridge = !bridge.is_empty()
+                && bridge.len() <= 15
+                && !bridge.contains(['/', ' ', '\t', '\n', ':']);
+            if !ok_bridge {
+                return Err(bad(
+                    &format!("networks.{name}"),
+                    &format!("{bridge:?} is not an interface name (1 to 15 characters)"),
+                ));
+            }
         }
         if let Some(d) = &self.sys_power_dir {
             if !d.is_dir() {
@@ -272,6 +331,38 @@ wol_interface = "eth0"
         let c = GenieConfig::parse(Path::new("/g.toml"), text).unwrap();
         assert_eq!(c.address, Some("10.77.0.11".parse().unwrap()));
         assert_eq!(c.wol_interface.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn vm_keys_parse_and_bad_ones_are_named() {
+        let c = GenieConfig::parse(Path::new("/g.toml"), MIN).unwrap();
+        assert_eq!(c.accel, AccelChoice::Auto);
+        assert!(c.networks.is_empty());
+        assert_eq!(c.image_dirs, vec![PathBuf::from(DEFAULT_IMAGE_DIR)]);
+        let c = GenieConfig::parse(
+            Path::new("/g.toml"),
+            &format!(
+                "{MIN}accel = \"tcg\"\nimage_dirs = [\"/srv/img\"]\n[networks]\nlan = \"br0\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.accel, AccelChoice::Tcg);
+        assert_eq!(c.networks["lan"], "br0");
+        assert_eq!(c.image_dirs, vec![PathBuf::from("/srv/img")]);
+        for (extra, key) in [
+            ("accel = \"xen\"\n", "accel"),
+            ("image_dirs = [\"img\"]\n", "image_dirs"),
+            ("[networks]\nlan = \"a/b\"\n", "networks.lan"),
+            (
+                "[networks]\nlan = \"averyveryverylongbridge\"\n",
+                "networks.lan",
+            ),
+        ] {
+            let e = GenieConfig::parse(Path::new("/g.toml"), &format!("{MIN}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -4,11 +4,15 @@
 //!
 //! A library so tests and benches can drive the modules; `main.rs` is a thin CLI.
 
+pub mod accel;
 pub mod commands;
 pub mod config;
+pub mod console;
 #[cfg(any(test, feature = "fake"))]
 pub mod fakes;
 pub mod host_sleep;
+pub mod images;
+pub mod launch;
 pub mod lease;
 pub mod link;
 pub mod liveness;
@@ -19,5 +23,6 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod resume;
+pub mod taps;
 pub mod vm_task;
 pub mod wol_relay;

@@ -432,6 +432,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             *caps_sent = now;
         }
         r.resumed = self.resumed;
+        r.virt = self.hv.virt().map(Box::new);
         r
     }
 

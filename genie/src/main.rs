@@ -115,11 +115,31 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The VM manager with genie.toml's accelerator (probed once, here), networks and
+/// image directories.
+fn vm_manager(cfg: &GenieConfig, changes: Arc<Notify>) -> Result<VmManager> {
+    let (accel, note) = genie::accel::resolve(cfg.accel, std::path::Path::new("/dev/kvm"))?;
+    tracing::info!(accel = accel.as_str(), "VMs run under this accelerator");
+    let opts = genie::launch::VmOptions {
+        accel,
+        networks: cfg.networks.clone(),
+        image_dirs: cfg.image_dirs.clone(),
+    };
+    Ok(VmManager::with_options(
+        &cfg.vm_dir,
+        &cfg.qemu,
+        changes,
+        opts,
+        note,
+    ))
+}
+
 async fn report_once(cfg: GenieConfig) -> Result<()> {
     let mut metrics = SysinfoMetrics::new()?;
     // CPU usage is a difference between two samples.
     let _ = metrics.sample();
-    let vms = VmManager::new(&cfg.vm_dir, &cfg.qemu, Arc::new(Notify::new()));
+    let vms = vm_manager(&cfg, Arc::new(Notify::new()))?;
+    vms.learn_cpu_models().await;
     vms.scan();
     let settle = vms.settle(Duration::from_secs(3));
     let (_, ()) = tokio::join!(
@@ -135,6 +155,7 @@ async fn report_once(cfg: GenieConfig) -> Result<()> {
             genie::power_caps::learn_system(&cfg.sys_power_dir(), cfg.wol_interface.as_deref())
                 .await,
         )),
+        virt: vms.virt().map(Box::new),
         ..Default::default()
     };
     if let Some(v) = report
@@ -156,7 +177,9 @@ async fn run(cfg: GenieConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.vm_dir)
         .with_context(|| format!("cannot create vm_dir {}", cfg.vm_dir.display()))?;
     let changes = Arc::new(Notify::new());
-    let vms = VmManager::new(&cfg.vm_dir, &cfg.qemu, changes.clone());
+    let vms = vm_manager(&cfg, changes.clone())?;
+    let learner = vms.clone();
+    tokio::spawn(async move { learner.learn_cpu_models().await });
     let found = vms.scan();
     let lease_file = cfg.vm_dir.join("lease");
     let lease_ms = genie::lease::read_lease_file(&lease_file);

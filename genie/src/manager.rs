@@ -18,10 +18,13 @@ use wisp_common::proto::{MigrationProgress, VmStatus};
 use wisp_common::{VmId, VmRunState, VmSpec};
 
 use crate::commands::Hypervisor;
+use crate::launch::{self, LaunchError, VmOptions};
 use crate::lease::Fence;
 use crate::qemu::{self, QemuError, VmPaths};
 use crate::qmp::QmpError;
+use crate::taps::{self, TapError};
 use crate::vm_task::{self, VmHandle};
+use wisp_common::proto::VirtCaps;
 
 /// How long a freshly started qemu may take to report `running` (or `inmigrate`).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +40,10 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 pub enum VmError {
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Tap(#[from] TapError),
     #[error("QMP of VM {vm} failed")]
     Qmp {
         vm: VmId,
@@ -74,21 +81,76 @@ pub struct VmManager {
 struct Inner {
     vm_dir: PathBuf,
     qemu: PathBuf,
+    opts: VmOptions,
+    /// What is reported about how VMs run here; the CPU models arrive once listed.
+    virt: Mutex<VirtCaps>,
     vms: Mutex<HashMap<VmId, VmHandle>>,
     changes: Arc<Notify>,
 }
 
+/// The announce-self after an incoming migration: 5 rounds, 50 ms then 150, 250, ...
+/// (QEMU announces by itself after a migration too; this one also covers a switch
+/// that missed those, and is what `announce-self` documents for the purpose).
+const ANNOUNCE: (u64, u64, u64, u64) = (50, 550, 5, 100);
+
 impl VmManager {
     /// `changes` is notified whenever a VM's run state changes or a VM comes or goes.
+    /// Default options: TCG, no networks, no image_dirs (no disk or kernel allowed).
     pub fn new(vm_dir: &Path, qemu: &Path, changes: Arc<Notify>) -> Self {
+        Self::with_options(vm_dir, qemu, changes, VmOptions::default(), None)
+    }
+
+    /// As [`new`](Self::new), with genie.toml's VM options; `accel_note` says why the
+    /// accelerator is not the one asked for, if so.
+    pub fn with_options(
+        vm_dir: &Path,
+        qemu: &Path,
+        changes: Arc<Notify>,
+        opts: VmOptions,
+        accel_note: Option<String>,
+    ) -> Self {
+        let virt = VirtCaps {
+            accel: opts.accel.as_str().to_owned(),
+            accel_note,
+            cpu_models: None,
+            cpu_note: Some("not listed yet".into()),
+            networks: Vec::new(),
+        };
         Self {
             inner: Arc::new(Inner {
                 vm_dir: vm_dir.to_owned(),
                 qemu: qemu.to_owned(),
+                opts,
+                virt: Mutex::new(virt),
                 vms: Mutex::new(HashMap::new()),
                 changes,
             }),
         }
+    }
+
+    /// Lists the CPU models QEMU can give guests here (once, at start).
+    pub async fn learn_cpu_models(&self) {
+        let r = crate::accel::usable_cpu_models(&self.inner.qemu, self.inner.opts.accel).await;
+        let mut v = self.inner.virt.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Ok(models) => {
+                v.cpu_models = Some(models);
+                v.cpu_note = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the CPU models of this host");
+                v.cpu_note = Some(e);
+            }
+        }
+    }
+
+    fn cpu_models(&self) -> Option<Vec<String>> {
+        self.inner
+            .virt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cpu_models
+            .clone()
     }
 
     pub fn vm_dir(&self) -> &Path {
@@ -166,14 +228,35 @@ impl VmManager {
             path: self.inner.vm_dir.clone(),
             source,
         })?;
+        // Every check before anything starts: a refused spec leaves no trace.
+        let l = launch::resolve(
+            spec,
+            &self.inner.opts,
+            self.cpu_models().as_deref(),
+            &self.inner.vm_dir,
+        )?;
+        for n in &l.nics {
+            taps::remove_leftover(&n.tap).await;
+        }
         // A stale socket from a dead qemu would make the new one fail to bind.
         let _ = std::fs::remove_file(&paths.qmp);
         let _ = std::fs::remove_file(&paths.pid);
+        let _ = std::fs::remove_file(&paths.console);
         qemu::write_runtime_file(&paths.json, spec, epoch)?;
-        let args = qemu::command_line(spec, &paths, incoming);
+        let args = qemu::command_line(&l, &paths, incoming);
         qemu::start(&self.inner.qemu, vm, &args, &paths).await?;
         let h = self.register(vm);
         self.inner.changes.notify_one();
+        for n in &l.nics {
+            if let Err(e) = taps::attach(vm, &n.tap, &n.bridge).await {
+                // A VM cut off from its network must not run: its taps go with it.
+                let _ = self.kill_vm(vm).await;
+                return Err(e.into());
+            }
+        }
+        if incoming.is_some() && !l.nics.is_empty() {
+            self.announce_when_running(h.clone());
+        }
         let (expected, want) = if incoming.is_some() {
             ("inmigrate", VmRunState::Inmigrate)
         } else {
@@ -190,6 +273,25 @@ impl VmManager {
             });
         }
         Ok(())
+    }
+
+    /// After an incoming migration: once the VM runs here, `announce-self`, so the
+    /// switches learn the guest's MACs at this host's port at once.
+    fn announce_when_running(&self, h: VmHandle) {
+        tokio::spawn(async move {
+            let s = h
+                .wait_state(MIGRATE_TIMEOUT, |s| *s == VmRunState::Running)
+                .await;
+            if s != VmRunState::Running {
+                return;
+            }
+            let (initial, max, rounds, step) = ANNOUNCE;
+            let args = json!({"initial": initial, "max": max, "rounds": rounds, "step": step});
+            match h.execute("announce-self", Some(args)).await {
+                Ok(_) => tracing::info!(vm = %h.id, "announced the migrated VM's NICs"),
+                Err(e) => tracing::warn!(vm = %h.id, error = %e, "announce-self failed"),
+            }
+        });
     }
 
     /// `quit`, then SIGKILL, each with a grace period.
@@ -444,6 +546,35 @@ impl Hypervisor for VmManager {
         }
     }
 
+    /// The console log's tail; a VM never run here (no log at all) is not found.
+    fn console_log(&self, vm: &VmId, max_bytes: usize) -> Result<String, VmError> {
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        let old = crate::console::previous(&paths.console_log);
+        if !paths.console_log.exists() && !old.exists() && self.get(vm).is_none() {
+            return Err(VmError::NotFound { vm: vm.clone() });
+        }
+        Ok(crate::console::tail(&paths.console_log, max_bytes))
+    }
+
+    fn virt(&self) -> Option<VirtCaps> {
+        let mut v = self
+            .inner
+            .virt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Read each time: a bridge may be created or removed while the genie runs.
+        v.networks = self
+            .inner
+            .opts
+            .networks
+            .iter()
+            .filter(|(_, bridge)| taps::is_bridge(bridge))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Some(v)
+    }
+
     /// VMs restarted elsewhere after a fence: kill them without grace and remove their
     /// files so they can never resume here.
     async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
@@ -455,6 +586,13 @@ impl Hypervisor for VmManager {
             VmPaths::new(&self.inner.vm_dir, vm).remove_all();
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl VmManager {
+    /// The options VMs are started with.
+    pub fn options(&self) -> &VmOptions {
+        &self.inner.opts
     }
 }
 

@@ -12,7 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wisp_common::{wait, VmId, VmSpec};
+use wisp_common::{wait, DiskFormat, MacAddr, VmId, VmSpec};
+
+use crate::accel::Accel;
 
 /// How long qemu may take to initialise and daemonize. It takes 0.1–0.3 s here; a
 /// loaded 2-core machine can be 50× slower, and anything beyond this is a hang.
@@ -68,6 +70,9 @@ pub struct VmPaths {
     pub pid: PathBuf,
     pub json: PathBuf,
     pub log: PathBuf,
+    /// The guest's serial console (a socket QEMU serves) and its bounded log.
+    pub console: PathBuf,
+    pub console_log: PathBuf,
 }
 
 impl VmPaths {
@@ -78,12 +83,23 @@ impl VmPaths {
             pid: f("pid"),
             json: f("json"),
             log: f("log"),
+            console: f("console"),
+            console_log: f("console.log"),
         }
     }
 
     /// Removes every runtime file; missing files are fine.
     pub fn remove_all(&self) {
-        for p in [&self.qmp, &self.pid, &self.json, &self.log] {
+        let old_console = crate::console::previous(&self.console_log);
+        for p in [
+            &self.qmp,
+            &self.pid,
+            &self.json,
+            &self.log,
+            &self.console,
+            &self.console_log,
+            &old_console,
+        ] {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -120,19 +136,75 @@ pub fn read_runtime_file(path: &Path) -> Option<RuntimeFile> {
     serde_json::from_slice(&text).ok()
 }
 
-/// The qemu arguments (without the program) for `spec`.
-pub fn command_line(spec: &VmSpec, paths: &VmPaths, incoming: Option<SocketAddr>) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::with_capacity(24);
+/// A spec made ready to run on this host: paths resolved and checked against
+/// `image_dirs`, the disk's format known, a tap per NIC, the accelerator chosen.
+/// Built by [`crate::launch::resolve`]; only this reaches the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub name: VmId,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub accel: Accel,
+    pub cpu_model: Option<String>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    pub disk: Option<(PathBuf, DiskFormat)>,
+    pub nics: Vec<LaunchNic>,
+    /// vhost-net for the NICs (KVM with /dev/vhost-net).
+    pub vhost: bool,
+}
+
+/// One NIC: the tap QEMU creates and the guest's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchNic {
+    pub tap: String,
+    pub bridge: String,
+    pub mac: MacAddr,
+}
+
+impl Launch {
+    /// A VM with no disk, kernel or NIC under TCG (tests, tools).
+    pub fn bare(spec: &VmSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            vcpus: spec.vcpus,
+            mem_mib: spec.mem_mib,
+            accel: Accel::Tcg,
+            cpu_model: None,
+            kernel: None,
+            initrd: None,
+            append: None,
+            disk: None,
+            nics: Vec::new(),
+            vhost: false,
+        }
+    }
+}
+
+/// The qemu arguments (without the program) for `l`.
+///
+/// Nothing a user chose is parsed by QEMU as options: the disk goes in a `-blockdev`
+/// JSON object (a comma in a file name is just a character), `-kernel`, `-initrd` and
+/// `-append` take their argument whole, and the rest (tap names, MACs, CPU model
+/// names, numbers) are generated or validated to contain no comma.
+pub fn command_line(l: &Launch, paths: &VmPaths, incoming: Option<SocketAddr>) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::with_capacity(40);
     let mut push = |s: &str| a.push(s.into());
     push("-name");
-    push(spec.name.as_str());
+    push(l.name.as_str());
     push("-machine");
-    // TCG: the KVM on our machines is a software one and much slower (ARCHITECTURE.md, QEMU).
-    push("q35,accel=tcg");
+    push(&format!("q35,accel={}", l.accel.as_str()));
+    if let Some(cpu) = &l.cpu_model {
+        // enforce: a model this host cannot fully provide fails the start rather than
+        // giving the guest a CPU that differs from the one on other hosts.
+        push("-cpu");
+        push(&format!("{cpu},enforce"));
+    }
     push("-m");
-    push(&spec.mem_mib.to_string());
+    push(&l.mem_mib.to_string());
     push("-smp");
-    push(&spec.vcpus.max(1).to_string());
+    push(&l.vcpus.max(1).to_string());
     push("-nodefaults");
     push("-display");
     push("none");
@@ -146,22 +218,69 @@ pub fn command_line(spec: &VmSpec, paths: &VmPaths, incoming: Option<SocketAddr>
     a.push("-pidfile".into());
     a.push(pid);
     a.push("-daemonize".into());
-    if let Some(k) = &spec.kernel {
-        a.push("-kernel".into());
-        a.push(k.into());
+    // The serial console on a socket the genie reads (console.rs); wait=off: the guest
+    // never blocks on a missing reader.
+    let mut console = OsString::from("socket,id=ser0,path=");
+    console.push(&paths.console);
+    console.push(",server=on,wait=off");
+    a.push("-chardev".into());
+    a.push(console);
+    a.push("-serial".into());
+    a.push("chardev:ser0".into());
+    for (flag, p) in [("-kernel", &l.kernel), ("-initrd", &l.initrd)] {
+        if let Some(p) = p {
+            a.push(flag.into());
+            a.push(p.into());
+        }
     }
-    if let Some(d) = &spec.disk {
-        let mut drive = OsString::from("file=");
-        drive.push(d);
-        drive.push(",if=virtio");
-        a.push("-drive".into());
-        a.push(drive);
+    if let Some(append) = &l.append {
+        a.push("-append".into());
+        a.push(append.into());
+    }
+    if let Some((path, format)) = &l.disk {
+        // cache.direct: O_DIRECT, no host page cache. With the image on shared
+        // storage, a live migration's destination opens it while the source still
+        // has it open; pages the destination's host cached earlier would be stale,
+        // so no host cache at all (QEMU's cache=none). Writes still reach the
+        // storage on the guest's flushes (no-flush stays off).
+        let node = serde_json::json!({
+            "driver": format.as_str(),
+            "node-name": "disk0",
+            "cache": {"direct": true, "no-flush": false},
+            "file": {
+                "driver": if is_block_device(path) { "host_device" } else { "file" },
+                "filename": path.to_string_lossy(),
+                "cache": {"direct": true, "no-flush": false},
+            },
+        });
+        a.push("-blockdev".into());
+        a.push(node.to_string().into());
+        a.push("-device".into());
+        a.push("virtio-blk-pci,drive=disk0,id=vblk0".into());
+    }
+    for (i, nic) in l.nics.iter().enumerate() {
+        let vhost = if l.vhost { ",vhost=on" } else { "" };
+        a.push("-netdev".into());
+        a.push(
+            format!(
+                "tap,id=net{i},ifname={},script=no,downscript=no{vhost}",
+                nic.tap
+            )
+            .into(),
+        );
+        a.push("-device".into());
+        a.push(format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac).into());
     }
     if let Some(addr) = incoming {
         a.push("-incoming".into());
         a.push(format!("tcp:{}:{}", addr.ip(), addr.port()).into());
     }
     a
+}
+
+fn is_block_device(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// A port on `addr` that was free a moment ago, for `-incoming`.
@@ -331,14 +450,17 @@ mod tests {
     use super::*;
 
     fn spec() -> VmSpec {
-        VmSpec {
-            name: VmId::new("vm1").unwrap(),
-            vcpus: 2,
-            mem_mib: 64,
-            disk: Some("/d/disk.img".into()),
-            kernel: Some("/k/guest.elf".into()),
-            priority: 0,
-        }
+        let mut s = VmSpec::new(VmId::new("vm1").unwrap(), 2, 64);
+        s.disk = Some("/d/disk.img".into());
+        s.kernel = Some("/k/guest.elf".into());
+        s
+    }
+
+    fn launch() -> Launch {
+        let mut l = Launch::bare(&spec());
+        l.kernel = Some("/k/guest.elf".into());
+        l.disk = Some(("/d/disk.img".into(), DiskFormat::Raw));
+        l
     }
 
     fn strs(a: &[OsString]) -> Vec<String> {
@@ -348,7 +470,7 @@ mod tests {
     #[test]
     fn command_line_follows_the_contract() {
         let p = VmPaths::new(Path::new("/v"), &VmId::new("vm1").unwrap());
-        let a = strs(&command_line(&spec(), &p, None));
+        let a = strs(&command_line(&launch(), &p, None));
         let want: Vec<String> = [
             "-name",
             "vm1",
@@ -366,10 +488,16 @@ mod tests {
             "-pidfile",
             "/v/vm1.pid",
             "-daemonize",
+            "-chardev",
+            "socket,id=ser0,path=/v/vm1.console,server=on,wait=off",
+            "-serial",
+            "chardev:ser0",
             "-kernel",
             "/k/guest.elf",
-            "-drive",
-            "file=/d/disk.img,if=virtio",
+            "-blockdev",
+            r#"{"cache":{"direct":true,"no-flush":false},"driver":"raw","file":{"cache":{"direct":true,"no-flush":false},"driver":"file","filename":"/d/disk.img"},"node-name":"disk0"}"#,
+            "-device",
+            "virtio-blk-pci,drive=disk0,id=vblk0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -378,18 +506,63 @@ mod tests {
     }
 
     #[test]
+    fn a_comma_in_a_disk_path_stays_inside_the_file_name() {
+        let mut l = launch();
+        l.disk = Some(("/d/x.img,readonly=on,snapshot=on".into(), DiskFormat::Qcow2));
+        let p = VmPaths::new(Path::new("/v"), &l.name);
+        let a = strs(&command_line(&l, &p, None));
+        let i = a.iter().position(|x| x == "-blockdev").unwrap();
+        let node: serde_json::Value = serde_json::from_str(&a[i + 1]).unwrap();
+        assert_eq!(node["file"]["filename"], "/d/x.img,readonly=on,snapshot=on");
+        assert_eq!(node["driver"], "qcow2");
+        assert!(node.get("read-only").is_none() && node.get("snapshot").is_none());
+        assert!(!a.iter().any(|x| x == "-drive"));
+    }
+
+    #[test]
+    fn kvm_cpu_initrd_append_and_nics() {
+        let mut l = launch();
+        l.accel = Accel::Kvm;
+        l.cpu_model = Some("Nehalem".into());
+        l.initrd = Some("/k/initrd.gz".into());
+        l.append = Some("console=ttyS0 wisp.ip=10.0.0.5/24".into());
+        l.vhost = true;
+        l.nics = vec![
+            LaunchNic {
+                tap: "wt00000001n0".into(),
+                bridge: "br0".into(),
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+            },
+            LaunchNic {
+                tap: "wt00000001n1".into(),
+                bridge: "br1".into(),
+                mac: "02:00:00:00:00:02".parse().unwrap(),
+            },
+        ];
+        let p = VmPaths::new(Path::new("/v"), &l.name);
+        let a = strs(&command_line(&l, &p, None)).join(" ");
+        for want in [
+            "-machine q35,accel=kvm -cpu Nehalem,enforce",
+            "-initrd /k/initrd.gz -append console=ttyS0 wisp.ip=10.0.0.5/24",
+            "-netdev tap,id=net0,ifname=wt00000001n0,script=no,downscript=no,vhost=on -device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,id=nic0",
+            "-netdev tap,id=net1,ifname=wt00000001n1,script=no,downscript=no,vhost=on -device virtio-net-pci,netdev=net1,mac=02:00:00:00:00:02,id=nic1",
+        ] {
+            assert!(a.contains(want), "{want} not in {a}");
+        }
+    }
+
+    #[test]
     fn incoming_and_minimal_spec() {
-        let mut s = spec();
-        s.kernel = None;
-        s.disk = None;
-        let p = VmPaths::new(Path::new("/v"), &s.name);
+        let l = Launch::bare(&spec());
+        let p = VmPaths::new(Path::new("/v"), &l.name);
         let a = strs(&command_line(
-            &s,
+            &l,
             &p,
             Some("10.0.0.2:4444".parse().unwrap()),
         ));
         assert!(!a.contains(&"-kernel".to_string()));
-        assert!(!a.contains(&"-drive".to_string()));
+        assert!(!a.contains(&"-blockdev".to_string()));
+        assert!(!a.contains(&"-cpu".to_string()));
         assert_eq!(&a[a.len() - 2..], ["-incoming", "tcp:10.0.0.2:4444"]);
     }
 

@@ -37,6 +37,7 @@ impl<M: MetricsSource> Reporter<M> {
             vms: None,
             power: None,
             resumed: None,
+            virt: None,
         }
     }
 
@@ -57,6 +58,7 @@ impl<M: MetricsSource> Reporter<M> {
             vms: Some(vms),
             power: None,
             resumed: None,
+            virt: None,
         }
     }
 
@@ -69,6 +71,7 @@ impl<M: MetricsSource> Reporter<M> {
             vms: Some(vms),
             power: None,
             resumed: None,
+            virt: None,
         }
     }
 

@@ -122,7 +122,14 @@ pub fn spawn(id: VmId, paths: VmPaths, changes: Arc<Notify>) -> VmHandle {
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let (tx, rx) = mpsc::channel(8);
+    let pid_file = paths.pid.clone();
+    let console = tokio::spawn(crate::console::keep_reading(
+        paths.console.clone(),
+        paths.console_log.clone(),
+        move || qemu::read_pid(&pid_file).is_some_and(qemu::is_alive),
+    ));
     let task = VmTask {
+        _console: AbortOnDrop(console),
         id: id.clone(),
         qmp_path: paths.qmp.clone(),
         paths: paths.clone(),
@@ -141,7 +148,17 @@ pub fn spawn(id: VmId, paths: VmPaths, changes: Arc<Notify>) -> VmHandle {
     }
 }
 
+/// Ends the console reader with the VM's task.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct VmTask {
+    _console: AbortOnDrop,
     id: VmId,
     qmp_path: PathBuf,
     paths: VmPaths,

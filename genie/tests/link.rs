@@ -191,14 +191,7 @@ async fn commands_are_answered_vm_changes_reported_and_gen_survives_reconnect() 
     let instance = handshake(&mut s, b"cluster", welcome(200, 1000))
         .await
         .unwrap();
-    let spec = VmSpec {
-        name: VmId::new("vm1").unwrap(),
-        vcpus: 1,
-        mem_mib: 64,
-        disk: None,
-        kernel: None,
-        priority: 0,
-    };
+    let spec = VmSpec::new(VmId::new("vm1").unwrap(), 1, 64);
     let cmd = RouterMsg::Command {
         id: 77,
         command: Command::StartVm { spec, epoch: 4 },

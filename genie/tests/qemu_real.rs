@@ -38,7 +38,7 @@ async fn qmp_client_talks_to_a_real_qemu() {
     let dir = TestDir::new("qmp");
     let s = spec("q1");
     let paths = VmPaths::new(dir.path(), &s.name);
-    let args = qemu::command_line(&s, &paths, None);
+    let args = qemu::command_line(&qemu::Launch::bare(&s), &paths, None);
     qemu::start("qemu-system-x86_64".as_ref(), &s.name, &args, &paths)
         .await
         .unwrap();

@@ -153,6 +153,43 @@ pub struct Report {
     /// Set in the first report after the genie noticed its host resumed from sleep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,
+    /// How this host runs VMs (accelerator, CPU models); sent with the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virt: Option<Box<VirtCaps>>,
+}
+
+/// How a host runs VMs, learned once at genie start.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtCaps {
+    /// `kvm` or `tcg`: what the genie's VMs run on.
+    pub accel: String,
+    /// Why the accelerator is not what genie.toml asked for (a KVM that does not work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel_note: Option<String>,
+    /// The CPU models QEMU can give a guest on this host under `accel` (no missing
+    /// feature); `None` when they could not be listed (`cpu_note` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_note: Option<String>,
+    /// The networks of genie.toml `[networks]` whose bridge exists on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+}
+
+impl VirtCaps {
+    /// True when every NIC of `spec` can join a network here.
+    pub fn serves(&self, spec: &crate::VmSpec) -> bool {
+        spec.nics.iter().all(|n| self.networks.contains(&n.network))
+    }
+
+    /// False only when the host's models are known and `model` is not among them.
+    pub fn can_run_cpu(&self, model: &str) -> bool {
+        self.cpu_models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
+    }
 }
 
 /// Host metrics read with sysinfo.
@@ -231,16 +268,35 @@ pub enum Command {
     /// Send magic packets for another host from this host's segment (raw frames and
     /// UDP broadcast), for a router on another segment.
     SendWol(WolRelay),
+    /// The last `max_bytes` of a VM's serial console log (at most
+    /// [`MAX_CONSOLE_BYTES`]). Replied with `Outcome::Console`. Added after v1 shipped:
+    /// a genie too old to know it drops the link, so send it only on request.
+    ConsoleLog { vm: VmId, max_bytes: u64 },
 }
+
+/// The most console text one reply carries (JSON escaping can double it; frames are
+/// at most [`MAX_FRAME_BYTES`]).
+pub const MAX_CONSOLE_BYTES: u64 = 256 * 1024;
 
 /// A command's final outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     Done,
-    Incoming { uri: String },
-    Migrated { total_ms: u64, downtime_ms: u64 },
-    Failed { error: String },
+    Incoming {
+        uri: String,
+    },
+    Migrated {
+        total_ms: u64,
+        downtime_ms: u64,
+    },
+    Failed {
+        error: String,
+    },
+    /// A VM's console log text (`Command::ConsoleLog`).
+    Console {
+        text: String,
+    },
 }
 
 /// Progress of an outgoing migration, from `query-migrate`.

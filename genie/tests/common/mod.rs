@@ -59,14 +59,7 @@ pub fn require_qemu() {
 }
 
 pub fn spec(name: &str) -> VmSpec {
-    VmSpec {
-        name: VmId::new(name).unwrap(),
-        vcpus: 1,
-        mem_mib: 64,
-        disk: None,
-        kernel: None,
-        priority: 0,
-    }
+    VmSpec::new(VmId::new(name).unwrap(), 1, 64)
 }
 
 /// Polls `f` every 50 ms until true or `timeout` passes.

@@ -51,6 +51,16 @@ pub fn host_views(snap: &Snapshot) -> Vec<HostView> {
                 })
                 .unwrap_or_default(),
             wol_armed: h.power_caps.as_ref().and_then(|c| c.wol_armed()),
+            accel: h.virt.as_ref().map(|v| v.accel.clone()),
+            cpu_model_ok: h.cpu_model_ok,
+            virt_note: match (h.cpu_model_ok, &h.virt) {
+                (Some(false), _) => Some(format!(
+                    "cannot give guests CPU model {}: gets no VMs",
+                    snap.cpu_model
+                )),
+                (_, Some(v)) => v.accel_note.clone(),
+                _ => None,
+            },
         })
         .collect()
 }

@@ -223,6 +223,11 @@ pub fn hosts_table(hosts: &[HostView]) -> String {
                     format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
                 }),
                 h.vms.to_string(),
+                match (&h.accel, h.cpu_model_ok) {
+                    (Some(a), Some(false)) => format!("{a},no-cpu-model"),
+                    (Some(a), _) => a.clone(),
+                    (None, _) => "-".into(),
+                },
                 if h.sleep.is_empty() {
                     "-".into()
                 } else {
@@ -242,6 +247,7 @@ pub fn hosts_table(hosts: &[HostView]) -> String {
             "MEM",
             "LOAD",
             "VMS",
+            "ACCEL",
             "SLEEP",
             "LAST REPORT",
         ],

@@ -12,6 +12,9 @@ use crate::api::types::{
     CreateRequest, HostId, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmId,
     VmSpec,
 };
+use crate::vms::console::ConsoleLog;
+use crate::vms::NicRequest;
+use wisp_common::DiskFormat;
 
 /// A migration of a large guest over a slow link may take minutes.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -29,9 +32,22 @@ pub enum VmCmd {
         /// Disk image on shared storage.
         #[arg(long)]
         disk: Option<PathBuf>,
+        /// Disk format: raw or qcow2 (default: read from the image's header).
+        #[arg(long, value_parser = parse_format)]
+        disk_format: Option<DiskFormat>,
         /// Kernel to boot directly.
         #[arg(long)]
         kernel: Option<PathBuf>,
+        /// Initramfs for --kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// Kernel command line for --kernel.
+        #[arg(long, requires = "kernel")]
+        append: Option<String>,
+        /// A virtio NIC on a network named in the hosts' genie.toml: NET or
+        /// NET,mac=02:xx:xx:xx:xx:xx (generated when not given). Repeatable.
+        #[arg(long = "nic", value_parser = parse_nic)]
+        nics: Vec<NicRequest>,
         #[arg(long)]
         host: Option<HostId>,
         /// Failover order: higher restarts first.
@@ -76,6 +92,19 @@ pub enum VmCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The VM's serial console: `--log` prints the tail of its log (kept by the genie
+    /// of its host). An interactive console is not there yet.
+    Console {
+        name: String,
+        /// Print the console log's tail.
+        #[arg(long)]
+        log: bool,
+        /// How much of the tail, in bytes (at most 256 KiB).
+        #[arg(long, default_value_t = 65536)]
+        bytes: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn op_text(r: &OpReport) -> String {
@@ -90,7 +119,11 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
             vcpus,
             mem,
             disk,
+            disk_format,
             kernel,
+            initrd,
+            append,
+            nics,
             host,
             priority,
             json,
@@ -99,19 +132,19 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                 status: 400,
                 message: e.to_string(),
             })?;
-            let spec = VmSpec {
-                name,
-                vcpus: *vcpus,
-                mem_mib: *mem,
-                disk: disk.clone().map(absolute),
-                kernel: kernel.clone().map(absolute),
-                priority: *priority,
-            };
+            let mut spec = VmSpec::new(name, *vcpus, *mem);
+            spec.disk = disk.clone().map(absolute);
+            spec.disk_format = *disk_format;
+            spec.kernel = kernel.clone().map(absolute);
+            spec.initrd = initrd.clone().map(absolute);
+            spec.append = append.clone();
+            spec.priority = *priority;
             let r: OpReport = c.post(
                 "/v1/vms",
                 &CreateRequest {
                     spec,
                     host: host.clone(),
+                    nics: nics.clone(),
                 },
             )?;
             print_or_json(*json, &r, op_text)
@@ -152,6 +185,14 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                         r.desired
                     ));
                 }
+                if let Some(r) = &d.record {
+                    for (i, n) in r.spec.nics.iter().enumerate() {
+                        s.push_str(&format!("nic{i}: network {}, mac {}\n", n.network, n.mac));
+                    }
+                    if let Some(cpu) = &r.spec.cpu_model {
+                        s.push_str(&format!("cpu model: {cpu}\n"));
+                    }
+                }
                 if let Some(op) = &d.op {
                     s.push_str(&format!("in progress: {op}\n"));
                 }
@@ -161,6 +202,21 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
                 }
                 s
             })
+        }
+        VmCmd::Console {
+            name,
+            log,
+            bytes,
+            json,
+        } => {
+            if !*log {
+                return Err(ClientError::Api {
+                    status: 400,
+                    message: "an interactive console is not implemented yet: use `router vm console NAME --log`".into(),
+                });
+            }
+            let r: ConsoleLog = c.get(&format!("/v1/vms/{name}/console?bytes={bytes}"))?;
+            print_or_json(*json, &r, |r| r.text.clone())
         }
         VmCmd::Migrate { name, to, json } => {
             let done = Arc::new(AtomicBool::new(false));
@@ -212,6 +268,27 @@ fn show_progress(api: &str, name: &str, done: &AtomicBool) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn parse_format(s: &str) -> Result<DiskFormat, String> {
+    s.parse()
+}
+
+/// `NET` or `NET,mac=MAC`.
+fn parse_nic(s: &str) -> Result<NicRequest, String> {
+    let mut parts = s.split(',');
+    let network = parts.next().unwrap_or_default().to_owned();
+    if network.is_empty() || network.contains('=') {
+        return Err(format!("{s:?}: expected NET or NET,mac=MAC"));
+    }
+    let mut mac = None;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("mac", m)) => mac = Some(m.parse().map_err(|e| format!("{e}"))?),
+            _ => return Err(format!("{s:?}: unknown NIC option {p:?} (only mac=...)")),
+        }
+    }
+    Ok(NicRequest { network, mac })
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

@@ -77,6 +77,10 @@ pub struct RouterConfig {
     pub power_verify_ms: u64,
     #[serde(default)]
     pub migration: MigrationConfig,
+    /// The CPU model every VM gets (QEMU's `-cpu`), fixed in each VM's spec at
+    /// create; a host that cannot give it gets no VMs. See [`DEFAULT_CPU_MODEL`].
+    #[serde(default = "default_cpu_model")]
+    pub cpu_model: String,
     /// Energy-saving mode (`[energy]`): planner interval, thresholds, power model.
     #[serde(default)]
     pub energy: energy::EnergyConfig,
@@ -142,6 +146,18 @@ fn default_lease_ms() -> u64 {
     // a host whose BMC cannot be reached is then not failed over (no proof, no
     // restart), unless the operator turns the lease on.
     0
+}
+/// The default guest CPU: Nehalem is the x86-64-v2 level (SSE4.2, POPCNT, SSSE3),
+/// which current distributions need (RHEL 9 requires it) and which every x86 server
+/// of the last 15 years (Intel Nehalem, AMD Bulldozer and later) gives under KVM, and
+/// QEMU's TCG gives too. One model for all hosts is what lets a VM live-migrate
+/// between servers of different generations; `qemu64` would be more conservative
+/// still, but lacks what those distributions need. A cluster of newer servers can
+/// name a newer model (e.g. `Haswell-noTSX`, `EPYC`).
+pub const DEFAULT_CPU_MODEL: &str = "Nehalem";
+
+fn default_cpu_model() -> String {
+    DEFAULT_CPU_MODEL.to_owned()
 }
 fn default_power_verify_ms() -> u64 {
     60_000
@@ -275,6 +291,21 @@ impl RouterConfig {
                     ),
                 ));
             }
+        }
+        let cpu_ok = !self.cpu_model.is_empty()
+            && self.cpu_model.len() <= 64
+            && self
+                .cpu_model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !cpu_ok {
+            return Err(invalid(
+                "cpu_model".into(),
+                format!(
+                    "{:?} is not a QEMU CPU model name (letters, digits, -, _, .)",
+                    self.cpu_model
+                ),
+            ));
         }
         if self.heartbeat_ms == 0 || self.metrics_ms == 0 {
             return Err(invalid(
@@ -439,6 +470,20 @@ bmc_password_file = "/tmp/p"
             c.hosts[0].bmc_addr().unwrap().unwrap(),
             "10.0.1.11:623".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn cpu_model_defaults_to_the_baseline_and_cannot_carry_options() {
+        let c = RouterConfig::parse(Path::new("r.toml"), OK).unwrap();
+        assert_eq!(c.cpu_model, DEFAULT_CPU_MODEL);
+        let text = format!("cpu_model = \"EPYC\"\n{OK}");
+        let c = RouterConfig::parse(Path::new("r.toml"), &text).unwrap();
+        assert_eq!(c.cpu_model, "EPYC");
+        let text = format!("cpu_model = \"host,+vmx\"\n{OK}");
+        let e = RouterConfig::parse(Path::new("r.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cpu_model") && e.contains("host,+vmx"), "{e}");
     }
 
     #[test]

@@ -684,14 +684,7 @@ mod restart_tests {
         persisted.vms.insert(
             vm.clone(),
             VmRecord {
-                spec: VmSpec {
-                    name: vm,
-                    vcpus: 1,
-                    mem_mib: 64,
-                    disk: None,
-                    kernel: None,
-                    priority: 0,
-                },
+                spec: VmSpec::new(vm, 1, 64),
                 desired: Desired::Running,
                 host: Some(HostId::new("h1").unwrap()),
                 epoch: 1,

@@ -172,6 +172,8 @@ pub struct HostEntry {
     pub vms: Vec<VmStatus>,
     /// What the host can do about sleeping and waking, as its genie last said.
     pub power_caps: Option<PowerCaps>,
+    /// How it runs VMs (accelerator, CPU models), as its genie last said.
+    pub virt: Option<wisp_common::proto::VirtCaps>,
     /// Its last link was closed by the genie itself (a restart says goodbye; a cut
     /// cable, a power loss or a hang does not). Cleared by a new link.
     pub said_goodbye: bool,
@@ -195,6 +197,7 @@ impl HostEntry {
             metrics: None,
             vms: Vec::new(),
             power_caps: None,
+            virt: None,
             said_goodbye: false,
             status: HostStatus::Unreachable,
             power: PowerKnown::Unknown,

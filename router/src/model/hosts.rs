@@ -112,6 +112,9 @@ impl Cluster {
         if let Some(c) = report.power {
             h.power_caps = Some(*c);
         }
+        if let Some(v) = report.virt {
+            h.virt = Some(*v);
+        }
         let mut changed = false;
         if let Some(vms) = report.vms {
             changed = vms != h.vms;

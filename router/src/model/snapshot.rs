@@ -40,6 +40,10 @@ pub struct HostSnap {
     pub wake: crate::power::wake::book::WakeBook,
     /// What the host can do about sleeping and waking, as its genie last said.
     pub power_caps: Option<wisp_common::proto::PowerCaps>,
+    /// How it runs VMs, as its genie last said.
+    pub virt: Option<wisp_common::proto::VirtCaps>,
+    /// Whether it can give guests the cluster's CPU model (None: not known).
+    pub cpu_model_ok: Option<bool>,
     /// When its current sleep was verified (wall clock, ms), as stored.
     pub slept_at_ms: Option<u64>,
 }
@@ -72,6 +76,8 @@ pub struct Snapshot {
     pub energy_mode: bool,
     pub reports_accepted: u64,
     pub reports_dropped: u64,
+    /// The cluster's guest CPU model (router.toml `cpu_model`).
+    pub cpu_model: String,
 }
 
 impl Snapshot {
@@ -89,6 +95,7 @@ impl Snapshot {
             energy_mode: false,
             reports_accepted: 0,
             reports_dropped: 0,
+            cpu_model: String::new(),
         }
     }
 
@@ -161,6 +168,11 @@ impl Model {
                         .map(|r| r.wake.clone())
                         .unwrap_or_default(),
                     power_caps: h.power_caps.clone(),
+                    virt: h.virt.clone(),
+                    cpu_model_ok: h
+                        .virt
+                        .as_ref()
+                        .map(|v| v.can_run_cpu(&self.config.cpu_model)),
                     slept_at_ms: self
                         .persisted
                         .hosts
@@ -183,6 +195,7 @@ impl Model {
             energy_mode: self.persisted.energy_mode,
             reports_accepted: self.reports_accepted,
             reports_dropped: self.reports_dropped,
+            cpu_model: self.config.cpu_model.clone(),
         }
     }
 }

@@ -280,14 +280,7 @@ mod tests {
         st.vms.insert(
             VmId::new("a").unwrap(),
             VmRecord {
-                spec: VmSpec {
-                    name: VmId::new("a").unwrap(),
-                    vcpus: 1,
-                    mem_mib: 64,
-                    disk: None,
-                    kernel: None,
-                    priority: 0,
-                },
+                spec: VmSpec::new(VmId::new("a").unwrap(), 1, 64),
                 desired: Desired::Running,
                 host: Some(HostId::new("h1").unwrap()),
                 epoch: 1,

@@ -1,6 +1,6 @@
 //! HTTP routes for VMs: create, start/stop/restart/delete, migrate, show.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,6 +29,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/vms/{name}/stop", post(stop))
         .route("/v1/vms/{name}/restart", post(restart))
         .route("/v1/vms/{name}/migrate", post(migrate))
+        .route("/v1/vms/{name}/console", get(console))
 }
 
 async fn create(
@@ -36,7 +37,7 @@ async fn create(
     Body(req): Body<CreateRequest>,
 ) -> Result<Json<OpReport>, ApiError> {
     let c = s.cluster;
-    detached(async move { super::create(&c, req.spec, req.host).await }).await
+    detached(async move { super::create(&c, req.spec, req.host, req.nics).await }).await
 }
 
 async fn start(
@@ -81,6 +82,26 @@ async fn migrate(
     let settings = s.cluster.config().migration;
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::migrate::migrate(&c, vm, req.to, settings).await }).await
+}
+
+/// `?bytes=N`: how much of the console's tail (default 64 KiB).
+#[derive(Debug, serde::Deserialize)]
+struct ConsoleQuery {
+    #[serde(default = "default_console_bytes")]
+    bytes: u64,
+}
+
+fn default_console_bytes() -> u64 {
+    64 * 1024
+}
+
+async fn console(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<ConsoleQuery>,
+) -> Result<Json<super::console::ConsoleLog>, ApiError> {
+    let (c, vm) = (s.cluster, vm_id(&name)?);
+    detached(async move { super::console::console_log(&c, vm, q.bytes).await }).await
 }
 
 async fn show(

@@ -31,19 +31,65 @@ pub struct PlanCreate {
 }
 
 impl Command for PlanCreate {
-    type Output = Result<Placed, VmError>;
+    /// Where, and the spec as stored (MACs assigned).
+    type Output = Result<(Placed, VmSpec), VmError>;
     const NAME: &'static str = "plan a VM's create";
 
     fn apply(self, m: &mut Model) -> Self::Output {
-        let s = self.spec;
+        let mut s = self.spec;
         if m.persisted.vms.contains_key(&s.name) || !m.observed(&s.name).is_empty() {
             return Err(VmError::NameTaken { vm: s.name.clone() });
         }
-        let cands = m.candidates(None);
+        super::devices::check_and_assign(&mut s, &m.persisted.vms)?;
+        let mut cands = m.candidates(None);
+        let had_hosts = !cands.is_empty();
+        let known: std::collections::BTreeSet<String> = cands
+            .iter()
+            .filter_map(|c| m.cluster.hosts[&c.host].virt.as_ref())
+            .flat_map(|v| v.networks.iter().cloned())
+            .collect();
+        // Only hosts where each NIC's network is (hosts not saying are tried).
+        cands.retain(|c| {
+            m.cluster.hosts[&c.host]
+                .virt
+                .as_ref()
+                .is_none_or(|v| v.serves(&s))
+        });
+        if had_hosts && cands.is_empty() {
+            let nets: Vec<&str> = s.nics.iter().map(|n| n.network.as_str()).collect();
+            return Err(VmError::BadField {
+                vm: s.name.clone(),
+                field: "nic".into(),
+                reason: format!(
+                    "no up host has all of the networks {nets:?} (genie.toml [networks] with an existing bridge; up hosts have {known:?})"
+                ),
+            });
+        }
         let host = match self.host {
             Some(id) => {
                 if !m.cluster.hosts.contains_key(&id) {
                     return Err(VmError::UnknownHost { host: id });
+                }
+                let cpu = s.cpu_model.as_deref().unwrap_or_default();
+                let virt = m.cluster.hosts[&id].virt.as_ref();
+                if virt.is_some_and(|v| !cpu.is_empty() && !v.can_run_cpu(cpu)) {
+                    return Err(VmError::BadField {
+                        vm: s.name.clone(),
+                        field: "host".into(),
+                        reason: format!("{id} cannot give guests CPU model {cpu}"),
+                    });
+                }
+                if let Some(n) =
+                    virt.and_then(|v| s.nics.iter().find(|n| !v.networks.contains(&n.network)))
+                {
+                    return Err(VmError::BadField {
+                        vm: s.name.clone(),
+                        field: "nic".into(),
+                        reason: format!(
+                            "network {:?} is not on {id} (its genie.toml [networks] and bridges)",
+                            n.network
+                        ),
+                    });
                 }
                 let cand =
                     cands
@@ -88,12 +134,15 @@ impl Command for PlanCreate {
                 s.name, s.vcpus, s.mem_mib
             ),
         );
-        Ok(Placed {
-            host,
-            epoch,
-            link,
-            claim,
-        })
+        Ok((
+            Placed {
+                host,
+                epoch,
+                link,
+                claim,
+            },
+            s,
+        ))
     }
 }
 
@@ -125,7 +174,7 @@ pub enum StartPlan {
     /// A copy already runs there.
     Already(HostId),
     /// Start it with this placement.
-    Go { placed: Placed, spec: VmSpec },
+    Go { placed: Placed, spec: Box<VmSpec> },
 }
 
 /// Sets a VM's desired state to running and decides where it starts: where it is
@@ -184,7 +233,7 @@ impl Command for PlanStart {
                 link,
                 claim,
             },
-            spec: rec.spec,
+            spec: Box::new(rec.spec),
         })
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod commands;
+pub mod console;
+pub mod devices;
 pub mod migrate;
 mod ops;
 pub mod placement;
@@ -17,7 +19,8 @@ pub use ops::*;
 
 use std::fmt;
 
-use wisp_common::{HostId, VmId, VmRunState};
+use serde::{Deserialize, Serialize};
+use wisp_common::{HostId, MacAddr, VmId, VmRunState};
 
 use crate::link::LinkError;
 use crate::model::host::HostStatus;
@@ -83,8 +86,37 @@ pub enum VmError {
     Store(#[source] StoreError),
     #[error("invalid VM spec: {reason}")]
     BadSpec { reason: String },
+    #[error("VM {vm}: {field}: {reason}")]
+    BadField {
+        vm: VmId,
+        field: String,
+        reason: String,
+    },
+    #[error("VM {vm}: disk {disk} is already used by VM {other}")]
+    DiskInUse {
+        vm: VmId,
+        disk: std::path::PathBuf,
+        other: VmId,
+    },
+    #[error("VM {vm}: {field}: MAC {mac} is already used by VM {other}")]
+    MacInUse {
+        vm: VmId,
+        field: String,
+        mac: MacAddr,
+        other: VmId,
+    },
     #[error("the router is shutting down")]
     Shutdown,
+}
+
+/// A NIC asked for at create (`router vm create --nic NET[,mac=MAC]`): the router
+/// generates the MAC when none is given and stores it in the VM's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    pub network: String,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
 }
 
 /// Why a VM that should be running for an operation (a migration) is not, as the
@@ -121,7 +153,8 @@ impl VmError {
         match self {
             Self::NotFound { .. } | Self::UnknownHost { .. } => 404,
             Self::NameTaken { .. } | Self::Busy { .. } | Self::SameHost { .. } => 409,
-            Self::BadSpec { .. } => 400,
+            Self::BadSpec { .. } | Self::BadField { .. } => 400,
+            Self::DiskInUse { .. } | Self::MacInUse { .. } => 409,
             Self::HostNotUp { .. }
             | Self::Placement(_)
             | Self::Waking { .. }

@@ -18,6 +18,9 @@ use crate::events::EventKind;
 use crate::link::GenieLink;
 use crate::model::host::HostStatus;
 
+/// A NIC's MAC before PlanCreate assigns one (all zero: unicast, never a real NIC's).
+pub const UNASSIGNED_MAC: wisp_common::MacAddr = wisp_common::MacAddr([0; 6]);
+
 /// How long a guest gets to shut down after ACPI power-down before `quit`.
 pub const GRACEFUL_STOP_MS: u64 = 30_000;
 
@@ -83,7 +86,71 @@ impl Model {
     }
 }
 
+/// The longest kernel command line accepted (the genie checks it too).
+const MAX_APPEND: usize = 4096;
+/// The most NICs a VM may have (the genie checks it too).
+const MAX_NICS: usize = 8;
+
 fn check_spec(spec: &VmSpec) -> Result<(), VmError> {
+    let field = |field: &str, reason: String| VmError::BadField {
+        vm: spec.name.clone(),
+        field: field.to_owned(),
+        reason,
+    };
+    if (spec.initrd.is_some() || spec.append.is_some()) && spec.kernel.is_none() {
+        return Err(field(
+            "kernel",
+            "--initrd and --append need --kernel".into(),
+        ));
+    }
+    if spec
+        .append
+        .as_ref()
+        .is_some_and(|a| a.len() > MAX_APPEND || a.contains(['\0', '\n']))
+    {
+        return Err(field(
+            "append",
+            format!("at most {MAX_APPEND} bytes on one line"),
+        ));
+    }
+    if spec.nics.len() > MAX_NICS {
+        return Err(field("nic", format!("at most {MAX_NICS} NICs")));
+    }
+    for (i, n) in spec.nics.iter().enumerate() {
+        let ok = !n.network.is_empty()
+            && n.network
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(field(
+                &format!("nic{i} network"),
+                format!(
+                    "{:?} is not a network name (letters, digits, - and _)",
+                    n.network
+                ),
+            ));
+        }
+        if !wisp_common::vm::mac_is_unicast(&n.mac) {
+            return Err(field(
+                &format!("nic{i} mac"),
+                format!("{} is a multicast address, not a NIC's", n.mac),
+            ));
+        }
+        if spec.nics[..i].iter().any(|o| o.mac == n.mac) {
+            return Err(field(
+                &format!("nic{i} mac"),
+                format!("{} is given to two NICs", n.mac),
+            ));
+        }
+    }
+    if let Some(m) = &spec.cpu_model {
+        let ok = !m.is_empty()
+            && m.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(field("cpu_model", format!("{m:?} is not a CPU model name")));
+        }
+    }
     if spec.vcpus == 0 || spec.vcpus > 64 {
         return Err(VmError::BadSpec {
             reason: format!("vcpus must be 1 to 64, not {}", spec.vcpus),
@@ -94,7 +161,10 @@ fn check_spec(spec: &VmSpec) -> Result<(), VmError> {
             reason: format!("mem must be at least 16 MiB, not {}", spec.mem_mib),
         });
     }
-    for p in [&spec.disk, &spec.kernel].into_iter().flatten() {
+    for p in [&spec.disk, &spec.kernel, &spec.initrd]
+        .into_iter()
+        .flatten()
+    {
         if !p.is_absolute() {
             return Err(VmError::BadSpec {
                 reason: format!(
@@ -197,22 +267,34 @@ async fn finish(
 /// Creates a VM and starts it on `host` (or a host with room).
 pub async fn create(
     c: &ClusterHandle,
-    spec: VmSpec,
+    mut spec: VmSpec,
     host: Option<HostId>,
+    nics: Vec<super::NicRequest>,
 ) -> Result<OpReport, VmError> {
+    // The cluster's CPU model is fixed in the VM's spec now, so it stays the same on
+    // every host for the VM's life (a later change of router.toml applies to new VMs).
+    if spec.cpu_model.is_none() {
+        spec.cpu_model = Some(c.config().cpu_model.clone());
+    }
+    // Placeholders for the MACs to generate: PlanCreate gives each a unique one.
+    spec.nics
+        .extend(nics.into_iter().map(|n| wisp_common::NicSpec {
+            network: n.network,
+            mac: n.mac.unwrap_or(UNASSIGNED_MAC),
+        }));
     check_spec(&spec)?;
     let t0 = Instant::now();
     let vm = spec.name.clone();
-    let Placed {
-        host,
-        epoch,
-        link,
-        claim: _claim,
-    } = c
-        .run(PlanCreate {
-            spec: spec.clone(),
+    let (
+        Placed {
             host,
-        })
+            epoch,
+            link,
+            claim: _claim,
+        },
+        spec,
+    ) = c
+        .run(PlanCreate { spec, host })
         .await
         .ok_or(VmError::Shutdown)??;
     let r = start_on(&link, &host, spec, epoch).await;
@@ -252,7 +334,7 @@ pub async fn start(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
                 },
             spec,
         } => {
-            let r = start_on(&link, &host, spec, epoch).await;
+            let r = start_on(&link, &host, *spec, epoch).await;
             finish(c, &vm, &host, OpKind::Start, t0, r).await
         }
         StartPlan::Already(host) => Ok(OpReport {

@@ -125,6 +125,21 @@ impl Model {
             .hosts
             .values()
             .filter(|h| h.status() == HostStatus::Up && h.link.is_some())
+            // A host that cannot give guests the cluster's CPU model gets no VMs (its
+            // report says so; `router hosts` shows it).
+            .filter(|h| {
+                h.virt
+                    .as_ref()
+                    .is_none_or(|v| v.can_run_cpu(&self.config.cpu_model))
+            })
+            // A stored VM goes only where each of its NICs' networks is.
+            .filter(|h| {
+                let rec = ignore.and_then(|vm| self.persisted.vms.get(vm));
+                match (rec, &h.virt) {
+                    (Some(r), Some(v)) => v.serves(&r.spec),
+                    _ => true,
+                }
+            })
             .filter(|h| {
                 !self
                     .persisted

@@ -390,14 +390,7 @@ mod tests {
         state.vms.insert(
             vm.clone(),
             VmRecord {
-                spec: VmSpec {
-                    name: vm,
-                    vcpus: 1,
-                    mem_mib: 64,
-                    disk: None,
-                    kernel: None,
-                    priority: 0,
-                },
+                spec: VmSpec::new(vm, 1, 64),
                 desired: Desired::Running,
                 host: Some(h("h1")),
                 epoch: 1,
@@ -541,5 +534,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r, (vec![], Some(h("h1")), 1));
+    }
+
+    fn set_virt(m: &mut Model, host: &str, models: &[&str], nets: &[&str]) {
+        m.cluster.hosts.get_mut(&h(host)).unwrap().virt = Some(wisp_common::proto::VirtCaps {
+            accel: "kvm".into(),
+            cpu_models: Some(models.iter().map(|s| s.to_string()).collect()),
+            networks: nets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        });
+    }
+
+    fn candidate_names(m: &Model) -> Vec<String> {
+        let mut v: Vec<String> = m
+            .candidates(Some(&VmId::new("vm1").unwrap()))
+            .into_iter()
+            .map(|c| c.host.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn hosts_without_the_cpu_model_or_a_nic_network_get_no_vms() {
+        let (c, _stop) = cluster().await;
+        let seen = c
+            .run(Inspect(|m: &mut Model| {
+                let vm = VmId::new("vm1").unwrap();
+                report(m, "h1", true, None);
+                report(m, "h2", true, None);
+                m.persisted.vms.get_mut(&vm).unwrap().spec.nics = vec![wisp_common::NicSpec {
+                    network: "lan".into(),
+                    mac: "02:00:00:00:00:09".parse().unwrap(),
+                }];
+                // The default cluster model is Nehalem: h2 lacks it, then lan, then neither.
+                set_virt(m, "h1", &["Nehalem"], &["lan"]);
+                set_virt(m, "h2", &["qemu64"], &["lan"]);
+                let a = candidate_names(m);
+                set_virt(m, "h2", &["Nehalem"], &["wan"]);
+                let b = candidate_names(m);
+                set_virt(m, "h2", &["Nehalem", "qemu64"], &["lan", "wan"]);
+                (a, b, candidate_names(m))
+            }))
+            .await
+            .unwrap();
+        assert_eq!(seen.0, vec!["h1"]);
+        assert_eq!(seen.1, vec!["h1"]);
+        assert_eq!(seen.2, vec!["h1", "h2"]);
     }
 }

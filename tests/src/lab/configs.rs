@@ -30,8 +30,19 @@ fn toml_basic_string(s: &str) -> String {
     out
 }
 
-/// genie.toml for host `i`.
-pub fn genie_toml(i: usize, secret_file: &Path, vm_dir: &Path, suspend: &[String]) -> String {
+/// The network lab guests join: the bridge every lab host has (net.rs).
+pub const LAB_NETWORK: &str = "lan";
+
+/// genie.toml for host `i` (its `[networks]` table comes last: see [`networks_table`]).
+/// The lab says `accel = "tcg"`: the KVM of the machines it runs on is a software one,
+/// much slower than TCG (ARCHITECTURE.md, QEMU).
+pub fn genie_toml(
+    i: usize,
+    secret_file: &Path,
+    vm_dir: &Path,
+    images: &Path,
+    suspend: &[String],
+) -> String {
     let suspend: Vec<String> = suspend.iter().map(q).collect();
     format!(
         "host = {host}\n\
@@ -40,14 +51,23 @@ pub fn genie_toml(i: usize, secret_file: &Path, vm_dir: &Path, suspend: &[String
          vm_dir = {vm_dir}\n\
          address = {addr}\n\
          suspend_command = [{suspend}]\n\
-         wol_interface = \"eth0\"\n",
+         wol_interface = \"eth0\"\n\
+         accel = \"tcg\"\n\
+         image_dirs = [{images}]\n",
         host = q(Names::host_name(i)),
         router = q(format!("{}:{ROUTER_PORT}", Names::router_ip())),
         secret = q(secret_file.to_string_lossy()),
         vm_dir = q(vm_dir.to_string_lossy()),
         addr = q(Names::host_ip(i).to_string()),
         suspend = suspend.join(", "),
+        images = q(images.to_string_lossy()),
     )
+}
+
+/// The `[networks]` table of a lab genie.toml: appended last, since every key after a
+/// table header belongs to that table.
+pub fn networks_table() -> String {
+    format!("[networks]\n{LAB_NETWORK} = \"br0\"\n")
 }
 
 /// One `[[host]]` of router.toml.
@@ -134,10 +154,15 @@ mod tests {
             2,
             Path::new("/sec"),
             Path::new("/vms"),
+            Path::new("/img"),
             &["a b".into(), "c".into()],
         );
+        let g = format!("{g}{}", networks_table());
         let v: toml::Value = toml::from_str(&g).unwrap();
         assert_eq!(v["suspend_command"][0].as_str(), Some("a b"));
         assert_eq!(v["address"].as_str(), Some("10.77.0.12"));
+        assert_eq!(v["accel"].as_str(), Some("tcg"));
+        assert_eq!(v["image_dirs"][0].as_str(), Some("/img"));
+        assert_eq!(v["networks"]["lan"].as_str(), Some("br0"));
     }
 }

@@ -25,6 +25,8 @@ impl Lab {
     /// The cluster secret (genies and router share it) and the guest image.
     pub(super) fn write_shared_files(&self) -> Result<(), LabError> {
         bmc::write_private(&self.secret_file, bmc::random_secret(32)?.as_bytes())?;
+        let images = self.images_dir();
+        fs::create_dir_all(&images).map_err(io_err(&images))?;
         fs::write(&self.guest, guest::elf()).map_err(io_err(&self.guest))
     }
 
@@ -44,7 +46,8 @@ impl Lab {
             hdir.to_string_lossy().into_owned(),
             "suspend".to_owned(),
         ];
-        let mut toml = configs::genie_toml(i, &self.secret_file, &vm_dir, &suspend);
+        let mut toml =
+            configs::genie_toml(i, &self.secret_file, &vm_dir, &self.images_dir(), &suspend);
         let sys_power = write_sys_power(&hdir, !spec.no_ram_suspend.contains(&i))?;
         // The genie learns what its host can do from there, not from the machine's
         // /sys/power (the same for every lab host, and empty in containers).
@@ -59,6 +62,7 @@ impl Lab {
                 configs::q(wrapper.to_string_lossy())
             ));
         }
+        toml.push_str(&configs::networks_table());
         fs::write(&genie_toml, toml).map_err(io_err(&genie_toml))?;
         let genie_argv = match (&spec.genie, &self.bins.genie) {
             (GenieMode::Real, Some(g)) => vec![

@@ -42,6 +42,7 @@ pub mod guest;
 pub mod ha;
 pub mod hosts;
 pub mod link;
+pub mod linux;
 pub mod names;
 pub mod net;
 pub mod power;

@@ -140,16 +140,29 @@ impl Lab {
         }
         ip_batch(Some(&core), &core_cmds).map_err(LabError::Net)?;
         for i in 1..=n {
-            for (ns, ip) in [
-                (self.names.host_ns(i), Names::host_ip(i)),
-                (self.names.bmc_ns(i), Names::bmc_ip(i)),
-            ] {
-                ip_batch(
-                    Some(&ns),
-                    &format!("link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n"),
-                )
-                .map_err(LabError::Net)?;
-            }
+            // A host is wired like a real server that carries guests: its address on
+            // a bridge `br0` whose uplink port is eth0, so a guest's tap on br0 is on
+            // the lab network. The bridge gets the uplink's MAC, fixed: a bridge left
+            // alone takes its lowest port's MAC and changes it as taps come and go.
+            let mac = mac_string(&self.names.host_mac(i));
+            ip_batch(
+                Some(&self.names.host_ns(i)),
+                &format!(
+                    "link set lo up\nlink add br0 type bridge\nlink set br0 address {mac}\n\
+                     link set eth0 master br0\nlink set eth0 up\n\
+                     addr add {ip}/24 dev br0\nlink set br0 up\n",
+                    ip = Names::host_ip(i)
+                ),
+            )
+            .map_err(LabError::Net)?;
+            ip_batch(
+                Some(&self.names.bmc_ns(i)),
+                &format!(
+                    "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\n",
+                    Names::bmc_ip(i)
+                ),
+            )
+            .map_err(LabError::Net)?;
         }
         Ok(())
     }

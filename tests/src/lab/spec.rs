@@ -170,7 +170,7 @@ impl Lab {
         Self {
             secret_file: dir.join("cluster.secret"),
             router_toml: dir.join("router.toml"),
-            guest: dir.join("guest.elf"),
+            guest: dir.join("images").join("guest.elf"),
             names,
             dir,
             keep: std::env::var("WISP_LAB_KEEP").is_ok_and(|v| v == "1"),

@@ -31,10 +31,15 @@ impl Lab {
         &self.guest
     }
 
-    /// Writes the filled guest (see [`guest::filled_elf`]) into the lab dir and returns
-    /// its path.
+    /// The lab's shared image directory: every lab genie's `image_dirs`.
+    pub fn images_dir(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+
+    /// Writes the filled guest (see [`guest::filled_elf`]) into the images dir and
+    /// returns its path.
     pub fn filled_guest(&self, fill_mib: u32) -> Result<PathBuf, LabError> {
-        let path = self.dir.join(format!("guest-fill{fill_mib}.elf"));
+        let path = self.images_dir().join(format!("guest-fill{fill_mib}.elf"));
         fs::write(&path, guest::filled_elf(fill_mib)).map_err(io_err(&path))?;
         Ok(path)
     }

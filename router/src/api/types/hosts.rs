@@ -40,6 +40,15 @@ pub struct HostView {
     /// Wake-on-LAN armed on its NIC (`ethtool`), when known.
     #[serde(default)]
     pub wol_armed: Option<bool>,
+    /// What its VMs run on (`kvm`, `tcg`), when known.
+    #[serde(default)]
+    pub accel: Option<String>,
+    /// False when the host cannot give guests the cluster's `cpu_model`: it gets no VMs.
+    #[serde(default)]
+    pub cpu_model_ok: Option<bool>,
+    /// Why the accelerator or the CPU model is not as configured.
+    #[serde(default)]
+    pub virt_note: Option<String>,
 }
 
 /// `GET /v1/status` (`router status --json`).

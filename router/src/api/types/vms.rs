@@ -19,6 +19,9 @@ pub struct CreateRequest {
     pub spec: VmSpec,
     #[serde(default)]
     pub host: Option<HostId>,
+    /// NICs to add to `spec.nics`, a MAC generated for each that has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<crate::vms::NicRequest>,
 }
 
 /// `POST /v1/vms/{name}/migrate`.
