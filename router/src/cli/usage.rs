@@ -155,7 +155,9 @@ mod tests {
 
     #[test]
     fn api_is_hidden_where_it_means_nothing() {
-        let cmd = command();
+        let mut cmd = command();
+        // Global args reach the subcommands when the tree is built (as for parsing).
+        cmd.build();
         let hidden = |name: &str| {
             cmd.find_subcommand(name)
                 .and_then(|s| s.get_arguments().find(|a| a.get_id() == "api"))
