@@ -125,7 +125,8 @@ pub async fn run_term(
             cluster: cluster.clone(),
             power: power.clone(),
         })
-        .merge(crate::energy::api::routes(cluster.clone(), energy)),
+        .merge(crate::energy::api::routes(cluster.clone(), energy.clone()))
+        .merge(crate::metrics::routes(cluster.clone(), Some(energy))),
         shutdown.clone(),
     ));
     let fencer = tokio::spawn(crate::ha::fence::run(
@@ -139,6 +140,15 @@ pub async fn run_term(
         shutdown.clone(),
     ));
     let reconciler = tokio::spawn(crate::vms::reconcile::run(
+        cluster.clone(),
+        shutdown.clone(),
+    ));
+    // Telemetry and the systemd watchdog: detached, they end with the shutdown signal.
+    tokio::spawn(crate::metrics::sampler::run(
+        cluster.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::metrics::health::watchdog(
         cluster.clone(),
         shutdown.clone(),
     ));

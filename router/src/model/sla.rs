@@ -149,6 +149,8 @@ impl VmSla {
                 let i = self.incidents.last_mut().expect("open incident");
                 i.end_ms = Some(now_ms.max(i.start_ms));
                 changed = true;
+                crate::metrics::registry::OUTAGE_SECONDS
+                    .observe_ms(now_ms.saturating_sub(i.start_ms));
                 note = Some(format!(
                     "running again after {:.1} s of downtime",
                     (now_ms.saturating_sub(i.start_ms)) as f64 / 1000.0

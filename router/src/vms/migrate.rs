@@ -44,6 +44,12 @@ pub async fn migrate(
         .ok_or(VmError::Shutdown)??;
 
     let result = run(c, &vm, &from, &to, spec, epoch, &src, &dst, settings, t0).await;
+    // The last progress note (drained by `run`) holds the bytes sent.
+    let sent = c.snapshot().progress.get(&vm).map(|p| p.transferred_bytes);
+    crate::metrics::registry::migration_ended(
+        result.as_ref().ok().map(|(total, down, _)| (*total, *down)),
+        sent.unwrap_or(0),
+    );
     let recorded = c
         .run(EndMigration {
             vm: vm.clone(),
