@@ -37,8 +37,8 @@ fn units_pass_systemd_analyze_verify() {
     let dir = std::env::temp_dir().join(format!("wisp-units-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (unit, bin, real) in [
-        ("wisp-router.service", "/usr/local/bin/router", &router_bin),
-        ("wisp-genie.service", "/usr/local/bin/genie", &genie_bin),
+        ("wisp-router.service", "/usr/bin/router", &router_bin),
+        ("wisp-genie.service", "/usr/bin/genie", &genie_bin),
     ] {
         let text = std::fs::read_to_string(systemd_dir().join(unit)).unwrap();
         assert!(text.contains(bin), "{unit} should start {bin}");
@@ -47,6 +47,10 @@ fn units_pass_systemd_analyze_verify() {
             "{unit}: the daemons send READY=1"
         );
         assert!(text.contains("Restart=always"), "{unit}");
+        assert!(
+            text.contains("WatchdogSec="),
+            "{unit}: the daemons ping systemd's watchdog"
+        );
         let path = dir.join(unit);
         std::fs::write(&path, text.replace(bin, real.to_str().unwrap())).unwrap();
         let out = Command::new("systemd-analyze")
