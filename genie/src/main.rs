@@ -63,6 +63,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man page genie.1 into a directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print the shell completion script (bash, zsh or fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Check a genie.toml and the secret file it names without starting anything:
     /// "ok" and exit 0, or the first problem and exit 1.
     CheckConfig {
@@ -108,6 +120,23 @@ fn real_main() -> Result<()> {
     };
     init_logging(cli.log_format);
     let report = match cli.cmd {
+        Some(Cmd::Man { out }) => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut buf)?;
+            let page = out.join("genie.1");
+            std::fs::write(&page, buf)
+                .with_context(|| format!("cannot write {}", page.display()))?;
+            return Ok(());
+        }
+        Some(Cmd::Completions { shell }) => {
+            let mut buf = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "genie", &mut buf);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &buf);
+            return Ok(());
+        }
         Some(Cmd::CheckConfig { file }) => {
             return check_config(file.as_ref().unwrap_or(&cli.config))
         }

@@ -2,6 +2,7 @@
 //! of the daemon's local API.
 
 mod client;
+pub mod docs;
 pub mod energy;
 mod events;
 mod ha;
@@ -134,6 +135,18 @@ pub enum Cmd {
     /// Energy-saving mode: on, off, status (watts, kWh saved, last decision).
     #[command(subcommand)]
     Energy(energy::EnergyCmd),
+    /// Write the man pages (router.1, router-vm.1, ...) into a directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
     /// Replay a day of CPU traces through the planner (no daemon needed); SVG plot.
     Simulate(simulate::SimulateArgs),
     /// Recent events (detections, fences, power, migrations), filtered, or followed.
@@ -146,6 +159,18 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
     match &cli.command {
         Cmd::Serve { .. } => unreachable!("serve is handled by main"),
         Cmd::CheckConfig { .. } => unreachable!("check-config is handled by main"),
+        Cmd::Man { out } => {
+            let n = docs::man(out).map_err(|e| ClientError::Api {
+                status: 0,
+                message: wisp_common::error::chain(&e),
+            })?;
+            println!("{n} man pages written to {}", out.display());
+            Ok(())
+        }
+        Cmd::Completions { shell } => {
+            docs::completions(*shell);
+            Ok(())
+        }
         Cmd::Hosts { json } => {
             let hosts: Vec<HostView> = c.get("/v1/hosts")?;
             print_or_json(*json, &hosts, |h| hosts_table(h))

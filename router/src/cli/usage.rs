@@ -8,7 +8,14 @@ use super::{Cli, DEFAULT_API};
 
 /// Subcommands that never talk to a running router: `--api` means nothing there, so
 /// it is hidden from their help (it stays accepted, being global).
-const NO_API: &[&str] = &["serve", "check-config", "simulate", "init", "man"];
+const NO_API: &[&str] = &[
+    "serve",
+    "check-config",
+    "simulate",
+    "init",
+    "man",
+    "completions",
+];
 
 /// The full command tree as users see it (help, man pages, completions).
 pub fn command() -> clap::Command {
