@@ -6,6 +6,7 @@ pub mod docs;
 pub mod energy;
 mod events;
 mod ha;
+pub mod init;
 mod logging;
 pub mod power;
 pub mod simulate;
@@ -135,6 +136,9 @@ pub enum Cmd {
     /// Energy-saving mode: on, off, status (watts, kWh saved, last decision).
     #[command(subcommand)]
     Energy(energy::EnergyCmd),
+    /// Write router.toml, the cluster secret and the BMC password files, and print
+    /// every server's genie.toml (asks for what flags leave out, on a terminal).
+    Init(init::InitArgs),
     /// Write the man pages (router.1, router-vm.1, ...) into a directory.
     Man {
         /// The directory (created if missing).
@@ -159,6 +163,10 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
     match &cli.command {
         Cmd::Serve { .. } => unreachable!("serve is handled by main"),
         Cmd::CheckConfig { .. } => unreachable!("check-config is handled by main"),
+        Cmd::Init(args) => init::run(args).map_err(|e| ClientError::Api {
+            status: 0,
+            message: wisp_common::error::chain(&e),
+        }),
         Cmd::Man { out } => {
             let n = docs::man(out).map_err(|e| ClientError::Api {
                 status: 0,
