@@ -234,7 +234,7 @@ mod tests {
         let mut seen = BTreeSet::new();
         let a = ev(1000, EventKind::HostUp, Some("h1"), None);
         let b = ev(2000, EventKind::HostDown, Some("h1"), None);
-        print_new(true, false, &[a.clone()], &mut seen);
+        print_new(true, false, std::slice::from_ref(&a), &mut seen);
         assert_eq!(seen.len(), 1);
         print_new(true, false, &[a.clone(), b.clone()], &mut seen);
         assert!(seen.contains(&key(&b)) && !seen.contains(&key(&a)));

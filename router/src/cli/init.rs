@@ -264,11 +264,8 @@ pub fn run(a: &InitArgs) -> Result<(), InitError> {
     };
     let mut hosts = a.hosts.clone();
     if hosts.is_empty() {
-        loop {
-            let Some(line) = ask("A server as NAME=ADDRESS,mac=MAC[,bmc=IP] (empty line: done)")?
-            else {
-                break;
-            };
+        while let Some(line) = ask("A server as NAME=ADDRESS,mac=MAC[,bmc=IP] (empty line: done)")?
+        {
             if line.is_empty() {
                 break;
             }
