@@ -1,6 +1,8 @@
 //! What a long command waits for, said while it waits: on a terminal one line that
-//! counts the seconds in place; otherwise a plain line at the start and one every
-//! `PLAIN_EVERY`, so a log or a CI transcript shows the wait without a flood.
+//! counts the seconds in place; otherwise a plain line once the wait passes
+//! `PLAIN_FIRST` and one every `PLAIN_EVERY`, so a log or a CI transcript shows a long
+//! wait without a flood, and a quick command (or a quick failure, one `error:` line)
+//! prints nothing more.
 //! Everything goes to stderr: stdout stays the command's result (and `--json`).
 
 use std::io::{IsTerminal, Write};
@@ -8,6 +10,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Before the first plain line when stderr is not a terminal.
+const PLAIN_FIRST: Duration = Duration::from_secs(2);
 /// Between plain progress lines when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
 /// The in-place counter's refresh on a terminal.
@@ -35,7 +39,12 @@ impl Waiting {
             let t0 = Instant::now();
             let mut err = std::io::stderr();
             if !tty {
-                let _ = writeln!(err, "{what}");
+                match rx.recv_timeout(PLAIN_FIRST) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = writeln!(err, "{what}");
+                    }
+                    _ => return,
+                }
             }
             let mut last_plain = t0;
             loop {
