@@ -7,8 +7,9 @@
 //! outages. "Known": a VM on a host that is unreachable, or whose genie has not
 //! reported since it (re)connected, is not counted yet: it may be running behind a
 //! silent genie or a router that just restarted. An outage is measured from when the
-//! VM was last seen running (this router's own witness), else from the host's last
-//! report when the host is proven off, else from its detection.
+//! VM was last seen running on a host that was reporting (this router's own witness),
+//! else from the host's last report when the host is proven off, else from its
+//! detection.
 //!
 //! The book remembers which copy was last seen running (host, QEMU pid, epoch): a
 //! VM seen running again as that very copy never stopped, so an incident opened
@@ -261,10 +262,22 @@ impl Model {
     fn observe_for_sla(&self, vm: &VmId, now: Instant, now_ms: u64) -> Observation {
         let rec = &self.persisted.vms[vm];
         let seen = self.observed(vm);
-        let is_running = |s: &wisp_common::proto::VmStatus| s.state == VmRunState::Running;
+        // A copy counts as running only on a host that reports now: a silent host's
+        // last report says nothing of the present (its VM may have died with it).
+        let reporting = |h: &HostId| {
+            self.cluster.hosts.get(h).is_some_and(|e| {
+                !matches!(
+                    e.status(),
+                    HostStatus::Suspect
+                        | HostStatus::Unreachable
+                        | HostStatus::Down
+                        | HostStatus::Fenced
+                )
+            })
+        };
         let running = seen
             .iter()
-            .filter(|(_, s)| is_running(s))
+            .filter(|(h, s)| s.state == VmRunState::Running && reporting(h))
             .min_by_key(|(h, _)| Some(h) != rec.host.as_ref())
             .map(|(h, s)| Copy {
                 host: h.clone(),
