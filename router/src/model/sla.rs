@@ -134,6 +134,14 @@ impl VmSla {
     pub fn observe(&mut self, o: &Observation, now_ms: u64) -> (bool, Option<String>) {
         let mut changed = false;
         let open = self.incidents.last().is_some_and(|i| i.end_ms.is_none());
+        if o.stopped_on_purpose {
+            // Planned: whatever it does now, and its next start, is no outage.
+            if o.running.is_some() && self.first_running_ms.is_none() {
+                self.first_running_ms = Some(now_ms);
+                changed = true;
+            }
+            return (self.planned_stop(now_ms) || changed, None);
+        }
         if let Some(copy) = &o.running {
             self.last_seen_ms = Some(now_ms);
             if self.first_running_ms.is_none() {
@@ -163,18 +171,6 @@ impl VmSla {
             }
             return (changed, note);
         }
-        if o.stopped_on_purpose {
-            if open {
-                let i = self.incidents.last_mut().expect("open incident");
-                i.end_ms = Some(now_ms.max(i.start_ms));
-                changed = true;
-            }
-            if self.witness.take().is_some() {
-                changed = true;
-            }
-            self.last_seen_ms = None;
-            return (changed, None);
-        }
         // Not seen since it was last started on purpose: it has not come up yet.
         if open || self.witness.is_none() || o.migrating {
             return (false, None);
@@ -193,6 +189,24 @@ impl VmSla {
             cause: cause.clone(),
         });
         (true, Some(format!("down: {cause}")))
+    }
+}
+
+impl VmSla {
+    /// A stop (or delete) on purpose: an open incident ends now, and the copy seen
+    /// last is forgotten, so the VM's next start is no outage. Returns whether
+    /// anything changed.
+    pub fn planned_stop(&mut self, now_ms: u64) -> bool {
+        let mut changed = false;
+        if let Some(i) = self.incidents.last_mut().filter(|i| i.end_ms.is_none()) {
+            i.end_ms = Some(now_ms.max(i.start_ms));
+            changed = true;
+        }
+        if self.witness.take().is_some() {
+            changed = true;
+        }
+        self.last_seen_ms = None;
+        changed
     }
 }
 
@@ -252,6 +266,22 @@ impl Model {
         if changed {
             // Handed to the store's writer, not written here: this runs on the
             // cluster task between reports. A failed write is logged by the writer.
+            if let Err(e) = self.store.save_sla(self.sla.clone()) {
+                error!(error = %e, "could not store the SLA history");
+            }
+        }
+    }
+
+    /// Called by the stop and delete commands as they claim the VM: a stop that
+    /// completes between two ticks is still seen as planned.
+    pub(crate) fn sla_planned_stop(&mut self, vm: &VmId) {
+        let now_ms = unix_ms();
+        if self
+            .sla
+            .vms
+            .get_mut(vm)
+            .is_some_and(|e| e.planned_stop(now_ms))
+        {
             if let Err(e) = self.store.save_sla(self.sla.clone()) {
                 error!(error = %e, "could not store the SLA history");
             }
@@ -426,6 +456,18 @@ mod tests {
         ];
         assert_eq!(book(&mut s, &steps), 0);
         assert!(s.incidents.is_empty());
+    }
+
+    /// A stop and start quicker than a tick: the stop command told the book.
+    #[test]
+    fn a_restart_between_two_ticks_is_not_down() {
+        let mut s = VmSla::default();
+        s.observe(&running(copy("h1", 10)), 1000);
+        // The stale report still lists the old copy while the stop is planned.
+        s.planned_stop(1050);
+        let steps = [(1100, absent(reporting())), (1400, running(copy("h1", 11)))];
+        assert_eq!(book(&mut s, &steps), 0);
+        assert_eq!(s.witness, Some(copy("h1", 11)));
     }
 
     #[test]
