@@ -112,7 +112,7 @@ impl BmcConfig {
 /// carries the password.
 #[derive(Debug, thiserror::Error)]
 pub enum BmcError {
-    #[error("BMC {addr}: no answer within {after:?} (is it powered and reachable?)")]
+    #[error("BMC {addr}: no answer within {} ms (is it powered and reachable?)", after.as_millis())]
     Timeout { addr: SocketAddr, after: Duration },
     #[error("BMC {addr}: authentication failed for user {user:?} ({detail}): check the BMC user and password file")]
     Auth {

@@ -1,14 +1,15 @@
 //! genie: the agent on every server (thin CLI over the `genie` library).
 //!
-//! `genie --config FILE [run]` runs the agent; `genie --config FILE report --once --json`
-//! prints one full report as JSON without a router.
+//! `genie [--config FILE] [run]` runs the agent; `genie report --once --json` prints
+//! one full report as JSON without a router. The config defaults to
+//! /etc/wisp/genie.toml, where the Debian package puts it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::{watch, Notify};
 use wisp_common::proto::Report;
 use wisp_common::secret::Secret;
@@ -28,11 +29,25 @@ use genie::report::Reporter;
     about = "wisp agent: host metrics, QEMU VMs, power"
 )]
 struct Cli {
-    /// genie.toml (needed to run or report)
-    #[arg(long, short)]
-    config: Option<PathBuf>,
+    /// This server's genie.toml.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Log lines as text or as JSON objects (for a log collector).
+    #[arg(long, value_enum, global = true, env = "WISP_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Option<Cmd>,
+}
+
+/// Where the genie looks without `--config`.
+const DEFAULT_CONFIG: &str = "/etc/wisp/genie.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (ANSI colours only on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, message.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,11 +63,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man page genie.1 into a directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print the shell completion script (bash, zsh or fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Check a genie.toml and the secret file it names without starting anything:
     /// "ok" and exit 0, or the first problem and exit 1.
     CheckConfig {
-        /// The genie.toml to check.
-        file: PathBuf,
+        /// The genie.toml to check (default: --config).
+        file: Option<PathBuf>,
     },
 }
 
@@ -64,18 +91,55 @@ fn main() {
     }
 }
 
-fn real_main() -> Result<()> {
-    tracing_subscriber::fmt()
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let cli = Cli::parse();
+        );
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::DisplayHelp
+                || e.kind() == clap::error::ErrorKind::DisplayVersion =>
+        {
+            e.exit()
+        }
+        // One `error:` line and exit 1, like every other error.
+        Err(e) => bail!("{}", usage_line(&e)),
+    };
+    init_logging(cli.log_format);
     let report = match cli.cmd {
-        Some(Cmd::CheckConfig { file }) => return check_config(&file),
+        Some(Cmd::Man { out }) => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut buf)?;
+            let page = out.join("genie.1");
+            std::fs::write(&page, buf)
+                .with_context(|| format!("cannot write {}", page.display()))?;
+            return Ok(());
+        }
+        Some(Cmd::Completions { shell }) => {
+            let mut buf = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "genie", &mut buf);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &buf);
+            return Ok(());
+        }
+        Some(Cmd::CheckConfig { file }) => {
+            return check_config(file.as_ref().unwrap_or(&cli.config))
+        }
         None | Some(Cmd::Run) => false,
         Some(Cmd::Report { once, json }) => {
             if !once || !json {
@@ -84,10 +148,7 @@ fn real_main() -> Result<()> {
             true
         }
     };
-    let Some(config) = &cli.config else {
-        bail!("--config FILE is needed (the genie.toml of this server)");
-    };
-    let cfg = GenieConfig::load(config)?;
+    let cfg = GenieConfig::load(&cli.config)?;
     // One thread: the genie's work is tiny and this keeps its footprint tiny too.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,6 +159,21 @@ fn real_main() -> Result<()> {
     } else {
         rt.block_on(run(cfg))
     }
+}
+
+/// clap's usage error without its usage block, on one line.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let msg = words.join(" ");
+    format!(
+        "{} (see --help)",
+        msg.strip_prefix("error: ").unwrap_or(&msg)
+    )
 }
 
 /// `genie check-config FILE`: the config and its cluster secret as `run` would read
@@ -240,6 +316,26 @@ async fn run(cfg: GenieConfig) -> Result<()> {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "sd_notify READY failed");
     }
-    link.run(stop_rx).await;
+    let link_run = link.run(stop_rx);
+    tokio::pin!(link_run);
+    // The watchdog is pinged from the same single-threaded runtime that runs the link
+    // and the VM tasks: a genie whose loop is wedged (a blocking call, a spin) stops
+    // pinging and systemd restarts it; its VMs outlive that (KillMode=process).
+    match sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) {
+        None => link_run.await,
+        Some(timeout) => {
+            let mut tick = tokio::time::interval(timeout / 2);
+            loop {
+                tokio::select! {
+                    () = &mut link_run => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                            tracing::warn!(error = %e, "sd_notify WATCHDOG failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }

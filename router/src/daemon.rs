@@ -146,7 +146,8 @@ pub async fn run_term(
         power: power.clone(),
     })
     .merge(crate::energy::api::routes(cluster.clone(), energy.clone()))
-    .merge(crate::web::routes(cluster.clone(), energy, shutdown.clone()));
+    .merge(crate::web::routes(cluster.clone(), energy.clone(), shutdown.clone()))
+    .merge(crate::metrics::routes(cluster.clone(), Some(energy)));
     if let Some(name) = term.leader_name.clone() {
         app = crate::ha::status::as_leader(app, name);
     }
@@ -163,6 +164,15 @@ pub async fn run_term(
         shutdown.clone(),
     ));
     let reconciler = tokio::spawn(crate::vms::reconcile::run(
+        cluster.clone(),
+        shutdown.clone(),
+    ));
+    // Telemetry and the systemd watchdog: detached, they end with the shutdown signal.
+    tokio::spawn(crate::metrics::sampler::run(
+        cluster.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::metrics::health::watchdog(
         cluster.clone(),
         shutdown.clone(),
     ));

@@ -11,6 +11,7 @@ pub mod energy;
 pub mod events;
 pub mod ha;
 pub mod link;
+pub mod metrics;
 pub mod model;
 pub mod power;
 pub mod store;

@@ -2,14 +2,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use router::cli::{self, Cli, Cmd};
+use router::cli::{self, Cmd, Parsed};
 use router::config::RouterConfig;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse(std::env::args_os()) {
+        Parsed::Run(cli) => cli,
+        Parsed::Info(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(line) => {
+            eprintln!("{line}");
+            return ExitCode::FAILURE;
+        }
+    };
     match &cli.command {
-        Cmd::Serve { config } => serve(config),
+        Cmd::Serve { config, log_format } => serve(config, *log_format),
         Cmd::CheckConfig { file } => match router::config::check(file) {
             Ok(summary) => {
                 println!("{summary}");
@@ -30,15 +39,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn serve(path: &std::path::Path, log_format: cli::LogFormat) -> ExitCode {
+    cli::init_logging(log_format);
     let result = (|| -> anyhow::Result<()> {
         let config = RouterConfig::load(path)?;
         let rt = tokio::runtime::Builder::new_multi_thread()

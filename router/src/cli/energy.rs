@@ -9,16 +9,19 @@ use crate::api::types::{EnergyRequest, EnergyStatus, HostId};
 pub enum EnergyCmd {
     /// Turn energy-saving mode on: pack VMs, put emptied hosts to sleep, wake ahead of need.
     On {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Turn it off (sleeping hosts stay asleep until needed or woken).
     Off {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Hosts awake and asleep, watts now, kWh saved, the planner's last decision.
     Status {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -66,12 +69,15 @@ pub fn status_text(s: &EnergyStatus) -> String {
         }
     }
     out.push_str(&format!(
-        "\nawake {}, asleep {}\nnow {:.0} W (all hosts on: {:.0} W; {} power model)\nsince start ({:.0} s): used {:.4} kWh, all on {:.4} kWh, saved {:.4} kWh\n",
+        "\nawake {}, asleep {}\nnow {:.0} W (all hosts on: {:.0} W; watts from {})\nsince start ({:.0} s): used {:.4} kWh, all on {:.4} kWh, saved {:.4} kWh\n",
         s.awake,
         s.asleep,
         s.watts_now,
         s.watts_all_on,
-        s.power_source,
+        match s.power_source.as_str() {
+            "model" => "the power model",
+            other => other,
+        },
         s.accounted_s,
         s.used_kwh,
         s.all_on_kwh,
@@ -92,7 +98,7 @@ pub fn status_text(s: &EnergyStatus) -> String {
             };
             out.push_str(&format!(
                 "last decision ({}): {} migration(s) in {} batch(es), wake {}, sleep {}\n  reason: {}\n  outcome: {}\n",
-                super::format_ms(d.at_ms),
+                super::time::rfc3339(d.at_ms),
                 d.migrations,
                 d.batches,
                 names(&d.wake),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use super::wait::Waiting;
 use super::{print_or_json, table, Client, ClientError};
 use crate::api::types::{MaintenanceReport, MaintenanceRequest, SlaReport};
 
@@ -23,10 +24,10 @@ pub fn sla(api: &str, json: bool) -> Result<(), ClientError> {
                 vec![
                     v.vm.to_string(),
                     format!("{:.4}%", v.availability_30d * 100.0),
-                    format!("{:.1}", v.downtime_30d_s),
+                    format!("{:.1}", v.downtime_30d_s + 0.0),
                     v.incidents_30d.to_string(),
                     format!("{:.4}%", v.availability_total * 100.0),
-                    format!("{:.1}", v.downtime_total_s),
+                    format!("{:.1}", v.downtime_total_s + 0.0),
                     if v.down_now {
                         "down".into()
                     } else {
@@ -54,11 +55,11 @@ pub fn sla(api: &str, json: bool) -> Result<(), ClientError> {
             &rows,
         );
         s.push_str(&format!(
-            "\ncluster (30 days): mean availability {:.4}% against the {:.2}% target, {:.1} s of VM downtime in {} incidents\n",
+            "\ncluster (30 days): mean availability {:.4}% against the {:.2}% target, {} of VM downtime in {}\n",
             r.cluster_availability_30d * 100.0,
             r.target * 100.0,
-            r.cluster_downtime_30d_s,
-            r.cluster_incidents_30d
+            table::secs(r.cluster_downtime_30d_s),
+            table::count(r.cluster_incidents_30d as u64, "incident", "incidents")
         ));
         s
     })
@@ -67,6 +68,13 @@ pub fn sla(api: &str, json: bool) -> Result<(), ClientError> {
 pub fn maintenance(api: &str, mode: OnOff, host: &str, json: bool) -> Result<(), ClientError> {
     // Evacuating a host is a series of live migrations.
     let c = Client::new(api, Some(Duration::from_secs(1800)));
+    let _w = Waiting::start(
+        match mode {
+            OnOff::On => format!("maintenance on {host}: live-migrating its VMs away"),
+            OnOff::Off => format!("maintenance off {host}: returning it to the pool"),
+        },
+        json,
+    );
     let r: MaintenanceReport = c.post(
         &format!("/v1/hosts/{host}/maintenance"),
         &MaintenanceRequest {

@@ -2,17 +2,27 @@
 //! of the daemon's local API.
 
 mod client;
+pub mod docs;
 pub mod energy;
+mod events;
 mod ha;
+pub mod init;
+mod logging;
 pub mod power;
 pub mod simulate;
 pub mod table;
+pub mod time;
+mod usage;
 mod vm;
+pub mod wait;
 
 use clap::{Parser, Subcommand};
 pub use client::{Client, ClientError};
+pub use events::events_table;
+pub use logging::{init_logging, LogFormat};
+pub use usage::{command, parse, Parsed};
 
-use crate::api::types::{Event, HostView, StatusView, VmView};
+use crate::api::types::{HostView, StatusView, VmView};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,43 +31,57 @@ use crate::api::types::{Event, HostView, StatusView, VmView};
     about = "wisp router: the controller of the world's smallest cloud"
 )]
 pub struct Cli {
-    /// Address of the router's API.
+    /// Address of the router's API (client commands only).
     #[arg(
         long,
         global = true,
         env = "WISP_API",
-        default_value = "127.0.0.1:7101"
+        default_value = DEFAULT_API
     )]
     pub api: String,
     #[command(subcommand)]
     pub command: Cmd,
 }
 
+/// The API address clients use without `--api` or `WISP_API`.
+pub const DEFAULT_API: &str = "127.0.0.1:7101";
+
+/// Where `router serve` and `router check-config` look without `--config`.
+pub const DEFAULT_CONFIG: &str = "/etc/wisp/router.toml";
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the router daemon.
     Serve {
-        #[arg(long, short)]
+        /// The router's config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: std::path::PathBuf,
+        /// Log lines as text or as JSON objects (for a log collector).
+        #[arg(long, value_enum, env = "WISP_LOG_FORMAT", default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Check a router.toml and the secret and password files it names, without
     /// starting anything: "ok" and exit 0, or the first problem and exit 1.
     CheckConfig {
         /// The router.toml to check.
+        #[arg(default_value = DEFAULT_CONFIG)]
         file: std::path::PathBuf,
     },
     /// List servers with live metrics and link state.
     Hosts {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List VMs on every server.
     Vms {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One-paragraph summary of the cluster.
     Status {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -66,13 +90,17 @@ pub enum Cmd {
     Vm(vm::VmCmd),
     /// Per-VM availability against the 99.95 % target.
     Sla {
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Take a host out of the pool (live-migrating its VMs away) or return it.
     Maintenance {
+        /// `on` evacuates the host and keeps it out of the pool; `off` returns it.
         mode: ha::OnOff,
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -82,15 +110,18 @@ pub enum Cmd {
     /// Wake a host by its wake methods (WoL, then IPMI by default), each verified by
     /// the BMC seeing power on and then its genie heard.
     Wake {
+        /// The host to wake, by its name in router.toml.
         host: String,
         /// Override the router's wake_boot_ms for this wake.
         #[arg(long)]
         deadline_ms: Option<u64>,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Put a host to sleep: suspend-to-RAM through its genie, or IPMI soft-off.
     Suspend {
+        /// The host to put to sleep, by its name in router.toml.
         host: String,
         /// IPMI soft-off instead of suspend-to-RAM.
         #[arg(long)]
@@ -98,21 +129,32 @@ pub enum Cmd {
         /// Even with VMs running there.
         #[arg(long)]
         force: bool,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Energy-saving mode: on, off, status (watts, kWh saved, last decision).
     #[command(subcommand)]
     Energy(energy::EnergyCmd),
+    /// Write router.toml, the cluster secret and the BMC password files, and print
+    /// every server's genie.toml (asks for what flags leave out, on a terminal).
+    Init(init::InitArgs),
+    /// Write the man pages (router.1, router-vm.1, ...) into a directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
     /// Replay a day of CPU traces through the planner (no daemon needed); SVG plot.
     Simulate(simulate::SimulateArgs),
-    /// Recent events (detections, fences, power, migrations).
-    Events {
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Recent events (detections, fences, power, migrations), filtered, or followed.
+    Events(events::EventsArgs),
 }
 
 /// Runs a client subcommand, printing to stdout. `Serve` is handled by `main`.
@@ -121,6 +163,22 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
     match &cli.command {
         Cmd::Serve { .. } => unreachable!("serve is handled by main"),
         Cmd::CheckConfig { .. } => unreachable!("check-config is handled by main"),
+        Cmd::Init(args) => init::run(args).map_err(|e| ClientError::Api {
+            status: 0,
+            message: wisp_common::error::chain(&e),
+        }),
+        Cmd::Man { out } => {
+            let n = docs::man(out).map_err(|e| ClientError::Api {
+                status: 0,
+                message: wisp_common::error::chain(&e),
+            })?;
+            println!("{n} man pages written to {}", out.display());
+            Ok(())
+        }
+        Cmd::Completions { shell } => {
+            docs::completions(*shell);
+            Ok(())
+        }
         Cmd::Hosts { json } => {
             let hosts: Vec<HostView> = c.get("/v1/hosts")?;
             print_or_json(*json, &hosts, |h| hosts_table(h))
@@ -175,10 +233,7 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Cmd::Sla { json } => ha::sla(&cli.api, *json),
         Cmd::Maintenance { mode, host, json } => ha::maintenance(&cli.api, *mode, host, *json),
-        Cmd::Events { limit, json } => {
-            let evs: Vec<Event> = c.get(&format!("/v1/events?limit={limit}"))?;
-            print_or_json(*json, &evs, |e| events_table(e))
-        }
+        Cmd::Events(args) => events::run(&cli.api, args),
     }
 }
 
@@ -276,33 +331,5 @@ pub fn vms_table(vms: &[VmView]) -> String {
             "VM", "HOST", "STATE", "DESIRED", "VCPUS", "MEMORY", "CPU TIME", "PID",
         ],
         &rows,
-    )
-}
-
-pub fn events_table(evs: &[Event]) -> String {
-    let rows: Vec<Vec<String>> = evs
-        .iter()
-        .map(|e| {
-            vec![
-                format_ms(e.at_ms),
-                e.kind.as_str().into(),
-                opt(e.host.as_ref(), |h| h.to_string()),
-                opt(e.vm.as_ref(), |v| v.to_string()),
-                e.message.clone(),
-            ]
-        })
-        .collect();
-    table::render(&["TIME (UTC)", "EVENT", "HOST", "VM", "MESSAGE"], &rows)
-}
-
-/// `HH:MM:SS.mmm` of a Unix-ms timestamp (UTC): events are read within a day.
-pub(crate) fn format_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        ms % 1000
     )
 }

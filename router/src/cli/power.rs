@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use super::wait::Waiting;
 use super::{print_or_json, table, Client, ClientError};
 use crate::api::types::{
     ActionReport, ChassisAction, ClearReport, PowerStatusRow, SuspendOutcome, SuspendRequest,
@@ -21,44 +22,58 @@ const POWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub enum PowerCmd {
     /// Chassis power from the BMC (every host, in parallel, when HOST is omitted).
     Status {
+        /// The host, by its name in router.toml (all hosts when omitted).
         host: Option<String>,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Power up.
     On {
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Hard power down.
     Off {
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// ACPI soft shutdown.
     Soft {
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Power down, then up.
     Cycle {
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Hard reset.
     Reset {
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Clear a host's quarantine (it failed to wake by every method), so the energy
     /// mode may use it again.
     Clear {
+        /// The host, by its name in router.toml.
         host: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -107,6 +122,31 @@ pub fn status_text(rows: &[PowerStatusRow]) -> String {
     )
 }
 
+/// A status is a failed command when any BMC did not answer: a script checking
+/// power must not read "off" into silence. The rows were printed already.
+pub fn failed(rows: &[PowerStatusRow]) -> Option<ClientError> {
+    let bad: Vec<&PowerStatusRow> = rows.iter().filter(|r| r.error.is_some()).collect();
+    match bad.as_slice() {
+        [] => None,
+        [one] if rows.len() == 1 => Some(ClientError::Api {
+            status: 502,
+            message: one.error.clone().unwrap_or_default(),
+        }),
+        _ => Some(ClientError::Api {
+            status: 502,
+            message: format!(
+                "{} of {} BMCs did not answer: {}",
+                bad.len(),
+                rows.len(),
+                bad.iter()
+                    .map(|r| r.host.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
 /// The quarantine and measured wake time of one host, a line each.
 fn notes(r: &PowerStatusRow) -> String {
     let mut s = String::new();
@@ -132,14 +172,10 @@ pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
             };
             let rows: Vec<PowerStatusRow> = c.get(&path)?;
             print_or_json(*json, &rows, |r| status_text(r))?;
-            // A single host whose BMC failed is a failed command.
-            if let (Some(_), [PowerStatusRow { error: Some(e), .. }]) = (host, rows.as_slice()) {
-                return Err(ClientError::Api {
-                    status: 502,
-                    message: e.clone(),
-                });
-            }
-            return Ok(());
+            return match failed(&rows) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
         }
         PowerCmd::Clear { host, json } => {
             let r: ClearReport =
@@ -152,6 +188,10 @@ pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
         PowerCmd::Cycle { host, json } => (ChassisAction::Cycle, host, json),
         PowerCmd::Reset { host, json } => (ChassisAction::Reset, host, json),
     };
+    let _w = Waiting::start(
+        format!("power {action} {host}: waiting for the BMC to confirm"),
+        *json,
+    );
     let r: ActionReport = c.post(
         &format!("/v1/power/{host}/{action}"),
         &serde_json::json!({}),
@@ -168,6 +208,10 @@ pub fn wake(
     json: bool,
 ) -> Result<(), ClientError> {
     let c = Client::new(api, Some(POWER_TIMEOUT));
+    let _w = Waiting::start(
+        format!("waking {host}: waiting for its BMC to see power on, then for its genie to report"),
+        json,
+    );
     let r: WakeOutcome = c.post(
         &format!("/v1/hosts/{host}/wake"),
         &WakeRequest { deadline_ms },
@@ -183,6 +227,17 @@ pub fn suspend(
     json: bool,
 ) -> Result<(), ClientError> {
     let c = Client::new(api, Some(POWER_TIMEOUT));
+    let how = if off {
+        "IPMI soft-off"
+    } else {
+        "suspend-to-RAM"
+    };
+    let _w = Waiting::start(
+        format!(
+            "putting {host} to sleep ({how}): waiting for it to fall silent and its BMC to confirm"
+        ),
+        json,
+    );
     let r: SuspendOutcome = c.post(
         &format!("/v1/hosts/{host}/suspend"),
         &SuspendRequest { off, force },

@@ -31,11 +31,13 @@ pub struct SimulateArgs {
     /// Day directory, e.g. 20110303 (or 0303).
     #[arg(long)]
     pub day: String,
+    /// How hosts are accounted: CloudSim's instant switches, or realistic wakes.
     #[arg(long, value_enum, default_value_t = ScenarioArg::Cloudsim)]
     pub scenario: ScenarioArg,
     /// Write the plot here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
     #[arg(long)]
     pub json: bool,
 }

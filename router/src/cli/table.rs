@@ -39,6 +39,17 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// Seconds with one decimal; `-0.0` (what summing no f64 gives) reads as `0.0 s`.
+pub fn secs(s: f64) -> String {
+    // Adding +0.0 turns -0.0 into +0.0 and leaves every other value alone.
+    format!("{:.1} s", s + 0.0)
+}
+
+/// `1 incident`, `2 incidents`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +60,19 @@ mod tests {
         assert_eq!(t, "A    BB\nxyz  1\n");
         assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0G");
         assert_eq!(bytes(64 * 1024 * 1024), "64M");
+    }
+
+    #[test]
+    fn empty_table_is_its_header_line() {
+        assert_eq!(render(&["A", "B"], &[]), "A  B\n");
+    }
+
+    #[test]
+    fn seconds_and_counts_read_well() {
+        let none: f64 = Vec::<f64>::new().into_iter().sum();
+        assert_eq!(secs(none), "0.0 s");
+        assert_eq!(secs(2.25), "2.2 s");
+        assert_eq!(count(1, "incident", "incidents"), "1 incident");
+        assert_eq!(count(0, "incident", "incidents"), "0 incidents");
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use super::wait::Waiting;
 use super::{print_or_json, Client, ClientError};
+use wisp_common::proto::MigrationProgress;
+
 use crate::api::types::{
     CreateRequest, HostId, MigrateRequest, MigrationReport, OpReport, StopRequest, VmDetail, VmId,
     VmSpec,
@@ -23,7 +26,9 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 pub enum VmCmd {
     /// Define a VM and start it (on --host, or where there is room).
     Create {
+        /// The VM's name.
         name: String,
+        /// Virtual CPUs.
         #[arg(long, default_value_t = 1)]
         vcpus: u32,
         /// Memory in MiB.
@@ -48,47 +53,67 @@ pub enum VmCmd {
         /// NET,mac=02:xx:xx:xx:xx:xx (generated when not given). Repeatable.
         #[arg(long = "nic", value_parser = parse_nic)]
         nics: Vec<NicRequest>,
+        /// The host to start it on (default: one with room).
         #[arg(long)]
         host: Option<HostId>,
         /// Failover order: higher restarts first.
         #[arg(long, default_value_t = 0)]
         priority: u8,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Start a stopped VM where it was placed (or where there is room).
     Start {
+        /// The VM's name.
         name: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Stop a VM (ACPI shutdown, then kill after 30 s) and keep it stopped.
     Stop {
+        /// The VM's name.
         name: String,
         /// Do not wait for the guest to shut down.
         #[arg(long)]
         force: bool,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Stop a VM, then start it again.
     Restart {
+        /// The VM's name.
         name: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Stop a VM and forget it (its disk is left alone).
     Delete {
+        /// The VM's name.
         name: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Live-migrate to another host, showing progress.
     Migrate {
+        /// The VM's name.
         name: String,
+        /// The destination host.
         #[arg(long)]
         to: HostId,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// A VM's state, spec, placement, operation in progress and recent events.
     Show {
+        /// The VM's name.
         name: String,
+        /// Print JSON (the shapes in docs/CONTRACTS.md) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -107,8 +132,18 @@ pub enum VmCmd {
     },
 }
 
+/// What a stop waits for: the guest's own shutdown, bounded by the router's grace.
+fn stop_wait(name: &str, force: bool) -> String {
+    if force {
+        format!("stopping {name}: waiting for QEMU to exit")
+    } else {
+        format!("stopping {name}: waiting up to {} s for the guest to shut down (ACPI), then killing it", crate::vms::GRACEFUL_STOP_MS / 1000)
+    }
+}
+
+/// The router's message says what was done and how long it took.
 fn op_text(r: &OpReport) -> String {
-    format!("{} ({} ms)\n", r.message, r.elapsed_ms)
+    format!("{}\n", r.message)
 }
 
 pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
@@ -154,6 +189,7 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
             print_or_json(*json, &r, op_text)
         }
         VmCmd::Stop { name, force, json } => {
+            let _w = Waiting::start(stop_wait(name, *force), *json);
             let r: OpReport = c.post(
                 &format!("/v1/vms/{name}/stop"),
                 &StopRequest { force: *force },
@@ -161,10 +197,15 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
             print_or_json(*json, &r, op_text)
         }
         VmCmd::Restart { name, json } => {
+            let _w = Waiting::start(
+                format!("{}, then starting it", stop_wait(name, false)),
+                *json,
+            );
             let r: OpReport = c.post(&format!("/v1/vms/{name}/restart"), &serde_json::json!({}))?;
             print_or_json(*json, &r, op_text)
         }
         VmCmd::Delete { name, json } => {
+            let _w = Waiting::start(stop_wait(name, true), *json);
             let r: OpReport = c.delete(&format!("/v1/vms/{name}"))?;
             print_or_json(*json, &r, op_text)
         }
@@ -251,15 +292,7 @@ fn show_progress(api: &str, name: &str, done: &AtomicBool) {
     while !done.load(Ordering::Relaxed) {
         if let Ok(d) = c.get::<VmDetail>(&format!("/v1/vms/{name}")) {
             if let Some(p) = d.migration {
-                let pct = (100 * p.transferred_bytes.min(p.total_bytes))
-                    .checked_div(p.total_bytes)
-                    .unwrap_or(0);
-                let line = format!(
-                    "  {}: {} MiB sent, {} MiB remaining ({pct}%)",
-                    p.status,
-                    p.transferred_bytes >> 20,
-                    p.remaining_bytes >> 20
-                );
+                let line = progress_line(&p);
                 if line != last {
                     eprintln!("{line}");
                     last = line;
@@ -291,10 +324,51 @@ fn parse_nic(s: &str) -> Result<NicRequest, String> {
     Ok(NicRequest { network, mac })
 }
 
+/// One progress line. The share done is `total - remaining`: QEMU's `transferred`
+/// leaves out zero pages (sent as a flag, not as bytes), so a mostly empty guest
+/// would sit at 0 % until the end.
+fn progress_line(p: &MigrationProgress) -> String {
+    let done = p.total_bytes.saturating_sub(p.remaining_bytes);
+    let pct = (100 * done).checked_div(p.total_bytes).unwrap_or(0);
+    format!(
+        "  {}: {pct}% of {} MiB done ({} MiB sent, {} MiB remaining)",
+        p.status,
+        p.total_bytes >> 20,
+        p.transferred_bytes >> 20,
+        p.remaining_bytes >> 20
+    )
+}
+
 fn absolute(p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
     } else {
         std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest of zero pages: little is sent, yet most is done.
+    #[test]
+    fn progress_counts_zero_pages_as_done() {
+        let p = MigrationProgress {
+            status: "active".into(),
+            transferred_bytes: 16 << 20,
+            remaining_bytes: 512 << 20,
+            total_bytes: 2048 << 20,
+        };
+        let l = progress_line(&p);
+        assert!(l.contains("75% of 2048 MiB done"), "{l}");
+        assert!(l.contains("16 MiB sent, 512 MiB remaining"), "{l}");
+        let empty = MigrationProgress {
+            status: "setup".into(),
+            transferred_bytes: 0,
+            remaining_bytes: 0,
+            total_bytes: 0,
+        };
+        assert!(progress_line(&empty).contains("0% of 0 MiB"));
     }
 }

@@ -158,7 +158,8 @@ impl Command for SlaNow {
             } else {
                 rows.iter().map(|r| r.availability_30d).sum::<f64>() / n
             },
-            cluster_downtime_30d_s: rows.iter().map(|r| r.downtime_30d_s).sum(),
+            // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0.0".
+            cluster_downtime_30d_s: rows.iter().map(|r| r.downtime_30d_s).sum::<f64>() + 0.0,
             cluster_incidents_30d: rows.iter().map(|r| r.incidents_30d).sum(),
             vms: rows,
         }

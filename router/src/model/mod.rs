@@ -287,10 +287,18 @@ impl Model {
             | EventKind::FenceRefused
             | EventKind::MigrationFailed
             | EventKind::VmLost => {
-                warn!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}")
+                warn!(
+                    host = host.as_ref().map_or("-", |h| h.as_str()),
+                    vm = vm.as_ref().map_or("-", |v| v.as_str()),
+                    "{message}"
+                )
             }
             _ => {
-                info!(host = ?host.as_ref().map(|h| h.as_str()), vm = ?vm.as_ref().map(|v| v.as_str()), "{message}")
+                info!(
+                    host = host.as_ref().map_or("-", |h| h.as_str()),
+                    vm = vm.as_ref().map_or("-", |v| v.as_str()),
+                    "{message}"
+                )
             }
         }
         self.push_event(Event::new(unix_ms(), kind, host, vm, message));

@@ -77,7 +77,9 @@ impl PowerPlane {
             let user = h.bmc_user.clone().unwrap_or_else(|| "admin".into());
             bmcs.insert(
                 h.name.clone(),
-                Arc::new(IpmiBmc::new(BmcConfig::new(addr, user, password))),
+                Arc::new(crate::metrics::bmc::Timed(IpmiBmc::new(BmcConfig::new(
+                    addr, user, password,
+                )))),
             );
         }
         let waker = cfg

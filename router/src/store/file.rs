@@ -377,6 +377,7 @@ mod tests {
                     end_ms: None,
                     cause: "host h1 down".into(),
                 }],
+                ..Default::default()
             },
         );
         s.save_sla(&book).unwrap();

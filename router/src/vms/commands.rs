@@ -286,6 +286,7 @@ impl Command for PlanStop {
             Op::Stop { host }
         };
         let claim = m.claim(&v, op)?;
+        m.sla_planned_stop(&v);
         Ok(StopPlan { targets, claim })
     }
 }

@@ -17,6 +17,9 @@ use crate::cluster::ClusterHandle;
 use crate::config::MigrationConfig;
 use crate::events::EventKind;
 
+/// How long a finished migration waits for its last progress notes to be recorded.
+const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Live-migrates `vm` to host `to`.
 pub async fn migrate(
     c: &ClusterHandle,
@@ -41,6 +44,12 @@ pub async fn migrate(
         .ok_or(VmError::Shutdown)??;
 
     let result = run(c, &vm, &from, &to, spec, epoch, &src, &dst, settings, t0).await;
+    // The last progress note (drained by `run`) holds the bytes sent.
+    let sent = c.snapshot().progress.get(&vm).map(|p| p.transferred_bytes);
+    crate::metrics::registry::migration_ended(
+        result.as_ref().ok().map(|(total, down, _)| (*total, *down)),
+        sent.unwrap_or(0),
+    );
     let recorded = c
         .run(EndMigration {
             vm: vm.clone(),
@@ -169,7 +178,16 @@ async fn run(
             Some(ptx),
         )
         .await;
-    progress_task.abort();
+    // The sender went with the command: let the task drain what is queued, so no
+    // late progress note lands after `EndMigration` dropped it (a finished migration
+    // would otherwise show "setup" in `router vms` for good).
+    let mut progress_task = progress_task;
+    if tokio::time::timeout(PROGRESS_DRAIN, &mut progress_task)
+        .await
+        .is_err()
+    {
+        progress_task.abort();
+    }
     let failure = match outcome {
         Ok(Outcome::Migrated {
             total_ms,

@@ -413,5 +413,11 @@ pub async fn restart(c: &ClusterHandle, vm: VmId) -> Result<OpReport, VmError> {
     let mut r = start(c, vm).await?;
     r.action = OpKind::Restart;
     r.elapsed_ms = t0.elapsed().as_millis() as u64;
+    let on = r
+        .host
+        .as_ref()
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default();
+    r.message = format!("restart of {}{on} done in {} ms", r.vm, r.elapsed_ms);
     Ok(r)
 }
