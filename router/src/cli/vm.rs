@@ -120,6 +120,7 @@ pub enum VmCmd {
     /// The VM's serial console: `--log` prints the tail of its log (kept by the genie
     /// of its host). An interactive console is not there yet.
     Console {
+        /// The VM's name.
         name: String,
         /// Print the console log's tail.
         #[arg(long)]
@@ -127,6 +128,7 @@ pub enum VmCmd {
         /// How much of the tail, in bytes (at most 256 KiB).
         #[arg(long, default_value_t = 65536)]
         bytes: u64,
+        /// Print `{vm, host, text}` as JSON.
         #[arg(long)]
         json: bool,
     },
