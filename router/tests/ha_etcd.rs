@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use router::api::types::StatusView;
 use router::cli::{Client, ClientError};
-use support::rig::TestRouter;
+use support::rig::{TestRouter, ADMIN_TOKEN};
 use wisp_tests::lab::etcd::EtcdCluster;
 
 const SECRET: &[u8] = b"ha-etcd-test-secret-0123";
@@ -20,15 +20,20 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn status(api: &str) -> Result<StatusView, ClientError> {
     let api = api.to_owned();
-    tokio::task::spawn_blocking(move || Client::new(&api, None).get("/v1/status"))
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        Client::new(&api, None)
+            .with_token(ADMIN_TOKEN)
+            .get("/v1/status")
+    })
+    .await
+    .unwrap()
 }
 
 async fn energy_on(api: &str) {
     let api = api.to_owned();
     tokio::task::spawn_blocking(move || {
         let _: serde_json::Value = Client::new(&api, None)
+            .with_token(ADMIN_TOKEN)
             .post("/v1/energy", &serde_json::json!({"on": true}))
             .unwrap();
     })
@@ -73,7 +78,8 @@ async fn one_router_leads_the_other_names_it_and_takes_over_with_the_state() {
         .energy(&ha);
     let a = rig.start().await;
     let b = rig.start().await;
-    let apis = [a.api.as_str(), b.api.as_str()];
+    // Over TCP: a follower serves no local socket, only its 503 naming the leader.
+    let apis = [a.tcp_api.as_str(), b.tcp_api.as_str()];
     let lead = leader_of(&apis).await;
     let follow = 1 - lead;
     // The follower refuses, naming the leader's API.
@@ -97,7 +103,7 @@ async fn one_router_leads_the_other_names_it_and_takes_over_with_the_state() {
     leader.stop().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let s = loop {
-        if let Ok(s) = status(&other.api).await {
+        if let Ok(s) = status(&other.tcp_api).await {
             break s;
         }
         assert!(tokio::time::Instant::now() < deadline, "nobody took over");
