@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use router::api::types::VmDetail;
 use router::cli::{Client, ClientError};
 use router::config::RouterConfig;
+use support::sealed::{read_frame, write_frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
     Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };

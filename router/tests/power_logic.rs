@@ -18,9 +18,9 @@ use router::model::host::{HostStatus, PowerKnown};
 use router::power::suspend::suspend;
 use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};
+use support::sealed::{read_frame, write_frame};
 use tokio::sync::watch;
 use wisp_bmc::{Bmc, FakeBmcFault, PowerAction, PowerState};
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
     Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };

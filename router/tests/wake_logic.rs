@@ -20,9 +20,9 @@ use router::power::quarantine::QuarantineError;
 use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};
 use router::store::{FileStore, Store};
+use support::sealed::{read_frame, write_frame};
 use tokio::sync::watch;
 use wisp_bmc::{FakeBmcFault, PowerAction, PowerState};
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{Command, GenieMsg, Outcome, Report, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::HostId;
 

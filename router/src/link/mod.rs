@@ -5,6 +5,7 @@
 //! requests; the connection task owns the stream and the table of commands in flight.
 
 mod conn;
+pub mod refusals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,12 @@ pub struct WelcomeParams {
 
 /// A handshake must finish within this; a slow or silent peer cannot hold a slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in their handshake at once. A real genie needs a slot for a few
+/// milliseconds, so a few hundred cover a whole data centre reconnecting; beyond it a
+/// connection is closed at once and counted as refused, and a flood of idle
+/// connections cannot take the descriptors genies need.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// Commands queued per connection before senders wait: commands are rare (placement,
 /// migration, power), so a small queue only fills if the genie is stuck.
@@ -98,11 +105,17 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "genie link listening");
+    let (refused, refusals_task) = refusals::spawn(cluster.clone(), shutdown.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        refused.report(peer.ip(), None, format!("more than {MAX_HANDSHAKES} connections in their handshake"));
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     if let Err(e) = conn::dead_peer_detection(&stream) {
                         warn!(%peer, error = %e, "cannot set TCP keepalive on a genie connection");
@@ -110,7 +123,7 @@ pub async fn serve(
                     tokio::spawn(conn::run(
                         stream,
                         peer,
-                        secret.clone(),
+                        conn::Accepting { secret: secret.clone(), slot, refused: refused.clone() },
                         cluster.clone(),
                         params,
                         shutdown.clone(),
@@ -124,4 +137,5 @@ pub async fn serve(
             }
         }
     }
+    let _ = refusals_task.await;
 }
