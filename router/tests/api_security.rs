@@ -289,3 +289,39 @@ async fn half_sent_requests_are_capped_and_timed_out() {
     eprintln!("local API answered in {local_ms} ms under 1,100 half-sent TCP requests");
     r.stop().await;
 }
+
+/// A token file others can read is refused by `router check-config` (and so by the
+/// daemon, which loads the same way), naming the file and the fix.
+#[test]
+fn a_group_or_world_readable_token_file_is_refused() {
+    let rig = TestRouter::builder().tag("tokmode");
+    let dir = rig.dir();
+    let toml = dir.path().join("router.toml");
+    std::fs::write(&toml, dir.text()).unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(ROUTER)
+        .arg("check-config")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("api_token (admin)")
+            && err.contains(&token.display().to_string())
+            && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(ROUTER)
+        .arg("check-config")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -39,7 +39,9 @@ fn rss() -> u64 {
 
 /// A genie reporting every 100 ms until dropped.
 async fn reporting_genie(r: &TestRouter) -> tokio::task::JoinHandle<()> {
-    let g = support::genie_handshake(r.link, "h1", SECRET, 3).await.unwrap();
+    let g = support::genie_handshake(r.link, "h1", SECRET, 3)
+        .await
+        .unwrap();
     let (_rd, mut wr) = g.stream.into_split();
     tokio::spawn(async move {
         let _rd = _rd;
@@ -68,7 +70,12 @@ async fn wait_up(api: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_and_close_flood_leaves_a_reporting_host_up() {
-    let r = TestRouter::builder().tag("flood").secret(SECRET).hosts(1).start().await;
+    let r = TestRouter::builder()
+        .tag("flood")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
     let genie = reporting_genie(&r).await;
     wait_up(&r.api).await;
     // The flood, while a sampler watches h1's state.
@@ -95,9 +102,13 @@ async fn a_connect_and_close_flood_leaves_a_reporting_host_up() {
     // One refusal is told at once; the rest wait for the minute's summary.
     let evs: Vec<router::events::Event> = {
         let api = r.api.clone();
-        tokio::task::spawn_blocking(move || Client::new(&api, None).get("/v1/events?limit=2000").unwrap())
-            .await
-            .unwrap()
+        tokio::task::spawn_blocking(move || {
+            Client::new(&api, None)
+                .get("/v1/events?limit=2000")
+                .unwrap()
+        })
+        .await
+        .unwrap()
     };
     let refusals = evs
         .iter()
@@ -110,7 +121,12 @@ async fn a_connect_and_close_flood_leaves_a_reporting_host_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_nearly_complete_frames_cost_bounded_memory() {
-    let r = TestRouter::builder().tag("frames").secret(SECRET).hosts(1).start().await;
+    let r = TestRouter::builder()
+        .tag("frames")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
     let genie = reporting_genie(&r).await;
     wait_up(&r.api).await;
     let before = rss();
@@ -124,7 +140,9 @@ async fn a_thousand_nearly_complete_frames_cost_bounded_memory() {
             continue;
         };
         if i % 2 == 0 {
-            let _ = s.write_all(&(MAX_FRAME_BYTES as u32 - 1).to_be_bytes()).await;
+            let _ = s
+                .write_all(&(MAX_FRAME_BYTES as u32 - 1).to_be_bytes())
+                .await;
             let _ = s.write_all(&vec![b'x'; 64 << 10]).await;
         } else {
             let _ = s.write_all(&4000u32.to_be_bytes()).await;
@@ -134,7 +152,11 @@ async fn a_thousand_nearly_complete_frames_cost_bounded_memory() {
     }
     let after = rss();
     let grew = after.saturating_sub(before);
-    eprintln!("RSS {} MB before, {} MB with 1,000 half-sent frames", before >> 20, after >> 20);
+    eprintln!(
+        "RSS {} MB before, {} MB with 1,000 half-sent frames",
+        before >> 20,
+        after >> 20
+    );
     assert!(grew < 64 << 20, "RSS grew by {} MB", grew >> 20);
     // The reporting host never noticed.
     assert_eq!(hosts(&r.api).await[0].state.as_str(), "up");

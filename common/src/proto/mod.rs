@@ -22,6 +22,8 @@
 
 pub mod auth;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod handshake;
 pub mod power;
 pub mod session;

@@ -94,7 +94,7 @@ pub fn spawn(
 /// rest summed in one more line.
 fn summaries(tally: BTreeMap<IpAddr, Tally>) -> Vec<String> {
     let mut rows: Vec<(IpAddr, Tally)> = tally.into_iter().filter(|(_, t)| t.count > 1).collect();
-    rows.sort_by(|a, b| b.1.count.cmp(&a.1.count));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.count));
     let mut out = Vec::new();
     let mut rest = (0u64, 0usize);
     for (i, (ip, t)) in rows.into_iter().enumerate() {

@@ -51,6 +51,11 @@ impl RigDir {
         &self.path
     }
 
+    /// The router.toml's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The router.toml of the rig, parsed as the daemon parses it.
     pub fn config(&self) -> RouterConfig {
         RouterConfig::parse(&self.path.join("router.toml"), &self.text).unwrap()
