@@ -32,7 +32,7 @@ use crate::cluster::ClusterHandle;
 /// (given back once the handshake ends) and where to count a refusal.
 pub(super) struct Accepting {
     pub secret: Arc<Secret>,
-    pub slot: tokio::sync::OwnedSemaphorePermit,
+    pub slot: super::slots::Slot,
     pub refused: Refusals,
 }
 

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod refusals;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,6 @@ pub struct WelcomeParams {
 
 /// A handshake must finish within this; a slow or silent peer cannot hold a slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Connections in their handshake at once. A real genie needs a slot for a few
-/// milliseconds, so a few hundred cover a whole data centre reconnecting; beyond it a
-/// connection is closed at once and counted as refused, and a flood of idle
-/// connections cannot take the descriptors genies need.
-pub const MAX_HANDSHAKES: usize = 256;
 
 /// Commands queued per connection before senders wait: commands are rare (placement,
 /// migration, power), so a small queue only fills if the genie is stuck.
@@ -106,15 +101,19 @@ pub async fn serve(
 ) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "genie link listening");
     let (refused, refusals_task) = refusals::spawn(cluster.clone(), shutdown.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    // Beyond the handshake slots a connection is closed at once and counted as refused.
+    let slots = slots::Slots::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        refused.report(peer.ip(), None, format!("more than {MAX_HANDSHAKES} connections in their handshake"));
-                        continue;
+                    let slot = match slots.take(peer.ip()) {
+                        Ok(s) => s,
+                        Err(why) => {
+                            refused.report(peer.ip(), None, why);
+                            continue;
+                        }
                     };
                     let _ = stream.set_nodelay(true);
                     if let Err(e) = conn::dead_peer_detection(&stream) {
