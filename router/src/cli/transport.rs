@@ -164,7 +164,19 @@ impl Api {
         }
         match &self.target {
             Target::Unix(p) => {
-                let s = UnixStream::connect(p)?;
+                let s = UnixStream::connect(p).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{e}: only root and members of the `wisp` group may use {}",
+                                p.display()
+                            ),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
                 exchange(s, &req)
