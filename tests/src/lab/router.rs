@@ -74,8 +74,12 @@ impl Lab {
     pub fn read_token(&self) -> String {
         fs::read_to_string(self.read_token_file()).unwrap_or_default()
     }
+    /// The router binary the lab runs (for tests that call it their own way).
+    pub fn router_bin(&self) -> Result<&Path, LabError> {
+        self.bins.router.as_deref().ok_or(LabError::NoRouter)
+    }
     /// The CLI's `--api` value: the local socket.
-    fn api_arg(&self) -> String {
+    pub fn api_arg(&self) -> String {
         format!("unix:{}", self.api_socket().display())
     }
 
