@@ -164,3 +164,35 @@ async fn a_thousand_nearly_complete_frames_cost_bounded_memory() {
     genie.abort();
     r.stop().await;
 }
+
+/// 2,500 idle connections from one address (each held open, never sending) cannot
+/// keep a genie on another address from registering: that source gets its few
+/// handshake slots, the rest are closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_source_do_not_delay_a_genie_from_another() {
+    let r = TestRouter::builder()
+        .tag("idle")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
+    let mut idle = Vec::new();
+    for _ in 0..2500 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(c) = s.connect(r.link).await {
+            idle.push(c);
+        }
+    }
+    // The genie (from 127.0.0.1) is welcomed within its own handshake timeout.
+    let t = std::time::Instant::now();
+    let g = support::genie_handshake(r.link, "h1", SECRET, 11).await;
+    assert!(g.is_ok(), "{:?}", g.err());
+    eprintln!(
+        "genie welcomed in {} ms beside {} idle connections",
+        t.elapsed().as_millis(),
+        idle.len()
+    );
+    drop(idle);
+    r.stop().await;
+}
