@@ -325,3 +325,49 @@ fn a_group_or_world_readable_token_file_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A body sent slower than the body timeout gets a 408 and its connection back; one
+/// above the limit a 413; neither reaches a route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_huge_bodies_are_refused() {
+    let r = TestRouter::builder()
+        .tag("body")
+        .secret(SECRET)
+        .start()
+        .await;
+    let sock = socket_path(&r.api).to_owned();
+    let (slow, huge) = blocking(move || {
+        let talk = |head: &str, body: &[u8]| {
+            let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            s.set_read_timeout(Some(router::api::server::BODY_TIMEOUT + Duration::from_secs(30)))
+                .unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            let _ = s.write_all(body);
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        };
+        let slow = talk(
+            "POST /v1/energy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            b"{\"on\":",
+        );
+        let huge = talk(
+            "POST /v1/energy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n",
+            &vec![b' '; 3 << 20],
+        );
+        (slow, huge)
+    })
+    .await;
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+    assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
+    // Neither reached the energy route: the mode is unchanged and no write recorded.
+    let api = r.api.clone();
+    let evs: Vec<router::events::Event> =
+        blocking(move || Client::new(&api, None).get("/v1/events?limit=500").unwrap()).await;
+    assert!(
+        evs.iter()
+            .all(|e| e.kind != router::events::EventKind::ApiRequest),
+        "{evs:?}"
+    );
+    r.stop().await;
+}

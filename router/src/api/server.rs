@@ -19,6 +19,10 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use super::auth::Peer;
+use super::ApiError;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use http_body_util::BodyExt;
 
 /// A client gets this long to send a request's headers (and, on a kept-alive
 /// connection, the next request's): enough for any real client, short for a loris.
@@ -31,6 +35,11 @@ pub const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 512;
 /// Largest request head (and read buffer) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A request's body must arrive whole within this: bodies are small JSON, and a body
+/// sent a byte at a time would otherwise hold its connection (and a slot) forever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body (axum's own default): the API takes small JSON only.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 /// One listener of the API.
 pub enum ApiListener {
@@ -134,9 +143,39 @@ async fn serve_io<I>(io: I, peer: Peer, app: Router, mut shutdown: watch::Receiv
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(peer);
-        app.clone().oneshot(req)
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        async move {
+            // The body is read here, whole and in bounded time, before any route runs;
+            // the route itself may then take as long as its operation needs.
+            let (parts, body) = req.into_parts();
+            let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+            let bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(e)) => {
+                    let too_large = e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some();
+                    return Ok(if too_large {
+                        refuse(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request body above {MAX_BODY_BYTES} bytes"),
+                        )
+                    } else {
+                        refuse(StatusCode::BAD_REQUEST, format!("request body: {e}"))
+                    });
+                }
+                Err(_) => {
+                    return Ok(refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("request body not received within {BODY_TIMEOUT:?}"),
+                    ))
+                }
+            };
+            let mut req = hyper::Request::from_parts(parts, axum::body::Body::from(bytes));
+            req.extensions_mut().insert(peer);
+            app.oneshot(req).await
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -152,4 +191,8 @@ where
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
     }
+}
+
+fn refuse(status: StatusCode, message: String) -> axum::response::Response {
+    ApiError::new(status, message).into_response()
 }
