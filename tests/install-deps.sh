@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(openipmi ipmitool freeipmi-tools qemu-system-x86 etcd-server etcd-client tcpdump
       etherwake wakeonlan socat iputils-ping iproute2 ethtool procps systemd util-linux
-      build-essential pkg-config)
+      build-essential pkg-config openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do
