@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(openipmi ipmitool freeipmi-tools qemu-system-x86 etcd-server etcd-client tcpdump
       etherwake wakeonlan socat iputils-ping iproute2 ethtool procps systemd util-linux
       build-essential pkg-config libfaketime chromium chromium-driver linux-image-amd64
-      busybox-static xz-utils prometheus)
+      busybox-static xz-utils prometheus openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do

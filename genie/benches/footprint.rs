@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p genie --bench footprint` (env BENCH_SECS overrides the 15 s).
 
+#[path = "../tests/common/sealed.rs"]
+mod sealed;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,8 +14,9 @@ use std::time::{Duration, Instant};
 use genie::commands::Hypervisor;
 use genie::lease::Fence;
 use genie::metrics::{MetricsSource, SysinfoMetrics};
+use sealed::{read_frame, write_frame};
 use tokio::net::TcpListener;
-use wisp_common::proto::frame::{decode, encode, read_frame, write_frame};
+use wisp_common::proto::frame::{decode, encode};
 use wisp_common::proto::handshake::{self, Welcome};
 use wisp_common::proto::{GenieMsg, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
@@ -43,9 +47,11 @@ async fn stub(
 ) {
     let secret = Secret::from_bytes(SECRET.to_vec());
     let (mut s, peer) = l.accept().await.expect("genie connects");
-    handshake::accept(&mut s, peer, &secret, |_| true)
+    let greeted = handshake::accept(&mut s, peer, &secret, |_| true)
         .await
         .expect("genie authenticates");
+    // Every frame after the handshake is sealed, the Welcome first.
+    sealed::register(&s, greeted.keys);
     let welcome: RouterMsg = Welcome {
         session: 1,
         heartbeat_ms: 200,

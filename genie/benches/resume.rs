@@ -6,14 +6,17 @@
 //!
 //! Run: `cargo bench -p genie --bench resume` (env BENCH_ROUNDS overrides the 5 rounds).
 
+#[path = "../tests/common/sealed.rs"]
+mod sealed;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use sealed::{read_frame, write_frame};
 use tokio::net::{TcpListener, TcpStream};
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::handshake::{self, Welcome};
 use wisp_common::proto::{GenieMsg, Report, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
@@ -43,9 +46,11 @@ async fn accept(l: &TcpListener) -> TcpStream {
         .await
         .expect("genie connects in time")
         .expect("accept");
-    handshake::accept(&mut s, peer, &secret, |_| true)
+    let greeted = handshake::accept(&mut s, peer, &secret, |_| true)
         .await
         .expect("genie authenticates");
+    // Every frame after the handshake is sealed, the Welcome first.
+    sealed::register(&s, greeted.keys);
     let welcome: RouterMsg = Welcome {
         session: 1,
         heartbeat_ms: HEARTBEAT_MS,

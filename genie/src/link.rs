@@ -1,5 +1,7 @@
 //! The link to the router: connect, mutual HMAC handshake
-//! (`wisp_common::proto::handshake::initiate`), then a full report at once, heartbeats,
+//! (`wisp_common::proto::handshake::initiate`), then every frame sealed with the
+//! session's keys (`wisp_common::proto::session`: a frame that fails its MAC or comes
+//! out of order ends the link, logged at ERROR), a full report at once, heartbeats,
 //! full reports and immediate VM reports, while commands run in their own tasks.
 //! Reconnects with jittered exponential backoff; `gen` keeps rising across sessions.
 //!
@@ -31,8 +33,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Interval, MissedTickBehavior};
-use wisp_common::proto::frame::{self, FrameError};
+use wisp_common::proto::frame::FrameError;
 use wisp_common::proto::handshake::{self, Identity, InitiateError, Welcome};
+use wisp_common::proto::session::{SealedReader, SealedWriter, SessionKeys};
 use wisp_common::proto::{GenieMsg, PowerCaps, Report, Resumed, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::secret::Secret;
 use wisp_common::time::unix_ms;
@@ -90,12 +93,20 @@ pub enum LinkError {
     },
     #[error("router at {router} closed the connection during the session")]
     Closed { router: String },
+    /// A frame that is not the router's next one: someone between us injects,
+    /// modifies or replays frames.
+    #[error("frame from the router at {router} refused; closing the link")]
+    Forged {
+        router: String,
+        #[source]
+        source: FrameError,
+    },
 }
 
 impl LinkError {
     /// Auth problems need an operator; plain connectivity problems fix themselves.
     fn is_auth(&self) -> bool {
-        matches!(self, Self::Handshake(e) if e.is_auth())
+        matches!(self, Self::Handshake(e) if e.is_auth()) || matches!(self, Self::Forged { .. })
     }
 
     /// A follower router's answer: `Some(leader's link address, if named)`.
@@ -219,6 +230,9 @@ impl Routers {
         self.unreachable = 0;
     }
 }
+
+/// The session's sending half: every frame sealed.
+type Writer = SealedWriter<OwnedWriteHalf>;
 
 /// What the reader task hands the session: a frame, a clean end, or a frame error.
 type Inbound = Result<Option<RouterMsg>, FrameError>;
@@ -377,13 +391,14 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             .address
             .or_else(|| stream.local_addr().ok().map(|a| a.ip()))
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let welcome = self.handshake(&mut stream).await?;
+        let (welcome, keys) = self.handshake(&mut stream).await?;
         *welcomed = true;
         self.lease.renew();
         self.lease.set_lease_ms(welcome.lease_ms);
         let mut timers = Timers::new(&welcome, &self.cfg);
-        let (rd, mut wr) = stream.into_split();
-        let (_reader, mut inbound) = spawn_reader(rd);
+        let (rd, wr) = stream.into_split();
+        let mut wr = SealedWriter::new(wr, keys.seal);
+        let (_reader, mut inbound) = spawn_reader(SealedReader::new(rd, keys.open));
         // The power abilities last sent on this link: each link starts with none.
         let mut caps_sent: Option<PowerCaps> = None;
         // The first report of a link is a full one, at once: the router learns the
@@ -437,7 +452,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
     }
 
     /// Sends a full report; a resume it carried counts as told once it is written.
-    async fn send_report(&mut self, wr: &mut OwnedWriteHalf, r: Report) -> Result<(), LinkError> {
+    async fn send_report(&mut self, wr: &mut Writer, r: Report) -> Result<(), LinkError> {
         let told = r.resumed.is_some();
         self.send(wr, &GenieMsg::Report(r)).await?;
         if told {
@@ -459,14 +474,14 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
         Ok(stream)
     }
 
-    async fn handshake(&self, stream: &mut TcpStream) -> Result<Welcome, LinkError> {
+    async fn handshake(&self, stream: &mut TcpStream) -> Result<(Welcome, SessionKeys), LinkError> {
         let me = Identity {
             host: &self.cfg.host,
             instance: self.cfg.instance,
             genie_version: env!("CARGO_PKG_VERSION"),
             secret: &self.cfg.secret,
         };
-        let w = handshake::initiate(stream, &self.at, me, HANDSHAKE_TIMEOUT).await?;
+        let (w, keys) = handshake::initiate(stream, &self.at, me, HANDSHAKE_TIMEOUT).await?;
         tracing::info!(
             router = %self.at,
             session = w.session,
@@ -475,7 +490,7 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             lease_ms = w.lease_ms,
             "connected to the router"
         );
-        Ok(w)
+        Ok((w, keys))
     }
 
     /// Any frame from the router renews the lease; the end of the stream or a bad
@@ -488,6 +503,9 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
                 Ok(m)
             }
             Some(Ok(None)) | None => Err(LinkError::Closed { router }),
+            Some(Err(e @ (FrameError::Forged { .. } | FrameError::OutOfOrder { .. }))) => {
+                Err(LinkError::Forged { router, source: e })
+            }
             Some(Err(e @ (FrameError::Malformed { .. } | FrameError::TooLarge { .. }))) => {
                 Err(LinkError::Malformed { router, source: e })
             }
@@ -516,13 +534,8 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
 
     /// A router that stops reading must not wedge the session (and with it the lease
     /// renewals): a write that cannot finish in time ends the session.
-    async fn send(&self, wr: &mut OwnedWriteHalf, msg: &GenieMsg) -> Result<(), LinkError> {
-        match tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            frame::write_frame(wr, msg, MAX_FRAME_BYTES),
-        )
-        .await
-        {
+    async fn send(&self, wr: &mut Writer, msg: &GenieMsg) -> Result<(), LinkError> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, wr.send(msg, MAX_FRAME_BYTES)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(LinkError::Frame {
                 router: self.at.clone(),
@@ -595,11 +608,11 @@ impl Timers {
 /// Frames are read by their own task: read_frame is not cancel-safe, so it cannot sit
 /// in the session's select without risking a half-read frame. The task ends with the
 /// stream or when the returned guard is dropped.
-fn spawn_reader(mut rd: OwnedReadHalf) -> (AbortOnDrop, mpsc::Receiver<Inbound>) {
+fn spawn_reader(mut rd: SealedReader<OwnedReadHalf>) -> (AbortOnDrop, mpsc::Receiver<Inbound>) {
     let (tx, rx) = mpsc::channel::<Inbound>(16);
     let task = tokio::spawn(async move {
         loop {
-            let r = frame::read_frame::<_, RouterMsg>(&mut rd, MAX_FRAME_BYTES).await;
+            let r = rd.recv::<RouterMsg>(MAX_FRAME_BYTES).await;
             let stop = !matches!(r, Ok(Some(_)));
             if tx.send(r).await.is_err() || stop {
                 return;

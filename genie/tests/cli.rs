@@ -8,10 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::sealed::{read_frame, write_frame};
 use common::{require_qemu, spec, TestDir};
 use genie::commands::Hypervisor;
 use tokio::net::TcpListener;
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES};
 use wisp_common::{HostId, VmRunState};
 

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sealed::{read_frame, write_frame};
 use common::TestDir;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::{TcpListener, TcpStream};
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{GenieMsg, Report, ResumeSign, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::HostId;
 

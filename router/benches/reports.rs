@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wisp_common::proto::frame::{read_frame, write_frame};
+use support::sealed::{read_frame, write_frame};
 use wisp_common::proto::{
     GenieMsg, HostMetrics, NetCounters, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };

@@ -26,6 +26,12 @@ pub enum DaemonError {
     Power(#[source] crate::power::PowerSetupError),
     #[error("state store")]
     Store(#[source] StoreError),
+    #[error("API tokens")]
+    Tokens(#[source] crate::api::auth::TokenError),
+    #[error("API TLS")]
+    Tls(#[source] crate::api::tls::TlsError),
+    #[error("API socket")]
+    Socket(#[source] crate::api::unix::UnixSocketError),
     #[error("cannot listen on {addr} ({what})")]
     Bind {
         addr: std::net::SocketAddr,
@@ -113,6 +119,19 @@ pub async fn run_term(
         Arc::new(Secret::cluster_from_file(&config.secret_file).map_err(DaemonError::Secret)?);
     let power = PowerPlane::from_config(&config).map_err(DaemonError::Power)?;
     let power = Arc::new(crate::ha::gate::gated_plane(power, &config, &term.gate));
+    let mut guard =
+        api::auth::Guard::from_config(&config.api_tokens).map_err(DaemonError::Tokens)?;
+    // The dashboard's pages carry no data; its stream and every call need a token.
+    for p in crate::web::PUBLIC_PATHS {
+        guard = guard.public(p);
+    }
+    let tls = config
+        .api_tls
+        .as_ref()
+        .map(api::tls::acceptor)
+        .transpose()
+        .map_err(DaemonError::Tls)?;
+    let unix_listener = api::unix::bind(&config.api_socket).map_err(DaemonError::Socket)?;
 
     let link_listener_addr = link_listener.local_addr().ok();
     let api_addr = api_listener.local_addr().ok();
@@ -146,12 +165,30 @@ pub async fn run_term(
         power: power.clone(),
     })
     .merge(crate::energy::api::routes(cluster.clone(), energy.clone()))
-    .merge(crate::web::routes(cluster.clone(), energy.clone(), shutdown.clone()))
+    .merge(crate::web::routes(
+        cluster.clone(),
+        energy.clone(),
+        shutdown.clone(),
+    ))
     .merge(crate::metrics::routes(cluster.clone(), Some(energy)));
     if let Some(name) = term.leader_name.clone() {
         app = crate::ha::status::as_leader(app, name);
     }
-    let api_task = tokio::spawn(api::serve_router(api_listener, app, shutdown.clone()));
+    // Every route is merged before the guard goes on: it covers exactly those.
+    let app = api::auth::secure(app, guard.record_to(cluster.clone()));
+    let api_task = tokio::spawn(api::serve(
+        api::ApiListener::Tcp {
+            listener: api_listener,
+            tls,
+        },
+        app.clone(),
+        shutdown.clone(),
+    ));
+    let unix_task = tokio::spawn(api::serve(
+        api::ApiListener::Unix(unix_listener),
+        app,
+        shutdown.clone(),
+    ));
     let fencer = tokio::spawn(crate::ha::fence::run(
         cluster.clone(),
         power.clone(),
@@ -176,13 +213,14 @@ pub async fn run_term(
         cluster.clone(),
         shutdown.clone(),
     ));
-    info!(listen = ?link_listener_addr, api = ?api_addr, hosts = config.hosts.len(), "router ready");
+    info!(listen = ?link_listener_addr, api = ?api_addr, socket = %config.api_socket.display(), hosts = config.hosts.len(), "router ready");
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "could not notify systemd");
     }
     let _ = tokio::join!(
         link_task,
         api_task,
+        unix_task,
         reconciler,
         fencer,
         energy_task,
@@ -190,6 +228,9 @@ pub async fn run_term(
         cluster_task
     );
     power.shutdown().await;
+    // A socket file left behind would only make the next start check it for a live
+    // router; remove it while we know it is ours.
+    let _ = std::fs::remove_file(&config.api_socket);
     info!("router stopped");
     Ok(())
 }

@@ -31,6 +31,10 @@ pub enum EventKind {
     Failover,
     Energy,
     Maintenance,
+    /// A request that changes something, with who made it (uid or token role).
+    ApiRequest,
+    /// A summary of refused genie-link connections (one per source and minute).
+    ConnectionsRefused,
     Error,
 }
 
@@ -61,6 +65,8 @@ impl EventKind {
             Self::Failover => "failover",
             Self::Energy => "energy",
             Self::Maintenance => "maintenance",
+            Self::ApiRequest => "api_request",
+            Self::ConnectionsRefused => "connections_refused",
             Self::Error => "error",
         }
     }
@@ -132,6 +138,8 @@ mod tests {
             EventKind::Failover,
             EventKind::Energy,
             EventKind::Maintenance,
+            EventKind::ApiRequest,
+            EventKind::ConnectionsRefused,
             EventKind::Error,
         ] {
             let json = serde_json::to_string(&k).expect("serializes");

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use router::api::types::VmDetail;
 use router::cli::{Client, ClientError};
 use router::config::RouterConfig;
+use support::sealed::{read_frame, write_frame};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
     Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };
@@ -61,7 +61,8 @@ async fn start_router() -> Router {
         .unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut text = format!(
-        "listen = \"127.0.0.1:1\"\nstate_dir = \"{}\"\nsecret_file = \"{}\"\n",
+        "listen = \"127.0.0.1:1\"\napi_socket = \"{}\"\nstate_dir = \"{}\"\nsecret_file = \"{}\"\n",
+        dir.join("router.sock").display(),
         dir.join("state").display(),
         secret.display()
     );
@@ -73,12 +74,22 @@ async fn start_router() -> Router {
     let config = RouterConfig::parse(&dir.join("router.toml"), &text).unwrap();
     let link = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (link_addr, api_addr) = (link.local_addr().unwrap(), api.local_addr().unwrap());
+    let link_addr = link.local_addr().unwrap();
     let (stop, rx) = watch::channel(false);
     tokio::spawn(async move { router::daemon::run_on(config, link, api, rx).await.unwrap() });
+    let sock = dir.join("router.sock");
+    let deadline = std::time::Instant::now() + STEP;
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no API socket at {}",
+            sock.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Router {
         link: link_addr,
-        api: api_addr.to_string(),
+        api: format!("unix:{}", dir.join("router.sock").display()),
         _stop: stop,
         dir,
     }
@@ -180,10 +191,11 @@ async fn wait_detail(api: &str, what: &str, deadline: Duration, pred: fn(&VmDeta
 
 /// Sends `POST path` with a JSON body on a raw connection and returns it unread: the
 /// test decides when this client hangs up.
-async fn post_raw(api: &str, path: &str, body: &str) -> TcpStream {
-    let mut s = TcpStream::connect(api).await.unwrap();
+async fn post_raw(api: &str, path: &str, body: &str) -> tokio::net::UnixStream {
+    let sock = api.strip_prefix("unix:").expect("the API socket");
+    let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();

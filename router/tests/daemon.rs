@@ -10,9 +10,9 @@ use std::time::Duration;
 use router::api::types::{HostView, StatusView};
 use router::cli::{Client, ClientError};
 use support::rig::TestRouter;
+use support::sealed::write_frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use wisp_common::proto::frame::write_frame;
 use wisp_common::proto::{GenieMsg, HostMetrics, Report, RouterMsg, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"test-cluster-secret";
@@ -23,7 +23,7 @@ async fn start_router(tag: &str) -> TestRouter {
 
 /// Plays a genie: handshake, then reports on demand.
 struct FakeGenie {
-    stream: TcpStream,
+    stream: support::sealed::SealedStream,
     gen: u64,
 }
 
@@ -193,7 +193,11 @@ async fn stale_reports_are_dropped_and_bad_frames_disturb_nobody() {
     let mut g2 = connect(&r, "h2", SECRET).await.unwrap();
     g2.report(None).await;
     wait_host(&r.api, "h2", "up", |h| h.state.as_str() == "up").await;
-    g2.stream.write_all(b"\x00\x00\x00\x03abc").await.unwrap();
+    g2.stream
+        .raw()
+        .write_all(b"\x00\x00\x00\x03abc")
+        .await
+        .unwrap();
     wait_host(&r.api, "h2", "unreachable", |h| {
         h.state.as_str() == "unreachable"
     })

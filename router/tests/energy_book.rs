@@ -10,7 +10,7 @@ use std::time::Duration;
 use router::cli::Client;
 use router::energy::{EnergyStatus, BOOK_SAVE_S};
 use support::rig::TestRouter;
-use wisp_common::proto::frame::write_frame;
+use support::sealed::write_frame;
 use wisp_common::proto::{GenieMsg, Report, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"energy-book-test-secret";

@@ -18,7 +18,7 @@ use genie::metrics::SysinfoMetrics;
 use genie::report::Reporter;
 use router::api::types::StatusView;
 use router::cli::{Client, ClientError};
-use support::rig::TestRouter;
+use support::rig::{TestRouter, ADMIN_TOKEN};
 use tokio::sync::{watch, Notify};
 use wisp_common::secret::Secret;
 use wisp_common::HostId;
@@ -31,15 +31,20 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn status(api: &str) -> Result<StatusView, ClientError> {
     let api = api.to_owned();
-    tokio::task::spawn_blocking(move || Client::new(&api, None).get("/v1/status"))
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        Client::new(&api, None)
+            .with_token(ADMIN_TOKEN)
+            .get("/v1/status")
+    })
+    .await
+    .unwrap()
 }
 
 async fn energy_on(api: &str) {
     let api = api.to_owned();
     tokio::task::spawn_blocking(move || {
         let _: serde_json::Value = Client::new(&api, None)
+            .with_token(ADMIN_TOKEN)
             .post("/v1/energy", &serde_json::json!({"on": true}))
             .unwrap();
     })
@@ -133,7 +138,8 @@ async fn the_follower_forwards_and_names_the_leader_and_the_genie_follows_throug
     };
     let a = ha("ha", "ra").start().await;
     let b = ha("cluster", "rb").start().await;
-    let apis = [a.api.as_str(), b.api.as_str()];
+    // Over TCP: a follower serves no local socket.
+    let apis = [a.tcp_api.as_str(), b.tcp_api.as_str()];
     let names = ["ra", "rb"];
     let lead = leader_of(&apis).await;
     let follow = 1 - lead;
@@ -167,7 +173,7 @@ async fn the_follower_forwards_and_names_the_leader_and_the_genie_follows_throug
     let t0 = tokio::time::Instant::now();
     let (leader, other) = if lead == 0 { (a, b) } else { (b, a) };
     leader.stop().await;
-    let s = wait_status(&other.api, "the other router to take over", |s| {
+    let s = wait_status(&other.tcp_api, "the other router to take over", |s| {
         s.role == "leader"
     })
     .await;
@@ -178,7 +184,7 @@ async fn the_follower_forwards_and_names_the_leader_and_the_genie_follows_throug
     assert!(s.energy_mode, "the new leader lost the state: {s:?}");
     assert_eq!(s.leader.as_deref(), Some(names[follow]));
     wait_status(
-        &other.api,
+        &other.tcp_api,
         "the genie to reconnect to the new leader",
         |s| s.hosts_up == 1,
     )
@@ -211,7 +217,7 @@ async fn with_no_leader_known_a_follower_answers_503_saying_so_and_turns_genies_
         .hosts(1)
         .energy("[ha]\netcd = [\"127.0.0.1:9\"]\nname = \"lonely\"\n");
     let r = rig.start().await;
-    let e = status(&r.api).await.unwrap_err().to_string();
+    let e = status(&r.tcp_api).await.unwrap_err().to_string();
     assert!(
         e.contains("lonely is not the leader") && e.contains("no leader is known"),
         "{e}"

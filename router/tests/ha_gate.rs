@@ -15,9 +15,9 @@ use router::ha::gate::Gate;
 use router::ha::leader::{Fence, FenceToken};
 use router::store::{FileStore, Store};
 use support::rig::TestRouter;
-use tokio::net::{TcpListener, TcpStream};
+use support::sealed::{read_frame, write_frame, SealedStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{Command, GenieMsg, HostMetrics, Report, RouterMsg, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"ha-gate-test-secret-0123";
@@ -72,7 +72,7 @@ async fn leader(term: Duration) -> Leader {
 }
 
 /// A played genie for h1, welcomed, that has sent one full report.
-async fn genie(l: &Leader) -> TcpStream {
+async fn genie(l: &Leader) -> SealedStream {
     let mut s = support::genie_handshake(l.link, "h1", SECRET, 7)
         .await
         .unwrap()
@@ -96,7 +96,7 @@ async fn genie(l: &Leader) -> TcpStream {
 }
 
 /// The next frame from the router, `None` when it closed the link.
-async fn next(s: &mut TcpStream) -> Option<RouterMsg> {
+async fn next(s: &mut SealedStream) -> Option<RouterMsg> {
     tokio::time::timeout(WAIT, read_frame::<_, RouterMsg>(s, MAX_FRAME_BYTES))
         .await
         .expect("the router neither wrote nor closed")

@@ -15,9 +15,9 @@ mod support;
 use std::time::Duration;
 
 use support::rig::TestRouter;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use support::sealed::{read_frame, write_frame, Reader, Writer};
 use tokio::time::Instant;
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{GenieMsg, Report, RouterMsg, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"link-safety-test-secret";
@@ -25,7 +25,7 @@ const SECRET: &[u8] = b"link-safety-test-secret";
 /// Generous for a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-async fn connect(r: &TestRouter, instance: u64) -> (OwnedReadHalf, OwnedWriteHalf) {
+async fn connect(r: &TestRouter, instance: u64) -> (Reader, Writer) {
     support::genie_handshake(r.link, "h1", SECRET, instance)
         .await
         .unwrap_or_else(|e| panic!("not welcomed: {e}"))
@@ -33,7 +33,7 @@ async fn connect(r: &TestRouter, instance: u64) -> (OwnedReadHalf, OwnedWriteHal
         .into_split()
 }
 
-async fn send(w: &mut OwnedWriteHalf, gen: u64, sent_at_ms: u64) -> bool {
+async fn send(w: &mut Writer, gen: u64, sent_at_ms: u64) -> bool {
     let r = Report {
         gen,
         sent_at_ms,
@@ -46,7 +46,7 @@ async fn send(w: &mut OwnedWriteHalf, gen: u64, sent_at_ms: u64) -> bool {
 
 /// What the router says next within `wait`: `Some(Ok(msg))`, `Some(Err(()))` for the
 /// end of the connection, `None` for silence.
-async fn next(r: &mut OwnedReadHalf, wait: Duration) -> Option<Result<RouterMsg, ()>> {
+async fn next(r: &mut Reader, wait: Duration) -> Option<Result<RouterMsg, ()>> {
     match tokio::time::timeout(wait, read_frame::<_, RouterMsg>(r, MAX_FRAME_BYTES)).await {
         Err(_) => None,
         Ok(Ok(Some(m))) => Some(Ok(m)),

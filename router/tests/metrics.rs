@@ -11,12 +11,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::rig::TestRouter;
-use wisp_common::proto::frame::write_frame;
+use support::sealed::write_frame;
 use wisp_common::proto::{GenieMsg, HostMetrics, Report, MAX_FRAME_BYTES};
 
 const SECRET: &[u8] = b"test-cluster-secret";
 
-/// A plain GET: status and body as text.
+/// A GET on the TCP API with the read token (a scraper's): status and body as text.
 async fn get_text(api: &str, path: &str) -> (u16, String) {
     let url = format!("http://{api}{path}");
     tokio::task::spawn_blocking(move || {
@@ -27,7 +27,12 @@ async fn get_text(api: &str, path: &str) -> (u16, String) {
                 .timeout_global(Some(Duration::from_secs(30)))
                 .build(),
         );
-        let mut r = agent.get(&url).call().unwrap();
+        let token = String::from_utf8_lossy(support::rig::READ_TOKEN).into_owned();
+        let mut r = agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.body_mut().read_to_string().unwrap())
     })
@@ -99,7 +104,7 @@ async fn metrics_pass_promtool_and_count_the_cluster() {
     // The host shows as up once the report is applied (a tick publishes it).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
-        let (status, text) = get_text(&r.api, "/metrics").await;
+        let (status, text) = get_text(&r.tcp_api, "/metrics").await;
         assert_eq!(status, 200, "{text}");
         // Events are counted by a sampler that follows the snapshots.
         // Its power is what the rig's BMC says, once asked: on, or not known yet.
@@ -139,7 +144,7 @@ async fn metrics_pass_promtool_and_count_the_cluster() {
     let (ok, _) = promtool_check("wisp_x{ 1\n");
     assert!(!ok, "promtool accepted garbage");
 
-    let (status, body) = get_text(&r.api, "/health").await;
+    let (status, body) = get_text(&r.tcp_api, "/health").await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "ok", "{body}");

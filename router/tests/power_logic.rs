@@ -18,10 +18,9 @@ use router::model::host::{HostStatus, PowerKnown};
 use router::power::suspend::suspend;
 use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};
-use tokio::net::TcpListener;
+use support::sealed::{read_frame, write_frame};
 use tokio::sync::watch;
 use wisp_bmc::{Bmc, FakeBmcFault, PowerAction, PowerState};
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{
     Command, GenieMsg, Outcome, Report, RouterMsg, VmStatus, MAX_FRAME_BYTES,
 };
@@ -414,17 +413,19 @@ async fn soft_off_suspend_needs_the_bmc_to_confirm_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_serves_power_status_and_errors() {
     let r = rig("api", &[PowerState::On, PowerState::Off]).await;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = l.local_addr().unwrap().to_string();
+    // The API on a Unix socket, as the CLI reaches it locally (no token).
+    let sock = std::env::temp_dir().join(format!("wisp-power-api-{}.sock", std::process::id()));
+    let api = format!("unix:{}", sock.display());
     let (_stop, rx) = watch::channel(false);
-    tokio::spawn(router::api::serve(
-        l,
+    router::api::serve_local(
+        &sock,
         router::api::ApiState {
             cluster: r.cluster.clone(),
             power: r.power.clone(),
         },
         rx,
-    ));
+    )
+    .unwrap();
     let a = api.clone();
     let (all, one, bad, unknown) = tokio::task::spawn_blocking(move || {
         let c = router::cli::Client::new(&a, None);

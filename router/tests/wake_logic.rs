@@ -20,10 +20,9 @@ use router::power::quarantine::QuarantineError;
 use router::power::wake::wake;
 use router::power::{PowerError, PowerPlane};
 use router::store::{FileStore, Store};
-use tokio::net::TcpListener;
+use support::sealed::{read_frame, write_frame};
 use tokio::sync::watch;
 use wisp_bmc::{FakeBmcFault, PowerAction, PowerState};
-use wisp_common::proto::frame::{read_frame, write_frame};
 use wisp_common::proto::{Command, GenieMsg, Outcome, Report, RouterMsg, MAX_FRAME_BYTES};
 use wisp_common::HostId;
 
@@ -290,17 +289,19 @@ async fn a_host_that_wakes_by_neither_is_quarantined_until_cleared() {
     );
 
     // Shown by the API (hosts, power status) and cleared only through it.
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = l.local_addr().unwrap().to_string();
+    // The API on a Unix socket, as the CLI reaches it locally (no token).
+    let sock = std::env::temp_dir().join(format!("wisp-wake-api-{}.sock", std::process::id()));
+    let api = format!("unix:{}", sock.display());
     let (_stop, rx) = watch::channel(false);
-    tokio::spawn(router::api::serve(
-        l,
+    router::api::serve_local(
+        &sock,
         router::api::ApiState {
             cluster: r.cluster.clone(),
             power: r.power.clone(),
         },
         rx,
-    ));
+    )
+    .unwrap();
     let (hosts, rows, cleared, again, unknown, hosts_after) =
         tokio::task::spawn_blocking(move || {
             let c = router::cli::Client::new(&api, None);

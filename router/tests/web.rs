@@ -17,7 +17,9 @@ use tokio::time::timeout;
 /// Sends `GET path` and returns the connection, for reading the answer.
 async fn get(api: &str, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(api).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer t\r\n\r\n");
+    let token = String::from_utf8_lossy(support::rig::ADMIN_TOKEN);
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     s
 }
@@ -58,25 +60,25 @@ async fn next_frame(s: &mut TcpStream, buf: &mut String) -> serde_json::Value {
 #[tokio::test]
 async fn pages_and_files_are_embedded_and_unknown_files_are_404() {
     let r = TestRouter::builder().tag("web-pages").start().await;
-    let page = fetch(&r.api, "/").await;
+    let page = fetch(&r.tcp_api, "/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(
         page.to_lowercase().contains("content-type: text/html"),
         "{page}"
     );
     assert!(page.contains("/ui/assets/app.js"), "{page}");
-    let login = fetch(&r.api, "/login").await;
+    let login = fetch(&r.tcp_api, "/login").await;
     assert!(
         login.starts_with("HTTP/1.1 200") && login.contains("id=\"token\""),
         "{login}"
     );
-    let js = fetch(&r.api, "/ui/assets/app.js").await;
+    let js = fetch(&r.tcp_api, "/ui/assets/app.js").await;
     assert!(js.starts_with("HTTP/1.1 200"), "{js}");
     assert!(
         js.to_lowercase().contains("content-type: text/javascript"),
         "{js}"
     );
-    let missing = fetch(&r.api, "/ui/assets/nope.js").await;
+    let missing = fetch(&r.tcp_api, "/ui/assets/nope.js").await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     assert!(
         missing.contains(r#"{"error":"no dashboard file \"nope.js\""}"#),
@@ -92,7 +94,7 @@ async fn the_stream_sends_the_cluster_every_second_and_ends_when_the_router_stop
         .hosts(2)
         .start()
         .await;
-    let mut s = get(&r.api, "/ui/stream").await;
+    let mut s = get(&r.tcp_api, "/ui/stream").await;
     let mut buf = String::new();
     let first = next_frame(&mut s, &mut buf).await;
     let hosts: Vec<&str> = first["snap"]["hosts"]

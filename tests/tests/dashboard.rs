@@ -16,13 +16,6 @@ use serde_json::{json, Value};
 use wisp_tests::browser::{Browser, Forward};
 use wisp_tests::lab::{poll, procs, Census, Lab, LabSpec, WAIT};
 
-/// The lab's admin token, typed into the login page.
-///
-/// PLACEHOLDER until the token auth of the security work lands: until then the lab's
-/// router accepts any token, so any word logs in. Swap this for `lab.admin_token()`
-/// (and un-ignore the wrong-token test below) once `Lab::admin_token()` exists.
-const ADMIN_TOKEN: &str = "lab-admin-token-placeholder";
-
 /// A laptop screen and a phone.
 const DESKTOP: (u32, u32) = (1366, 768);
 const PHONE: (u32, u32) = (390, 844);
@@ -167,7 +160,8 @@ fn the_dashboard_shows_the_cluster_live_follows_a_failover_and_puts_a_host_in_ma
     assert_eq!(p["hosts"], json!([]), "no data without a token: {p}");
     shot(&b, "01-login");
 
-    log_in(&b, &base, ADMIN_TOKEN);
+    // The lab's admin token, typed into the login page.
+    log_in(&b, &base, &lab.admin_token());
     let p = wait_page(&b, WAIT, "every host and VM on the dashboard", |p| {
         p["path"] == "/"
             && p["shown"] == true
@@ -440,7 +434,6 @@ fn pick_and_move(b: &Browser, vm: &str, to: &str) {
 }
 
 #[test]
-#[ignore = "needs the router's token auth (security work): until it lands the lab accepts any token"]
 fn a_wrong_token_shows_the_login_page_and_no_data() {
     let lab = Lab::start(LabSpec::vms(1)).unwrap();
     lab.wait_all_up().unwrap();

@@ -15,6 +15,14 @@ pub enum FrameError {
     Malformed { len: usize, reason: String },
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// A frame after the handshake whose MAC does not verify: modified in transit or
+    /// injected by someone without the session keys.
+    #[error("frame {seq} failed authentication (modified, or injected by someone without the session key)")]
+    Forged { seq: u64 },
+    /// A frame whose sequence number is not the next one: replayed, reordered or
+    /// dropped on the way.
+    #[error("frame carries sequence number {got} where {expected} was due (replayed, reordered or dropped)")]
+    OutOfOrder { got: u64, expected: u64 },
     #[error("i/o error on the connection")]
     Io(#[source] std::io::Error),
 }
@@ -59,6 +67,36 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    match read_body(r, max).await? {
+        Some(body) => decode(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes one frame of raw `body` bytes and flushes.
+pub async fn write_body<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    body: &[u8],
+    max: usize,
+) -> Result<(), FrameError> {
+    if body.len() > max {
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            max,
+        });
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    w.write_all(&buf).await.map_err(FrameError::Io)?;
+    w.flush().await.map_err(FrameError::Io)
+}
+
+/// Reads one frame's raw body. `Ok(None)` on a clean end of stream between frames.
+pub async fn read_body<R>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut len_buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -76,15 +114,18 @@ where
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
-    decode(&body).map(Some)
+    // Grown as bytes arrive, not allocated at the announced length: a peer that
+    // announces 1 MiB and sends 10 bytes costs 10 bytes.
+    let mut body = Vec::new();
+    (&mut *r)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await
+        .map_err(FrameError::Io)?;
+    if body.len() < len {
+        return Err(FrameError::Truncated);
+    }
+    Ok(Some(body))
 }
 
 #[cfg(test)]

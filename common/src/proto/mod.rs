@@ -23,8 +23,11 @@
 
 pub mod auth;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod handshake;
 pub mod power;
+pub mod session;
 
 use std::path::PathBuf;
 
@@ -40,6 +43,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame either side accepts. A report of a host with a few hundred VMs is
 /// ~100 KiB; anything near 1 MiB is a bug or an attack.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Largest frame accepted before the peer is authenticated: a Hello, a Challenge or a
+/// refusal is under 1 KiB, so an unauthenticated peer cannot make either side hold
+/// more than this per connection.
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 4 << 10;
 
 /// Correlates a command with its progress and reply.
 pub type CommandId = u64;

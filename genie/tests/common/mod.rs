@@ -2,6 +2,8 @@
 //! polling, and the router's side of the handshake.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod sealed;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -86,7 +88,6 @@ pub async fn router_handshake(
     host: &wisp_common::HostId,
     answer: wisp_common::proto::RouterMsg,
 ) -> Option<u64> {
-    use wisp_common::proto::frame::write_frame;
     use wisp_common::proto::handshake::{accept, AcceptError};
     use wisp_common::proto::MAX_FRAME_BYTES;
     let secret = wisp_common::secret::Secret::from_bytes(secret.to_vec());
@@ -97,6 +98,14 @@ pub async fn router_handshake(
         Err(e) => panic!("handshake with the genie failed: {e}"),
     };
     assert!(!greeted.genie_version.is_empty());
-    write_frame(s, &answer, MAX_FRAME_BYTES).await.unwrap();
+    // A Welcome is sealed (the first frame of the session); a refusal is not, as the
+    // router's own refusals are sent before it has keys.
+    let refusal = matches!(answer, wisp_common::proto::RouterMsg::Refused { .. });
+    if !refusal {
+        sealed::register(s, greeted.keys);
+    }
+    sealed::write_frame(s, &answer, MAX_FRAME_BYTES)
+        .await
+        .unwrap();
     Some(greeted.instance)
 }

@@ -2,9 +2,11 @@
 //! (the CLI's contract), the views it serves are projections in [`views`], and strings
 //! become typed values at the route ([`Body`], [`host_id`], [`vm_id`]).
 //!
-//! It binds to loopback by default and carries no secrets: BMC passwords and the
-//! cluster secret never appear in any response. Errors are JSON `{"error": "..."}` with
-//! a status code that says whose fault it was.
+//! It is served on a Unix socket for the local CLI ([`unix`]) and on TCP with bearer
+//! tokens ([`auth`]) and TLS off loopback ([`tls`]), both through one accept loop
+//! ([`server`]) that caps connections and times out slow clients. It carries no
+//! secrets: BMC passwords, tokens and the cluster secret never appear in any response.
+//! Errors are JSON `{"error": "..."}` with a status code that says whose fault it was.
 
 use std::collections::HashMap;
 
@@ -14,15 +16,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::ClusterHandle;
 use types::{Event, HostView, StatusView, VmView};
 
+pub mod auth;
 mod extract;
+pub mod server;
+pub mod tls;
 pub mod types;
+pub mod unix;
 pub mod views;
+
+pub use server::ApiListener;
 
 pub use extract::{host_id, vm_id, Body};
 
@@ -100,26 +107,23 @@ pub fn app(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: ApiState, shutdown: watch::Receiver<bool>) {
-    serve_router(listener, app(state), shutdown).await
+/// Serves `app` (already [`auth::secure`]d) on `listener` until `shutdown` turns true.
+pub async fn serve(listener: ApiListener, app: Router, shutdown: watch::Receiver<bool>) {
+    server::serve(listener, app, shutdown).await
 }
 
-/// Serves `router` (the API plus routes with state of their own, e.g. energy) until
-/// `shutdown` turns true.
-pub async fn serve_router(
-    listener: TcpListener,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "API server failed");
-    }
+/// Serves the API of `state` (without the energy routes) on a Unix socket at `path`
+/// until `shutdown`: for tests that assemble the router's parts themselves. Must be
+/// called inside a tokio runtime.
+pub fn serve_local(
+    path: &std::path::Path,
+    state: ApiState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, unix::UnixSocketError> {
+    let l = unix::bind(path)?;
+    let guard = auth::Guard::new(Vec::new()).record_to(state.cluster.clone());
+    let app = auth::secure(app(state), guard);
+    Ok(tokio::spawn(serve(ApiListener::Unix(l), app, shutdown)))
 }
 
 async fn hosts(State(s): State<ApiState>) -> ApiResult<Vec<HostView>> {

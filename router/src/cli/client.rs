@@ -1,9 +1,12 @@
-//! A blocking HTTP client for the router's local API (the CLI needs nothing more).
+//! A blocking client for the router's API (the CLI needs nothing more): JSON in and
+//! out over the transport of [`super::transport`].
 
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+pub use super::transport::Api;
 
 /// Requests that take long on purpose (a migration, a wake) raise their own timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -20,27 +23,27 @@ pub enum ClientError {
 
 #[derive(Debug)]
 pub struct Client {
-    api: String,
-    agent: ureq::Agent,
+    api: Api,
+    timeout: Duration,
 }
 
 impl Client {
-    pub fn new(api: &str, timeout: Option<Duration>) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout.unwrap_or(DEFAULT_TIMEOUT)))
-            .proxy(None)
-            .build();
+    /// A client of `api`: an [`Api`] (with its token), or a target string without one.
+    pub fn new(api: impl Into<Api>, timeout: Option<Duration>) -> Self {
         Self {
-            api: api.to_owned(),
-            agent: ureq::Agent::new_with_config(config),
+            api: api.into(),
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
         }
     }
 
+    /// Presents `token` as a bearer token (tests; the CLI reads it from a file).
+    pub fn with_token(mut self, token: &[u8]) -> Self {
+        self.api.token = Some(wisp_common::secret::Secret::from_bytes(token.to_vec()));
+        self
+    }
+
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("http://{}{path}", self.api);
-        let resp = self.agent.get(&url).call();
-        self.finish(resp)
+        self.call("GET", path, None)
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(
@@ -48,33 +51,32 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let url = format!("http://{}{path}", self.api);
-        let resp = self.agent.post(&url).send_json(body);
-        self.finish(resp)
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            api: self.api.target.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.call("POST", path, Some(&body))
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("http://{}{path}", self.api);
-        let resp = self.agent.delete(&url).call();
-        self.finish(resp)
+        self.call("DELETE", path, None)
     }
 
-    fn finish<T: DeserializeOwned>(
+    fn call<T: DeserializeOwned>(
         &self,
-        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
     ) -> Result<T, ClientError> {
-        let mut resp = resp.map_err(|e| ClientError::Unreachable {
-            api: self.api.clone(),
-            reason: e.to_string(),
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| ClientError::Decode {
-                api: self.api.clone(),
+        let api = || self.api.target.to_string();
+        let (status, bytes) = self
+            .api
+            .request(method, path, body, self.timeout)
+            .map_err(|e| ClientError::Unreachable {
+                api: api(),
                 reason: e.to_string(),
             })?;
+        let text = String::from_utf8_lossy(&bytes);
         if !(200..300).contains(&status) {
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -83,7 +85,7 @@ impl Client {
             return Err(ClientError::Api { status, message });
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Decode {
-            api: self.api.clone(),
+            api: api(),
             reason: e.to_string(),
         })
     }

@@ -1,5 +1,6 @@
 //! `router energy on|off|status`.
 
+use super::client::Api;
 use clap::Subcommand;
 
 use super::{print_or_json, table, Client, ClientError};
@@ -27,7 +28,7 @@ pub enum EnergyCmd {
     },
 }
 
-pub fn run(api: &str, cmd: &EnergyCmd) -> Result<(), ClientError> {
+pub fn run(api: &Api, cmd: &EnergyCmd) -> Result<(), ClientError> {
     let c = Client::new(api, None);
     let (st, json): (EnergyStatus, bool) = match cmd {
         EnergyCmd::On { json } => (c.post("/v1/energy", &EnergyRequest { on: true })?, *json),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{print_or_json, table, time, Client, ClientError};
+use super::{print_or_json, table, time, Api, Client, ClientError};
 use crate::api::types::Event;
 use crate::events::EventKind;
 
@@ -77,7 +77,7 @@ impl Filter {
     }
 }
 
-pub fn run(api: &str, a: &EventsArgs) -> Result<(), ClientError> {
+pub fn run(api: &Api, a: &EventsArgs) -> Result<(), ClientError> {
     let since_ms = a
         .since
         .as_deref()

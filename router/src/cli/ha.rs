@@ -1,5 +1,6 @@
 //! `router sla` and `router maintenance on|off HOST`.
 
+use super::client::Api;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -14,7 +15,7 @@ pub enum OnOff {
     Off,
 }
 
-pub fn sla(api: &str, json: bool) -> Result<(), ClientError> {
+pub fn sla(api: &Api, json: bool) -> Result<(), ClientError> {
     let r: SlaReport = Client::new(api, None).get("/v1/sla")?;
     print_or_json(json, &r, |r| {
         let rows: Vec<Vec<String>> = r
@@ -65,7 +66,7 @@ pub fn sla(api: &str, json: bool) -> Result<(), ClientError> {
     })
 }
 
-pub fn maintenance(api: &str, mode: OnOff, host: &str, json: bool) -> Result<(), ClientError> {
+pub fn maintenance(api: &Api, mode: OnOff, host: &str, json: bool) -> Result<(), ClientError> {
     // Evacuating a host is a series of live migrations.
     let c = Client::new(api, Some(Duration::from_secs(1800)));
     let _w = Waiting::start(

@@ -12,12 +12,13 @@ pub mod power;
 pub mod simulate;
 pub mod table;
 pub mod time;
+pub mod transport;
 mod usage;
 mod vm;
 pub mod wait;
 
 use clap::{Parser, Subcommand};
-pub use client::{Client, ClientError};
+pub use client::{Api, Client, ClientError};
 pub use events::events_table;
 pub use logging::{init_logging, LogFormat};
 pub use usage::{command, parse, Parsed};
@@ -31,7 +32,8 @@ use crate::api::types::{HostView, StatusView, VmView};
     about = "wisp router: the controller of the world's smallest cloud"
 )]
 pub struct Cli {
-    /// Address of the router's API (client commands only).
+    /// The router's API: `unix:/path` (or a path) for the local socket, `host:port`
+    /// for TCP on loopback, `https://host:port` for TLS; TCP needs --token-file.
     #[arg(
         long,
         global = true,
@@ -39,12 +41,18 @@ pub struct Cli {
         default_value = DEFAULT_API
     )]
     pub api: String,
+    /// File (mode 0600) holding the bearer token for a TCP API; never the token itself.
+    #[arg(long, global = true, env = "WISP_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// PEM certificate (or CA) to trust for an https API.
+    #[arg(long, global = true, env = "WISP_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
 }
 
 /// The API address clients use without `--api` or `WISP_API`.
-pub const DEFAULT_API: &str = "127.0.0.1:7101";
+pub const DEFAULT_API: &str = "unix:/run/wisp/router.sock";
 
 /// Where `router serve` and `router check-config` look without `--config`.
 pub const DEFAULT_CONFIG: &str = "/etc/wisp/router.toml";
@@ -159,7 +167,13 @@ pub enum Cmd {
 
 /// Runs a client subcommand, printing to stdout. `Serve` is handled by `main`.
 pub fn run(cli: &Cli) -> Result<(), ClientError> {
-    let c = Client::new(&cli.api, None);
+    let api = Api::new(&cli.api, cli.token_file.as_deref(), cli.ca_file.clone()).map_err(|e| {
+        ClientError::Api {
+            status: 0,
+            message: format!("--token-file: {}", wisp_common::error::chain(&e)),
+        }
+    })?;
+    let c = Client::new(&api, None);
     match &cli.command {
         Cmd::Serve { .. } => unreachable!("serve is handled by main"),
         Cmd::CheckConfig { .. } => unreachable!("check-config is handled by main"),
@@ -208,20 +222,20 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
                 }
             })
         }
-        Cmd::Vm(cmd) => vm::run(&cli.api, cmd),
-        Cmd::Power(cmd) => power::run(&cli.api, cmd),
+        Cmd::Vm(cmd) => vm::run(&api, cmd),
+        Cmd::Power(cmd) => power::run(&api, cmd),
         Cmd::Wake {
             host,
             deadline_ms,
             json,
-        } => power::wake(&cli.api, host, *deadline_ms, *json),
+        } => power::wake(&api, host, *deadline_ms, *json),
         Cmd::Suspend {
             host,
             off,
             force,
             json,
-        } => power::suspend(&cli.api, host, *off, *force, *json),
-        Cmd::Energy(cmd) => energy::run(&cli.api, cmd),
+        } => power::suspend(&api, host, *off, *force, *json),
+        Cmd::Energy(cmd) => energy::run(&api, cmd),
         Cmd::Simulate(args) => {
             // Runs here, not in the daemon. The CLI's one error type is the client's;
             // the message (with its causes) is what the user sees.
@@ -231,9 +245,9 @@ pub fn run(cli: &Cli) -> Result<(), ClientError> {
             })?;
             print_or_json(args.json, &out, |_| text.clone())
         }
-        Cmd::Sla { json } => ha::sla(&cli.api, *json),
-        Cmd::Maintenance { mode, host, json } => ha::maintenance(&cli.api, *mode, host, *json),
-        Cmd::Events(args) => events::run(&cli.api, args),
+        Cmd::Sla { json } => ha::sla(&api, *json),
+        Cmd::Maintenance { mode, host, json } => ha::maintenance(&api, *mode, host, *json),
+        Cmd::Events(args) => events::run(&api, args),
     }
 }
 

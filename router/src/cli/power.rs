@@ -2,6 +2,7 @@
 //! Output reads like ipmitool's (`Chassis Power is on`), a table for many hosts,
 //! `--json` for scripts; every command says what was verified and how long it took.
 
+use super::client::Api;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -162,7 +163,7 @@ fn notes(r: &PowerStatusRow) -> String {
     s
 }
 
-pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
+pub fn run(api: &Api, cmd: &PowerCmd) -> Result<(), ClientError> {
     let c = Client::new(api, Some(POWER_TIMEOUT));
     let (action, host, json) = match cmd {
         PowerCmd::Status { host, json } => {
@@ -202,7 +203,7 @@ pub fn run(api: &str, cmd: &PowerCmd) -> Result<(), ClientError> {
 }
 
 pub fn wake(
-    api: &str,
+    api: &Api,
     host: &str,
     deadline_ms: Option<u64>,
     json: bool,
@@ -220,7 +221,7 @@ pub fn wake(
 }
 
 pub fn suspend(
-    api: &str,
+    api: &Api,
     host: &str,
     off: bool,
     force: bool,

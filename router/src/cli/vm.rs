@@ -1,5 +1,6 @@
 //! `router vm ...`: create, start, stop, restart, delete, migrate, show.
 
+use super::client::Api;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -148,7 +149,7 @@ fn op_text(r: &OpReport) -> String {
     format!("{}\n", r.message)
 }
 
-pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
+pub fn run(api: &Api, cmd: &VmCmd) -> Result<(), ClientError> {
     let c = Client::new(api, Some(Duration::from_secs(120)));
     match cmd {
         VmCmd::Create {
@@ -288,7 +289,7 @@ pub fn run(api: &str, cmd: &VmCmd) -> Result<(), ClientError> {
 }
 
 /// Prints migration progress lines to stderr until `done`.
-fn show_progress(api: &str, name: &str, done: &AtomicBool) {
+fn show_progress(api: &Api, name: &str, done: &AtomicBool) {
     let c = Client::new(api, Some(Duration::from_secs(2)));
     let mut last = String::new();
     while !done.load(Ordering::Relaxed) {

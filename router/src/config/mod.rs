@@ -4,6 +4,7 @@
 //! cross-field rules (unique names and MACs, sane timing) are checked here so the rest
 //! of the router can trust the config.
 
+pub mod api;
 pub mod energy;
 pub mod wake;
 
@@ -22,9 +23,18 @@ use wisp_common::HostId;
 pub struct RouterConfig {
     /// Where genies connect.
     pub listen: SocketAddr,
-    /// HTTP/JSON API for the CLI. Keep it on loopback: it is unauthenticated.
+    /// TCP HTTP/JSON API (dashboards, remote tools): every request needs a bearer
+    /// token (`[[api_token]]`), and TLS (`[api_tls]`) unless it is on loopback.
     #[serde(default = "default_api")]
     pub api: SocketAddr,
+    /// The local API the CLI uses: a Unix socket (mode 0660, group `wisp`), no token.
+    #[serde(default = "api::default_api_socket")]
+    pub api_socket: PathBuf,
+    /// Bearer tokens of the TCP API; none configured, the TCP API refuses everything.
+    #[serde(default, rename = "api_token")]
+    pub api_tokens: Vec<api::ApiTokenConfig>,
+    #[serde(default)]
+    pub api_tls: Option<api::ApiTlsConfig>,
     pub state_dir: PathBuf,
     pub secret_file: PathBuf,
     #[serde(default = "default_heartbeat_ms")]
@@ -365,6 +375,11 @@ impl RouterConfig {
                 ),
             ));
         }
+        if let Err((key, message)) = api::check_tcp(&self.api, self.api_tls.as_ref())
+            .and_then(|()| api::check_socket(&self.api_socket))
+        {
+            return Err(invalid(key, message));
+        }
         if let Err((key, message)) = self.energy.validate() {
             return Err(invalid(key, message));
         }
@@ -411,6 +426,10 @@ pub enum CheckError {
     Config(ConfigError),
     #[error("secret_file")]
     Secret(#[source] wisp_common::secret::SecretError),
+    #[error(transparent)]
+    Token(crate::api::auth::TokenError),
+    #[error(transparent)]
+    Tls(crate::api::tls::TlsError),
     #[error("host {host}: bmc_password_file")]
     BmcPassword {
         host: HostId,
@@ -424,6 +443,10 @@ pub enum CheckError {
 pub fn check(path: &Path) -> Result<String, CheckError> {
     let cfg = RouterConfig::load(path).map_err(CheckError::Config)?;
     wisp_common::secret::Secret::cluster_from_file(&cfg.secret_file).map_err(CheckError::Secret)?;
+    crate::api::auth::Guard::from_config(&cfg.api_tokens).map_err(CheckError::Token)?;
+    if let Some(t) = &cfg.api_tls {
+        crate::api::tls::acceptor(t).map_err(CheckError::Tls)?;
+    }
     for h in &cfg.hosts {
         if let Some(p) = &h.bmc_password_file {
             wisp_common::secret::Secret::from_file(p).map_err(|source| {
@@ -508,6 +531,35 @@ bmc_password_file = "/tmp/p"
             .unwrap_err()
             .to_string();
         assert!(e.contains("statedir"), "{e}");
+
+        let open = format!("api = \"0.0.0.0:7101\"\n{OK}");
+        let e = RouterConfig::parse(Path::new("r.toml"), &open)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key api:") || e.contains("api") && e.contains("api_tls"),
+            "{e}"
+        );
+        let tls = format!(
+            "api = \"0.0.0.0:7101\"\n{}\n[api_tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\n{}",
+            &OK[..OK.find("[[host]]").unwrap()],
+            &OK[OK.find("[[host]]").unwrap()..]
+        );
+        RouterConfig::parse(Path::new("r.toml"), &tls).unwrap();
+        let rel = format!("api_socket = \"router.sock\"\n{OK}");
+        let e = RouterConfig::parse(Path::new("r.toml"), &rel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_socket") && e.contains("absolute"), "{e}");
+        let role = format!(
+            "{}[[api_token]]\nrole = \"root\"\nfile = \"/t\"\n{}",
+            &OK[..OK.find("[[host]]").unwrap()],
+            &OK[OK.find("[[host]]").unwrap()..]
+        );
+        let e = RouterConfig::parse(Path::new("r.toml"), &role)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("root"), "{e}");
 
         let slow = format!("suspect_after_ms = 100\n{OK}");
         let e = RouterConfig::parse(Path::new("r.toml"), &slow)

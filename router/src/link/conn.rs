@@ -12,21 +12,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
-use wisp_common::proto::frame::{read_frame, write_frame, FrameError};
+use wisp_common::proto::frame::FrameError;
 use wisp_common::proto::handshake::{self, Welcome};
+use wisp_common::proto::session::{SealedReader, SealedWriter};
 use wisp_common::proto::{
     CommandId, GenieMsg, MigrationProgress, Outcome, RouterMsg, MAX_FRAME_BYTES,
 };
 use wisp_common::secret::Secret;
 
+use super::refusals::Refusals;
 use super::{GenieLink, WelcomeParams, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::cluster::ClusterHandle;
-use crate::events::EventKind;
 use crate::ha::gate::Gate;
+
+/// What a connection needs until it is authenticated: the secret, its handshake slot
+/// (given back once the handshake ends) and where to count a refusal.
+pub(super) struct Accepting {
+    pub secret: Arc<Secret>,
+    pub slot: super::slots::Slot,
+    pub refused: Refusals,
+}
 
 struct Pending {
     reply: oneshot::Sender<Outcome>,
@@ -56,7 +65,7 @@ pub(super) fn dead_peer_detection(stream: &TcpStream) -> nix::Result<()> {
 pub(super) async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
-    secret: Arc<Secret>,
+    accepting: Accepting,
     cluster: ClusterHandle,
     params: WelcomeParams,
     gate: Gate,
@@ -65,21 +74,24 @@ pub(super) async fn run(
     let known = cluster.inventory();
     let greeted = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake::accept(&mut stream, peer, &secret, |h| known.contains(h)),
+        handshake::accept(&mut stream, peer, &accepting.secret, |h| known.contains(h)),
     )
     .await;
+    drop(accepting.slot);
+    // A refusal is logged with its whole cause (debug: a flood must not flood the
+    // log) and counted; the counter writes one event per source and minute.
     let greeted = match greeted {
         Ok(Ok(g)) => g,
         Ok(Err(e)) => {
-            warn!(error = %e, "genie refused");
-            let host = e.host().cloned();
-            cluster
-                .record(EventKind::GenieRefused, host, None, e.to_string())
-                .await;
+            let why = wisp_common::error::chain(&e);
+            debug!(%peer, error = %why, "genie refused");
+            accepting.refused.report(peer.ip(), e.host().cloned(), why);
             return;
         }
         Err(_) => {
-            warn!(%peer, "genie handshake timed out after {:?}", HANDSHAKE_TIMEOUT);
+            let why = format!("handshake not finished within {HANDSHAKE_TIMEOUT:?}");
+            debug!(%peer, "{why}");
+            accepting.refused.report(peer.ip(), None, why);
             return;
         }
     };
@@ -107,14 +119,17 @@ pub(super) async fn run(
         lease_ms: params.lease_ms,
     }
     .into();
-    let (read_half, mut write_half) = stream.into_split();
+    // From here on every frame is sealed with the session's keys, Welcome first.
+    let (read_half, write_half) = stream.into_split();
+    let mut write_half = SealedWriter::new(write_half, greeted.keys.seal);
+    let read_half = SealedReader::new(read_half, greeted.keys.open);
     if let Err(e) = gate.check() {
         cluster
             .disconnected(host, session, e.to_string(), false)
             .await;
         return;
     }
-    if let Err(e) = write_frame(&mut write_half, &welcome, MAX_FRAME_BYTES).await {
+    if let Err(e) = write_half.send(&welcome, MAX_FRAME_BYTES).await {
         warn!(%host, %peer, error = %e, "could not send welcome");
         cluster
             .disconnected(host, session, "welcome failed".into(), false)
@@ -148,8 +163,9 @@ pub(super) async fn run(
                         break "genie closed the connection".to_string();
                     }
                     Some(Err(ReadEnd::Frame(e))) => {
-                        warn!(%host, %peer, error = %e, "closing genie link: bad frame");
-                        break format!("bad frame: {e}");
+                        let why = wisp_common::error::chain(&e);
+                        warn!(%host, %peer, error = %why, "closing genie link: bad frame");
+                        break format!("bad frame: {why}");
                     }
                     Some(Ok(GenieMsg::Report(report))) => {
                         let gen = report.gen;
@@ -159,7 +175,7 @@ pub(super) async fn run(
                         if cluster.report(host.clone(), session, report).await {
                             // An ack renews the genie's lease: a deposed leader gives none.
                             if let Err(e) = gate.check() { break e.to_string() }
-                            if let Err(e) = write_frame(&mut write_half, &RouterMsg::Ack { gen }, MAX_FRAME_BYTES).await {
+                            if let Err(e) = send(&mut write_half, &RouterMsg::Ack { gen }).await {
                                 break format!("write failed: {e}");
                             }
                         }
@@ -190,7 +206,7 @@ pub(super) async fn run(
                 // Checked right before the send: a deposed leader commands nothing
                 // (dropping req.reply tells the caller).
                 if let Err(e) = gate.check() { break e.to_string() }
-                if let Err(e) = write_frame(&mut write_half, &msg, MAX_FRAME_BYTES).await {
+                if let Err(e) = send(&mut write_half, &msg).await {
                     // Dropping req.reply tells the caller the link closed.
                     break format!("write failed: {e}");
                 }
@@ -209,9 +225,16 @@ enum ReadEnd {
     Frame(FrameError),
 }
 
-async fn read_loop(mut r: OwnedReadHalf, tx: mpsc::Sender<Result<GenieMsg, ReadEnd>>) {
+async fn send(w: &mut SealedWriter<OwnedWriteHalf>, msg: &RouterMsg) -> Result<(), FrameError> {
+    w.send(msg, MAX_FRAME_BYTES).await
+}
+
+async fn read_loop(
+    mut r: SealedReader<OwnedReadHalf>,
+    tx: mpsc::Sender<Result<GenieMsg, ReadEnd>>,
+) {
     loop {
-        let item = match read_frame::<_, GenieMsg>(&mut r, MAX_FRAME_BYTES).await {
+        let item = match r.recv::<GenieMsg>(MAX_FRAME_BYTES).await {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(ReadEnd::Eof),
             Err(e) => Err(ReadEnd::Frame(e)),

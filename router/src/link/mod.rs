@@ -5,6 +5,8 @@
 //! requests; the connection task owns the stream and the table of commands in flight.
 
 mod conn;
+pub mod refusals;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,11 +103,21 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "genie link listening");
+    let (refused, refusals_task) = refusals::spawn(cluster.clone(), shutdown.clone());
+    // Beyond the handshake slots a connection is closed at once and counted as refused.
+    let slots = slots::Slots::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let slot = match slots.take(peer.ip()) {
+                        Ok(s) => s,
+                        Err(why) => {
+                            refused.report(peer.ip(), None, why);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     if let Err(e) = conn::dead_peer_detection(&stream) {
                         warn!(%peer, error = %e, "cannot set TCP keepalive on a genie connection");
@@ -113,7 +125,7 @@ pub async fn serve(
                     tokio::spawn(conn::run(
                         stream,
                         peer,
-                        secret.clone(),
+                        conn::Accepting { secret: secret.clone(), slot, refused: refused.clone() },
                         cluster.clone(),
                         params,
                         gate.clone(),
@@ -128,4 +140,5 @@ pub async fn serve(
             }
         }
     }
+    let _ = refusals_task.await;
 }

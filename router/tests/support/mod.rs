@@ -1,6 +1,8 @@
 //! Shared by the router's tests and benches that play genies: a genie that connects
 //! and runs the real handshake (`wisp_common::proto::handshake::initiate`), and the one
-//! deliberately wrong genie the tests need (wrong secret, answering anyway).
+//! deliberately wrong genie the tests need (wrong secret, answering anyway). After the
+//! handshake every frame is sealed with the session's keys: [`sealed`] gives the
+//! played genies the same `read_frame`/`write_frame` calls over sealed halves.
 #![allow(dead_code, clippy::unwrap_used)]
 
 // The router itself on loopback (temp dir, secret, router.toml, daemon): rig.rs.
@@ -22,10 +24,12 @@ use wisp_common::HostId;
 /// Each handshake step must be answered within this (as in the genie).
 const STEP: Duration = Duration::from_secs(5);
 
+pub mod sealed;
+
 /// A genie the router welcomed (so the router's proof verified with our secret).
 #[derive(Debug)]
 pub struct Welcomed {
-    pub stream: TcpStream,
+    pub stream: sealed::SealedStream,
     pub heartbeat_ms: u64,
 }
 
@@ -46,11 +50,11 @@ pub async fn genie_handshake(
         genie_version: "fake",
         secret: &secret,
     };
-    let w = handshake::initiate(&mut stream, &link.to_string(), me, STEP)
+    let (w, keys) = handshake::initiate(&mut stream, &link.to_string(), me, STEP)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Welcomed {
-        stream,
+        stream: sealed::SealedStream::new(stream, keys),
         heartbeat_ms: w.heartbeat_ms,
     })
 }

@@ -1,6 +1,8 @@
 //! The router test rig, written once: a private temp dir with a 0600 cluster secret, a
 //! router.toml whose hosts `h1..hN` all live on loopback, and the real daemon
-//! (`daemon::run_on`) with its link and API on port 0, so tests run in parallel.
+//! (`daemon::run_on`) with its link and TCP API on port 0 and its API socket in the
+//! dir, so tests run in parallel. The TCP API has an admin and a read token
+//! ([`ADMIN_TOKEN`], [`READ_TOKEN`]); `api` is the socket, which needs none.
 //!
 //! ```ignore
 //! let r = TestRouter::builder().tag("up").secret(SECRET).start().await;
@@ -22,6 +24,10 @@ use router::config::RouterConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The rig's TCP API tokens (in 0600 files of the dir).
+pub const ADMIN_TOKEN: &[u8] = b"rig-admin-token-0123456789";
+pub const READ_TOKEN: &[u8] = b"rig-read-token-0123456789";
 
 /// What to build; see the module doc.
 #[derive(Debug, Clone)]
@@ -45,6 +51,11 @@ impl RigDir {
         &self.path
     }
 
+    /// The router.toml's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The router.toml of the rig, parsed as the daemon parses it.
     pub fn config(&self) -> RouterConfig {
         RouterConfig::parse(&self.path.join("router.toml"), &self.text).unwrap()
@@ -63,8 +74,10 @@ impl Drop for RigDir {
 pub struct TestRouter {
     /// The genie link (where a played genie connects).
     pub link: SocketAddr,
-    /// The HTTP API, `host:port` (what `router::cli::Client` takes).
+    /// The local API, `unix:<socket>` (what `router::cli::Client` takes).
     pub api: String,
+    /// The TCP API, `host:port`: needs a token ([`ADMIN_TOKEN`], [`READ_TOKEN`]).
+    pub tcp_api: String,
     stop: watch::Sender<bool>,
     join: Option<JoinHandle<()>>,
     /// The dir when the router owns it (`start`), not when a test keeps it.
@@ -136,9 +149,20 @@ impl TestRouterBuilder {
             .write_all(&self.secret)
             .unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut tokens = String::new();
+        for (role, token) in [("admin", ADMIN_TOKEN), ("read", READ_TOKEN)] {
+            let f = path.join(format!("{role}.token"));
+            std::fs::write(&f, token).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+            tokens += &format!(
+                "[[api_token]]\nrole = \"{role}\"\nfile = \"{}\"\n",
+                f.display()
+            );
+        }
         // The link address is never bound: `run_on` gets listeners on port 0.
         let mut text = format!(
-            "listen = \"127.0.0.1:1\"\nstate_dir = \"{}\"\nsecret_file = \"{}\"\n{}\n",
+            "listen = \"127.0.0.1:1\"\napi_socket = \"{}\"\nstate_dir = \"{}\"\nsecret_file = \"{}\"\n{}\n{tokens}",
+            path.join("router.sock").display(),
             path.join("state").display(),
             secret.display(),
             self.energy
@@ -162,6 +186,7 @@ impl TestRouterBuilder {
     /// Starts a router on `dir` (kept by the test, e.g. to restart on the same state).
     pub async fn start_in(&self, dir: &RigDir) -> TestRouter {
         let config = dir.config();
+        let socket = config.api_socket.clone();
         let link = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (link_addr, api_addr) = (link.local_addr().unwrap(), api.local_addr().unwrap());
@@ -170,9 +195,28 @@ impl TestRouterBuilder {
             tokio::spawn(
                 async move { router::daemon::run_on(config, link, api, rx).await.unwrap() },
             );
+        // The socket is bound once the daemon has opened its store; a follower of a
+        // replicated pair never binds one.
+        if !dir.text.contains("[ha]") {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                assert!(
+                    !join.is_finished(),
+                    "the router ended before binding {}",
+                    socket.display()
+                );
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no API socket at {}",
+                    socket.display()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         TestRouter {
             link: link_addr,
-            api: api_addr.to_string(),
+            api: format!("unix:{}", socket.display()),
+            tcp_api: api_addr.to_string(),
             stop,
             join: Some(join),
             _dir: None,

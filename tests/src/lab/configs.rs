@@ -5,9 +5,19 @@ use std::path::Path;
 
 use super::names::{mac_string, Names};
 
-/// Router link port and API address inside the core namespace.
+/// Router link port and TCP API address inside the core namespace. The CLI uses the
+/// API socket in the lab's dir; the TCP API wants a token (the lab's admin and read
+/// token files).
 pub const ROUTER_PORT: u16 = 7100;
 pub const API_ADDR: &str = "127.0.0.1:7101";
+
+/// The files the router's API needs: its socket and its two token files.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiFiles<'a> {
+    pub socket: &'a Path,
+    pub admin_token: &'a Path,
+    pub read_token: &'a Path,
+}
 
 /// TOML string literal (paths with quotes or backslashes stay valid).
 pub fn q(s: impl AsRef<str>) -> String {
@@ -92,13 +102,15 @@ const DEFAULTS: &[(&str, &str)] = &[
 pub fn router_toml(
     state_dir: &Path,
     secret_file: &Path,
+    api: ApiFiles<'_>,
     extra: &str,
     hosts: &[RouterHost<'_>],
 ) -> String {
     let mut s = format!(
-        "listen = {listen}\napi = {api}\nstate_dir = {state}\nsecret_file = {secret}\nwol_interface = \"br0\"\n",
+        "listen = {listen}\napi = {api}\napi_socket = {socket}\nstate_dir = {state}\nsecret_file = {secret}\nwol_interface = \"br0\"\n",
         listen = q(format!("{}:{ROUTER_PORT}", Names::router_ip())),
         api = q(API_ADDR),
+        socket = q(api.socket.to_string_lossy()),
         state = q(state_dir.to_string_lossy()),
         secret = q(secret_file.to_string_lossy()),
     );
@@ -113,6 +125,13 @@ pub fn router_toml(
     if !extra.trim().is_empty() {
         s.push_str(extra.trim_end());
         s.push('\n');
+    }
+    for (role, file) in [("admin", api.admin_token), ("read", api.read_token)] {
+        let _ = write!(
+            s,
+            "\n[[api_token]]\nrole = \"{role}\"\nfile = {}\n",
+            q(file.to_string_lossy())
+        );
     }
     for h in hosts {
         let _ = write!(
@@ -139,6 +158,11 @@ mod tests {
         let t = router_toml(
             Path::new("/s"),
             Path::new("/sec"),
+            ApiFiles {
+                socket: Path::new("/l/router.sock"),
+                admin_token: Path::new("/l/admin"),
+                read_token: Path::new("/l/read"),
+            },
             "lease_ms = 0",
             &[RouterHost {
                 index: 1,
@@ -150,6 +174,8 @@ mod tests {
         assert!(t.contains("heartbeat_ms = 200"));
         let v: toml::Value = toml::from_str(&t).unwrap();
         assert_eq!(v["host"][0]["bmc"].as_str(), Some("10.77.0.101:623"));
+        assert_eq!(v["api_token"][1]["role"].as_str(), Some("read"));
+        assert_eq!(v["api_socket"].as_str(), Some("/l/router.sock"));
         let g = genie_toml(
             2,
             Path::new("/sec"),

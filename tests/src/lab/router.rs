@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use super::api::{EventRow, HostRow, VmRow};
 use super::cmd::{self, CmdError};
-use super::{configs, io_err, poll, procs, spawn_logged, Lab, LabError, WAIT};
+use super::{bmc, configs, io_err, poll, procs, spawn_logged, Lab, LabError, WAIT};
 
 /// A finished CLI call as (exit code, one-line trimmed stderr, stdout).
 pub fn cli_result(out: &Output) -> (Option<i32>, String, String) {
@@ -36,8 +36,51 @@ impl Lab {
             .collect();
         let state_dir = self.dir.join("router-state");
         fs::create_dir_all(&state_dir).map_err(io_err(&state_dir))?;
-        let rt = configs::router_toml(&state_dir, &self.secret_file, extra, &hosts);
+        // Tokens are made once per lab: a router restarted with new config keeps them.
+        for f in [self.admin_token_file(), self.read_token_file()] {
+            if !f.exists() {
+                bmc::write_private(&f, bmc::random_secret(24)?.as_bytes())?;
+            }
+        }
+        let (socket, admin_token, read_token) = (
+            self.api_socket(),
+            self.admin_token_file(),
+            self.read_token_file(),
+        );
+        let api = configs::ApiFiles {
+            socket: &socket,
+            admin_token: &admin_token,
+            read_token: &read_token,
+        };
+        let rt = configs::router_toml(&state_dir, &self.secret_file, api, extra, &hosts);
         fs::write(&self.router_toml, rt).map_err(io_err(&self.router_toml))
+    }
+
+    /// The router's local API socket (what the lab's CLI calls use).
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("router.sock")
+    }
+    fn admin_token_file(&self) -> PathBuf {
+        self.dir.join("api-admin.token")
+    }
+    fn read_token_file(&self) -> PathBuf {
+        self.dir.join("api-read.token")
+    }
+    /// The admin token of the router's TCP API (`127.0.0.1:7101` in the core namespace).
+    pub fn admin_token(&self) -> String {
+        fs::read_to_string(self.admin_token_file()).unwrap_or_default()
+    }
+    /// The read-only token of the router's TCP API.
+    pub fn read_token(&self) -> String {
+        fs::read_to_string(self.read_token_file()).unwrap_or_default()
+    }
+    /// The router binary the lab runs (for tests that call it their own way).
+    pub fn router_bin(&self) -> Result<&Path, LabError> {
+        self.bins.router.as_deref().ok_or(LabError::NoRouter)
+    }
+    /// The CLI's `--api` value: the local socket.
+    pub fn api_arg(&self) -> String {
+        format!("unix:{}", self.api_socket().display())
     }
 
     pub fn router_log(&self) -> PathBuf {
@@ -119,11 +162,11 @@ impl Lab {
         self.start_router()
     }
 
-    /// Runs `router --api 127.0.0.1:7101 <args>` in the core namespace.
+    /// Runs `router --api unix:<lab>/router.sock <args>` in the core namespace.
     pub fn router_cli(&self, args: &[&str]) -> Result<Output, LabError> {
         let router = self.bins.router.as_ref().ok_or(LabError::NoRouter)?;
         let mut c = cmd::in_ns(&self.names.core_ns(), router);
-        c.args(["--api", configs::API_ADDR]).args(args);
+        c.arg("--api").arg(self.api_arg()).args(args);
         Ok(cmd::output(&mut c)?)
     }
 
@@ -132,7 +175,8 @@ impl Lab {
     pub fn spawn_router_cli(&self, args: &[&str]) -> Result<Child, LabError> {
         let router = self.bins.router.as_ref().ok_or(LabError::NoRouter)?;
         let mut c = cmd::in_ns(&self.names.core_ns(), router);
-        c.args(["--api", configs::API_ADDR])
+        c.arg("--api")
+            .arg(self.api_arg())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

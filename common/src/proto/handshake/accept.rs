@@ -9,16 +9,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::proto::auth::{self, Role};
 use crate::proto::frame::{read_frame, write_frame, FrameError};
-use crate::proto::{GenieMsg, Nonce, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use crate::proto::session::{SessionKeys, Side};
+use crate::proto::{GenieMsg, Nonce, RouterMsg, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::secret::Secret;
 use crate::HostId;
 
-/// An authenticated genie, ready for `Welcome`.
+/// An authenticated genie, ready for `Welcome`, which is the first frame sealed with
+/// `keys` (every later frame is too, both ways).
 #[derive(Debug)]
 pub struct Greeted {
     pub host: HostId,
     pub instance: u64,
     pub genie_version: String,
+    pub keys: SessionKeys,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +103,7 @@ where
         nonce: router_nonce,
         proof: router_proof,
     };
-    write_frame(stream, &challenge, MAX_FRAME_BYTES)
+    write_frame(stream, &challenge, MAX_HANDSHAKE_FRAME_BYTES)
         .await
         .map_err(|source| AcceptError::Frame { peer, source })?;
     let reply = match read(stream, peer).await {
@@ -130,10 +133,12 @@ where
             .to_string();
         return Err(refuse(stream, peer, host, reason).await);
     }
+    let keys = SessionKeys::derive(secret, Side::Router, &host, &genie_nonce, &router_nonce);
     Ok(Greeted {
         host,
         instance,
         genie_version,
+        keys,
     })
 }
 
@@ -148,12 +153,13 @@ async fn refuse<S: AsyncWrite + Unpin>(
     let msg = RouterMsg::Refused {
         reason: reason.clone(),
     };
-    let _ = write_frame(stream, &msg, MAX_FRAME_BYTES).await;
+    let _ = write_frame(stream, &msg, MAX_HANDSHAKE_FRAME_BYTES).await;
     AcceptError::Refused { peer, host, reason }
 }
 
 async fn read<S: AsyncRead + Unpin>(s: &mut S, peer: SocketAddr) -> Result<GenieMsg, AcceptError> {
-    match read_frame(s, MAX_FRAME_BYTES).await {
+    // Before authentication a frame is a Hello or an Auth: a few hundred bytes.
+    match read_frame(s, MAX_HANDSHAKE_FRAME_BYTES).await {
         Ok(Some(m)) => Ok(m),
         Ok(None) => Err(AcceptError::Closed { peer }),
         Err(source) => Err(AcceptError::Frame { peer, source }),

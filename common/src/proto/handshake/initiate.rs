@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{LeaderRef, Welcome};
 use crate::proto::auth::{self, Role};
 use crate::proto::frame::{read_frame, write_frame, FrameError};
-use crate::proto::{GenieMsg, Nonce, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use crate::proto::session::{SessionKeys, Side};
+use crate::proto::{GenieMsg, Nonce, RouterMsg, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::secret::Secret;
 use crate::HostId;
 
@@ -80,14 +81,19 @@ pub struct Identity<'a> {
     pub secret: &'a Secret,
 }
 
+/// A refusal's reason is the router's text: a hostile router could send a megabyte of
+/// it, to be logged at every retry. This much is plenty for a real reason.
+const MAX_REASON_CHARS: usize = 300;
+
 /// Runs the genie's side of the handshake on `stream`, connected to the router at
 /// `router` (used in errors only). Each answer must arrive within `step_timeout`.
+/// Returns the welcome and the session's keys, which seal every later frame.
 pub async fn initiate<S>(
     stream: &mut S,
     router: &str,
     me: Identity<'_>,
     step_timeout: Duration,
-) -> Result<Welcome, InitiateError>
+) -> Result<(Welcome, SessionKeys), InitiateError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -120,19 +126,51 @@ where
     };
     let proof = auth::proof(me.secret, Role::Genie, me.host, &router_nonce, &our_nonce);
     steps.write(stream, &GenieMsg::Auth { proof }).await?;
-    match steps.read(stream, "welcome").await? {
+    let keys = SessionKeys::derive(me.secret, Side::Genie, me.host, &our_nonce, &router_nonce);
+    // Welcome is the first sealed frame; a refusal of our proof comes unsealed (the
+    // router refuses before it has keys), so the raw frame is looked at first.
+    let body = steps.read_body(stream, "welcome").await?;
+    let mut open = keys.open;
+    let msg = match open.open::<RouterMsg>(&body) {
+        Ok(m) => m,
+        Err(sealed_err) => match crate::proto::frame::decode::<RouterMsg>(&body) {
+            Ok(m @ RouterMsg::Refused { .. }) => m,
+            _ => {
+                return Err(InitiateError::Malformed {
+                    router: router.to_owned(),
+                    source: sealed_err,
+                })
+            }
+        },
+    };
+    let keys = SessionKeys {
+        seal: keys.seal,
+        open,
+    };
+    match msg {
         RouterMsg::Welcome {
             session,
             heartbeat_ms,
             metrics_ms,
             lease_ms,
-        } => Ok(Welcome {
-            session,
-            heartbeat_ms,
-            metrics_ms,
-            lease_ms,
-        }),
+        } => Ok((
+            Welcome {
+                session,
+                heartbeat_ms,
+                metrics_ms,
+                lease_ms,
+            },
+            keys,
+        )),
         other => Err(steps.not_expected("welcome", other)),
+    }
+}
+
+/// Cuts `s` to [`MAX_REASON_CHARS`], saying how much was left out.
+fn truncate(s: String) -> String {
+    match s.char_indices().nth(MAX_REASON_CHARS) {
+        None => s,
+        Some((at, _)) => format!("{}… ({} more bytes)", &s[..at], s.len() - at),
     }
 }
 
@@ -149,7 +187,7 @@ impl Steps<'_> {
         s: &mut S,
         m: &GenieMsg,
     ) -> Result<(), InitiateError> {
-        write_frame(s, m, MAX_FRAME_BYTES)
+        write_frame(s, m, MAX_HANDSHAKE_FRAME_BYTES)
             .await
             .map_err(|source| InitiateError::Frame {
                 router: self.router.to_owned(),
@@ -163,7 +201,8 @@ impl Steps<'_> {
         step: &'static str,
     ) -> Result<RouterMsg, InitiateError> {
         let router = self.router.to_owned();
-        match tokio::time::timeout(self.timeout, read_frame(s, MAX_FRAME_BYTES)).await {
+        // Before the router is authenticated, a frame is a Challenge or a refusal.
+        match tokio::time::timeout(self.timeout, read_frame(s, MAX_HANDSHAKE_FRAME_BYTES)).await {
             Err(_) => Err(InitiateError::Timeout {
                 router,
                 step,
@@ -178,6 +217,29 @@ impl Steps<'_> {
         }
     }
 
+    /// One raw frame (the sealed Welcome), within the step timeout.
+    async fn read_body<S: AsyncRead + Unpin>(
+        &self,
+        s: &mut S,
+        step: &'static str,
+    ) -> Result<Vec<u8>, InitiateError> {
+        let router = self.router.to_owned();
+        let read = crate::proto::frame::read_body(s, MAX_HANDSHAKE_FRAME_BYTES);
+        match tokio::time::timeout(self.timeout, read).await {
+            Err(_) => Err(InitiateError::Timeout {
+                router,
+                step,
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+            Ok(Ok(Some(b))) => Ok(b),
+            Ok(Ok(None)) => Err(InitiateError::Closed { router }),
+            Ok(Err(e @ FrameError::TooLarge { .. })) => {
+                Err(InitiateError::Malformed { router, source: e })
+            }
+            Ok(Err(source)) => Err(InitiateError::Frame { router, source }),
+        }
+    }
+
     /// A `Refused` (with its reason), a `NotLeader` (with the leader) or any other message where `step` was due.
     fn not_expected(&self, step: &'static str, got: RouterMsg) -> InitiateError {
         let router = self.router.to_owned();
@@ -185,7 +247,7 @@ impl Steps<'_> {
             RouterMsg::Refused { reason } => InitiateError::Refused {
                 router,
                 host: self.host.clone(),
-                reason,
+                reason: truncate(reason),
             },
             RouterMsg::NotLeader { reason, leader } => InitiateError::NotLeader {
                 router,

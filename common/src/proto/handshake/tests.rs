@@ -10,10 +10,11 @@ use tokio::io::DuplexStream;
 
 use super::*;
 use crate::proto::auth::{self, Role};
-use crate::proto::frame::{read_frame, write_frame};
+use crate::proto::frame::{read_frame, write_body, write_frame};
 use crate::proto::{GenieMsg, Nonce, Proof, RouterMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::secret::Secret;
 use crate::HostId;
+use tokio::io::AsyncWriteExt;
 
 const STEP: Duration = Duration::from_secs(5);
 
@@ -48,7 +49,7 @@ fn genie(
             genie_version: "t",
             secret: &secret,
         };
-        initiate(&mut s, "r:1", me, STEP).await
+        initiate(&mut s, "r:1", me, STEP).await.map(|(w, _)| w)
     })
 }
 
@@ -87,9 +88,60 @@ async fn same_secret_both_sides_agree_and_the_genie_gets_the_welcome() {
         (ok.host.as_str(), ok.instance, ok.genie_version.as_str()),
         ("h1", 5, "t")
     );
+    // Welcome is the first sealed frame.
+    let w: RouterMsg = welcome().into();
+    let mut keys = ok.keys;
+    let body = keys.seal.seal(&w).unwrap();
+    write_body(&mut r, &body, MAX_FRAME_BYTES).await.unwrap();
+    assert_eq!(g.await.unwrap().unwrap(), welcome());
+}
+
+#[tokio::test]
+async fn an_unsealed_welcome_is_refused() {
+    let (mut r, g) = tokio::io::duplex(4096);
+    let g = genie(g, "h1", b"s3cret");
+    let secret = Secret::from_bytes(b"s3cret".to_vec());
+    accept(&mut r, peer(), &secret, |_| true).await.unwrap();
     let w: RouterMsg = welcome().into();
     write_frame(&mut r, &w, MAX_FRAME_BYTES).await.unwrap();
-    assert_eq!(g.await.unwrap().unwrap(), welcome());
+    let e = g.await.unwrap().unwrap_err();
+    assert!(matches!(e, InitiateError::Malformed { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn handshake_frames_are_limited_to_a_few_kib_and_long_reasons_are_cut() {
+    // A Hello of 5 KiB is refused before it is read.
+    let (mut r, mut g) = tokio::io::duplex(16 << 10);
+    g.write_all(&(5u32 << 10).to_be_bytes()).await.unwrap();
+    let e = accept(&mut r, peer(), &Secret::from_bytes(b"x".to_vec()), |_| true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AcceptError::Frame {
+                source: crate::proto::frame::FrameError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A router's refusal of 3 KiB is logged cut to a few hundred characters.
+    let (mut r, g) = tokio::io::duplex(16 << 10);
+    let g = genie(g, "h1", b"x");
+    let _hello: GenieMsg = read_frame(&mut r, MAX_FRAME_BYTES).await.unwrap().unwrap();
+    let refused = RouterMsg::Refused {
+        reason: "A".repeat(3000),
+    };
+    write_frame(&mut r, &refused, MAX_FRAME_BYTES)
+        .await
+        .unwrap();
+    let e = g.await.unwrap().unwrap_err().to_string();
+    assert!(
+        e.len() < 500 && e.contains("more bytes"),
+        "{} bytes: {e:.80}",
+        e.len()
+    );
 }
 
 #[tokio::test]
