@@ -24,7 +24,7 @@ use wisp_common::proto::{
 use wisp_common::secret::Secret;
 
 use super::{GenieLink, WelcomeParams, HANDSHAKE_TIMEOUT, LINK_QUEUE};
-use crate::cluster::ClusterHandle;
+use crate::cluster::{ClusterHandle, ConnectError};
 use crate::events::EventKind;
 use crate::ha::gate::Gate;
 
@@ -89,7 +89,7 @@ pub(super) async fn run(
         host: host.to_string(),
         tx,
     };
-    let Some(session) = cluster
+    let session = match cluster
         .connected(
             host.clone(),
             greeted.instance,
@@ -97,8 +97,22 @@ pub(super) async fn run(
             link,
         )
         .await
-    else {
-        return;
+    {
+        Ok(session) => session,
+        Err(ConnectError::Stopped) => return,
+        Err(ConnectError::NameTaken(e)) => {
+            // Said on both sides: the newcomer's genie logs the reason and retries
+            // (it may be a restart racing its own old link's close).
+            warn!(%peer, error = %e, "genie refused");
+            let refused = RouterMsg::Refused {
+                reason: e.to_string(),
+            };
+            let _ = write_frame(&mut stream, &refused, MAX_FRAME_BYTES).await;
+            cluster
+                .record(EventKind::GenieRefused, Some(host), None, e.to_string())
+                .await;
+            return;
+        }
     };
     let welcome: RouterMsg = Welcome {
         session,
