@@ -96,7 +96,11 @@ impl Availability {
                 format!("{vm} {:.2}%", 100.0 * up / total)
             })
             .collect();
-        let mean = self.vms.iter().map(|vm| self.up.get(vm).copied().unwrap_or_default().as_secs_f64()).sum::<f64>()
+        let mean = self
+            .vms
+            .iter()
+            .map(|vm| self.up.get(vm).copied().unwrap_or_default().as_secs_f64())
+            .sum::<f64>()
             / (total * self.vms.len().max(1) as f64);
         format!(
             "availability over {:.0} s: {:.2}% ({})",

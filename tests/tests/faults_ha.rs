@@ -17,7 +17,8 @@
 //!
 //! `WISP_FAULTS` sets the number of faults (20 in the suite, `WISP_FAULTS=100` for the
 //! full campaign); `WISP_FAULTS_SEED` the seed, printed at the start so a failure can
-//! be replayed.
+//! be replayed: the seed fixes every draw (the faults, their timings, which host by
+//! rank), while which host runs which VM is the router's doing and may differ.
 //!
 //! Needs `cargo build --workspace --bins` first, root, ip, ipmi_sim, ipmitool, qemu,
 //! Debian's etcd-server and libfaketime; fails loudly without them.
@@ -185,8 +186,10 @@ impl Campaign {
     /// A cut host: either healed after a short while (the router may not have acted
     /// yet) or held until its VMs run elsewhere (the failover, timed).
     fn hold_cut(&mut self, i: usize, vms: &[String], t0: Instant, kind: &str) {
-        if vms.is_empty() || self.rng.below(2) == 0 {
-            let d = self.rng.millis(200, 200, 15);
+        // Both drawn every time: the draws never depend on the lab's state, so a
+        // seed replays the same faults and timings.
+        let (heal, d) = (self.rng.below(2) == 0, self.rng.millis(200, 200, 15));
+        if vms.is_empty() || heal {
             self.watch(d);
         } else {
             self.wait_moved(&format!("h{i}"), vms, t0, kind);
@@ -322,7 +325,10 @@ impl Campaign {
             std::fs::write(f, "+0\n").unwrap();
         }
         for k in std::mem::take(&mut self.dead_routers) {
-            self.ha.lab.start_ha_router(&mut self.ha.routers[k]).unwrap();
+            self.ha
+                .lab
+                .start_ha_router(&mut self.ha.routers[k])
+                .unwrap();
         }
         let members = std::mem::take(&mut self.dead_members);
         for &m in &members {
@@ -341,7 +347,11 @@ impl Campaign {
                     continue;
                 };
                 if String::from_utf8_lossy(&out.stdout).contains("is off") {
-                    let on = self.ha.lab.ipmitool(i, &["chassis", "power", "on"]).unwrap();
+                    let on = self
+                        .ha
+                        .lab
+                        .ipmitool(i, &["chassis", "power", "on"])
+                        .unwrap();
                     assert!(on.status.success(), "{on:?}");
                 }
             }
@@ -408,10 +418,12 @@ fn random_faults_on_replicated_routers_never_run_a_vm_twice_and_lose_none() {
             .flat_map(|v| now.running_on(v))
             .map(|h| h.trim_start_matches('h').parse().unwrap())
             .collect();
-        let i = if !busy.is_empty() && c.rng.below(4) != 0 {
-            busy[c.rng.below(busy.len())]
+        // Drawn the same way whatever the census shows (see `hold_cut`).
+        let (any, pick) = (c.rng.below(4) == 0, c.rng.below(1 << 20));
+        let i = if !busy.is_empty() && !any {
+            busy[pick % busy.len()]
         } else {
-            1 + c.rng.below(HOSTS)
+            1 + pick % HOSTS
         };
         eprintln!(
             "fault {n}/{faults}: {fault:?} (h{i}) at {} s",

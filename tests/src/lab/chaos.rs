@@ -75,8 +75,14 @@ impl Lab {
                 &format!("vm_dir = {}", configs::q(vm_dir.to_string_lossy())),
             )
             .replace(
-                &format!("address = {}", configs::q(Names::host_ip(claims).to_string())),
-                &format!("address = {}", configs::q(Names::host_ip(runs_in).to_string())),
+                &format!(
+                    "address = {}",
+                    configs::q(Names::host_ip(claims).to_string())
+                ),
+                &format!(
+                    "address = {}",
+                    configs::q(Names::host_ip(runs_in).to_string())
+                ),
             )
             .replace(
                 &configs::q(owner.dir.join("qemu-witness.sh").to_string_lossy()),
