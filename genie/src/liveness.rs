@@ -112,14 +112,7 @@ fn keep_alive(
                     tracing::info!(%key, lease = got, ttl_ms = cfg.ttl.as_millis() as u64, "liveness lease in etcd held");
                     id = Some(got);
                 }),
-            Some(l) => match {
-                // Our key back on our lease first: another genie under our name (a
-                // reinstalled server) may have put it on its own lease, which then
-                // expires while we live, and the leader would take that as proof that
-                // we ran nothing. A failure shows in the renewal right after.
-                let _ = client.put(&key, value.as_bytes(), l);
-                client.lease_keepalive(l)
-            } {
+            Some(l) => match put_then_renew(client, &key, &value, l) {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => {
                     // etcd let it expire before our own deadline ran out (it should
@@ -153,6 +146,21 @@ fn keep_alive(
         };
         std::thread::sleep(wait);
     }
+}
+
+/// Puts our key back on our lease, then renews the lease: another genie under our
+/// name (a reinstalled server) may have put the key on its own lease, which then
+/// expires while we live, and the leader would take that as proof that we ran
+/// nothing. A failed put shows in the renewal right after (an expired lease), or is
+/// tried again at the next one.
+fn put_then_renew(
+    client: &EtcdClient,
+    key: &str,
+    value: &str,
+    lease: i64,
+) -> Result<Option<Duration>, EtcdError> {
+    let _ = client.put(key, value.as_bytes(), lease);
+    client.lease_keepalive(lease)
 }
 
 #[cfg(test)]
