@@ -6,7 +6,7 @@
 //! pure parsers the lab's helper binaries and tests share.
 
 pub mod bench;
-pub mod lab;
 pub mod faults;
+pub mod lab;
 pub mod pcap;
 pub mod wol;
