@@ -2,7 +2,9 @@
 //! genie.toml): liveness that does not hang on one router.
 //!
 //! The genie grants itself an etcd lease of `etcd_ttl_ms`, keeps its key
-//! `/wisp/<cluster>/genies/<host>` on it, and renews it every TTL/3. It self-fences
+//! `/wisp/<cluster>/genies/<host>` on it, and renews it every TTL/3 (putting the key
+//! on it again each time: a second genie under the same name must not leave the key
+//! on a lease of its own that expires while this one lives). It self-fences
 //! (kills its VMs) only when it cannot renew: a dedicated self-fence lease
 //! ([`crate::lease`], an OS thread on CLOCK_BOOTTIME) is renewed by every successful
 //! etcd renewal and runs out [`local_deadline`] after it, which is before etcd can
@@ -110,7 +112,7 @@ fn keep_alive(
                     tracing::info!(%key, lease = got, ttl_ms = cfg.ttl.as_millis() as u64, "liveness lease in etcd held");
                     id = Some(got);
                 }),
-            Some(l) => match client.lease_keepalive(l) {
+            Some(l) => match put_then_renew(client, &key, &value, l) {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => {
                     // etcd let it expire before our own deadline ran out (it should
@@ -144,6 +146,21 @@ fn keep_alive(
         };
         std::thread::sleep(wait);
     }
+}
+
+/// Puts our key back on our lease, then renews the lease: another genie under our
+/// name (a reinstalled server) may have put the key on its own lease, which then
+/// expires while we live, and the leader would take that as proof that we ran
+/// nothing. A failed put shows in the renewal right after (an expired lease), or is
+/// tried again at the next one.
+fn put_then_renew(
+    client: &EtcdClient,
+    key: &str,
+    value: &str,
+    lease: i64,
+) -> Result<Option<Duration>, EtcdError> {
+    let _ = client.put(key, value.as_bytes(), lease);
+    client.lease_keepalive(lease)
 }
 
 #[cfg(test)]

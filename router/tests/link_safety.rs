@@ -1,10 +1,13 @@
 //! The two ways a VM ran twice through the genie link, tried against the real daemon
 //! with genies played over the real protocol on loopback:
 //! - a second genie registers with an existing host's name (a reinstalled server with
-//!   the same config) and leaves: the replaced connection must be closed by the router
-//!   and its reports never acknowledged again, so the old genie's self-fence lease runs
-//!   out (before, it was acked while its reports were dropped as stale, and its VMs ran
-//!   on after the router had restarted them elsewhere);
+//!   the same config): while the host's genie is heard it is refused, with the reason,
+//!   and the live one is undisturbed; once the host went quiet (a reboot that never
+//!   closed its old connection) the newcomer takes the name, and the replaced
+//!   connection must be closed by the router and its reports never acknowledged again,
+//!   so the old genie's self-fence lease runs out (before, it was acked while its
+//!   reports were dropped as stale, and its VMs ran on after the router had restarted
+//!   them elsewhere);
 //! - the genie's wall clock steps back (NTP): its reports must still be applied and
 //!   acknowledged (before, they were dropped as "older" by their send time but still
 //!   acked, the host looked silent and was fenced while its VMs ran).
@@ -72,8 +75,20 @@ async fn a_replaced_link_is_closed_and_never_acknowledged_again() {
         "the first genie's report is acknowledged"
     );
 
-    // A second genie with the same name takes over the host, then leaves.
-    let (b_rd, mut b_wr) = connect(&r, 2).await;
+    // The first genie goes quiet (its host rebooted without closing the connection):
+    // a second genie process with the same name is refused while the first is still
+    // heard, then takes over the host, and leaves.
+    let until = Instant::now() + DEADLINE;
+    let (b_rd, mut b_wr) = loop {
+        match support::genie_handshake(r.link, "h1", SECRET, 2).await {
+            Ok(w) => break w.stream.into_split(),
+            Err(e) => {
+                assert!(e.contains("taken by a live genie"), "{e}");
+                assert!(Instant::now() < until, "never taken over: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     assert!(send(&mut b_wr, 1, wisp_common::time::unix_ms()).await);
     drop((b_rd, b_wr));
 
@@ -96,6 +111,33 @@ async fn a_replaced_link_is_closed_and_never_acknowledged_again() {
         }
     };
     assert!(closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_genie_under_a_live_hosts_name_is_refused_and_the_live_one_undisturbed() {
+    let r = TestRouter::builder()
+        .tag("taken")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
+    let (mut a_rd, mut a_wr) = connect(&r, 1).await;
+    assert!(send(&mut a_wr, 1, wisp_common::time::unix_ms()).await);
+    assert!(matches!(
+        next(&mut a_rd, DEADLINE).await,
+        Some(Ok(RouterMsg::Ack { gen: 1 }))
+    ));
+    let e = match support::genie_handshake(r.link, "h1", SECRET, 2).await {
+        Ok(_) => panic!("a second genie took the name of a live one"),
+        Err(e) => e,
+    };
+    assert!(e.contains("taken by a live genie"), "{e}");
+    // The live genie goes on as before: its next report is acknowledged.
+    assert!(send(&mut a_wr, 2, wisp_common::time::unix_ms()).await);
+    assert!(matches!(
+        next(&mut a_rd, DEADLINE).await,
+        Some(Ok(RouterMsg::Ack { gen: 2 }))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod faults;
 pub mod lab;
 pub mod pcap;
 pub mod wol;

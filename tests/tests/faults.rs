@@ -9,7 +9,7 @@
 //! back, host powered on over IPMI) and every host is up again before the next one.
 //!
 //! `WISP_FAULTS` sets the number of faults (20 in the suite; the campaign of the issue
-//! is `WISP_FAULTS=100`); `WISP_FAULT_SEED` the seed (printed, so a failure can be
+//! is `WISP_FAULTS=100`); `WISP_FAULTS_SEED` the seed (printed, so a failure can be
 //! replayed).
 //!
 //! Needs `cargo build --workspace --bins` first, root, ip, ipmi_sim, ipmitool and qemu;
@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use wisp_tests::faults::{params, Rng};
 use wisp_tests::lab::{poll, procs, Census, Lab, LabSpec};
 
 /// Generous on a loaded 2-core machine: never a timing goal.
@@ -44,18 +45,6 @@ const ALL: [Fault; 6] = [
     Fault::GenieFrozen,
     Fault::RouterRestart,
 ];
-
-/// A small deterministic generator (xorshift64*): the campaign replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
-}
 
 fn census(lab: &Lab) -> Census {
     lab.census_never_twice()
@@ -140,16 +129,9 @@ fn host_index(name: &str) -> usize {
 
 #[test]
 fn random_faults_never_run_a_vm_twice_and_every_vm_comes_back() {
-    let faults: usize = std::env::var("WISP_FAULTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("WISP_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| wisp_common::time::unix_ms() | 1);
-    eprintln!("fault campaign: {faults} faults, WISP_FAULT_SEED={seed}");
-    let mut rng = Rng(seed);
+    let (faults, seed) = params(20);
+    eprintln!("fault campaign: {faults} faults, WISP_FAULTS_SEED={seed}");
+    let mut rng = Rng::new(seed);
     let mut lab = Lab::start_with_witness(LabSpec::vms(3)).unwrap();
     lab.wait_all_up().unwrap();
     lab.create_guest_vm("vm1", 64, Some(1), 0).unwrap();

@@ -6,7 +6,7 @@
 pub mod command;
 
 pub use crate::model::claims::{Busy, Claim, Op};
-pub use crate::model::Model;
+pub use crate::model::{Model, NameTaken};
 pub use command::Command;
 
 use std::collections::HashSet;
@@ -35,13 +35,22 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// tick; senders wait (backpressure) rather than lose reports beyond that.
 const QUEUE: usize = 4096;
 
+/// Why a genie was not registered.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the cluster task stopped")]
+    Stopped,
+    #[error(transparent)]
+    NameTaken(#[from] NameTaken),
+}
+
 enum Msg {
     Connected {
         host: HostId,
         instance: u64,
         version: String,
         link: GenieLink,
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Result<u64, NameTaken>>,
     },
     Disconnected {
         host: HostId,
@@ -88,14 +97,14 @@ impl ClusterHandle {
         self.inventory.clone()
     }
 
-    /// Registers an authenticated genie; returns its session number.
+    /// Registers an authenticated genie; returns its session number, or why not.
     pub async fn connected(
         &self,
         host: HostId,
         instance: u64,
         version: String,
         link: GenieLink,
-    ) -> Option<u64> {
+    ) -> Result<u64, ConnectError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Connected {
@@ -106,8 +115,8 @@ impl ClusterHandle {
                 reply,
             })
             .await
-            .ok()?;
-        rx.await.ok()
+            .map_err(|_| ConnectError::Stopped)?;
+        Ok(rx.await.map_err(|_| ConnectError::Stopped)??)
     }
 
     /// The link `session` of `host` ended; `goodbye` when the genie closed it itself.

@@ -247,6 +247,16 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
         }
         if let Some(l) = &rules.liveness {
             return match l.gone_for(&w.host) {
+                // The key vanished while the host still reported: that key was not
+                // this genie's (another process claimed the name and put its own,
+                // which then expired), and this genie has not self-fenced.
+                Some(gone) if gone > since_report => Verdict::NoProof {
+                    reason: format!(
+                        "BMC: {bmc_error}; its etcd lease key went missing {} ms ago, before the host fell silent {} ms ago: it was not this genie's lease, so it proves nothing",
+                        gone.as_millis(),
+                        since_report.as_millis()
+                    ),
+                },
                 Some(gone) if gone >= rules.lease_margin => Verdict::LeaseExpired {
                     silent_ms: since_report.as_millis() as u64,
                     bmc_error: format!(
@@ -653,6 +663,36 @@ mod tests {
         // etcd unreadable: the proof is withdrawn.
         l.observe(None);
         assert!(matches!(judged().await, Verdict::NoProof { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_key_gone_before_the_host_fell_silent_proves_nothing() {
+        // A second genie under h1's name put h1's key on its own lease, then left:
+        // the key expired while h1's genie still reported (and kept its VMs).
+        let l = crate::ha::liveness::GenieLiveness::manual();
+        let etcd = FenceRules {
+            lease: Duration::ZERO,
+            lease_margin: Duration::from_millis(200),
+            liveness: Some(l.clone()),
+            ..rules()
+        };
+        l.observe(Some(["h1".to_string()].into()));
+        l.observe(Some(Default::default()));
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        // h1 went silent 300 ms ago, after its key had gone: no proof.
+        let w = work(HostStatus::Unreachable, 300, true, true);
+        match judge(&w, None, etcd.clone()).await {
+            Verdict::NoProof { reason } => {
+                assert!(reason.contains("not this genie's lease"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Silent for longer than the key has been gone: the usual proof.
+        let w = work(HostStatus::Unreachable, 600_000, true, true);
+        assert!(matches!(
+            judge(&w, None, etcd).await,
+            Verdict::LeaseExpired { .. }
+        ));
     }
 }
 

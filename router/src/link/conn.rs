@@ -26,7 +26,7 @@ use wisp_common::secret::Secret;
 
 use super::refusals::Refusals;
 use super::{GenieLink, WelcomeParams, HANDSHAKE_TIMEOUT, LINK_QUEUE};
-use crate::cluster::ClusterHandle;
+use crate::cluster::{ClusterHandle, ConnectError};
 use crate::ha::gate::Gate;
 
 /// What a connection needs until it is authenticated: the secret, its handshake slot
@@ -101,7 +101,7 @@ pub(super) async fn run(
         host: host.to_string(),
         tx,
     };
-    let Some(session) = cluster
+    let session = match cluster
         .connected(
             host.clone(),
             greeted.instance,
@@ -109,8 +109,28 @@ pub(super) async fn run(
             link,
         )
         .await
-    else {
-        return;
+    {
+        Ok(session) => session,
+        Err(ConnectError::Stopped) => return,
+        Err(ConnectError::NameTaken(e)) => {
+            // Said on both sides: the newcomer's genie logs the reason and retries
+            // (it may be a restart racing its own old link's close).
+            warn!(%peer, error = %e, "genie refused");
+            let refused = RouterMsg::Refused {
+                reason: e.to_string(),
+            };
+            // Sealed like the Welcome it replaces: the genie authenticated, and it
+            // opens the frame after its Auth with the session's keys.
+            let (_, w) = stream.into_split();
+            let mut w = SealedWriter::new(w, greeted.keys.seal);
+            let _ = w.send(&refused, MAX_FRAME_BYTES).await;
+            // Counted and summed up like every refusal: a refused genie retries
+            // several times a second, and one event each would flood the log.
+            accepting
+                .refused
+                .report(peer.ip(), Some(host), e.to_string());
+            return;
+        }
     };
     let welcome: RouterMsg = Welcome {
         session,

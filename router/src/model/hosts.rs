@@ -36,6 +36,22 @@ impl Timing {
     }
 }
 
+/// A genie named a host whose link is live with another genie process: two servers
+/// claim one name (a reinstalled machine with the old one's config). Taking the
+/// newcomer would drop the live genie's reports (its VMs unseen, restarted elsewhere
+/// while still running), so it is refused and the live one left alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "host {host} is taken by a live genie (instance {live:x}, heard {heard_ms} ms ago); \
+     refusing genie instance {newcomer:x} under the same name"
+)]
+pub struct NameTaken {
+    pub host: HostId,
+    pub live: u64,
+    pub newcomer: u64,
+    pub heard_ms: u64,
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub hosts: BTreeMap<HostId, HostEntry>,
@@ -51,10 +67,32 @@ impl Cluster {
         Self { hosts, timing }
     }
 
-    /// A genie authenticated: it becomes the host's link, replacing any older one.
-    /// Returns the replaced link (to be closed) if any.
-    pub fn connect(&mut self, host: &HostId, link: LinkEntry, now: Instant) -> Option<LinkEntry> {
-        let h = self.hosts.get_mut(host)?;
+    /// A genie authenticated: it becomes the host's link, replacing any older one of
+    /// the same genie process (it reconnected) or a quiet one (not heard within
+    /// `suspect_after`: a restarted or rebooted host whose old connection never
+    /// closed). A different genie process while the link is live is refused
+    /// ([`NameTaken`]). Returns the replaced link (to be closed) if any; `Ok(None)`
+    /// for a host not in the inventory (the handshake refuses those first).
+    pub fn connect(
+        &mut self,
+        host: &HostId,
+        link: LinkEntry,
+        now: Instant,
+    ) -> Result<Option<LinkEntry>, NameTaken> {
+        let suspect_after = self.timing.suspect_after;
+        let Some(h) = self.hosts.get_mut(host) else {
+            return Ok(None);
+        };
+        if let (Some(old), Some(age)) = (&h.link, h.report_age(now)) {
+            if old.instance != link.instance && age < suspect_after {
+                return Err(NameTaken {
+                    host: host.clone(),
+                    live: old.instance,
+                    newcomer: link.instance,
+                    heard_ms: age.as_millis() as u64,
+                });
+            }
+        }
         if h.last_instance != Some(link.instance) {
             // A new genie process: its generation counter starts again.
             h.last_gen = 0;
@@ -63,7 +101,7 @@ impl Cluster {
         // A fresh link counts as a report: the genie is alive right now.
         h.last_report = Some(now);
         h.said_goodbye = false;
-        h.link.replace(link)
+        Ok(h.link.replace(link))
     }
 
     /// The link `session` of `host` closed. True if it was the current one.
@@ -187,7 +225,7 @@ mod tests {
         let h1 = HostId::new("h1").unwrap();
         let mut c = Cluster::new(&[cfg("h1")], timing());
         let t0 = Instant::now();
-        c.connect(&h1, link(1, 77), t0);
+        c.connect(&h1, link(1, 77), t0).unwrap();
         assert!(c.apply_report(&h1, 1, report(1, 10), t0).is_ok());
         assert!(c.apply_report(&h1, 1, report(3, 30), t0).is_ok());
         assert_eq!(
@@ -202,10 +240,12 @@ mod tests {
             Err(ReportRejected::StaleSession)
         );
         // Same instance reconnecting keeps its generation floor.
-        c.connect(&h1, link(2, 77), t0);
+        c.connect(&h1, link(2, 77), t0).unwrap();
         assert!(c.apply_report(&h1, 2, report(3, 50), t0).is_err());
-        // A new genie instance starts over at gen 1.
-        c.connect(&h1, link(3, 78), t0);
+        // A new genie instance (the old one restarted: its link closed) starts over at
+        // gen 1.
+        assert!(c.disconnect(&h1, 2));
+        c.connect(&h1, link(3, 78), t0).unwrap();
         assert!(c.apply_report(&h1, 3, report(1, 5), t0).is_ok());
         assert_eq!(
             c.apply_report(&h1, 1, report(99, 99), t0),
@@ -224,7 +264,7 @@ mod tests {
         let mut c = Cluster::new(&[cfg("h1")], timing());
         let t0 = Instant::now();
         assert!(c.tick(t0).is_empty(), "starts unreachable, no event");
-        c.connect(&h1, link(1, 1), t0);
+        c.connect(&h1, link(1, 1), t0).unwrap();
         let tr = c.tick(t0);
         assert_eq!(tr[0].kind, EventKind::HostUp);
         assert!(c.tick(t0 + Duration::from_millis(500)).is_empty());
@@ -250,5 +290,40 @@ mod tests {
         let tr = c.tick(t0 + Duration::from_millis(2001));
         assert_eq!(tr[0].kind, EventKind::HostUnreachable);
         assert!(tr[0].message.contains("link closed"), "{}", tr[0].message);
+    }
+
+    #[test]
+    fn a_second_genie_under_a_live_hosts_name_is_refused_and_the_live_one_kept() {
+        let h1 = HostId::new("h1").unwrap();
+        let mut c = Cluster::new(&[cfg("h1")], timing());
+        let t0 = Instant::now();
+        c.connect(&h1, link(1, 77), t0).unwrap();
+        let t1 = t0 + Duration::from_millis(300);
+        c.apply_report(&h1, 1, report(1, 1), t1).unwrap();
+        // Another genie process claims h1 while h1's genie is heard: refused.
+        let t2 = t1 + Duration::from_millis(200);
+        let e = c.connect(&h1, link(2, 99), t2).unwrap_err();
+        assert_eq!(
+            e,
+            NameTaken {
+                host: h1.clone(),
+                live: 77,
+                newcomer: 99,
+                heard_ms: 200
+            }
+        );
+        assert!(e.to_string().contains("taken by a live genie"), "{e}");
+        // The live link is untouched: its reports still apply.
+        assert_eq!(c.hosts[&h1].link.as_ref().unwrap().session, 1);
+        c.apply_report(&h1, 1, report(2, 2), t2).unwrap();
+        // The live genie itself reconnecting (same instance) replaces its link.
+        let old = c.connect(&h1, link(3, 77), t2).unwrap().unwrap();
+        assert_eq!(old.session, 1);
+        // Once h1 is quiet past suspect_after (a rebooted host whose old connection
+        // never closed), a new genie process is taken.
+        let t3 = t2 + Duration::from_millis(700);
+        let old = c.connect(&h1, link(4, 99), t3).unwrap().unwrap();
+        assert_eq!(old.session, 3);
+        c.apply_report(&h1, 4, report(1, 3), t3).unwrap();
     }
 }

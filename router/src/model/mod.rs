@@ -29,6 +29,7 @@ use crate::store::{PersistedState, StoreHandle};
 use claims::{Busy, Claim, Claims, Op};
 use host::{HostEvent, HostStatus, LinkEntry, Timing};
 use hosts::Cluster;
+pub use hosts::NameTaken;
 
 /// Events kept in memory for the API (the store keeps all of them).
 pub const EVENTS_IN_MEMORY: usize = 1000;
@@ -168,7 +169,8 @@ impl Model {
         }
     }
 
-    /// A genie authenticated: it becomes the host's link. Returns its session number.
+    /// A genie authenticated: it becomes the host's link. Returns its session number,
+    /// or why it is refused (another genie holds the name; see `Cluster::connect`).
     pub fn connected(
         &mut self,
         host: HostId,
@@ -176,7 +178,7 @@ impl Model {
         version: String,
         link: GenieLink,
         now: Instant,
-    ) -> u64 {
+    ) -> Result<u64, NameTaken> {
         let session = self.next_session;
         self.next_session += 1;
         let entry = LinkEntry {
@@ -185,7 +187,7 @@ impl Model {
             genie_version: version,
             handle: link,
         };
-        if let Some(old) = self.cluster.connect(&host, entry, now) {
+        if let Some(old) = self.cluster.connect(&host, entry, now)? {
             info!(%host, old = old.session, new = session, "genie link replaced by a new connection");
         }
         self.push_event(Event::new(
@@ -197,7 +199,7 @@ impl Model {
         ));
         // Derive the new status at once rather than on the next tick.
         self.tick(now);
-        session
+        Ok(session)
     }
 
     /// The link `session` of `host` closed (ignored if it was replaced meanwhile).

@@ -34,6 +34,7 @@ pub mod api;
 pub mod bins;
 pub mod bmc;
 pub mod capture;
+pub mod chaos;
 pub mod cmd;
 pub mod configs;
 pub mod etcd;
