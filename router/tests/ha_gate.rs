@@ -110,6 +110,7 @@ fn create_vm(api: &str) {
     let api = api.to_owned();
     tokio::task::spawn_blocking(move || {
         let _ = router::cli::Client::new(&api, Some(Duration::from_secs(30)))
+            .with_token(support::rig::ADMIN_TOKEN)
             .post::<_, serde_json::Value>(
                 "/v1/vms",
                 &serde_json::json!({
@@ -126,6 +127,7 @@ async fn wait_up(api: &str) {
         let api2 = api.to_owned();
         let up = tokio::task::spawn_blocking(move || {
             router::cli::Client::new(&api2, None)
+                .with_token(support::rig::ADMIN_TOKEN)
                 .get::<router::api::types::StatusView>("/v1/status")
                 .map(|s| s.hosts_up)
         })
@@ -190,6 +192,7 @@ async fn after_the_term_ran_out_nothing_is_sent_to_a_genie() {
     let api = l.api.clone();
     let events = tokio::task::spawn_blocking(move || {
         router::cli::Client::new(&api, None)
+            .with_token(support::rig::ADMIN_TOKEN)
             .get::<serde_json::Value>("/v1/events?limit=100")
             .unwrap()
     })

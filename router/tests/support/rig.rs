@@ -197,7 +197,7 @@ impl TestRouterBuilder {
             );
         // The socket is bound once the daemon has opened its store; a follower of a
         // replicated pair never binds one.
-        if !dir.text.contains("[ha]") {
+        if !dir.text.contains("[ha]") && !dir.text.contains("[cluster]") {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while std::os::unix::net::UnixStream::connect(&socket).is_err() {
                 assert!(
