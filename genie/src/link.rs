@@ -500,7 +500,13 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
         match m {
             RouterMsg::Ack { .. } => {}
             RouterMsg::Command { id, command } => {
-                tracing::info!(command = id, ?command, "command from router");
+                match &command {
+                    // Keystrokes may be passwords: never logged.
+                    wisp_common::proto::Command::ConsoleInput { session, bytes } => {
+                        tracing::trace!(command = id, session, len = bytes.len(), "console input");
+                    }
+                    _ => tracing::info!(command = id, ?command, "command from router"),
+                }
                 let (hv, power, out) = (self.hv.clone(), self.power.clone(), self.out_tx.clone());
                 let stale = self.caps_stale.clone();
                 tokio::spawn(async move {
