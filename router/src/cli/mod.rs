@@ -2,6 +2,7 @@
 //! of the daemon's local API.
 
 mod client;
+mod console;
 pub mod energy;
 mod ha;
 pub mod power;
