@@ -282,7 +282,11 @@ mod tests {
         }
         assert!(!table().sessions.contains_key(&911), "dropped");
         let reason = loop {
-            if let GenieMsg::ConsoleClosed { session: 911, reason } = got.recv().await.unwrap() {
+            if let GenieMsg::ConsoleClosed {
+                session: 911,
+                reason,
+            } = got.recv().await.unwrap()
+            {
                 break reason;
             }
         };

@@ -72,10 +72,16 @@ pub enum GenieMsg {
     },
     /// Serial output of a VM for an attached console session (`Command::ConsoleAttach`),
     /// in chunks of at most [`MAX_CONSOLE_CHUNK`] bytes.
-    ConsoleOutput { session: u64, bytes: Vec<u8> },
+    ConsoleOutput {
+        session: u64,
+        bytes: Vec<u8>,
+    },
     /// A console session ended on the genie's side (the VM stopped or moved away, or
     /// the session fell behind); nothing more comes for it.
-    ConsoleClosed { session: u64, reason: String },
+    ConsoleClosed {
+        session: u64,
+        reason: String,
+    },
 }
 
 /// Messages the router sends.

@@ -156,7 +156,9 @@ fn read_head(api: &str, sock: &mut TcpStream) -> Result<String, ClientError> {
     let header = |name: &str| {
         text.split("\r\n").skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     };
     if status == 101 {

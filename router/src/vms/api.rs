@@ -139,8 +139,7 @@ async fn console_attach(
             Ok(io) => {
                 let (vm, host) = (attached.vm.clone(), attached.host.clone());
                 let why =
-                    super::console_attach::relay(hyper_util::rt::TokioIo::new(io), attached)
-                        .await;
+                    super::console_attach::relay(hyper_util::rt::TokioIo::new(io), attached).await;
                 tracing::info!(%vm, %host, reason = %why, "console session ended");
             }
             Err(e) => {

@@ -30,8 +30,7 @@ pub enum Event {
     Closed(String),
 }
 
-static SESSIONS: LazyLock<Mutex<HashMap<u64, mpsc::Sender<Event>>>> =
-    LazyLock::new(Mutex::default);
+static SESSIONS: LazyLock<Mutex<HashMap<u64, mpsc::Sender<Event>>>> = LazyLock::new(Mutex::default);
 /// Session numbers start from the clock, so a restarted router does not reuse a number
 /// a genie may still hold for a session of the previous process.
 static NEXT: LazyLock<AtomicU64> = LazyLock::new(|| {
@@ -200,10 +199,7 @@ pub async fn abandon(a: Attached) {
     sessions().remove(&a.session);
     let _ = a
         .link
-        .command(
-            GenieCommand::ConsoleDetach { session: a.session },
-            None,
-        )
+        .command(GenieCommand::ConsoleDetach { session: a.session }, None)
         .await;
 }
 
@@ -279,6 +275,9 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("no console reader"), "{e}");
         let session = seen.recv().await.unwrap();
-        assert!(!sessions().contains_key(&session), "the session was left behind");
+        assert!(
+            !sessions().contains_key(&session),
+            "the session was left behind"
+        );
     }
 }
