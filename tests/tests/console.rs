@@ -3,7 +3,8 @@
 //! host, and Ctrl-] (0x1d) leaves with exit status 0.
 //!
 //! Witness: a command typed into the console whose output differs from its echo
-//! (`$((40+2))` prints 42), read back on the CLI's stdout. Needs root, qemu, ipmi_sim,
+//! (`$((40+2))` prints 42), read back on the CLI's stdout; a stopped VM ends an
+//! attached session with its reason on the terminal. Needs root, qemu, ipmi_sim,
 //! linux-image-amd64 and busybox-static, and `cargo build --workspace --bins` first;
 //! fails loudly without them.
 #![allow(clippy::unwrap_used)]
@@ -22,7 +23,7 @@ const BOOT: Duration = Duration::from_secs(240);
 const ANSWER: Duration = Duration::from_secs(90);
 
 #[test]
-fn a_command_typed_into_the_console_answers_and_ctrl_bracket_leaves() {
+fn a_typed_command_answers_ctrl_bracket_leaves_and_a_stopped_vm_ends_the_session() {
     let lab = Lab::start_vms(LabSpec::vms(1)).unwrap();
     lab.create_linux_vm("g1", "10.77.0.201/24", Some("h1"))
         .unwrap();
@@ -102,6 +103,43 @@ fn a_command_typed_into_the_console_answers_and_ctrl_bracket_leaves() {
         err.contains("Connected to g1 on h1; Ctrl-] leaves"),
         "{err}"
     );
+
+    // Attached again, the VM stops under it: the session ends, says why on the
+    // terminal, and the CLI exits with a failure.
+    let mut child = cmd::in_ns(&lab.core_ns(), &router)
+        .args(["--api", configs::API_ADDR, "vm", "console", "g1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _keep_stdin_open = child.stdin.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first = [0u8; 16];
+    // The greeting comes once the session is attached on the genie.
+    stderr.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"Connected to g1 ");
+    let o = lab.router_cli(&["vm", "stop", "g1", "--force"]).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let status = poll(
+        ANSWER,
+        "the console CLI to exit after the VM stopped",
+        |last| {
+            let s = child.try_wait().ok()?;
+            *last = format!("{s:?}");
+            s
+        },
+    )
+    .unwrap();
+    let mut said = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(said.contains("[wisp: console of g1 closed: "), "{said}");
 
     // A VM that does not exist is a clear error before any console opens.
     let o = lab.router_cli(&["vm", "console", "nope"]).unwrap();
