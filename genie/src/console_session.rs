@@ -214,6 +214,16 @@ pub fn detach(session: u64) {
     }
 }
 
+/// Ends every session: called when a new link to a router starts, since a router ends
+/// its side of each session when the link that carried it closes.
+pub fn detach_all() {
+    let mut t = table();
+    t.sessions.clear();
+    for h in t.hubs.values_mut() {
+        h.subs.clear();
+    }
+}
+
 /// The queue a reader gives [`Registration::set_input`], and its receiving end.
 pub fn input_channel() -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
     mpsc::channel(INPUT_QUEUE)

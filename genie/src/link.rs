@@ -379,6 +379,8 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let welcome = self.handshake(&mut stream).await?;
         *welcomed = true;
+        // Console sessions died with the previous link (the router ends its side then).
+        crate::console_session::detach_all();
         self.lease.renew();
         self.lease.set_lease_ms(welcome.lease_ms);
         let mut timers = Timers::new(&welcome, &self.cfg);
