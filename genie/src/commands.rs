@@ -154,6 +154,22 @@ pub async fn dispatch<H: Hypervisor, P: Power + WolRelayer>(
                 Err(e) => Outcome::Failed { error: chain(&e) },
             }
         }
+        Command::ConsoleAttach { vm, session } => {
+            match crate::console_session::attach(&vm, session, out.clone()) {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed { error: chain(&e) },
+            }
+        }
+        Command::ConsoleInput { session, bytes } => {
+            match crate::console_session::input(session, bytes).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed { error: chain(&e) },
+            }
+        }
+        Command::ConsoleDetach { session } => {
+            crate::console_session::detach(session);
+            Outcome::Done
+        }
     };
     if let Outcome::Failed { error } = &o {
         tracing::warn!(command = id, %error, "command failed");

@@ -5,13 +5,18 @@
 //! `<vm>.console.log`; when that file reaches [`ROTATE_BYTES`] it becomes
 //! `<vm>.console.log.1` (replacing the previous one) and a new file starts, so a VM's
 //! console never takes more than twice that on the host, whatever the guest prints.
-//! While no genie reads (a genie restart), QEMU drops the output.
+//! While no genie reads (a genie restart), QEMU drops the output. The same reader serves
+//! interactive sessions (`crate::console_session`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wisp_common::proto::MAX_CONSOLE_CHUNK;
+use wisp_common::VmId;
+
+use crate::console_session;
 
 /// One console file's size limit; two are kept.
 pub const ROTATE_BYTES: u64 = 256 * 1024;
@@ -47,21 +52,32 @@ pub fn tail(log: &Path, max: usize) -> String {
 }
 
 /// Reads `socket` into `log` for as long as `alive()` says the qemu lives; reconnects
-/// after the socket closes (QEMU serves one reader at a time and listens again).
-pub async fn keep_reading(socket: PathBuf, log: PathBuf, alive: impl Fn() -> bool) {
-    let mut buf = vec![0u8; 4096];
+/// after the socket closes (QEMU serves one reader at a time and listens again). What
+/// it reads also goes to `vm`'s attached console sessions, and their input goes into
+/// the same socket (`crate::console_session`).
+pub async fn keep_reading(vm: VmId, socket: PathBuf, log: PathBuf, alive: impl Fn() -> bool) {
+    let hub = console_session::register(&vm);
+    let mut buf = vec![0u8; MAX_CONSOLE_CHUNK];
     loop {
         match tokio::net::UnixStream::connect(&socket).await {
-            Ok(mut s) => loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if let Err(e) = append(&log, &buf[..n], ROTATE_BYTES) {
-                            tracing::warn!(log = %log.display(), error = %e, "cannot write the console log");
+            Ok(s) => {
+                let (mut rd, wr) = s.into_split();
+                let (tx, rx) = console_session::input_channel();
+                let _writer = AbortOnDrop(tokio::spawn(write_input(wr, rx)));
+                hub.set_input(Some(tx));
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            hub.publish(&buf[..n]);
+                            if let Err(e) = append(&log, &buf[..n], ROTATE_BYTES) {
+                                tracing::warn!(log = %log.display(), error = %e, "cannot write the console log");
+                            }
                         }
                     }
                 }
-            },
+                hub.set_input(None);
+            }
             Err(_) if !alive() => return,
             Err(_) => {}
         }
@@ -69,6 +85,27 @@ pub async fn keep_reading(socket: PathBuf, log: PathBuf, alive: impl Fn() -> boo
             return;
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Sessions' keystrokes into the serial port, in order.
+async fn write_input(
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(bytes) = rx.recv().await {
+        if wr.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The input writer ends with its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod accel;
 pub mod commands;
 pub mod config;
 pub mod console;
+pub mod console_session;
 #[cfg(any(test, feature = "fake"))]
 pub mod fakes;
 pub mod host_sleep;

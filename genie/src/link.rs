@@ -393,6 +393,8 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let (welcome, keys) = self.handshake(&mut stream).await?;
         *welcomed = true;
+        // Console sessions died with the previous link (the router ends its side then).
+        crate::console_session::detach_all();
         self.lease.renew();
         self.lease.set_lease_ms(welcome.lease_ms);
         let mut timers = Timers::new(&welcome, &self.cfg);
@@ -518,7 +520,13 @@ impl<M: MetricsSource, H: Hypervisor, P: Power + CapsProbe + WolRelayer> Link<M,
         match m {
             RouterMsg::Ack { .. } => {}
             RouterMsg::Command { id, command } => {
-                tracing::info!(command = id, ?command, "command from router");
+                match &command {
+                    // Keystrokes may be passwords: never logged.
+                    wisp_common::proto::Command::ConsoleInput { session, bytes } => {
+                        tracing::trace!(command = id, session, len = bytes.len(), "console input");
+                    }
+                    _ => tracing::info!(command = id, ?command, "command from router"),
+                }
                 let (hv, power, out) = (self.hv.clone(), self.power.clone(), self.out_tx.clone());
                 let stale = self.caps_stale.clone();
                 tokio::spawn(async move {

@@ -124,6 +124,7 @@ pub fn spawn(id: VmId, paths: VmPaths, changes: Arc<Notify>) -> VmHandle {
     let (tx, rx) = mpsc::channel(8);
     let pid_file = paths.pid.clone();
     let console = tokio::spawn(crate::console::keep_reading(
+        id.clone(),
         paths.console.clone(),
         paths.console_log.clone(),
         move || qemu::read_pid(&pid_file).is_some_and(qemu::is_alive),

@@ -78,6 +78,18 @@ pub enum GenieMsg {
         id: CommandId,
         outcome: Outcome,
     },
+    /// Serial output of a VM for an attached console session (`Command::ConsoleAttach`),
+    /// in chunks of at most [`MAX_CONSOLE_CHUNK`] bytes.
+    ConsoleOutput {
+        session: u64,
+        bytes: Vec<u8>,
+    },
+    /// A console session ended on the genie's side (the VM stopped or moved away, or
+    /// the session fell behind); nothing more comes for it.
+    ConsoleClosed {
+        session: u64,
+        reason: String,
+    },
 }
 
 /// Messages the router sends.
@@ -126,6 +138,8 @@ impl GenieMsg {
             Self::Report(_) => "report",
             Self::Progress { .. } => "progress",
             Self::Reply { .. } => "reply",
+            Self::ConsoleOutput { .. } => "console_output",
+            Self::ConsoleClosed { .. } => "console_closed",
         }
     }
 }
@@ -280,7 +294,21 @@ pub enum Command {
     /// [`MAX_CONSOLE_BYTES`]). Replied with `Outcome::Console`. Added after v1 shipped:
     /// a genie too old to know it drops the link, so send it only on request.
     ConsoleLog { vm: VmId, max_bytes: u64 },
+    /// Attach console session `session` (chosen by the router) to a VM running here:
+    /// its serial output then flows as `GenieMsg::ConsoleOutput`. Replied with `Done`,
+    /// or `Failed` when the VM's console is not here. Like `ConsoleLog`, sent only on an
+    /// operator's request.
+    ConsoleAttach { vm: VmId, session: u64 },
+    /// Keystrokes for an attached session (at most [`MAX_CONSOLE_CHUNK`] bytes),
+    /// written to the VM's serial port. The router waits for the reply before sending
+    /// the next chunk, so chunks stay in order.
+    ConsoleInput { session: u64, bytes: Vec<u8> },
+    /// End a console session (unknown sessions are fine: `Done`).
+    ConsoleDetach { session: u64 },
 }
+
+/// The largest chunk of console bytes in one message, either way.
+pub const MAX_CONSOLE_CHUNK: usize = 4096;
 
 /// The most console text one reply carries (JSON escaping can double it; frames are
 /// at most [`MAX_FRAME_BYTES`]).

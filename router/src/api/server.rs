@@ -182,7 +182,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    // Upgrades: the interactive console turns its request into a raw byte stream.
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { debug!(?peer, error = %e, "API connection ended") },

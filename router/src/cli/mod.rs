@@ -2,6 +2,7 @@
 //! of the daemon's local API.
 
 mod client;
+mod console;
 pub mod docs;
 pub mod energy;
 mod events;

@@ -118,8 +118,8 @@ pub enum VmCmd {
         #[arg(long)]
         json: bool,
     },
-    /// The VM's serial console: `--log` prints the tail of its log (kept by the genie
-    /// of its host). An interactive console is not there yet.
+    /// The VM's serial console, interactive (Ctrl-] leaves); `--log` prints the tail of
+    /// its log instead (kept by the genie of its host).
     Console {
         /// The VM's name.
         name: String,
@@ -254,10 +254,7 @@ pub fn run(api: &Api, cmd: &VmCmd) -> Result<(), ClientError> {
             json,
         } => {
             if !*log {
-                return Err(ClientError::Api {
-                    status: 400,
-                    message: "an interactive console is not implemented yet: use `router vm console NAME --log`".into(),
-                });
+                return super::console::attach(api, name);
             }
             let r: ConsoleLog = c.get(&format!("/v1/vms/{name}/console?bytes={bytes}"))?;
             print_or_json(*json, &r, |r| r.text.clone())

@@ -209,6 +209,12 @@ pub(super) async fn run(
                         Some(p) => { let _ = p.reply.send(outcome); }
                         None => debug!(%host, id, "reply to an unknown command"),
                     },
+                    Some(Ok(GenieMsg::ConsoleOutput { session, bytes })) => {
+                        crate::vms::console_attach::output(session, bytes);
+                    }
+                    Some(Ok(GenieMsg::ConsoleClosed { session, reason })) => {
+                        crate::vms::console_attach::closed(session, reason);
+                    }
                     Some(Ok(other)) => {
                         warn!(%host, %peer, "closing genie link: unexpected {:?} after the handshake", std::mem::discriminant(&other));
                         break "unexpected message after handshake".to_string();

@@ -45,10 +45,22 @@ pub enum LinkError {
 
 /// A request to a connection task.
 #[derive(Debug)]
-pub(crate) struct LinkRequest {
+pub struct LinkRequest {
     command: Command,
     reply: oneshot::Sender<Outcome>,
     progress: Option<mpsc::Sender<MigrationProgress>>,
+}
+
+impl LinkRequest {
+    /// The command asked for (tests that play the genie look at it).
+    pub fn command(&self) -> &Command {
+        &self.command
+    }
+
+    /// Answers the command as a genie would.
+    pub fn answer(self, outcome: Outcome) {
+        let _ = self.reply.send(outcome);
+    }
 }
 
 /// Handle to one genie connection.
@@ -80,6 +92,22 @@ impl GenieLink {
         rx.await.map_err(|_| LinkError::Closed {
             host: self.host.clone(),
         })
+    }
+
+    /// Resolves once the connection behind this handle has ended.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// A handle whose requests come out of the returned queue (tests play the genie).
+    #[cfg(any(test, feature = "fake"))]
+    pub fn fake(host: &str) -> (Self, mpsc::Receiver<LinkRequest>) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let link = Self {
+            host: host.into(),
+            tx,
+        };
+        (link, rx)
     }
 
     /// A handle whose connection is already gone (for tests of the model).

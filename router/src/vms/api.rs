@@ -30,6 +30,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/vms/{name}/restart", post(restart))
         .route("/v1/vms/{name}/migrate", post(migrate))
         .route("/v1/vms/{name}/console", get(console))
+        .route("/v1/vms/{name}/console/attach", get(console_attach))
 }
 
 async fn create(
@@ -102,6 +103,58 @@ async fn console(
 ) -> Result<Json<super::console::ConsoleLog>, ApiError> {
     let (c, vm) = (s.cluster, vm_id(&name)?);
     detached(async move { super::console::console_log(&c, vm, q.bytes).await }).await
+}
+
+/// The `Upgrade` protocol name of an interactive console connection.
+pub const CONSOLE_PROTOCOL: &str = "wisp-console";
+/// The response header naming the host whose genie serves the console.
+pub const CONSOLE_HOST_HEADER: &str = "x-wisp-host";
+
+/// `GET /v1/vms/{name}/console/attach` with `Connection: upgrade` and
+/// `Upgrade: wisp-console`: attaches to the VM's console first (so a VM that is not
+/// running is a plain JSON error), then answers 101 and relays raw bytes both ways.
+async fn console_attach(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    mut req: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    let vm = vm_id(&name)?;
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(CONSOLE_PROTOCOL));
+    if !wants {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("an interactive console needs `Connection: upgrade` and `Upgrade: {CONSOLE_PROTOCOL}` (use `router vm console {name}`)"),
+        ));
+    }
+    let attached = super::console_attach::attach(&s.cluster, vm).await?;
+    let host = attached.host.to_string();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                let (vm, host) = (attached.vm.clone(), attached.host.clone());
+                let why =
+                    super::console_attach::relay(hyper_util::rt::TokioIo::new(io), attached).await;
+                tracing::info!(%vm, %host, reason = %why, "console session ended");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "console upgrade failed");
+                super::console_attach::abandon(attached).await;
+            }
+        }
+    });
+    axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, CONSOLE_PROTOCOL)
+        .header(CONSOLE_HOST_HEADER, host)
+        .body(axum::body::Body::empty())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn show(

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod commands;
 pub mod console;
+pub mod console_attach;
 pub mod devices;
 pub mod migrate;
 mod ops;

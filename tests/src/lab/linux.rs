@@ -45,7 +45,8 @@ ip link set lo up
 ip link set eth0 up
 ip addr add "$ip" dev eth0
 echo "MARKER ip=$ip mac=$(cat /sys/class/net/eth0/address)"
-while true; do sleep 3600; done
+# A shell on the serial console (`router vm console`), again whenever it exits.
+while true; do setsid cttyhack sh; sleep 1; done
 "#;
 
 /// The kernel and initramfs of the Linux guest, in a lab's image directory.
