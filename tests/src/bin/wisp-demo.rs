@@ -98,8 +98,9 @@ async fn main() -> Result<()> {
     {
         Ok(f) => {
             println!(
-                "wisp-demo: dashboard: http://{}/ (log in with any token until the lab has token auth)",
-                f.local()
+                "wisp-demo: dashboard: http://{}/ (log in with the admin token in {})",
+                f.local(),
+                lab.admin_token_file().display()
             );
             Some(f)
         }

@@ -60,7 +60,7 @@ impl Lab {
     pub fn api_socket(&self) -> PathBuf {
         self.dir.join("router.sock")
     }
-    fn admin_token_file(&self) -> PathBuf {
+    pub fn admin_token_file(&self) -> PathBuf {
         self.dir.join("api-admin.token")
     }
     fn read_token_file(&self) -> PathBuf {
