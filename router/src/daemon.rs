@@ -140,6 +140,13 @@ pub async fn run_term(
         heartbeat_ms: config.heartbeat_ms,
         metrics_ms: config.metrics_ms,
         lease_ms: config.lease_ms,
+        addresses: Arc::new(
+            config
+                .hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.address))
+                .collect(),
+        ),
     };
     let link_task = tokio::spawn(link::serve(
         link_listener,

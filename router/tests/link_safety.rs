@@ -140,6 +140,58 @@ async fn a_second_genie_under_a_live_hosts_name_is_refused_and_the_live_one_undi
     ));
 }
 
+/// A host cut off goes quiet while its VMs run on. A second genie elsewhere under its
+/// name would report no VMs and get them started again: it is refused for its address,
+/// while the host's own genie (a reboot: a new process, the same address) is welcomed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genie_from_another_address_never_takes_a_quiet_hosts_name() {
+    let r = TestRouter::builder()
+        .tag("addr")
+        .secret(SECRET)
+        .hosts(1)
+        .start()
+        .await;
+    let (mut a_rd, mut a_wr) = connect(&r, 1).await;
+    assert!(send(&mut a_wr, 1, wisp_common::time::unix_ms()).await);
+    assert!(matches!(
+        next(&mut a_rd, DEADLINE).await,
+        Some(Ok(RouterMsg::Ack { gen: 1 }))
+    ));
+    // The cut: nothing more from h1's genie, and no close. Wait until the router sees
+    // h1 quiet, past the point where the live-name rule protects it.
+    let api = r.api.clone();
+    let quiet_since = Instant::now();
+    loop {
+        let api = api.clone();
+        let state = tokio::task::spawn_blocking(move || {
+            router::cli::Client::new(&api, None)
+                .get::<serde_json::Value>("/v1/hosts")
+                .map(|hs| hs[0]["state"].as_str().unwrap_or_default().to_owned())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        if state != "up" {
+            break;
+        }
+        assert!(quiet_since.elapsed() < DEADLINE, "h1 never went quiet");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let from: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let e = match support::genie_handshake_from(r.link, Some(from), "h1", SECRET, 2).await {
+        Ok(_) => panic!("a genie from 127.0.0.2 took the quiet h1's name"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains("connected from 127.0.0.2") && e.contains("address is 127.0.0.1"),
+        "{e}"
+    );
+    // The host's own new genie process, from its address, is welcomed.
+    support::genie_handshake(r.link, "h1", SECRET, 3)
+        .await
+        .unwrap_or_else(|e| panic!("h1's own genie was refused: {e}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_step_back_does_not_drop_reports() {
     let r = TestRouter::builder()

@@ -42,6 +42,16 @@ struct Pending {
     progress: Option<mpsc::Sender<MigrationProgress>>,
 }
 
+/// The configured address and the peer's, an IPv4 peer seen as IPv4-mapped IPv6
+/// included.
+fn same_address(want: std::net::IpAddr, peer: std::net::IpAddr) -> bool {
+    let canon = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(a),
+        v4 => v4,
+    };
+    canon(want) == canon(peer)
+}
+
 /// A genie is idle this long at most: it reports every `heartbeat_ms`, so silence
 /// beyond many periods means a dead, cut or frozen peer. By then the fence code has
 /// long acted on the silence; this only frees the socket (a cut cable never closes).
@@ -96,6 +106,29 @@ pub(super) async fn run(
         }
     };
     let host = greeted.host.clone();
+    if let Some(want) = params.addresses.get(&host) {
+        if !same_address(*want, peer.ip()) {
+            let reason = format!(
+                "a genie for {host} connected from {}, but {host}'s address is {want}: \
+                 refused (a second genie under a host's name would hide that host's VMs)",
+                peer.ip()
+            );
+            warn!(%peer, %host, "{reason}");
+            // Sealed like the Welcome it replaces (the genie authenticated).
+            let (_, w) = stream.into_split();
+            let mut w = SealedWriter::new(w, greeted.keys.seal);
+            let _ = w
+                .send(
+                    &RouterMsg::Refused {
+                        reason: reason.clone(),
+                    },
+                    MAX_FRAME_BYTES,
+                )
+                .await;
+            accepting.refused.report(peer.ip(), Some(host), reason);
+            return;
+        }
+    }
     let (tx, mut requests) = mpsc::channel(LINK_QUEUE);
     let link = GenieLink {
         host: host.to_string(),

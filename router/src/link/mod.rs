@@ -20,12 +20,17 @@ use wisp_common::secret::Secret;
 use crate::cluster::ClusterHandle;
 use crate::ha::gate::Gate;
 
-/// Settings told to every genie in `Welcome`.
-#[derive(Debug, Clone, Copy)]
+/// Settings told to every genie in `Welcome`, and where each host's genie must
+/// connect from.
+#[derive(Debug, Clone)]
 pub struct WelcomeParams {
     pub heartbeat_ms: u64,
     pub metrics_ms: u64,
     pub lease_ms: u64,
+    /// Each host's configured `address`. A genie is welcomed only from its host's
+    /// address: a second genie elsewhere under a quiet host's name (a cut-off host
+    /// still runs its VMs) would report no VMs, and the router would start them again.
+    pub addresses: std::sync::Arc<std::collections::HashMap<wisp_common::HostId, std::net::IpAddr>>,
 }
 
 /// A handshake must finish within this; a slow or silent peer cannot hold a slot.
@@ -155,7 +160,7 @@ pub async fn serve(
                         peer,
                         conn::Accepting { secret: secret.clone(), slot, refused: refused.clone() },
                         cluster.clone(),
-                        params,
+                        params.clone(),
                         gate.clone(),
                         shutdown.clone(),
                     ));

@@ -41,7 +41,26 @@ pub async fn genie_handshake(
     secret: &[u8],
     instance: u64,
 ) -> Result<Welcomed, String> {
-    let mut stream = TcpStream::connect(link).await.unwrap();
+    genie_handshake_from(link, None, host, secret, instance).await
+}
+
+/// [`genie_handshake`] from the source address `from` (a loopback address such as
+/// 127.0.0.2: another machine, as far as the router can tell).
+pub async fn genie_handshake_from(
+    link: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    host: &str,
+    secret: &[u8],
+    instance: u64,
+) -> Result<Welcomed, String> {
+    let mut stream = match from {
+        None => TcpStream::connect(link).await.unwrap(),
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(ip, 0)).unwrap();
+            sock.connect(link).await.unwrap()
+        }
+    };
     let host = HostId::new(host).unwrap();
     let secret = Secret::from_bytes(secret.to_vec());
     let me = Identity {
