@@ -200,6 +200,24 @@ impl std::fmt::Display for VmRunState {
     }
 }
 
+/// `path` with `.` and `..` applied to its text, without touching the file system: the
+/// genie checks a path against `image_dirs` with it (before canonicalizing), and the
+/// router compares two VMs' disks with it.
+pub fn lexical_path(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,7 +98,7 @@ pub fn allowed_path(
     let real = path.canonicalize().map_err(|source| {
         // A missing file outside the allowed dirs is reported as outside: saying
         // "no such file" would tell a caller which host paths exist.
-        let lexical = lexical(path);
+        let lexical = wisp_common::vm::lexical_path(path);
         if dirs.iter().any(|d| lexical.starts_with(d)) {
             ImageError::Unreadable {
                 vm: vm.clone(),
@@ -144,22 +144,6 @@ pub fn allowed_path(
         });
     }
     Ok(real)
-}
-
-/// `path` with `.` and `..` applied to its text (no file system access).
-fn lexical(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The disk's format: `given`, or read from its header (see the module comment).

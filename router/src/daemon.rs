@@ -140,13 +140,7 @@ pub async fn run_term(
         heartbeat_ms: config.heartbeat_ms,
         metrics_ms: config.metrics_ms,
         lease_ms: config.lease_ms,
-        addresses: Arc::new(
-            config
-                .hosts
-                .iter()
-                .map(|h| (h.name.clone(), h.address))
-                .collect(),
-        ),
+        addresses: link::host_addresses(&config),
     };
     let link_task = tokio::spawn(link::serve(
         link_listener,

@@ -33,6 +33,19 @@ pub struct WelcomeParams {
     pub addresses: std::sync::Arc<std::collections::HashMap<wisp_common::HostId, std::net::IpAddr>>,
 }
 
+/// Each host's configured address, for [`WelcomeParams::addresses`].
+pub fn host_addresses(
+    config: &crate::config::RouterConfig,
+) -> std::sync::Arc<std::collections::HashMap<wisp_common::HostId, std::net::IpAddr>> {
+    std::sync::Arc::new(
+        config
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.address))
+            .collect(),
+    )
+}
+
 /// A handshake must finish within this; a slow or silent peer cannot hold a slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 

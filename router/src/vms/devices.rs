@@ -7,7 +7,6 @@
 //! symlink) is caught by the genie, which resolves paths, and by QEMU's image lock.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
 
 use wisp_common::vm::random_local_mac;
 use wisp_common::{MacAddr, VmId, VmSpec};
@@ -17,19 +16,7 @@ use super::VmError;
 use crate::store::VmRecord;
 
 /// `path` with `.` and `..` applied to its text.
-pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
+pub use wisp_common::vm::lexical_path as normalize;
 
 /// Refuses a disk or MAC another stored VM has, and gives each NIC without a MAC a
 /// fresh locally administered one.
@@ -83,6 +70,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::Desired;
+    use std::path::PathBuf;
     use wisp_common::NicSpec;
 
     fn rec(name: &str, disk: Option<&str>, macs: &[&str]) -> (VmId, VmRecord) {

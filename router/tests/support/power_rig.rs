@@ -88,13 +88,7 @@ pub async fn power_rig(
             heartbeat_ms: 200,
             metrics_ms: 1000,
             lease_ms: 0,
-            addresses: Arc::new(
-                config
-                    .hosts
-                    .iter()
-                    .map(|h| (h.name.clone(), h.address))
-                    .collect(),
-            ),
+            addresses: router::link::host_addresses(&config),
         },
         router::ha::gate::Gate::open(),
         rx,
