@@ -383,9 +383,9 @@ fn the_dashboard_shows_the_cluster_live_follows_a_failover_and_puts_a_host_in_ma
     shot(&b, "09-energy-on");
 
     // The router stops cleanly with the page still streaming (an open stream must not
-    // hold its graceful shutdown), and the page says it lost the router. Within 3 s:
-    // the page itself drops a stream silent for 5 s, which would hide a stream that
-    // held the shutdown.
+    // hold its graceful shutdown), and the page says it lost the router. A held stream
+    // is not judged by the time the stop took (a loaded machine is slow anyway): the
+    // router logs any connection still busy when its shutdown grace ran out.
     let t0 = Instant::now();
     lab.stop_router();
     let took = t0.elapsed();
@@ -395,7 +395,7 @@ fn the_dashboard_shows_the_cluster_live_follows_a_failover_and_puts_a_host_in_ma
     );
     let log = std::fs::read_to_string(lab.router_log()).unwrap_or_default();
     assert!(
-        log.contains("router stopped") && took < Duration::from_secs(3),
+        log.contains("router stopped") && !log.contains("still busy"),
         "the router did not stop by itself with a dashboard open ({} ms):\n{}",
         took.as_millis(),
         lab.router_log_tail(20)

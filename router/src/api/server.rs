@@ -139,6 +139,9 @@ async fn accept(l: &ApiListener) -> std::io::Result<(Conn, Peer)> {
     }
 }
 
+/// How long a connection may finish its response once the shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 async fn serve_io<I>(io: I, peer: Peer, app: Router, mut shutdown: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -191,7 +194,11 @@ where
         r = conn.as_mut() => if let Err(e) = r { debug!(?peer, error = %e, "API connection ended") },
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            if tokio::time::timeout(SHUTDOWN_GRACE, conn).await.is_err() {
+                // Said, so that a response that holds a shutdown (a stream that does
+                // not end) shows in the log rather than as a slow stop.
+                warn!(?peer, "an API connection was still busy {SHUTDOWN_GRACE:?} after the shutdown began; closed");
+            }
         }
     }
 }
