@@ -199,11 +199,15 @@ impl Lab {
         Ok(())
     }
 
-    /// `router --api <api> <args>` in the core namespace.
+    /// `router --api <api> --token-file <admin token> <args>` in the core namespace.
     pub fn router_cli_at(&self, api: &str, args: &[&str]) -> Result<Output, LabError> {
         let router = self.bins.router.as_ref().ok_or(LabError::NoRouter)?;
         let mut c = cmd::in_ns(&self.names.core_ns(), router);
-        c.args(["--api", api]).args(args);
+        // The TCP API of every router takes the lab's admin token (from its file).
+        c.args(["--api", api])
+            .arg("--token-file")
+            .arg(self.admin_token_file())
+            .args(args);
         Ok(cmd::output(&mut c)?)
     }
 
