@@ -302,6 +302,75 @@ fn secureon_password_is_appended_like_etherwake() {
     assert_eq!(&raw[14..14 + 108], &reference[0][14..14 + 108]);
 }
 
+/// Like [`wake_in`], and the thread also sees the namespace's own /sys (as `ip netns
+/// exec` arranges for a process): a private mount namespace with sysfs remounted, so
+/// `/sys/class/net/*/master` describes the namespace's links, not the host's.
+fn wake_in_with_sysfs(ns: &Netns, waker: WolWaker, mac: MacAddr) -> wisp_bmc::WakeReport {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{setns, unshare, CloneFlags};
+    let path = ns.path();
+    std::thread::spawn(move || {
+        setns(fs::File::open(&path).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
+        unshare(CloneFlags::CLONE_NEWNS).unwrap();
+        // Slave first: nothing this thread mounts may propagate back to the host.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .unwrap();
+        umount2("/sys", MntFlags::MNT_DETACH).unwrap();
+        mount(
+            Some("sysfs"),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        waker.wake_blocking(mac)
+    })
+    .join()
+    .unwrap()
+    .unwrap()
+}
+
+/// A server whose address is on a bridge (`br0`) with its NIC as the bridge's port:
+/// `wol_interface` names the NIC (where ethtool arms WoL), which has no address of its
+/// own. The UDP form must still go out, to the bridge's subnet broadcast.
+#[test]
+fn a_nic_that_is_a_bridge_port_sends_udp_to_the_bridges_subnet() {
+    let (ns, dir) = setup();
+    ns.exec("ip", &["addr", "flush", "dev", "wa"]).unwrap();
+    ns.exec("ip", &["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    ns.exec("ip", &["link", "set", "wa", "master", "br0"])
+        .unwrap();
+    ns.exec("ip", &["addr", "add", "10.99.1.1/24", "dev", "br0"])
+        .unwrap();
+    ns.exec("ip", &["link", "set", "br0", "up"]).unwrap();
+    let mac: MacAddr = "02:77:00:00:00:04".parse().unwrap();
+    let cap = Capture::start(&ns, "wb", dir.path(), "bridged");
+    let report = wake_in_with_sysfs(&ns, WolWaker::new("wa").with_burst(1, Duration::ZERO), mac);
+    assert_eq!(
+        (report.raw_frames, report.udp_packets),
+        (1, 1),
+        "{report:?}"
+    );
+    let pkts = cap.wait_packets(2);
+    let udp = pkts
+        .iter()
+        .find(|f| udp9_payload(f).is_some())
+        .expect("the UDP form on the wire");
+    assert_eq!(&udp[14 + 16..14 + 20], &[10, 99, 1, 255]);
+    assert_eq!(
+        udp9_payload(udp).unwrap(),
+        magic_packet(mac, None).as_slice()
+    );
+}
+
 #[test]
 fn missing_interface_is_a_clear_error() {
     let w = WolWaker::new("wisp-no-such-if0");

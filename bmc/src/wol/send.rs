@@ -76,16 +76,20 @@ impl WolWaker {
         Ok((iface, src))
     }
 
+    /// The UDP target: the configured one, else the interface's own IPv4 broadcast,
+    /// else that of the bridge it is a port of. On a server whose address sits on a
+    /// bridge (`br0` with the NIC `eth0` as its uplink, as for VM networking), the NIC
+    /// is what `wol_interface` names (ethtool arms WoL there) but has no address itself.
     fn udp_target(&self, iface: &NetworkInterface) -> Option<SocketAddr> {
-        self.broadcast.or_else(|| {
-            iface
-                .ips
-                .iter()
-                .find_map(|n| match (n.ip(), n.broadcast()) {
-                    (IpAddr::V4(_), IpAddr::V4(b)) => Some(SocketAddr::from((b, WOL_UDP_PORT))),
-                    _ => None,
-                })
-        })
+        self.broadcast
+            .or_else(|| ipv4_broadcast(iface))
+            .or_else(|| {
+                let master = bridge_master(&iface.name)?;
+                datalink::interfaces()
+                    .into_iter()
+                    .find(|i| i.name == master)
+                    .and_then(|m| ipv4_broadcast(&m))
+            })
     }
 
     /// Sends the packets from the calling thread (blocking for up to
@@ -183,6 +187,24 @@ impl WolWaker {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// The first IPv4 subnet broadcast of `iface`, port 9.
+fn ipv4_broadcast(iface: &NetworkInterface) -> Option<SocketAddr> {
+    iface
+        .ips
+        .iter()
+        .find_map(|n| match (n.ip(), n.broadcast()) {
+            (IpAddr::V4(_), IpAddr::V4(b)) => Some(SocketAddr::from((b, WOL_UDP_PORT))),
+            _ => None,
+        })
+}
+
+/// The bridge (or bond) `name` is enslaved to, from sysfs: `/sys/class/net/NAME/master`
+/// is a symlink to the master's directory.
+fn bridge_master(name: &str) -> Option<String> {
+    let link = std::fs::read_link(format!("/sys/class/net/{name}/master")).ok()?;
+    link.file_name()?.to_str().map(str::to_owned)
 }
 
 impl Waker for WolWaker {
