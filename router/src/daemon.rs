@@ -73,7 +73,9 @@ pub async fn run_on(
     }
     // Opening also brings a state_dir of an older router up to date; the cluster task
     // hands the store to its writer thread.
-    let store = FileStore::open(&config.state_dir).map_err(DaemonError::Store)?;
+    let store = FileStore::open(&config.state_dir)
+        .map_err(DaemonError::Store)?
+        .with_event_limit(config.event_log_max_mib.saturating_mul(1 << 20));
     let persisted = store.load().map_err(DaemonError::Store)?;
     run_term(
         config,

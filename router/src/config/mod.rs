@@ -36,6 +36,10 @@ pub struct RouterConfig {
     #[serde(default)]
     pub api_tls: Option<api::ApiTlsConfig>,
     pub state_dir: PathBuf,
+    /// The event log (`events.jsonl` in `state_dir`) is rotated when it passes this
+    /// many MiB; one rotated file is kept, so the log never takes more than twice this.
+    #[serde(default = "default_event_log_max_mib")]
+    pub event_log_max_mib: u64,
     pub secret_file: PathBuf,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
@@ -149,6 +153,10 @@ fn default_unreachable_ms() -> u64 {
     // 3.5 missed heartbeats: with the 100 ms status tick a silent host is declared
     // unreachable within 0.8 s, inside the 1 s detection target.
     700
+}
+fn default_event_log_max_mib() -> u64 {
+    // 16 MiB is some 100,000 events: weeks of a busy cluster, read in well under a second.
+    16
 }
 fn default_lease_ms() -> u64 {
     // Off: the router's absence (a restart during an upgrade, a reboot of its server,
@@ -361,6 +369,12 @@ impl RouterConfig {
                     format!("{v} is above the limit of {max}"),
                 ));
             }
+        }
+        if !(1..=4096).contains(&self.event_log_max_mib) {
+            return Err(invalid(
+                "event_log_max_mib".into(),
+                format!("{} must be between 1 and 4096", self.event_log_max_mib),
+            ));
         }
         // A lease at or below the detection time would make healthy genies kill their
         // VMs while the router still counts them as up; 0 turns self-fencing off.

@@ -7,6 +7,12 @@
 //! middle of an append leaves a torn last line: reading skips it, and the next append
 //! starts on a fresh line so that the torn bytes cannot swallow a new event.
 //!
+//! The event log is bounded: once `events.jsonl` has passed the limit (router.toml
+//! `event_log_max_mib`), the next append first renames it to `events.jsonl.1`,
+//! replacing the previous one, so at most two files' worth is kept and a flood of
+//! events (refused connections, a flapping host) cannot fill the disk. Reading takes
+//! the newest events from both.
+//!
 //! A state directory of an older router may still hold the marker file
 //! [`LEGACY_ENERGY_MARKER`]; [`FileStore::open`] moves it into `state.json`.
 
@@ -28,6 +34,9 @@ pub const LEGACY_ENERGY_MARKER: &str = "energy-mode-chosen";
 
 const STATE_FILE: &str = "state.json";
 const EVENTS_FILE: &str = "events.jsonl";
+const EVENTS_ROTATED: &str = "events.jsonl.1";
+/// The default event-log limit (bytes) before rotation.
+pub const DEFAULT_EVENT_LIMIT: u64 = 16 << 20;
 const SLA_FILE: &str = "sla.json";
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new content:
@@ -57,6 +66,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
+    /// Size of `events.jsonl` past which it is rotated.
+    event_limit: u64,
 }
 
 impl FileStore {
@@ -68,9 +79,38 @@ impl FileStore {
         })?;
         let store = Self {
             dir: dir.to_owned(),
+            event_limit: DEFAULT_EVENT_LIMIT,
         };
         store.migrate_energy_marker()?;
         Ok(store)
+    }
+
+    /// The same store rotating its event log past `bytes` (at least 1).
+    pub fn with_event_limit(mut self, bytes: u64) -> Self {
+        self.event_limit = bytes.max(1);
+        self
+    }
+
+    /// Renames a full `events.jsonl` to `events.jsonl.1` (replacing it) and makes the
+    /// rename durable. A crash before the rename keeps the full file (rotated on the
+    /// next append); after it, the appends go to a fresh file: nothing is lost either way.
+    fn rotate_events(&self, path: &Path) -> Result<(), StoreError> {
+        let rotated = self.path(EVENTS_ROTATED);
+        fs::rename(path, &rotated).map_err(|source| StoreError::Write {
+            path: rotated.clone(),
+            source,
+        })?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StoreError::Write {
+                path: self.dir.clone(),
+                source,
+            })?;
+        info!(
+            limit_bytes = self.event_limit,
+            "event log rotated: {EVENTS_FILE} is now {EVENTS_ROTATED}"
+        );
+        Ok(())
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -121,6 +161,42 @@ impl FileStore {
         })?;
         write_atomic(&self.path(STATE_FILE), &bytes)
     }
+}
+
+/// Appends the events of the file at `path` (absent: none) to `out`, keeping only the
+/// newest `limit`.
+fn read_events_into(
+    path: &Path,
+    limit: usize,
+    out: &mut VecDeque<Event>,
+) -> Result<(), StoreError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(|source| StoreError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        // A torn line from a crash mid-append is skipped, not fatal.
+        if let Ok(ev) = serde_json::from_str::<Event>(&line) {
+            if limit == 0 {
+                continue;
+            }
+            if out.len() == limit {
+                out.pop_front();
+            }
+            out.push_back(ev);
+        }
+    }
+    Ok(())
 }
 
 /// Whether the non-empty file `f` of length `len` ends with a newline.
@@ -176,6 +252,12 @@ impl Store for FileStore {
             path: path.clone(),
             source,
         };
+        match fs::metadata(&path) {
+            Ok(m) if m.len() >= self.event_limit => self.rotate_events(&path)?,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(source) => return Err(werr(source)),
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .read(true)
@@ -198,25 +280,10 @@ impl Store for FileStore {
     }
 
     fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let path = self.path(EVENTS_FILE);
-        let f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreError::Read { path, source }),
-        };
         let mut out = VecDeque::with_capacity(limit.min(4096));
-        for line in BufReader::new(f).lines() {
-            let line = line.map_err(|source| StoreError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            // A torn line from a crash mid-append is skipped, not fatal.
-            if let Ok(ev) = serde_json::from_str::<Event>(&line) {
-                if out.len() == limit {
-                    out.pop_front();
-                }
-                out.push_back(ev);
-            }
+        // Oldest first: the rotated file, then the current one.
+        for file in [EVENTS_ROTATED, EVENTS_FILE] {
+            read_events_into(&self.path(file), limit, &mut out)?;
         }
         Ok(out.into())
     }
@@ -328,6 +395,36 @@ mod tests {
         let e = wisp_common::error::chain(&s.save(&changed).unwrap_err());
         assert!(e.contains("state.json.tmp"), "{e}");
         assert_eq!(s.load().unwrap(), st);
+    }
+
+    #[test]
+    fn the_event_log_is_rotated_and_bounded_and_reads_across_the_rotation() {
+        let dir = Dir::new("rot");
+        let limit = 600;
+        let mut s = FileStore::open(&dir.0).unwrap().with_event_limit(limit);
+        let one_line = serde_json::to_vec(&ev(1000)).unwrap().len() as u64 + 1;
+        for i in 0..200u64 {
+            s.append_events(&[ev(1000 + i)]).unwrap();
+            let size = |f: &str| fs::metadata(dir.0.join(f)).map(|m| m.len()).unwrap_or(0);
+            let total = size(EVENTS_FILE) + size(EVENTS_ROTATED);
+            // Each file stops growing once past the limit: at most one line over it.
+            assert!(
+                total <= 2 * (limit + one_line),
+                "{total} bytes of events after {i}"
+            );
+        }
+        assert!(dir.0.join(EVENTS_ROTATED).exists(), "never rotated");
+        // The newest events, in order, whichever file they are in.
+        let want: Vec<u64> = (1190..1200).collect();
+        assert_eq!(at_ms(&s.recent_events(10).unwrap()), want);
+        // Everything kept is a contiguous run ending at the newest event.
+        let all = at_ms(&s.recent_events(usize::MAX).unwrap());
+        assert!(all.len() > 10, "{all:?}");
+        assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
+        assert_eq!(all.last(), Some(&1199));
+        // A router reopening the directory reads the same.
+        let again = FileStore::open(&dir.0).unwrap();
+        assert_eq!(at_ms(&again.recent_events(usize::MAX).unwrap()), all);
     }
 
     #[test]
