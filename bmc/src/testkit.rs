@@ -126,6 +126,30 @@ pub fn free_udp_port() -> Result<u16, TestkitError> {
         })
 }
 
+/// Whether process `pid` holds a UDP socket bound to `port` (IPv4 or IPv6), from
+/// /proc: the socket inodes among its descriptors against /proc/net/udp{,6}.
+fn owns_udp_port(pid: u32, port: u16) -> bool {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let hex_port = format!(":{port:04X}");
+    ["udp", "udp6"].iter().any(|t| {
+        let table = fs::read_to_string(format!("/proc/{pid}/net/{t}")).unwrap_or_default();
+        table.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is column 1 ("0100007F:1F90"), the inode column 9.
+            cols.len() > 9 && cols[1].ends_with(&hex_port) && inodes.iter().any(|i| i == cols[9])
+        })
+    })
+}
+
 /// What one `ipmi_sim` BMC is: where it listens, the chassis program it runs, its
 /// `admin` password. The one lan.conf/emu writer and launcher, used by [`IpmiSim`]
 /// here and by the lab of `wisp-tests` (one BMC per lab host, in its own namespace).
@@ -363,7 +387,14 @@ impl IpmiSim {
             }
             let _ = sock.send_to(&ping, self.addr);
             if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                if n >= 4 {
+                // The answer must come from *our* ipmi_sim: two tests may have been
+                // handed the same free port, and then the one whose sim lost the bind
+                // hears the other's BMC (and its password is refused later).
+                let ours = match self.child.as_ref() {
+                    Some(c) => owns_udp_port(c.id(), self.addr.port()),
+                    None => true,
+                };
+                if n >= 4 && ours {
                     return Ok(());
                 }
             }
@@ -569,4 +600,21 @@ fn run_named(bin: &str, tool: &'static str, args: &[&str]) -> Result<String, Tes
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_udp_port_is_owned_by_the_process_that_bound_it_only() {
+        let mine = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = mine.local_addr().unwrap().port();
+        assert!(owns_udp_port(std::process::id(), port));
+        // PID 1 did not bind it; and a port nobody holds is owned by no one.
+        assert!(!owns_udp_port(1, port));
+        drop(mine);
+        assert!(!owns_udp_port(std::process::id(), port));
+    }
 }
