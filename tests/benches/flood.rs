@@ -68,7 +68,7 @@ fn main() {
     let link = SocketAddr::from((Names::router_ip(), ROUTER_PORT));
     let duration = Duration::from_secs(secs);
 
-    let mut phases = vec![measure(&lab, pid, "quiet", duration, || Flood::none())];
+    let mut phases = vec![measure(&lab, pid, "quiet", duration, Flood::none)];
     phases.push(measure(
         &lab,
         pid,
