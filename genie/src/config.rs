@@ -377,6 +377,13 @@ wol_interface = "eth0"
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../systemd/genie.toml");
+        let c = GenieConfig::parse(Path::new("systemd/genie.toml"), text).unwrap();
+        assert_eq!(c.migration_ports, crate::ports::DEFAULT_MIGRATION_PORTS);
+    }
+
+    #[test]
     fn vm_keys_parse_and_bad_ones_are_named() {
         let c = GenieConfig::parse(Path::new("/g.toml"), MIN).unwrap();
         assert_eq!(c.accel, AccelChoice::Auto);
