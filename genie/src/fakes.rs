@@ -1,6 +1,7 @@
 //! Hand-written fakes of the genie's effect traits, for unit tests of logic (command
 //! dispatch, the link loop). They record what was asked and can be told to fail.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -110,11 +111,12 @@ impl Hypervisor for FakeHypervisor {
         let vm = &spec.name;
         let listen = |port: u16| {
             let mut held = self.held_ports.lock().expect("fake lock");
-            let r = if held.contains_key(&port) {
-                Err(Attempt::<VmError>::InUse)
-            } else {
-                held.insert(port, Some(vm.clone()));
-                Ok(())
+            let r = match held.entry(port) {
+                Entry::Occupied(_) => Err(Attempt::<VmError>::InUse),
+                Entry::Vacant(v) => {
+                    v.insert(Some(vm.clone()));
+                    Ok(())
+                }
             };
             std::future::ready(r)
         };
