@@ -253,7 +253,7 @@ mod tests {
             vec![GenieMsg::Reply {
                 id: 9,
                 outcome: Outcome::Incoming {
-                    uri: "tcp:10.0.0.5:4444".into()
+                    uri: "tcp:10.0.0.5:49152".into()
                 }
             }]
         );
@@ -332,6 +332,50 @@ mod tests {
             }] => assert!(error.contains("vm7"), "{error}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn incoming(vm: &str) -> Command {
+        Command::PrepareIncoming {
+            spec: spec(vm),
+            epoch: 1,
+        }
+    }
+
+    fn uri(port: u16) -> Vec<GenieMsg> {
+        vec![GenieMsg::Reply {
+            id: 9,
+            outcome: Outcome::Incoming {
+                uri: format!("tcp:10.0.0.5:{port}"),
+            },
+        }]
+    }
+
+    #[tokio::test]
+    async fn incoming_migrations_share_the_port_range_and_a_full_one_fails_naming_it() {
+        // 6001 is another program's.
+        let range = "6000-6002".parse().unwrap();
+        let hv = FakeHypervisor::with_ports(range, &[6001]);
+        let p = FakePower::default();
+        assert_eq!(run(&hv, &p, incoming("in1")).await, uri(6000));
+        assert_eq!(run(&hv, &p, incoming("in2")).await, uri(6002));
+        match &run(&hv, &p, incoming("in3")).await[..] {
+            [GenieMsg::Reply {
+                outcome: Outcome::Failed { error },
+                ..
+            }] => assert_eq!(
+                error,
+                "no port for an incoming migration of VM in3: \
+                 all 3 ports of migration_ports 6000-6002 are in use on 10.0.0.5"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A cancelled incoming frees its port for the next one.
+        let in2 = VmId::new("in2").unwrap();
+        assert_eq!(
+            run(&hv, &p, Command::CancelIncoming { vm: in2 }).await,
+            vec![done()]
+        );
+        assert_eq!(run(&hv, &p, incoming("in3")).await, uri(6002));
     }
 
     #[tokio::test]

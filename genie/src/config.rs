@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use wisp_common::{config::ConfigError, HostId};
 
+use crate::ports::PortRange;
+
 /// Heartbeat period used until the router's Welcome says otherwise (5/s).
 pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
 /// Full-report period used until the router's Welcome says otherwise.
@@ -40,6 +42,10 @@ pub struct GenieConfig {
     /// Address incoming migrations listen on; default: the local address of the link.
     #[serde(default)]
     pub address: Option<IpAddr>,
+    /// The TCP ports incoming migrations listen on (`"49152-49215"`, inclusive, or
+    /// one port), so a firewall can be opened for them; checked as it is parsed.
+    #[serde(default)]
+    pub migration_ports: PortRange,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     #[serde(default = "default_metrics_ms")]
@@ -246,6 +252,43 @@ mod tests {
         assert_eq!(c.suspend_command, vec!["systemctl", "suspend"]);
         assert_eq!(c.address, None);
         assert_eq!(c.sys_power_dir(), PathBuf::from("/sys/power"));
+        assert_eq!(c.migration_ports.to_string(), "49152-49215");
+    }
+
+    #[test]
+    fn migration_ports_is_a_range_or_one_port_and_a_bad_one_is_named() {
+        for (text, want) in [
+            ("\"50000-50009\"", "50000-50009"),
+            ("\"50000\"", "50000"),
+            ("50000", "50000"),
+        ] {
+            let c = GenieConfig::parse(
+                Path::new("/g.toml"),
+                &format!("{MIN}migration_ports = {text}\n"),
+            )
+            .unwrap();
+            assert_eq!(c.migration_ports.to_string(), want);
+        }
+        for (bad, says) in [
+            ("\"5000..5010\"", "not a port"),
+            ("\"5010-5000\"", "after its end"),
+            ("\"0\"", "port 0"),
+            ("0", "port 0"),
+            ("\"22-30\"", "well-known"),
+            ("\"1024-65535\"", "at most 1024"),
+            ("[1, 2]", "port range"),
+        ] {
+            let e = GenieConfig::parse(
+                Path::new("/g.toml"),
+                &format!("{MIN}migration_ports = {bad}\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("/g.toml") && e.contains("`migration_ports`") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -331,6 +374,13 @@ wol_interface = "eth0"
         let c = GenieConfig::parse(Path::new("/g.toml"), text).unwrap();
         assert_eq!(c.address, Some("10.77.0.11".parse().unwrap()));
         assert_eq!(c.wol_interface.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../systemd/genie.toml");
+        let c = GenieConfig::parse(Path::new("systemd/genie.toml"), text).unwrap();
+        assert_eq!(c.migration_ports, crate::ports::DEFAULT_MIGRATION_PORTS);
     }
 
     #[test]

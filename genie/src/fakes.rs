@@ -1,6 +1,8 @@
 //! Hand-written fakes of the genie's effect traits, for unit tests of logic (command
 //! dispatch, the link loop). They record what was asked and can be told to fail.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use crate::host_sleep::{Power, PowerError};
 use crate::lease::Fence;
 use crate::manager::VmError;
 use crate::metrics::{MetricsError, MetricsSource};
+use crate::ports::{Attempt, PickError, PortPicker, PortRange};
 use crate::power_caps::CapsProbe;
 use crate::wol_relay::{self, RelayError, WolRelayer};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +31,11 @@ pub struct FakeHypervisor {
     pub vms: Arc<Mutex<Vec<VmStatus>>>,
     /// When set, every operation fails with NotFound.
     pub fail: bool,
+    /// Incoming migrations pick their port as the real manager does (default range).
+    pub ports: Arc<PortPicker>,
+    /// The fake host's ports in use: by a waiting incoming VM (freed by its cancel) or,
+    /// with no VM, by another program.
+    pub held_ports: Arc<Mutex<BTreeMap<u16, Option<VmId>>>>,
 }
 
 impl FakeHypervisor {
@@ -36,6 +44,14 @@ impl FakeHypervisor {
     }
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("fake lock").clone()
+    }
+    /// A fake whose incoming migrations use `range`, with `busy` held by others.
+    pub fn with_ports(range: PortRange, busy: &[u16]) -> Self {
+        Self {
+            ports: Arc::new(PortPicker::new(range)),
+            held_ports: Arc::new(Mutex::new(busy.iter().map(|p| (*p, None)).collect())),
+            ..Default::default()
+        }
     }
     fn result(&self, vm: &VmId) -> Result<(), VmError> {
         if self.fail {
@@ -92,11 +108,36 @@ impl Hypervisor for FakeHypervisor {
     ) -> Result<String, VmError> {
         self.record(format!("incoming {} epoch {epoch} on {addr}", spec.name));
         self.result(&spec.name)?;
-        Ok(format!("tcp:{addr}:4444"))
+        let vm = &spec.name;
+        let listen = |port: u16| {
+            let mut held = self.held_ports.lock().expect("fake lock");
+            let r = match held.entry(port) {
+                Entry::Occupied(_) => Err(Attempt::<VmError>::InUse),
+                Entry::Vacant(v) => {
+                    v.insert(Some(vm.clone()));
+                    Ok(())
+                }
+            };
+            std::future::ready(r)
+        };
+        match self.ports.pick(addr, listen).await {
+            Ok(port) => Ok(crate::qemu::migration_uri(addr, port)),
+            Err(PickError::Exhausted(source)) => Err(VmError::NoMigrationPort {
+                vm: vm.clone(),
+                source,
+            }),
+            Err(PickError::Failed(e)) => Err(e),
+        }
     }
     async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
         self.record(format!("cancel {vm}"));
-        self.result(vm)
+        self.result(vm)?;
+        // Killing the waiting qemu closes its listener.
+        self.held_ports
+            .lock()
+            .expect("fake lock")
+            .retain(|_, by| by.as_ref() != Some(vm));
+        Ok(())
     }
     async fn migrate(
         &self,

@@ -14,6 +14,7 @@ use wisp_common::{VmId, VmSpec};
 
 use crate::accel::{self, Accel};
 use crate::images::{self, ImageError};
+use crate::ports::PortRange;
 use crate::qemu::{self, Launch, LaunchNic};
 use crate::taps::{self, TapError};
 
@@ -29,6 +30,8 @@ pub struct VmOptions {
     /// Network name → bridge.
     pub networks: BTreeMap<String, String>,
     pub image_dirs: Vec<PathBuf>,
+    /// Where incoming migrations listen.
+    pub migration_ports: PortRange,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +235,7 @@ mod tests {
             accel: Accel::Tcg,
             networks: [("lan".to_string(), "lo".to_string())].into(),
             image_dirs: vec![d.join("img")],
+            ..VmOptions::default()
         };
         (Dir(d), opts)
     }

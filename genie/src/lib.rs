@@ -19,6 +19,7 @@ pub mod link;
 pub mod liveness;
 pub mod manager;
 pub mod metrics;
+pub mod ports;
 pub mod power_caps;
 pub mod qemu;
 pub mod qmp;

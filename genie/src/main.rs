@@ -183,10 +183,11 @@ fn check_config(file: &std::path::Path) -> Result<()> {
     Secret::cluster_from_file(&cfg.secret_file)
         .with_context(|| format!("{}: secret_file", file.display()))?;
     println!(
-        "{}: ok (host {}, router {}; cluster secret readable)",
+        "{}: ok (host {}, router {}, migration_ports {}; cluster secret readable)",
         file.display(),
         cfg.host,
-        cfg.router.join(", ")
+        cfg.router.join(", "),
+        cfg.migration_ports
     );
     Ok(())
 }
@@ -200,6 +201,7 @@ fn vm_manager(cfg: &GenieConfig, changes: Arc<Notify>) -> Result<VmManager> {
         accel,
         networks: cfg.networks.clone(),
         image_dirs: cfg.image_dirs.clone(),
+        migration_ports: cfg.migration_ports,
     };
     Ok(VmManager::with_options(
         &cfg.vm_dir,

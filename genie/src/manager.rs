@@ -20,6 +20,7 @@ use wisp_common::{VmId, VmRunState, VmSpec};
 use crate::commands::Hypervisor;
 use crate::launch::{self, LaunchError, VmOptions};
 use crate::lease::Fence;
+use crate::ports::{Attempt, Exhausted, PickError, PortPicker};
 use crate::qemu::{self, QemuError, VmPaths};
 use crate::qmp::QmpError;
 use crate::taps::{self, TapError};
@@ -69,6 +70,12 @@ pub enum VmError {
     },
     #[error("qemu of VM {vm} (pid {pid}) survived quit and SIGKILL")]
     Unkillable { vm: VmId, pid: u32 },
+    #[error("no port for an incoming migration of VM {vm}")]
+    NoMigrationPort {
+        vm: VmId,
+        #[source]
+        source: Exhausted,
+    },
 }
 
 /// Handle to the VMs of this host (cheap to clone).
@@ -86,6 +93,15 @@ struct Inner {
     virt: Mutex<VirtCaps>,
     vms: Mutex<HashMap<VmId, VmHandle>>,
     changes: Arc<Notify>,
+    /// Where incoming migrations listen (`opts.migration_ports`).
+    ports: PortPicker,
+}
+
+/// QEMU's answer to `migrate-incoming` on a port somebody else holds: "Failed to find
+/// an available port: Address already in use" (7.2; the strerror of EADDRINUSE is the
+/// stable part). Any other failure is not about the port.
+fn address_in_use(e: &QmpError) -> bool {
+    matches!(e, QmpError::Command { desc, .. } if desc.contains("Address already in use"))
 }
 
 /// The announce-self after an incoming migration: 5 rounds, 50 ms then 150, 250, ...
@@ -120,6 +136,7 @@ impl VmManager {
             inner: Arc::new(Inner {
                 vm_dir: vm_dir.to_owned(),
                 qemu: qemu.to_owned(),
+                ports: PortPicker::new(opts.migration_ports),
                 opts,
                 virt: Mutex::new(virt),
                 vms: Mutex::new(HashMap::new()),
@@ -208,16 +225,11 @@ impl VmManager {
         }
     }
 
-    async fn launch(
-        &self,
-        spec: &VmSpec,
-        epoch: u64,
-        incoming: Option<std::net::SocketAddr>,
-    ) -> Result<(), VmError> {
+    async fn launch(&self, spec: &VmSpec, epoch: u64, incoming: bool) -> Result<(), VmError> {
         let vm = &spec.name;
         let paths = VmPaths::new(&self.inner.vm_dir, vm);
         if let Some(state) = self.get(vm).map(|h| h.state()) {
-            if incoming.is_none() && state == VmRunState::Running {
+            if !incoming && state == VmRunState::Running {
                 return Ok(());
             }
             // Anything else (an old incoming qemu, a paused leftover) is replaced. No
@@ -254,10 +266,10 @@ impl VmManager {
                 return Err(e.into());
             }
         }
-        if incoming.is_some() && !l.nics.is_empty() {
+        if incoming && !l.nics.is_empty() {
             self.announce_when_running(h.clone());
         }
-        let (expected, want) = if incoming.is_some() {
+        let (expected, want) = if incoming {
             ("inmigrate", VmRunState::Inmigrate)
         } else {
             ("running", VmRunState::Running)
@@ -328,6 +340,42 @@ impl VmManager {
         self.terminate(vm, pid).await?;
         self.forget(vm);
         Ok(())
+    }
+
+    /// Has `vm`'s waiting qemu listen on a port of the range (`migrate-incoming`),
+    /// moving on while QEMU says a port is in use.
+    async fn listen_incoming(&self, vm: &VmId, addr: IpAddr) -> Result<u16, VmError> {
+        let h = self
+            .get(vm)
+            .ok_or_else(|| VmError::NotFound { vm: vm.clone() })?;
+        let listen = |port: u16| {
+            let h = h.clone();
+            async move {
+                let uri = qemu::migration_uri(addr, port);
+                match h
+                    .execute("migrate-incoming", Some(json!({ "uri": uri })))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if address_in_use(&e) => Err(Attempt::InUse),
+                    Err(source) => Err(Attempt::Failed(VmError::Qmp {
+                        vm: h.id.clone(),
+                        source,
+                    })),
+                }
+            }
+        };
+        self.inner
+            .ports
+            .pick(addr, listen)
+            .await
+            .map_err(|e| match e {
+                PickError::Exhausted(source) => VmError::NoMigrationPort {
+                    vm: vm.clone(),
+                    source,
+                },
+                PickError::Failed(e) => e,
+            })
     }
 
     async fn run_migration(
@@ -451,7 +499,7 @@ impl Hypervisor for VmManager {
     /// Starts qemu for `spec` and waits until it runs. Idempotent: a VM that already
     /// runs here is left alone.
     async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
-        self.launch(spec, epoch, None).await.map(|_| ())
+        self.launch(spec, epoch, false).await.map(|_| ())
     }
 
     /// ACPI powerdown (unless `force`), then `quit` after `timeout`, then SIGKILL.
@@ -483,17 +531,31 @@ impl Hypervisor for VmManager {
         Ok(())
     }
 
-    /// Starts qemu waiting for an incoming migration on a free port of `addr`;
-    /// returns the URI the source must migrate to.
+    /// Starts qemu waiting for an incoming migration, listening on a free port of
+    /// `migration_ports` on `addr`; returns the URI the source must migrate to.
     async fn prepare_incoming(
         &self,
         spec: &VmSpec,
         epoch: u64,
         addr: IpAddr,
     ) -> Result<String, VmError> {
-        let port = qemu::free_port(&spec.name, addr)?;
-        self.launch(spec, epoch, Some(port)).await?;
-        Ok(format!("tcp:{}:{}", port.ip(), port.port()))
+        let vm = &spec.name;
+        self.launch(spec, epoch, true).await?;
+        match self.listen_incoming(vm, addr).await {
+            Ok(port) => {
+                let uri = qemu::migration_uri(addr, port);
+                tracing::info!(vm = %vm, uri = %uri, "incoming migration listens");
+                Ok(uri)
+            }
+            Err(e) => {
+                // The router sends no cancel for a prepare that failed: the waiting
+                // qemu goes now, or it would hold its memory for nothing.
+                if let Err(ce) = self.cancel_incoming(vm).await {
+                    tracing::error!(vm = %vm, error = %ce, "cannot remove the qemu of a failed prepare");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Kills the waiting destination qemu and removes its files.

@@ -6,7 +6,6 @@
 //! never takes the VM down with it, and "the spawned process exited 0" means "ready".
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -53,13 +52,6 @@ pub enum QemuError {
         timeout_ms: u64,
         log: PathBuf,
         tail: String,
-    },
-    #[error("no free port on {addr} for an incoming migration of VM {vm}")]
-    NoPort {
-        vm: VmId,
-        addr: std::net::IpAddr,
-        #[source]
-        source: std::io::Error,
     },
 }
 
@@ -188,7 +180,11 @@ impl Launch {
 /// JSON object (a comma in a file name is just a character), `-kernel`, `-initrd` and
 /// `-append` take their argument whole, and the rest (tap names, MACs, CPU model
 /// names, numbers) are generated or validated to contain no comma.
-pub fn command_line(l: &Launch, paths: &VmPaths, incoming: Option<SocketAddr>) -> Vec<OsString> {
+///
+/// `incoming`: qemu waits for a migration (`-incoming defer`); the genie then picks the
+/// port with `migrate-incoming`, which says when a port is in use, where a busy port on
+/// the command line would only make qemu exit.
+pub fn command_line(l: &Launch, paths: &VmPaths, incoming: bool) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::with_capacity(40);
     let mut push = |s: &str| a.push(s.into());
     push("-name");
@@ -271,9 +267,9 @@ pub fn command_line(l: &Launch, paths: &VmPaths, incoming: Option<SocketAddr>) -
         a.push("-device".into());
         a.push(format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac).into());
     }
-    if let Some(addr) = incoming {
+    if incoming {
         a.push("-incoming".into());
-        a.push(format!("tcp:{}:{}", addr.ip(), addr.port()).into());
+        a.push("defer".into());
     }
     a
 }
@@ -283,18 +279,10 @@ fn is_block_device(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
 }
 
-/// A port on `addr` that was free a moment ago, for `-incoming`.
-pub fn free_port(vm: &VmId, addr: std::net::IpAddr) -> Result<SocketAddr, QemuError> {
-    let l = std::net::TcpListener::bind((addr, 0)).map_err(|source| QemuError::NoPort {
-        vm: vm.clone(),
-        addr,
-        source,
-    })?;
-    l.local_addr().map_err(|source| QemuError::NoPort {
-        vm: vm.clone(),
-        addr,
-        source,
-    })
+/// The URI a source qemu migrates to, for a listener on `addr`:`port`.
+pub fn migration_uri(addr: std::net::IpAddr, port: u16) -> String {
+    // SocketAddr writes an IPv6 address in brackets, as QEMU wants it.
+    format!("tcp:{}", std::net::SocketAddr::new(addr, port))
 }
 
 /// Runs qemu with `args`, stdout/stderr appended to the log, and waits until it has
@@ -470,7 +458,7 @@ mod tests {
     #[test]
     fn command_line_follows_the_contract() {
         let p = VmPaths::new(Path::new("/v"), &VmId::new("vm1").unwrap());
-        let a = strs(&command_line(&launch(), &p, None));
+        let a = strs(&command_line(&launch(), &p, false));
         let want: Vec<String> = [
             "-name",
             "vm1",
@@ -510,7 +498,7 @@ mod tests {
         let mut l = launch();
         l.disk = Some(("/d/x.img,readonly=on,snapshot=on".into(), DiskFormat::Qcow2));
         let p = VmPaths::new(Path::new("/v"), &l.name);
-        let a = strs(&command_line(&l, &p, None));
+        let a = strs(&command_line(&l, &p, false));
         let i = a.iter().position(|x| x == "-blockdev").unwrap();
         let node: serde_json::Value = serde_json::from_str(&a[i + 1]).unwrap();
         assert_eq!(node["file"]["filename"], "/d/x.img,readonly=on,snapshot=on");
@@ -540,7 +528,7 @@ mod tests {
             },
         ];
         let p = VmPaths::new(Path::new("/v"), &l.name);
-        let a = strs(&command_line(&l, &p, None)).join(" ");
+        let a = strs(&command_line(&l, &p, false)).join(" ");
         for want in [
             "-machine q35,accel=kvm -cpu Nehalem,enforce",
             "-initrd /k/initrd.gz -append console=ttyS0 wisp.ip=10.0.0.5/24",
@@ -555,15 +543,19 @@ mod tests {
     fn incoming_and_minimal_spec() {
         let l = Launch::bare(&spec());
         let p = VmPaths::new(Path::new("/v"), &l.name);
-        let a = strs(&command_line(
-            &l,
-            &p,
-            Some("10.0.0.2:4444".parse().unwrap()),
-        ));
+        let a = strs(&command_line(&l, &p, true));
         assert!(!a.contains(&"-kernel".to_string()));
         assert!(!a.contains(&"-blockdev".to_string()));
         assert!(!a.contains(&"-cpu".to_string()));
-        assert_eq!(&a[a.len() - 2..], ["-incoming", "tcp:10.0.0.2:4444"]);
+        assert_eq!(&a[a.len() - 2..], ["-incoming", "defer"]);
+        assert_eq!(
+            migration_uri("10.0.0.2".parse().unwrap(), 49152),
+            "tcp:10.0.0.2:49152"
+        );
+        assert_eq!(
+            migration_uri("fd00::2".parse().unwrap(), 49153),
+            "tcp:[fd00::2]:49153"
+        );
     }
 
     #[test]

@@ -108,3 +108,62 @@ fn genie_check_config_names_a_missing_sys_power_dir() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn genie_check_config_shows_migration_ports_and_names_a_bad_range() {
+    let d = std::env::temp_dir().join(format!("wisp-genie-check-mp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let d = Dir(d);
+    let s = secret(&d.0, "0123456789abcdef0123456789abcdef\n");
+    let f = d.0.join("genie.toml");
+    let check = |extra: &str| {
+        std::fs::write(
+            &f,
+            format!(
+                "host = \"h1\"\nrouter = \"127.0.0.1:7100\"\nsecret_file = \"{}\"\nvm_dir = \"{}\"\n{extra}",
+                s.display(),
+                d.0.display(),
+            ),
+        )
+        .unwrap();
+        Command::new(GENIE)
+            .arg("check-config")
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    for (extra, shown) in [
+        ("", "migration_ports 49152-49215"),
+        (
+            "migration_ports = \"50000-50003\"\n",
+            "migration_ports 50000-50003",
+        ),
+        ("migration_ports = \"50000\"\n", "migration_ports 50000;"),
+    ] {
+        let o = check(extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(shown), "{extra}: {out}");
+    }
+    for (bad, says) in [
+        (
+            "\"50010-50000\"",
+            "\"50010-50000\": the range starts at 50010, after its end 50000",
+        ),
+        ("\"0\"", "port 0"),
+        ("\"5o000\"", "\"5o000\" is not a port"),
+    ] {
+        let o = check(&format!("migration_ports = {bad}\n"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("genie.toml")
+                && err.contains("`migration_ports`")
+                && err.contains(says),
+            "{bad}: {err}"
+        );
+    }
+}

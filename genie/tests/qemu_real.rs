@@ -38,7 +38,7 @@ async fn qmp_client_talks_to_a_real_qemu() {
     let dir = TestDir::new("qmp");
     let s = spec("q1");
     let paths = VmPaths::new(dir.path(), &s.name);
-    let args = qemu::command_line(&qemu::Launch::bare(&s), &paths, None);
+    let args = qemu::command_line(&qemu::Launch::bare(&s), &paths, false);
     qemu::start("qemu-system-x86_64".as_ref(), &s.name, &args, &paths)
         .await
         .unwrap();
@@ -148,6 +148,9 @@ async fn live_migration_between_two_qemus_on_loopback() {
         .await
         .unwrap();
     assert!(uri.starts_with("tcp:127.0.0.1:"), "{uri}");
+    // The default migration_ports.
+    let port: u16 = uri.rsplit(':').next().unwrap().parse().unwrap();
+    assert!((49152..=49215).contains(&port), "{uri}");
     assert_eq!(state_of(&dst, "mig1"), Some(VmRunState::Inmigrate));
 
     let (ptx, mut prx) = mpsc::channel(1024);
@@ -172,6 +175,14 @@ async fn live_migration_between_two_qemus_on_loopback() {
         dst.statuses()
     );
     assert_eq!(dst.statuses()[0].epoch, 2);
+    // The destination qemu closed its listener once the migration was in: the port
+    // can be bound again.
+    assert!(
+        eventually(LONG, || std::net::TcpListener::bind(("127.0.0.1", port))
+            .is_ok())
+        .await,
+        "port {port} still held after the migration"
+    );
 }
 
 #[tokio::test]
@@ -183,7 +194,10 @@ async fn migration_to_a_dead_port_fails_and_the_source_keeps_running() {
     m.start(&s, 1).await.unwrap();
     let pid = m.statuses()[0].pid.unwrap();
     // A port that was free a moment ago: nobody listens there.
-    let dead = qemu::free_port(&s.name, "127.0.0.1".parse().unwrap()).unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (ptx, _prx) = mpsc::channel(1024);
     let e = m
         .migrate(&s.name, &format!("tcp:{dead}"), 0, 0, &ptx)

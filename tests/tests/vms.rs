@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use wisp_tests::lab::configs::LAB_MIGRATION_PORTS;
 use wisp_tests::lab::witness::qemu_cmdline;
 use wisp_tests::lab::{cli_result, poll, query_status, Lab, LabSpec, VmRow, WAIT};
 
@@ -232,6 +233,29 @@ fn start_slow_migration(lab: &Lab) -> (Child, i32) {
     .unwrap()
 }
 
+/// The ports on host `to` of the established TCP connections from host `from` (a
+/// migration's stream: nothing else connects one lab host to another), as `ss` in
+/// `to`'s namespace lists them.
+fn stream_ports(lab: &Lab, from: usize, to: usize) -> Vec<u16> {
+    let (src, dst) = (lab.host(from).unwrap(), lab.host(to).unwrap());
+    let out = lab
+        .exec_in(&dst.ns, "ss", &["-tnH", "state", "established"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let peer = format!("{}:", src.ip);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // Recv-Q Send-Q Local:Port Peer:Port (a state filter drops the State column)
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote) = (cols.get(2)?, cols.get(3)?);
+            remote
+                .starts_with(&peer)
+                .then(|| local.rsplit(':').next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
 /// Waits for the CLI to exit and returns (exit code, stderr).
 fn finish(mut child: Child) -> (Option<i32>, String) {
     poll(
@@ -252,6 +276,13 @@ fn a_destination_killed_mid_migration_leaves_the_vm_running_on_its_source() {
 
     // 1. The destination qemu dies.
     let (child, dst) = start_slow_migration(&lab);
+    // The stream arrives on a port of the lab genies' migration_ports.
+    let (lo, hi) = LAB_MIGRATION_PORTS;
+    let ports = stream_ports(&lab, 1, 2);
+    assert!(
+        matches!(ports[..], [p] if (lo..=hi).contains(&p)),
+        "migration stream ports on h2: {ports:?}, not one in {lo}-{hi}"
+    );
     kill(Pid::from_raw(dst), Signal::SIGKILL).unwrap();
     let (code, stderr) = finish(child);
     eprintln!("destination qemu killed: {stderr}");

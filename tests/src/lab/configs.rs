@@ -43,6 +43,12 @@ fn toml_basic_string(s: &str) -> String {
 /// The network lab guests join: the bridge every lab host has (net.rs).
 pub const LAB_NETWORK: &str = "lan";
 
+/// The `migration_ports` of every lab genie: not the default, so a migration that
+/// lands in it shows the configured range is used (each host has its own namespace,
+/// so every host may use the same range); 16 ports, more than the lab ever migrates
+/// to one host at once.
+pub const LAB_MIGRATION_PORTS: (u16, u16) = (50100, 50115);
+
 /// genie.toml for host `i` (its `[networks]` table comes last: see [`networks_table`]).
 /// The lab says `accel = "tcg"`: the KVM of the machines it runs on is a software one,
 /// much slower than TCG (ARCHITECTURE.md, QEMU).
@@ -60,6 +66,7 @@ pub fn genie_toml(
          secret_file = {secret}\n\
          vm_dir = {vm_dir}\n\
          address = {addr}\n\
+         migration_ports = \"{ports_from}-{ports_to}\"\n\
          suspend_command = [{suspend}]\n\
          wol_interface = \"eth0\"\n\
          accel = \"tcg\"\n\
@@ -69,6 +76,8 @@ pub fn genie_toml(
         secret = q(secret_file.to_string_lossy()),
         vm_dir = q(vm_dir.to_string_lossy()),
         addr = q(Names::host_ip(i).to_string()),
+        ports_from = LAB_MIGRATION_PORTS.0,
+        ports_to = LAB_MIGRATION_PORTS.1,
         suspend = suspend.join(", "),
         images = q(images.to_string_lossy()),
     )
@@ -188,6 +197,7 @@ mod tests {
         assert_eq!(v["suspend_command"][0].as_str(), Some("a b"));
         assert_eq!(v["address"].as_str(), Some("10.77.0.12"));
         assert_eq!(v["accel"].as_str(), Some("tcg"));
+        assert_eq!(v["migration_ports"].as_str(), Some("50100-50115"));
         assert_eq!(v["image_dirs"][0].as_str(), Some("/img"));
         assert_eq!(v["networks"]["lan"].as_str(), Some("br0"));
     }
