@@ -237,7 +237,8 @@ pub fn render_genie_toml(dir: &Path, listen: &SocketAddr, h: &HostSpec) -> Strin
          vm_dir = \"/var/lib/wisp/vms\"\n\
          address = \"{addr}\"\n\
          qemu = \"qemu-system-x86_64\"\n\
-         suspend_command = [\"systemctl\", \"suspend\"]\n",
+         suspend_command = [\"systemctl\", \"suspend\"]\n\
+         migration_ports = \"49152-49215\"   # open in the firewall between servers\n",
         name = h.name,
         dir = dir.display(),
         addr = h.address,
