@@ -340,14 +340,16 @@ pub async fn forward(State(ctx): State<Ctx>, req: Request) -> Response {
     let sent = tokio::time::timeout(FORWARD_TIMEOUT, send(&to, tls, out)).await;
     let (status, headers, body) = match sent {
         Ok(Ok(x)) => x,
-        Ok(Err(reason)) => return error(
-            StatusCode::BAD_GATEWAY,
-            format!(
+        Ok(Err(reason)) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!(
                 "router {me} is not the leader and could not reach the leader {} at {}: {reason}",
                 leader.display_name(),
                 leader.api
             ),
-        ),
+            )
+        }
         Err(_) => {
             return error(
                 StatusCode::GATEWAY_TIMEOUT,

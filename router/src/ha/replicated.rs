@@ -67,10 +67,14 @@ pub async fn run(
     let ha = config.ha.clone().expect("run only with [ha]");
     let link_addr = listener_addr(&link_listener)?;
     let api_addr = listener_addr(&api_listener)?;
+    // Followers forward here; with `[api_tls]` the scheme tells them to speak TLS.
     let advertise = ha
         .advertise_api
         .clone()
-        .unwrap_or_else(|| api_addr.to_string());
+        .unwrap_or_else(|| match config.api_tls {
+            Some(_) => format!("https://{api_addr}"),
+            None => api_addr.to_string(),
+        });
     let name = router_name(&ha, link_addr);
     let elector = {
         let mut cfg = ElectorConfig::new(&ha.cluster, &ha.etcd, &advertise);
