@@ -126,9 +126,7 @@ impl Upstream {
 
     fn token_for(&self, method: &Method) -> Option<&Secret> {
         let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        self.admin
-            .as_ref()
-            .or_else(|| if read { self.read.as_ref() } else { None })
+        self.admin.as_ref().or(self.read.as_ref().filter(|_| read))
     }
 }
 
