@@ -121,18 +121,7 @@ pub async fn run_term(
         Arc::new(Secret::cluster_from_file(&config.secret_file).map_err(DaemonError::Secret)?);
     let power = PowerPlane::from_config(&config).map_err(DaemonError::Power)?;
     let power = Arc::new(crate::ha::gate::gated_plane(power, &config, &term.gate));
-    let mut guard =
-        api::auth::Guard::from_config(&config.api_tokens).map_err(DaemonError::Tokens)?;
-    // The dashboard's pages carry no data; its stream and every call need a token.
-    for p in crate::web::PUBLIC_PATHS {
-        guard = guard.public(p);
-    }
-    let tls = config
-        .api_tls
-        .as_ref()
-        .map(api::tls::acceptor)
-        .transpose()
-        .map_err(DaemonError::Tls)?;
+    let (guard, tls) = api_security(&config)?;
     let unix_listener = api::unix::bind(&config.api_socket).map_err(DaemonError::Socket)?;
 
     let link_listener_addr = link_listener.local_addr().ok();
@@ -236,6 +225,26 @@ pub async fn run_term(
     let _ = std::fs::remove_file(&config.api_socket);
     info!("router stopped");
     Ok(())
+}
+
+/// The TCP API's guard (its tokens, the dashboard's public pages) and TLS, the same
+/// for a single router, a leader and a follower.
+pub fn api_security(
+    config: &RouterConfig,
+) -> Result<(api::auth::Guard, Option<tokio_rustls::TlsAcceptor>), DaemonError> {
+    let mut guard =
+        api::auth::Guard::from_config(&config.api_tokens).map_err(DaemonError::Tokens)?;
+    // The dashboard's pages carry no data; its stream and every call need a token.
+    for p in crate::web::PUBLIC_PATHS {
+        guard = guard.public(p);
+    }
+    let tls = config
+        .api_tls
+        .as_ref()
+        .map(api::tls::acceptor)
+        .transpose()
+        .map_err(DaemonError::Tls)?;
+    Ok((guard, tls))
 }
 
 /// A shutdown signal fed by SIGTERM (systemd) and SIGINT (Ctrl-C).

@@ -138,7 +138,7 @@ async fn the_follower_forwards_and_names_the_leader_and_the_genie_follows_throug
     };
     let a = ha("ha", "ra").start().await;
     let b = ha("cluster", "rb").start().await;
-    // Over TCP: a follower serves no local socket.
+    // Over TCP with the admin token (the local sockets: ha_follower.rs).
     let apis = [a.tcp_api.as_str(), b.tcp_api.as_str()];
     let names = ["ra", "rb"];
     let lead = leader_of(&apis).await;

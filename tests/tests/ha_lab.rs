@@ -79,11 +79,23 @@ fn the_leader_killed_another_takes_over_genies_follow_vms_run_on_and_a_later_pow
     let s = status(&ha, follower);
     assert_eq!(s["role"], "follower", "{s}");
     assert_eq!(s["leader"], ha.routers[lead].name.as_str(), "{s}");
+    // The CLI on the follower's own socket, with no token: the same answer.
+    let local = ha.routers[follower].local_api();
+    let s = ha
+        .lab
+        .router_json_at(&local, &["status", "--json"])
+        .unwrap_or_else(|e| panic!("status on {local}: {e}\n{}", ha.logs(30)));
+    assert_eq!(s["role"], "follower", "{s}");
+    assert_eq!(s["leader"], ha.routers[lead].name.as_str(), "{s}");
 
-    // VMs are created through a follower: it forwards to the leader.
-    for (vm, host) in [("vm1", "h1"), ("vm2", "h2")] {
-        ha.create_guest_vm(follower, vm, host)
-            .unwrap_or_else(|e| panic!("create {vm} via a follower: {e}"));
+    // VMs are created through a follower, on its TCP API and on its socket: it
+    // forwards to the leader.
+    for (vm, host, api) in [
+        ("vm1", "h1", ha.routers[follower].api.clone()),
+        ("vm2", "h2", local),
+    ] {
+        ha.create_guest_vm_at(&api, vm, host)
+            .unwrap_or_else(|e| panic!("create {vm} via a follower at {api}: {e}"));
     }
     let before = wait_census(&ha, WAIT, "vm1 on h1 and vm2 on h2", |c| {
         c.each_once(&["vm1", "vm2"])

@@ -26,6 +26,9 @@ use crate::cluster::ClusterHandle;
 use crate::config::api::{ApiTokenConfig, TokenRole};
 use crate::events::EventKind;
 
+/// The header in which a follower names the caller it forwards for (`ha::forward`).
+const FORWARDED_FOR: &str = crate::ha::forward::FORWARDED_FOR;
+
 /// Served without a token: liveness probes and a dashboard's login page must load
 /// before anyone has logged in. Add to it with [`Guard::public`].
 pub const PUBLIC_PATHS: &[&str] = &["/health"];
@@ -194,7 +197,15 @@ async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response {
             }
         };
     let write = !is_read(req.method());
-    let what = format!("{} {}", req.method(), req.uri().path());
+    let mut what = format!("{} {}", req.method(), req.uri().path());
+    // A follower's forward names whom it served: said, not trusted (the token decided).
+    if let (Caller::Token(..), Some(v)) = (caller, req.headers().get(FORWARDED_FOR)) {
+        let v: String = String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(200)
+            .collect();
+        what = format!("{what} (forwarded for {v})");
+    }
     let resp = next.run(req).await;
     if write {
         let msg = format!("{what} by {caller}: {}", resp.status().as_u16());

@@ -34,12 +34,19 @@ pub struct ApiTokenConfig {
     pub file: PathBuf,
 }
 
-/// `[api_tls]`: PEM files of the TCP API's certificate chain and private key.
+/// `[api_tls]`: PEM files of the TCP API's certificate chain and private key, and the
+/// certificates a follower trusts when it forwards to a leader's TLS API.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// PEM certificates (the CA that signed every router's API certificate) a
+    /// replicated router trusts when it forwards a request to the leader; default:
+    /// those of `cert_file` (one certificate shared by the routers, or a chain that
+    /// ends in the cluster's CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the local API's socket lives unless router.toml says otherwise; systemd's

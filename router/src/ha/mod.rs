@@ -6,6 +6,7 @@ pub mod api;
 mod commands;
 pub mod fence;
 pub mod follower;
+pub mod forward;
 pub mod gate;
 pub mod leader;
 pub mod liveness;

@@ -3,8 +3,9 @@
 //! router runs (the cluster task, the genie link, the fence and VM reconcilers, power
 //! and energy, the API) on an [`EtcdStore`] whose every write is conditional on its
 //! leadership, and every action outside etcd passes the fence check first
-//! ([`super::gate`]). A follower forwards API requests to the leader and turns genies
-//! away naming the leader ([`super::follower`]). When the leader loses its lease (it
+//! ([`super::gate`]). A follower serves the same API (TCP and the local socket, the
+//! same guard and limits), forwards what passes to the leader, and turns genies away
+//! naming the leader ([`super::follower`]). When the leader loses its lease (it
 //! steps down on its own clock before etcd could elect another), its term ends and
 //! every part of it stops; when a follower wins, it loads the state from etcd and
 //! starts a term of its own.
@@ -20,7 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::follower::{self, Known};
+use super::follower::{self, FollowerApi, Known, Listeners};
+use super::forward::{Upstream, UpstreamError};
 use super::gate::Gate;
 use super::leader::{Elector, ElectorConfig, LeaderError};
 use super::liveness::GenieLiveness;
@@ -42,6 +44,8 @@ pub enum HaError {
     Load(#[source] StoreError),
     #[error("cannot start watching the genies' etcd leases")]
     Liveness(#[source] std::io::Error),
+    #[error("how a follower forwards to the leader")]
+    Upstream(#[source] UpstreamError),
     #[error("cannot listen on {addr} again after a term")]
     Rebind {
         addr: SocketAddr,
@@ -63,10 +67,14 @@ pub async fn run(
     let ha = config.ha.clone().expect("run only with [ha]");
     let link_addr = listener_addr(&link_listener)?;
     let api_addr = listener_addr(&api_listener)?;
+    // Followers forward here; with `[api_tls]` the scheme tells them to speak TLS.
     let advertise = ha
         .advertise_api
         .clone()
-        .unwrap_or_else(|| api_addr.to_string());
+        .unwrap_or_else(|| match config.api_tls {
+            Some(_) => format!("https://{api_addr}"),
+            None => api_addr.to_string(),
+        });
     let name = router_name(&ha, link_addr);
     let elector = {
         let mut cfg = ElectorConfig::new(&ha.cluster, &ha.etcd, &advertise);
@@ -82,6 +90,15 @@ pub async fn run(
             .expect("elector start does not panic")
             .map_err(|e| DaemonError::Ha(HaError::Elector(e)))?
     };
+    // Read once, as a single router reads them at start: a bad token or certificate
+    // file stops this router before it serves anything.
+    let serving = match follower_api(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || elector.resign()).await;
+            return Err(e);
+        }
+    };
     let mut role = elector.role();
     let (mut link_l, mut api_l) = (Some(link_listener), Some(api_listener));
     let mut result = Ok(());
@@ -96,8 +113,25 @@ pub async fn run(
         let link = link_l
             .take()
             .expect("the link listener is back after each phase");
-        let (link, leader) =
-            follower::follow(api, link, Known::new(&name), &mut role, shutdown.clone()).await;
+        // The local socket is bound for each phase, by the follower as by the leader's
+        // term, and removed when the phase ends: the CLI reaches whoever holds it.
+        let socket = match crate::api::unix::bind(&config.api_socket) {
+            Ok(s) => s,
+            Err(e) => {
+                result = Err(DaemonError::Socket(e));
+                break;
+            }
+        };
+        let listeners = Listeners { api, socket, link };
+        let (link, leader) = follower::follow(
+            listeners,
+            &serving,
+            Known::new(&name),
+            &mut role,
+            shutdown.clone(),
+        )
+        .await;
+        let _ = std::fs::remove_file(&config.api_socket);
         link_l = Some(link);
         api_l = Some(rebind(api_addr).await?);
         if *shutdown.borrow() {
@@ -181,6 +215,17 @@ pub async fn run(
     // Resigning lets another router lead at once instead of after the lease.
     let _ = tokio::task::spawn_blocking(move || elector.resign()).await;
     result
+}
+
+fn follower_api(config: &RouterConfig) -> Result<FollowerApi, DaemonError> {
+    let (guard, tls) = crate::daemon::api_security(config)?;
+    let upstream =
+        Upstream::from_config(config).map_err(|e| DaemonError::Ha(HaError::Upstream(e)))?;
+    Ok(FollowerApi {
+        guard,
+        tls,
+        upstream: std::sync::Arc::new(upstream),
+    })
 }
 
 fn listener_addr(l: &TcpListener) -> Result<SocketAddr, DaemonError> {

@@ -1,7 +1,8 @@
 //! Replicated routers in the lab: an etcd cluster and several `router serve`
 //! processes in the core namespace, each on its own address on the bridge (router k
-//! at `10.77.0.k`, API `127.0.0.1:7101 + 10·(k-1)`), all sharing the lab's hosts and
-//! BMCs, and genies that list every router.
+//! at `10.77.0.k`, API `127.0.0.1:7101 + 10·(k-1)`, local API socket
+//! `router-rk.sock` in the lab's dir), all sharing the lab's hosts and BMCs, and
+//! genies that list every router.
 //!
 //! Build the lab with `start_router: false` and `hosts_on: false`, then
 //! [`Lab::start_etcd`], [`Lab::ha_routers`] (writes each router's router.toml from the
@@ -24,6 +25,8 @@ pub struct HaRouter {
     pub ip: Ipv4Addr,
     /// `127.0.0.1:<port>` in the core namespace.
     pub api: String,
+    /// Its local API socket (every router, follower or leader, serves one).
+    pub socket: PathBuf,
     pub toml: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -32,6 +35,11 @@ pub struct HaRouter {
 impl HaRouter {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The CLI's `--api` for its local socket (no token needed there).
+    pub fn local_api(&self) -> String {
+        format!("unix:{}", self.socket.display())
     }
 
     /// The genie link address.
@@ -110,6 +118,8 @@ impl Lab {
             }
             let api = format!("127.0.0.1:{}", 7101 + 10 * (k - 1));
             let state = self.dir.join(format!("router-state-r{k}"));
+            // Each its own socket: the routers share the core namespace's files.
+            let socket = self.dir.join(format!("router-r{k}.sock"));
             fs::create_dir_all(&state).map_err(io_err(&state))?;
             let text = base
                 .replace(
@@ -132,6 +142,13 @@ impl Lab {
                 )
                 .replace(
                     &format!(
+                        "api_socket = {}",
+                        configs::q(self.api_socket().to_string_lossy())
+                    ),
+                    &format!("api_socket = {}", configs::q(socket.to_string_lossy())),
+                )
+                .replace(
+                    &format!(
                         "state_dir = {}",
                         configs::q(self.dir.join("router-state").to_string_lossy())
                     ),
@@ -148,6 +165,7 @@ impl Lab {
                 name: format!("r{k}"),
                 ip,
                 api,
+                socket,
                 log: self.dir.join(format!("router-r{k}.log")),
                 toml,
                 child: None,
@@ -199,15 +217,17 @@ impl Lab {
         Ok(())
     }
 
-    /// `router --api <api> --token-file <admin token> <args>` in the core namespace.
+    /// `router --api <api> --token-file <admin token> <args>` in the core namespace
+    /// (no token file for a `unix:` socket, which needs none).
     pub fn router_cli_at(&self, api: &str, args: &[&str]) -> Result<Output, LabError> {
         let router = self.bins.router.as_ref().ok_or(LabError::NoRouter)?;
         let mut c = cmd::in_ns(&self.names.core_ns(), router);
+        c.args(["--api", api]);
         // The TCP API of every router takes the lab's admin token (from its file).
-        c.args(["--api", api])
-            .arg("--token-file")
-            .arg(self.admin_token_file())
-            .args(args);
+        if !api.starts_with("unix:") {
+            c.arg("--token-file").arg(self.admin_token_file());
+        }
+        c.args(args);
         Ok(cmd::output(&mut c)?)
     }
 
@@ -356,16 +376,21 @@ impl HaLab {
     }
 
     /// `router vm create VM --mem 64 --kernel <the lab guest> --host HOST` through
-    /// router `via` (0-based), which must succeed.
+    /// router `via`'s TCP API (0-based), which must succeed.
     pub fn create_guest_vm(&self, via: usize, vm: &str, host: &str) -> Result<(), LabError> {
+        self.create_guest_vm_at(&self.routers[via].api, vm, host)
+    }
+
+    /// The same through `api` (a router's TCP API or its `unix:` socket).
+    pub fn create_guest_vm_at(&self, api: &str, vm: &str, host: &str) -> Result<(), LabError> {
         let guest = self.lab.guest_elf().to_string_lossy().into_owned();
         let args = [
             "vm", "create", vm, "--mem", "64", "--kernel", &guest, "--host", host,
         ];
-        let out = self.lab.router_cli_at(&self.routers[via].api, &args)?;
+        let out = self.lab.router_cli_at(api, &args)?;
         if !out.status.success() {
             return Err(LabError::Cli {
-                args: format!("--api {} {}", self.routers[via].api, args.join(" ")),
+                args: format!("--api {api} {}", args.join(" ")),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             });
         }
