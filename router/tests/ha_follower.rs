@@ -293,6 +293,22 @@ async fn the_cli_on_a_followers_socket_shows_it_and_forwards_a_write_executed_on
         "{s}"
     );
 
+    // Its health is its own, not the leader's.
+    let health: serde_json::Value = blocking({
+        let sock = b.api.clone();
+        move || Client::new(&sock, None).get("/health").unwrap()
+    })
+    .await;
+    assert_eq!(
+        (
+            health["role"].as_str(),
+            health["router"].as_str(),
+            health["leader"].as_str()
+        ),
+        (Some("follower"), Some("rb"), Some("ra")),
+        "{health}"
+    );
+
     // A write through it: the leader executes it, once, and says for whom.
     let out = blocking({
         let sock = b.api.clone();
@@ -417,4 +433,62 @@ async fn a_followers_half_sent_requests_are_capped_and_timed_out() {
     );
     eprintln!("follower's local API answered in {local_ms} ms under 1,100 half-sent TCP requests");
     r.stop().await;
+}
+
+/// A follower under systemd (`Type=notify`, `WatchdogSec=`): it says READY and keeps
+/// pinging the watchdog although no cluster task runs in it, so systemd neither fails
+/// its start nor restarts it. The real binary, with systemd's protocol played by the
+/// test: a datagram socket as `NOTIFY_SOCKET`, a 400 ms `WATCHDOG_USEC`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_tells_systemd_it_is_ready_and_feeds_the_watchdog() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let builder = TestRouter::builder()
+        .tag("fol-notify")
+        .secret(SECRET)
+        .hosts(1)
+        .energy("[ha]\netcd = [\"127.0.0.1:9\"]\nname = \"lonely\"\n");
+    let dir = builder.dir();
+    let text = dir.text().replace(
+        "listen = \"127.0.0.1:1\"",
+        &format!("listen = \"{}\"\napi = \"{}\"", free(), free()),
+    );
+    let config = dir.path().join("router.toml");
+    std::fs::write(&config, text).unwrap();
+    let notify = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Command::new(ROUTER)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("router.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let (mut ready, mut pings) = (false, 0);
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 512];
+    while !(ready && pings >= 5) && Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            ready |= msg.lines().any(|l| l == "READY=1");
+            pings += msg.lines().filter(|l| *l == "WATCHDOG=1").count();
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("router.log")).unwrap_or_default();
+    assert!(ready, "no READY=1 from a follower; log:\n{log}");
+    assert!(
+        pings >= 5,
+        "{pings} watchdog pings from a follower; log:\n{log}"
+    );
 }

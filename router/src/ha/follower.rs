@@ -100,6 +100,7 @@ pub async fn follow(
 ) -> (TcpListener, Option<LeaderInfo>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let app = axum::Router::new()
+        .route("/health", axum::routing::get(health))
         .fallback(forward::forward)
         .with_state(Ctx {
             known: known.clone(),
@@ -181,6 +182,20 @@ async fn turn_genies_away(
 }
 
 /// The leader's address as a follower shows it in logs.
+/// `GET /health` on a follower answers for this router itself (a forwarded one
+/// would report the leader's health): it serves, and says whom it follows.
+async fn health(
+    axum::extract::State(ctx): axum::extract::State<forward::Ctx>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "role": "follower",
+        "router": ctx.known.me(),
+        "leader": ctx.known.leader().map(|l| l.display_name().to_string()),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
 pub fn describe(l: &Option<LeaderInfo>) -> String {
     match l {
         Some(l) => format!("{} (API {})", l.display_name(), l.api),

@@ -100,6 +100,19 @@ pub async fn run(
         }
     };
     let mut role = elector.role();
+    // Ready as soon as this router serves, whether it leads or follows: systemd's
+    // Type=notify start would otherwise time out on every follower. A leader's term
+    // notifies again, which systemd ignores.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "could not notify systemd");
+    }
+    tokio::spawn(crate::metrics::health::watchdog_following(
+        {
+            let role = role.clone();
+            move || !role.borrow().is_leader()
+        },
+        shutdown.clone(),
+    ));
     let (mut link_l, mut api_l) = (Some(link_listener), Some(api_listener));
     let mut result = Ok(());
     loop {

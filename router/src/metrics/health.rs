@@ -88,3 +88,27 @@ pub async fn watchdog(c: ClusterHandle, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+/// The watchdog of a replicated router while it follows: no cluster task runs then
+/// (the leader's term pings through [`watchdog`] while it leads), so the ping goes
+/// out whenever `following()` says this router follows. Without it systemd would
+/// restart every follower after `WatchdogSec`.
+pub async fn watchdog_following(
+    following: impl Fn() -> bool + Send + 'static,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) else {
+        return;
+    };
+    loop {
+        if following() {
+            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                warn!(error = %e, "could not ping the systemd watchdog");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(timeout / 2) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
