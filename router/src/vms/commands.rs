@@ -485,7 +485,11 @@ impl Command for ActionDone {
         } = self;
         match failed {
             None => {
-                m.retry_after.remove(&vm);
+                // Its effect shows in the genie's next report, not yet in the model: a
+                // pass before that report would repeat the action (a no-op at the
+                // genie, but a second "done" in the events).
+                let hold = super::reconcile::SEEN_AFTER;
+                m.retry_after.insert(vm.clone(), Instant::now() + hold);
                 let kind = if what == "start" {
                     EventKind::VmRestarted
                 } else {

@@ -45,6 +45,11 @@ pub const MAX_PARALLEL: usize = 4;
 /// does not hammer its genie.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// After a successful action, how long its VM is left alone until the genie's report
+/// shows the effect: genies report a VM's change at once, and 2 s covers that report
+/// on a loaded host without delaying the reaction to a VM that dies right after.
+pub const SEEN_AFTER: Duration = Duration::from_secs(2);
+
 /// One thing to do.
 #[derive(Debug)]
 pub enum Action {
