@@ -7,6 +7,11 @@
 //! An instance is a session: `qemu -daemonize` forks twice, and for a moment its
 //! middle process (the session leader) and the daemon both carry the VM's command
 //! line; both are one VM, a second start is a second session.
+//! A census asks one qemu after the other, so across a live migration's switch-over it
+//! can see the source still running and then the destination already running: two
+//! copies that never ran at the same moment. A VM seen running twice is therefore asked
+//! again at once; only copies running in both rounds count (each was running before
+//! and after the others were asked, so all of them at one moment).
 //! The sampler keeps the worst sample of each kind and the latest one, which the test
 //! reads instead of taking a census of its own (a witness QMP socket serves one client
 //! at a time, so two census takers would only slow each other down).
@@ -17,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::witness::{Census, CensusProbe};
+use super::witness::{Census, CensusProbe, SeenVm};
 
 /// Pause between two samples: a census of a few VMs takes 10–50 ms already; this only
 /// keeps a 2-core machine from spending a core on it.
@@ -50,7 +55,7 @@ pub struct Samples {
 }
 
 impl Samples {
-    fn add(&mut self, vms: &[String], c: Census) {
+    fn add(&mut self, probe: &CensusProbe, vms: &[String], c: Census) {
         self.count += 1;
         for vm in vms {
             let mine: BTreeSet<(String, i32)> = c
@@ -62,13 +67,26 @@ impl Samples {
             let procs = mine.len();
             self.pids.entry(vm.clone()).or_default().extend(mine);
             let w = self.worst.entry(vm.clone()).or_default();
-            let running = c
+            let first: Vec<&SeenVm> = c
                 .seen
                 .iter()
                 .filter(|x| &x.vm == vm && x.status == "running")
-                .map(|x| (x.host.clone(), session(x.pid)))
-                .collect::<BTreeSet<_>>()
-                .len();
+                .collect();
+            let sessions = |xs: &[&SeenVm]| {
+                xs.iter()
+                    .map(|x| (x.host.clone(), session(x.pid)))
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            };
+            let mut running = sessions(&first);
+            if running > 1 {
+                let again: Vec<&SeenVm> = first
+                    .iter()
+                    .copied()
+                    .filter(|x| probe.status_again(x) == "running")
+                    .collect();
+                running = sessions(&again);
+            }
             if procs > w.procs {
                 w.procs = procs;
                 w.procs_census = c.clone();
@@ -135,7 +153,7 @@ impl Sampler {
                 let r = probe.take();
                 let mut g = sh2.lock().unwrap_or_else(|e| e.into_inner());
                 match r {
-                    Ok(c) => g.add(&vms, c),
+                    Ok(c) => g.add(&probe, &vms, c),
                     Err(e) => g.errors.push(e.to_string()),
                 }
                 drop(g);

@@ -319,6 +319,24 @@ pub struct CensusProbe {
 }
 
 impl CensusProbe {
+    /// `s`'s QMP status asked again over its host's witness socket (`unknown: ...`
+    /// if it does not answer), or `gone` once the process is.
+    pub fn status_again(&self, s: &SeenVm) -> String {
+        let Some((_, _, dir)) = self.hosts.iter().find(|(n, _, _)| *n == s.host) else {
+            return "unknown: no such host".into();
+        };
+        let socket = dir.join("witness").join(format!("{}.qmp", s.vm));
+        let status = match Qmp::connect(&socket).and_then(|mut q| q.status()) {
+            Ok(st) => st,
+            Err(e) => format!("unknown: {e}"),
+        };
+        if procs::is_alive(s.pid) {
+            status
+        } else {
+            "gone".into()
+        }
+    }
+
     /// Every qemu process of every host, each asked for its status over its witness
     /// socket. Independent of the router and the genies.
     pub fn take(&self) -> Result<Census, LabError> {
