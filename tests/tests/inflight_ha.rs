@@ -159,16 +159,6 @@ fn collect(child: Child) -> String {
     )
 }
 
-/// True while some qemu start on host `i` is in the lab's wrapper (sleeping in its
-/// start delay, or not yet exec'd).
-fn start_in_flight(ha: &HaLab, i: usize) -> bool {
-    ha.lab.host_pids(i).unwrap_or_default().iter().any(|p| {
-        std::fs::read(format!("/proc/{p}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains("qemu-witness.sh"))
-            .unwrap_or(false)
-    })
-}
-
 #[test]
 fn a_leader_killed_mid_migration_leaves_the_vm_migrated_once() {
     // 128 MiB of non-zero guest memory at 8 MiB/s: ~16 s of copying, so the kill
@@ -273,7 +263,9 @@ fn a_leader_killed_mid_failover_restarts_the_vm_once() {
         )
         .ok()?;
         *last = about(&evs, "vm1");
-        let i = [2, 3].into_iter().find(|&i| start_in_flight(&ha, i))?;
+        let i = [2, 3]
+            .into_iter()
+            .find(|&i| ha.lab.qemu_start_in_flight(i))?;
         evs.iter()
             .any(|e| e.kind == "failover" && e.message.contains("proven off"))
             .then_some(i)
@@ -324,7 +316,7 @@ fn a_leader_killed_mid_create_and_mid_start_starts_the_vm_once() {
         )
         .unwrap();
     poll(WAIT, "vm1's qemu start in flight on h2", |_| {
-        start_in_flight(&ha, 2).then_some(())
+        ha.lab.qemu_start_in_flight(2).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", ha.logs(40)));
     let new = kill_leader(&mut ha, lead);
@@ -361,7 +353,7 @@ fn a_leader_killed_mid_create_and_mid_start_starts_the_vm_once() {
         .spawn_router_cli_at(&api, &["vm", "start", "vm2"])
         .unwrap();
     poll(WAIT, "vm2's qemu start in flight on h3", |_| {
-        start_in_flight(&ha, 3).then_some(())
+        ha.lab.qemu_start_in_flight(3).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", ha.logs(40)));
     let new = kill_leader(&mut ha, lead);

@@ -182,6 +182,16 @@ impl Lab {
         fs::write(&path, text).map_err(io_err(&path))
     }
 
+    /// True while some qemu start on host `i` is still in the witness wrapper (in its
+    /// start delay, or not yet exec'd into qemu).
+    pub fn qemu_start_in_flight(&self, i: usize) -> bool {
+        self.host_pids(i).unwrap_or_default().iter().any(|p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("qemu-witness.sh"))
+                .unwrap_or(false)
+        })
+    }
+
     /// The witness QMP socket of VM `name` on host `i`.
     pub fn witness_qmp(&self, i: usize, name: &str) -> Result<PathBuf, LabError> {
         Ok(self
