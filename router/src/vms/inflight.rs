@@ -60,10 +60,11 @@ impl Model {
         }
         // What its genie reported on its live link, as the usual rules see it
         // (`Model::observed`), whatever the host's status says yet; "no copy" is
-        // believed only from a host up that has reported to this router (a link
-        // comes up before its first report).
+        // believed only from a host up whose genie has sent this router its list of
+        // VMs (a link comes up before its first report, and a report may leave the
+        // list out).
         let linked = host.link.is_some();
-        let heard = linked && host.last_report.is_some() && host.status() == HostStatus::Up;
+        let heard = linked && host.vms_reported && host.status() == HostStatus::Up;
         let copy = linked
             .then(|| host.vms.iter().find(|s| &s.id == vm))
             .flatten();

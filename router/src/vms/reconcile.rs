@@ -450,6 +450,7 @@ mod tests {
         });
         // Up when linked and just heard, unreachable without a link.
         e.last_report = linked.then(Instant::now);
+        e.vms_reported = linked;
         e.apply(HostEvent::Liveness {
             age: Some(std::time::Duration::ZERO),
             timing,
@@ -599,13 +600,22 @@ mod tests {
                 report(m, "h1", true, None);
                 report(m, "h2", false, None);
                 let before = pass(m);
+                // Linked, but its first report left the VM list out: no news.
+                report(m, "h2", true, None);
+                m.cluster.hosts.get_mut(&h("h2")).unwrap().vms_reported = false;
+                let no_list = (pass(m), migrating(m));
                 // It reports the moved copy: adopted, the record gone.
                 report(m, "h2", true, Some((VmRunState::Running, 2)));
-                (before, pass(m), migrating(m))
+                (before, pass(m), migrating(m), no_list)
             }))
             .await
             .unwrap();
         assert_eq!(r.0, (vec![], Some(h("h1")), 1), "nothing started");
+        assert_eq!(
+            r.3,
+            ((vec![], Some(h("h1")), 1), true),
+            "a report without VMs"
+        );
         assert_eq!(r.1, (vec![], Some(h("h2")), 2), "adopted");
         assert!(!r.2, "the record outlived the move");
     }
