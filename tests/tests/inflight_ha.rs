@@ -221,7 +221,14 @@ fn a_leader_killed_mid_migration_leaves_the_vm_migrated_once() {
         "{}",
         about(&evs, "vm1")
     );
-    assert_eq!(count(&evs, "failover", "vm1"), 0, "{}", about(&evs, "vm1"));
+    // No restart elsewhere either ("failover" events that only account a moment of
+    // downtime around the adoption are fine).
+    let restarts = evs
+        .iter()
+        .filter(|e| e.kind == "failover" && e.vm.as_deref() == Some("vm1"))
+        .filter(|e| e.message.starts_with("restarting") || e.message.starts_with("placing"))
+        .count();
+    assert_eq!(restarts, 0, "{}", about(&evs, "vm1"));
     // Exactly the source and the destination, ever; and the guest went on counting:
     // it was moved, not restarted.
     assert_eq!(s.pids_of("vm1").len(), 2, "{:?}", s.pids_of("vm1"));
