@@ -92,6 +92,8 @@ struct Inner {
     /// What is reported about how VMs run here; the CPU models arrive once listed.
     virt: Mutex<VirtCaps>,
     vms: Mutex<HashMap<VmId, VmHandle>>,
+    /// One lifecycle operation at a time per VM (see [`VmManager::op_guard`]).
+    ops: Mutex<HashMap<VmId, Arc<tokio::sync::Mutex<()>>>>,
     changes: Arc<Notify>,
     /// Where incoming migrations listen (`opts.migration_ports`).
     ports: PortPicker,
@@ -140,6 +142,7 @@ impl VmManager {
                 opts,
                 virt: Mutex::new(virt),
                 vms: Mutex::new(HashMap::new()),
+                ops: Mutex::new(HashMap::new()),
                 changes,
             }),
         }
@@ -178,6 +181,29 @@ impl VmManager {
         // A panic while holding this lock leaves a map that is still consistent (inserts
         // and removes are single operations), so a poisoned lock is safe to reuse.
         self.inner.vms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until no other lifecycle operation (start, stop, delete, incoming,
+    /// dropping a stale copy) runs on `vm` here, and holds it off until the guard is
+    /// dropped. Two routers can send the same command: a leader that dies while a start
+    /// is in flight, and the new leader that sees the VM not running yet and starts it
+    /// again (so does a router restarted in that window). Without this, both starts
+    /// find no qemu and each launches one: the VM runs twice on this host. Serialized,
+    /// the second finds the first one's qemu running and leaves it alone.
+    ///
+    /// An outgoing migration does not take it: a start sent meanwhile must find the VM
+    /// running and do nothing, not wait and then start a copy beside the migrated one.
+    /// The self-fence (`kill_all`) does not either: it must never wait.
+    async fn op_guard(&self, vm: &VmId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(vm.clone())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     fn register(&self, id: &VmId) -> VmHandle {
@@ -328,6 +354,29 @@ impl VmManager {
                 pid: p,
             })
         }
+    }
+
+    /// ACPI powerdown (unless `force`), then `quit` after `timeout`, then SIGKILL
+    /// (the caller holds the VM's [`op_guard`](Self::op_guard)). Keeps `<vm>.json` so
+    /// the VM can be started again with the same epoch.
+    async fn stop_now(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
+        let paths = VmPaths::new(&self.inner.vm_dir, vm);
+        let pid = qemu::read_pid(&paths.pid);
+        if let (Some(h), false) = (self.get(vm), force) {
+            match h.execute("system_powerdown", None).await {
+                Ok(_) => {
+                    if let Some(p) = pid {
+                        qemu::wait_gone(p, timeout).await;
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %vm, error = %e, "system_powerdown failed; quitting"),
+            }
+        }
+        self.terminate(vm, pid).await?;
+        let _ = std::fs::remove_file(&paths.qmp);
+        let _ = std::fs::remove_file(&paths.pid);
+        self.forget(vm);
+        Ok(())
     }
 
     /// SIGKILL first (the VM must not run one more instruction), then forget it.
@@ -499,34 +548,21 @@ impl Hypervisor for VmManager {
     /// Starts qemu for `spec` and waits until it runs. Idempotent: a VM that already
     /// runs here is left alone.
     async fn start(&self, spec: &VmSpec, epoch: u64) -> Result<(), VmError> {
+        let _one = self.op_guard(&spec.name).await;
         self.launch(spec, epoch, false).await.map(|_| ())
     }
 
     /// ACPI powerdown (unless `force`), then `quit` after `timeout`, then SIGKILL.
     /// Keeps `<vm>.json` so the VM can be started again with the same epoch.
     async fn stop(&self, vm: &VmId, force: bool, timeout: Duration) -> Result<(), VmError> {
-        let paths = VmPaths::new(&self.inner.vm_dir, vm);
-        let pid = qemu::read_pid(&paths.pid);
-        if let (Some(h), false) = (self.get(vm), force) {
-            match h.execute("system_powerdown", None).await {
-                Ok(_) => {
-                    if let Some(p) = pid {
-                        qemu::wait_gone(p, timeout).await;
-                    }
-                }
-                Err(e) => tracing::warn!(vm = %vm, error = %e, "system_powerdown failed; quitting"),
-            }
-        }
-        self.terminate(vm, pid).await?;
-        let _ = std::fs::remove_file(&paths.qmp);
-        let _ = std::fs::remove_file(&paths.pid);
-        self.forget(vm);
-        Ok(())
+        let _one = self.op_guard(vm).await;
+        self.stop_now(vm, force, timeout).await
     }
 
     /// Stops (forcefully) and removes every runtime file.
     async fn delete(&self, vm: &VmId) -> Result<(), VmError> {
-        self.stop(vm, true, Duration::ZERO).await?;
+        let _one = self.op_guard(vm).await;
+        self.stop_now(vm, true, Duration::ZERO).await?;
         VmPaths::new(&self.inner.vm_dir, vm).remove_all();
         Ok(())
     }
@@ -540,6 +576,7 @@ impl Hypervisor for VmManager {
         addr: IpAddr,
     ) -> Result<String, VmError> {
         let vm = &spec.name;
+        let _one = self.op_guard(vm).await;
         self.launch(spec, epoch, true).await?;
         match self.listen_incoming(vm, addr).await {
             Ok(port) => {
@@ -549,9 +586,13 @@ impl Hypervisor for VmManager {
             }
             Err(e) => {
                 // The router sends no cancel for a prepare that failed: the waiting
-                // qemu goes now, or it would hold its memory for nothing.
-                if let Err(ce) = self.cancel_incoming(vm).await {
-                    tracing::error!(vm = %vm, error = %ce, "cannot remove the qemu of a failed prepare");
+                // qemu goes now, or it would hold its memory for nothing. (Inline, not
+                // `cancel_incoming`: this operation already holds the VM's lock.)
+                match self.kill_vm(vm).await {
+                    Ok(()) => VmPaths::new(&self.inner.vm_dir, vm).remove_all(),
+                    Err(ce) => {
+                        tracing::error!(vm = %vm, error = %ce, "cannot remove the qemu of a failed prepare")
+                    }
                 }
                 Err(e)
             }
@@ -560,6 +601,7 @@ impl Hypervisor for VmManager {
 
     /// Kills the waiting destination qemu and removes its files.
     async fn cancel_incoming(&self, vm: &VmId) -> Result<(), VmError> {
+        let _one = self.op_guard(vm).await;
         self.kill_vm(vm).await?;
         VmPaths::new(&self.inner.vm_dir, vm).remove_all();
         Ok(())
@@ -642,6 +684,7 @@ impl Hypervisor for VmManager {
     async fn drop_stale(&self, vms: &[VmId]) -> Result<(), VmError> {
         let mut first_err = None;
         for vm in vms {
+            let _one = self.op_guard(vm).await;
             if let Err(e) = self.kill_vm(vm).await {
                 first_err.get_or_insert(e);
             }

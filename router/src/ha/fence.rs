@@ -729,6 +729,7 @@ mod restart_tests {
                 host: Some(HostId::new("h1").unwrap()),
                 epoch: 1,
                 created_at_ms: 0,
+                migrating: None,
             },
         );
         let (store, _writer) = spawn_writer(Box::new(MemStore::default()));

@@ -170,6 +170,9 @@ pub struct HostEntry {
     pub last_report: Option<Instant>,
     pub metrics: Option<HostMetrics>,
     pub vms: Vec<VmStatus>,
+    /// `vms` came from this genie's own list since this router started (a report
+    /// may leave the list out): until then, a VM missing from `vms` says nothing.
+    pub vms_reported: bool,
     /// What the host can do about sleeping and waking, as its genie last said.
     pub power_caps: Option<PowerCaps>,
     /// How it runs VMs (accelerator, CPU models), as its genie last said.
@@ -196,6 +199,7 @@ impl HostEntry {
             last_report: None,
             metrics: None,
             vms: Vec::new(),
+            vms_reported: false,
             power_caps: None,
             virt: None,
             said_goodbye: false,

@@ -157,6 +157,7 @@ impl Cluster {
         if let Some(vms) = report.vms {
             changed = vms != h.vms;
             h.vms = vms;
+            h.vms_reported = true;
         }
         Ok(changed)
     }

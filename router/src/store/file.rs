@@ -352,6 +352,7 @@ mod tests {
                 host: Some(HostId::new("h1").unwrap()),
                 epoch: 1,
                 created_at_ms: 5,
+                migrating: None,
             },
         );
         st.next_epoch = 2;

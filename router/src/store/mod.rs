@@ -111,6 +111,23 @@ pub struct VmRecord {
     /// Fencing token of the current placement.
     pub epoch: u64,
     pub created_at_ms: u64,
+    /// A live migration started and not yet ended, stored before its destination is
+    /// prepared: a router that takes over (or restarts) mid-migration must neither
+    /// cancel it nor start the VM anew while the source may still be streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrating: Option<InFlightMigration>,
+}
+
+/// See [`VmRecord::migrating`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InFlightMigration {
+    pub to: HostId,
+    /// The destination copy's epoch.
+    pub epoch: u64,
+    /// Wall clock (Unix ms) when it was planned: a record older than any migration
+    /// can last is a leftover, not a migration.
+    pub since_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use super::{placement, NotRunning, VmError};
 use crate::cluster::{Claim, Command, Model, Op};
 use crate::events::EventKind;
 use crate::link::GenieLink;
-use crate::store::{Desired, StoreError, VmRecord};
+use crate::store::{Desired, InFlightMigration, StoreError, VmRecord};
 
 /// Where a new or restarted VM goes, under which epoch, held by which claim.
 #[derive(Debug)]
@@ -120,6 +120,7 @@ impl Command for PlanCreate {
             host: Some(host.clone()),
             epoch,
             created_at_ms: unix_ms(),
+            migrating: None,
         };
         m.update(|p| {
             p.vms.insert(s.name.clone(), record);
@@ -386,9 +387,21 @@ impl Command for PlanMigrate {
                 to: to.clone(),
             },
         )?;
-        // The epoch is stored before use: after a router crash mid-migration the
-        // destination's copy is recognised as the newer placement.
+        // The epoch is stored before use, with the migration itself: after a router
+        // crash or a takeover mid-migration the destination's copy is recognised as
+        // the newer placement, and the reconciler lets the source finish streaming.
         let epoch = m.new_epoch()?;
+        let in_flight = InFlightMigration {
+            to: to.clone(),
+            epoch,
+            since_ms: unix_ms(),
+        };
+        m.update(|p| {
+            if let Some(r) = p.vms.get_mut(&v) {
+                r.migrating = Some(in_flight);
+            }
+        })
+        .map_err(VmError::Store)?;
         Ok(MigrationPlan {
             from,
             to,
@@ -425,6 +438,9 @@ pub struct EndMigration {
     pub to: HostId,
     pub epoch: u64,
     pub completed: bool,
+    /// Failed with the source genie lost: its qemu may still be streaming, so the
+    /// migration stays recorded in flight for the reconciler to see it end.
+    pub in_doubt: bool,
 }
 
 impl Command for EndMigration {
@@ -436,8 +452,10 @@ impl Command for EndMigration {
         if self.completed {
             m.set_placement(&self.vm, &self.to, self.epoch)
                 .map_err(VmError::Store)
-        } else {
+        } else if self.in_doubt {
             Ok(())
+        } else {
+            m.end_in_flight(&self.vm).map_err(VmError::Store)
         }
     }
 }
@@ -453,7 +471,7 @@ impl Command for PlanActions {
     const NAME: &'static str = "plan the reconciler's actions";
 
     fn apply(self, m: &mut Model) -> Self::Output {
-        m.plan_vm_actions(Instant::now(), self.budget)
+        m.plan_vm_actions(Instant::now(), unix_ms(), self.budget)
     }
 }
 
@@ -485,7 +503,11 @@ impl Command for ActionDone {
         } = self;
         match failed {
             None => {
-                m.retry_after.remove(&vm);
+                // Its effect shows in the genie's next report, not yet in the model: a
+                // pass before that report would repeat the action (a no-op at the
+                // genie, but a second "done" in the events).
+                let hold = super::reconcile::SEEN_AFTER;
+                m.retry_after.insert(vm.clone(), Instant::now() + hold);
                 let kind = if what == "start" {
                     EventKind::VmRestarted
                 } else {

@@ -91,6 +91,7 @@ mod tests {
                 host: None,
                 epoch: 1,
                 created_at_ms: 0,
+                migrating: None,
             },
         )
     }

@@ -56,6 +56,7 @@ pub async fn migrate(
             to: to.clone(),
             epoch,
             completed: result.is_ok(),
+            in_doubt: matches!(result, Err(VmError::SourceLost { .. })),
         })
         .await
         .ok_or(VmError::Shutdown)?;

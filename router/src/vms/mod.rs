@@ -11,6 +11,7 @@ pub mod commands;
 pub mod console;
 pub mod console_attach;
 pub mod devices;
+mod inflight;
 pub mod migrate;
 mod ops;
 pub mod placement;

@@ -71,6 +71,25 @@ impl Model {
             if let Some(r) = p.vms.get_mut(vm) {
                 r.host = Some(host.clone());
                 r.epoch = epoch;
+                // A new placement ends whatever migration was in flight.
+                r.migrating = None;
+            }
+        })
+    }
+
+    /// Forgets the migration of `vm` recorded in flight (it ended without moving it).
+    pub fn end_in_flight(&mut self, vm: &VmId) -> Result<(), crate::store::StoreError> {
+        if self
+            .persisted
+            .vms
+            .get(vm)
+            .is_none_or(|r| r.migrating.is_none())
+        {
+            return Ok(());
+        }
+        self.update(|p| {
+            if let Some(r) = p.vms.get_mut(vm) {
+                r.migrating = None;
             }
         })
     }

@@ -12,7 +12,10 @@
 //!   not get to record (it crashed, or lost the source genie): adopted once the placed
 //!   copy is gone or left paused in postmigrate; a newer copy still waiting for its
 //!   incoming state while the placed copy runs is a failed migration's leftover: dropped;
-//! - desired stopped, running: stop it.
+//! - desired stopped, running: stop it;
+//! - a migration recorded in flight whose router is gone (a takeover, a restart):
+//!   its waiting destination is left to the source genie, and nothing is started
+//!   before the destination host has reported (`inflight.rs`).
 //!
 //! Idempotent and safe after a crash: every decision is taken from the stored desired
 //! state and the latest reports.
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 use tracing::debug;
 use wisp_common::{HostId, VmId, VmRunState, VmSpec};
 
+use super::inflight::InFlight;
 use super::{ops, placement, VmError};
 use crate::cluster::{Claim, ClusterHandle, Model, Op};
 use crate::events::EventKind;
@@ -44,6 +48,11 @@ pub const MAX_PARALLEL: usize = 4;
 /// After a failed automatic action, wait before trying that VM again, so a broken VM
 /// does not hammer its genie.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// After a successful action, how long its VM is left alone until the genie's report
+/// shows the effect: genies report a VM's change at once, and 2 s covers that report
+/// on a loaded host without delaying the reaction to a VM that dies right after.
+pub const SEEN_AFTER: Duration = Duration::from_secs(2);
 
 /// One thing to do.
 #[derive(Debug)]
@@ -78,7 +87,13 @@ pub fn proven_off(s: HostStatus) -> bool {
 impl Model {
     /// Decides up to `budget` actions and claims their VMs (each claim is released
     /// when it is dropped, after its action or with it).
-    pub fn plan_vm_actions(&mut self, now: Instant, budget: usize) -> Vec<(Action, Claim)> {
+    /// `now_ms` is the wall clock, for the age of a migration recorded in flight.
+    pub fn plan_vm_actions(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        budget: usize,
+    ) -> Vec<(Action, Claim)> {
         let mut out = Vec::new();
         let mut order: Vec<(u8, VmId)> = self
             .persisted
@@ -95,7 +110,7 @@ impl Model {
             if self.claims.is_held(&vm) || self.retry_after.get(&vm).is_some_and(|t| *t > now) {
                 continue;
             }
-            if let Some(a) = self.decide(&vm) {
+            if let Some(a) = self.decide(&vm, now_ms) {
                 let op = match &a {
                     Action::Start { host, .. } => Op::Start { host: host.clone() },
                     Action::Stop { host, .. } | Action::DropStale { host, .. } => Op::Stop {
@@ -113,7 +128,7 @@ impl Model {
         out
     }
 
-    fn decide(&mut self, vm: &VmId) -> Option<Action> {
+    fn decide(&mut self, vm: &VmId, now_ms: u64) -> Option<Action> {
         let rec = self.persisted.vms.get(vm)?.clone();
         // A host proven off runs nothing, whatever its last report said: its genie
         // link may still look open (a cut cable sends no FIN), and trusting that report
@@ -134,6 +149,20 @@ impl Model {
             .as_ref()
             .and_then(|p| seen.iter().find(|(x, _)| x == p))
             .map(|(_, s)| s.state.clone());
+        // A migration its router did not live to end (inflight.rs).
+        if let Some(f) = &rec.migrating {
+            match self.judge_in_flight(vm, f, placed.as_ref(), now_ms) {
+                InFlight::Streaming | InFlight::Unheard => return None,
+                InFlight::Over => {
+                    // Not stored: judged again next pass, and the usual rules are
+                    // right for an ended migration meanwhile.
+                    if let Err(e) = self.end_in_flight(vm) {
+                        debug!(%vm, error = %e, "cannot forget an ended migration yet");
+                    }
+                }
+                InFlight::Usual => {}
+            }
+        }
         // Copies away from the placement: stale (older epoch), an unrecorded move, or
         // the waiting destination of a migration whose orchestration was lost.
         for (h, st) in &seen {
@@ -395,6 +424,7 @@ mod tests {
                 host: Some(h("h1")),
                 epoch: 1,
                 created_at_ms: 0,
+                migrating: None,
             },
         );
         let store = MemStore {
@@ -419,6 +449,8 @@ mod tests {
             handle: GenieLink::detached(),
         });
         // Up when linked and just heard, unreachable without a link.
+        e.last_report = linked.then(Instant::now);
+        e.vms_reported = linked;
         e.apply(HostEvent::Liveness {
             age: Some(std::time::Duration::ZERO),
             timing,
@@ -443,7 +475,7 @@ mod tests {
         // Each pass starts with no VM held: the claims of the last one are dropped.
         m.apply_releases();
         let acts = m
-            .plan_vm_actions(Instant::now(), MAX_PARALLEL)
+            .plan_vm_actions(Instant::now(), 1_000_000, MAX_PARALLEL)
             .into_iter()
             .map(|(a, _claim)| match a {
                 Action::Start { host, .. } => ("start", host),
@@ -520,6 +552,94 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r, (vec![("drop", h("h2"))], Some(h("h1")), 1));
+    }
+
+    /// Records a migration of vm1 to h2 under epoch 2, planned at `since_ms`.
+    fn in_flight(m: &mut Model, since_ms: u64) {
+        m.persisted
+            .vms
+            .get_mut(&VmId::new("vm1").unwrap())
+            .unwrap()
+            .migrating = Some(crate::store::InFlightMigration {
+            to: h("h2"),
+            epoch: 2,
+            since_ms,
+        });
+    }
+
+    fn migrating(m: &Model) -> bool {
+        m.persisted.vms[&VmId::new("vm1").unwrap()]
+            .migrating
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn a_destination_of_a_migration_recorded_in_flight_is_left_streaming() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .run(Inspect(|m: &mut Model| {
+                // The router that started it is gone; the source genie still streams.
+                in_flight(m, 999_000);
+                report(m, "h1", true, Some((VmRunState::Running, 1)));
+                report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
+                (pass(m), migrating(m))
+            }))
+            .await
+            .unwrap();
+        assert_eq!(r, ((vec![], Some(h("h1")), 1), true));
+    }
+
+    #[tokio::test]
+    async fn nothing_starts_before_the_destination_of_a_migration_in_flight_reports() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .run(Inspect(|m: &mut Model| {
+                // The source quit after the move; the destination's genie has not
+                // reconnected to this router yet. Starting vm1 on h1 would run it twice.
+                in_flight(m, 999_000);
+                report(m, "h1", true, None);
+                report(m, "h2", false, None);
+                let before = pass(m);
+                // Linked, but its first report left the VM list out: no news.
+                report(m, "h2", true, None);
+                m.cluster.hosts.get_mut(&h("h2")).unwrap().vms_reported = false;
+                let no_list = (pass(m), migrating(m));
+                // It reports the moved copy: adopted, the record gone.
+                report(m, "h2", true, Some((VmRunState::Running, 2)));
+                (before, pass(m), migrating(m), no_list)
+            }))
+            .await
+            .unwrap();
+        assert_eq!(r.0, (vec![], Some(h("h1")), 1), "nothing started");
+        assert_eq!(
+            r.3,
+            ((vec![], Some(h("h1")), 1), true),
+            "a report without VMs"
+        );
+        assert_eq!(r.1, (vec![], Some(h("h2")), 2), "adopted");
+        assert!(!r.2, "the record outlived the move");
+    }
+
+    #[tokio::test]
+    async fn a_migration_in_flight_that_ended_or_is_too_old_is_forgotten() {
+        let (c, _stop) = cluster().await;
+        let r = c
+            .run(Inspect(|m: &mut Model| {
+                // Too old: the waiting destination is a leftover after all.
+                in_flight(m, 1_000_000 - super::super::inflight::ORPHANED_AFTER_MS - 1);
+                report(m, "h1", true, Some((VmRunState::Running, 1)));
+                report(m, "h2", true, Some((VmRunState::Inmigrate, 2)));
+                let old = (pass(m), migrating(m));
+                // The destination reports no copy: the migration failed and is over.
+                in_flight(m, 999_000);
+                report(m, "h2", true, None);
+                let over = (pass(m), migrating(m));
+                (old, over)
+            }))
+            .await
+            .unwrap();
+        assert_eq!(r.0, ((vec![("drop", h("h2"))], Some(h("h1")), 1), false));
+        assert_eq!(r.1, ((vec![], Some(h("h1")), 1), false));
     }
 
     #[tokio::test]

@@ -231,6 +231,26 @@ impl Lab {
         Ok(cmd::output(&mut c)?)
     }
 
+    /// [`Lab::router_cli_at`] without waiting (an operation the test interrupts);
+    /// collect it with `wait_with_output`.
+    pub fn spawn_router_cli_at(&self, api: &str, args: &[&str]) -> Result<Child, LabError> {
+        let router = self.bins.router.as_ref().ok_or(LabError::NoRouter)?;
+        let mut c = cmd::in_ns(&self.names.core_ns(), router);
+        c.args(["--api", api])
+            .arg("--token-file")
+            .arg(self.admin_token_file())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().map_err(|source| {
+            LabError::Cmd(cmd::CmdError::Spawn {
+                command: cmd::describe(&c),
+                source,
+            })
+        })
+    }
+
     /// `router --api <api> <args>` (printing JSON), which must succeed, parsed.
     pub fn router_json_at(&self, api: &str, args: &[&str]) -> Result<serde_json::Value, LabError> {
         let out = self.router_cli_at(api, args)?;

@@ -50,6 +50,7 @@ pub mod power;
 pub mod procs;
 pub mod qmp;
 pub mod router;
+pub mod sampler;
 pub mod sleep;
 pub mod spec;
 pub mod vms;
@@ -67,7 +68,7 @@ pub use qmp::{query_status, Qmp, QmpError};
 pub use router::cli_result;
 pub use spec::{GenieMode, HostInfo, Lab, LabSpec};
 pub use vms::VmHandle;
-pub use witness::{Census, SeenVm};
+pub use witness::{Census, CensusProbe, SeenVm};
 
 use bins::BinError;
 use cmd::CmdError;

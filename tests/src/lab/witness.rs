@@ -94,7 +94,7 @@ fn qemu_of(pid: i32) -> Option<String> {
 }
 
 /// The session id of `pid` (field 6 of /proc/<pid>/stat, after the `(comm)`).
-fn sid(pid: i32) -> Option<i32> {
+pub(super) fn sid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(3)?.parse().ok()
@@ -115,17 +115,28 @@ fn daemonized(pid: i32) -> bool {
     qemu_of(sid).is_some()
 }
 
-/// The wrapper script: real qemu plus a witness QMP socket named after `-name`.
+/// The file whose content (seconds, as `sleep` takes them) delays every qemu start of
+/// a host: a test that must act while a start is in flight sets it.
+const START_DELAY_FILE: &str = "qemu-start-delay";
+
+/// The wrapper script: real qemu plus a witness QMP socket named after `-name`, after
+/// the host's start delay if one is set.
 fn wrapper_script(qemu: &Path, witness_dir: &Path) -> String {
+    let delay = witness_dir
+        .parent()
+        .unwrap_or(witness_dir)
+        .join(START_DELAY_FILE);
     format!(
         "#!/bin/sh\n\
          # wisp lab: run qemu with one more QMP socket, for tests only (witness.rs).\n\
+         if [ -s {delay} ]; then sleep \"$(cat {delay})\"; fi\n\
          name=\"\"\nprev=\"\"\n\
          for a in \"$@\"; do\n  if [ \"$prev\" = \"-name\" ]; then name=\"$a\"; fi\n  prev=\"$a\"\ndone\n\
          name=\"${{name%%,*}}\"\nname=\"${{name#guest=}}\"\n\
          exec {qemu} \"$@\" -qmp \"unix:{dir}/$name.qmp,server=on,wait=off\"\n",
         qemu = sh_quote(&qemu.to_string_lossy()),
         dir = witness_dir.display(),
+        delay = sh_quote(&delay.to_string_lossy()),
     )
 }
 
@@ -155,6 +166,29 @@ impl Lab {
         Lab::start(LabSpec {
             witness: true,
             ..spec
+        })
+    }
+
+    /// Delays every qemu start on host `i` by `delay` (`None`: no delay), in the
+    /// witness wrapper, so a test can act while a start is in flight. The genie and
+    /// the router do not know: to them qemu is just slow to start.
+    pub fn set_qemu_start_delay(
+        &self,
+        i: usize,
+        delay: Option<std::time::Duration>,
+    ) -> Result<(), LabError> {
+        let path = self.host(i)?.dir.join(START_DELAY_FILE);
+        let text = delay.map_or(String::new(), |d| format!("{:.3}", d.as_secs_f64()));
+        fs::write(&path, text).map_err(io_err(&path))
+    }
+
+    /// True while some qemu start on host `i` is still in the witness wrapper (in its
+    /// start delay, or not yet exec'd into qemu).
+    pub fn qemu_start_in_flight(&self, i: usize) -> bool {
+        self.host_pids(i).unwrap_or_default().iter().any(|p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("qemu-witness.sh"))
+                .unwrap_or(false)
         })
     }
 
@@ -223,34 +257,20 @@ impl Lab {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Every qemu of every host with its QMP status (see [`CensusProbe::take`]).
     pub fn census(&self) -> Result<Census, LabError> {
-        let mut seen = Vec::new();
-        for h in &self.hosts {
-            for pid in procs::ns_pids(&h.ns)? {
-                let Some(vm) = qemu_of(pid) else {
-                    continue;
-                };
-                if !daemonized(pid) {
-                    continue;
-                }
-                let socket = h.dir.join("witness").join(format!("{vm}.qmp"));
-                let status = match Qmp::connect(&socket).and_then(|mut q| q.status()) {
-                    Ok(s) => s,
-                    Err(e) => format!("unknown: {e}"),
-                };
-                // The process may have died while we asked: then it is not there.
-                if !procs::is_alive(pid) {
-                    continue;
-                }
-                seen.push(SeenVm {
-                    host: h.name.clone(),
-                    vm,
-                    pid,
-                    status,
-                });
-            }
+        self.census_probe().take()
+    }
+
+    /// What a census needs, detached from the lab, for a sampling thread.
+    pub fn census_probe(&self) -> CensusProbe {
+        CensusProbe {
+            hosts: self
+                .hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.ns.clone(), h.dir.clone()))
+                .collect(),
         }
-        Ok(Census { seen })
     }
 
     /// Live (non-zombie) qemu processes of VM `vm` in host `i`'s namespace, found by
@@ -298,6 +318,65 @@ impl Lab {
                 }
             },
         )
+    }
+}
+
+/// Each host's name, namespace and directory: enough to take a census from a thread
+/// that does not hold the lab (a sampler running while the test drives the lab).
+#[derive(Debug, Clone)]
+pub struct CensusProbe {
+    hosts: Vec<(String, String, PathBuf)>,
+}
+
+impl CensusProbe {
+    /// `s`'s QMP status asked again over its host's witness socket (`unknown: ...`
+    /// if it does not answer), or `gone` once the process is.
+    pub fn status_again(&self, s: &SeenVm) -> String {
+        let Some((_, _, dir)) = self.hosts.iter().find(|(n, _, _)| *n == s.host) else {
+            return "unknown: no such host".into();
+        };
+        let socket = dir.join("witness").join(format!("{}.qmp", s.vm));
+        let status = match Qmp::connect(&socket).and_then(|mut q| q.status()) {
+            Ok(st) => st,
+            Err(e) => format!("unknown: {e}"),
+        };
+        if procs::is_alive(s.pid) {
+            status
+        } else {
+            "gone".into()
+        }
+    }
+
+    /// Every qemu process of every host, each asked for its status over its witness
+    /// socket. Independent of the router and the genies.
+    pub fn take(&self) -> Result<Census, LabError> {
+        let mut seen = Vec::new();
+        for (name, ns, dir) in &self.hosts {
+            for pid in procs::ns_pids(ns)? {
+                let Some(vm) = qemu_of(pid) else {
+                    continue;
+                };
+                if !daemonized(pid) {
+                    continue;
+                }
+                let socket = dir.join("witness").join(format!("{vm}.qmp"));
+                let status = match Qmp::connect(&socket).and_then(|mut q| q.status()) {
+                    Ok(s) => s,
+                    Err(e) => format!("unknown: {e}"),
+                };
+                // The process may have died while we asked: then it is not there.
+                if !procs::is_alive(pid) {
+                    continue;
+                }
+                seen.push(SeenVm {
+                    host: name.clone(),
+                    vm,
+                    pid,
+                    status,
+                });
+            }
+        }
+        Ok(Census { seen })
     }
 }
 
