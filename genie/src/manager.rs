@@ -78,6 +78,26 @@ pub enum VmError {
     },
 }
 
+/// A VM's operation lock, held; on release its entry leaves the map when nobody else
+/// holds or waits for it, so the map does not keep every VM ever seen. Waiters clone
+/// the lock under the map's mutex, and the count is read under it too: an entry that
+/// someone may still lock is never removed.
+struct OpGuard {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    vm: VmId,
+    inner: Arc<Inner>,
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut ops = self.inner.ops.lock().unwrap_or_else(|e| e.into_inner());
+        if ops.get(&self.vm).is_some_and(|l| Arc::strong_count(l) == 1) {
+            ops.remove(&self.vm);
+        }
+    }
+}
+
 /// Handle to the VMs of this host (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct VmManager {
@@ -194,7 +214,7 @@ impl VmManager {
     /// An outgoing migration does not take it: a start sent meanwhile must find the VM
     /// running and do nothing, not wait and then start a copy beside the migrated one.
     /// The self-fence (`kill_all`) does not either: it must never wait.
-    async fn op_guard(&self, vm: &VmId) -> tokio::sync::OwnedMutexGuard<()> {
+    async fn op_guard(&self, vm: &VmId) -> OpGuard {
         let lock = self
             .inner
             .ops
@@ -203,7 +223,11 @@ impl VmManager {
             .entry(vm.clone())
             .or_default()
             .clone();
-        lock.lock_owned().await
+        OpGuard {
+            guard: Some(lock.lock_owned().await),
+            vm: vm.clone(),
+            inner: self.inner.clone(),
+        }
     }
 
     fn register(&self, id: &VmId) -> VmHandle {
@@ -722,5 +746,68 @@ impl Fence for VmManager {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn manager() -> VmManager {
+        VmManager::new(
+            Path::new("/nonexistent-wisp-vm-dir"),
+            Path::new("qemu-system-x86_64"),
+            Default::default(),
+        )
+    }
+
+    fn entries(m: &VmManager) -> usize {
+        m.inner.ops.lock().unwrap().len()
+    }
+
+    /// One operation at a time per VM, others not held up; the lock's entry goes when
+    /// the last holder or waiter is done, never while someone waits for it.
+    #[tokio::test]
+    async fn a_vms_operations_are_serialized_and_its_lock_entry_is_pruned() {
+        let m = manager();
+        let (a, b) = (VmId::new("a").unwrap(), VmId::new("b").unwrap());
+        let first = m.op_guard(&a).await;
+        // Another VM's operation does not wait.
+        let other = tokio::time::timeout(Duration::from_secs(5), m.op_guard(&b))
+            .await
+            .expect("another VM's lock is free");
+        drop(other);
+        assert_eq!(entries(&m), 1, "b's entry is pruned once released");
+        // A second operation on `a` waits for the first.
+        let waiter = tokio::spawn({
+            let (m, a) = (m.clone(), a.clone());
+            async move { m.op_guard(&a).await }
+        });
+        // It is queued (holding its clone of the lock) before the first is released:
+        // releasing must not remove the entry it waits on.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while Arc::strong_count(m.inner.ops.lock().unwrap().get(&a).unwrap()) < 3 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the waiter queues on a's lock");
+        assert!(!waiter.is_finished(), "ran beside the first operation");
+        drop(first);
+        assert_eq!(entries(&m), 1, "a's entry kept for its waiter");
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter runs once the first is done")
+            .unwrap();
+        // While the second holds it, a third must wait: still the same lock.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), m.op_guard(&a))
+                .await
+                .is_err(),
+            "a third operation ran beside the second"
+        );
+        drop(second);
+        assert_eq!(entries(&m), 0, "no entry left once nobody holds or waits");
     }
 }
