@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 use router::api::types::StatusView;
 use router::cli::{Api, Client, ClientError};
 use router::events::{Event, EventKind};
+use support::loris;
 use support::rig::{TestRouter, TestRouterBuilder, ADMIN_TOKEN, READ_TOKEN};
 use wisp_tests::lab::etcd::EtcdCluster;
 
@@ -385,16 +385,8 @@ async fn a_followers_half_sent_requests_are_capped_and_timed_out() {
         .start()
         .await;
     let tcp = r.tcp_api.clone();
-    let conns: Vec<std::net::TcpStream> = blocking(move || {
-        (0..1100)
-            .map(|_| {
-                let mut s = std::net::TcpStream::connect(&tcp).unwrap();
-                let _ = s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n");
-                s
-            })
-            .collect()
-    })
-    .await;
+    let conns =
+        blocking(move || loris::half_sent_requests(&tcp, "GET /v1/status HTTP/1.1", 1100)).await;
     let api = r.api.clone();
     let t = Instant::now();
     let local = blocking(move || Client::new(&api, None).get::<StatusView>("/v1/status")).await;
@@ -403,30 +395,7 @@ async fn a_followers_half_sent_requests_are_capped_and_timed_out() {
     assert!(msg.contains("lonely is not the leader"), "{msg}");
     let local_ms = t.elapsed().as_millis();
     let deadline = router::api::server::HEADER_TIMEOUT + Duration::from_secs(30);
-    let open = blocking(move || {
-        let start = Instant::now();
-        let mut open = 0;
-        for mut s in conns {
-            let left = deadline
-                .saturating_sub(start.elapsed())
-                .max(Duration::from_millis(10));
-            s.set_read_timeout(Some(left)).unwrap();
-            let mut b = [0u8; 512];
-            loop {
-                match s.read(&mut b) {
-                    Ok(0) => break,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                    Err(_) => {
-                        open += 1;
-                        break;
-                    }
-                }
-            }
-        }
-        open
-    })
-    .await;
+    let open = blocking(move || loris::still_open_after(conns, deadline)).await;
     assert_eq!(
         open, 0,
         "half-sent connections to the follower still open after {deadline:?}"

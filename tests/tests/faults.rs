@@ -101,23 +101,10 @@ fn repair(lab: &Lab) {
         states.iter().all(|s| s == "up").then_some(())
     })
     .unwrap_or_else(|e| {
-        let genies: Vec<String> = lab
-            .hosts()
-            .iter()
-            .map(|h| {
-                let text = std::fs::read_to_string(&h.genie_log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                format!(
-                    "{} genie log tail:\n{}",
-                    h.name,
-                    lines[lines.len().saturating_sub(8)..].join("\n")
-                )
-            })
-            .collect();
         panic!(
             "{e}\nrouter log tail:\n{}\n{}",
             log_tail(lab),
-            genies.join("\n")
+            lab.genie_log_tails(8)
         )
     });
     every_vm_once(lab, "every VM running once after the repair");

@@ -81,17 +81,7 @@ struct Campaign {
 impl Campaign {
     /// Every router's and every genie's last lines, for failure messages.
     fn logs(&self) -> String {
-        let mut s = self.ha.logs(40);
-        for h in self.ha.lab.hosts() {
-            let text = std::fs::read_to_string(&h.genie_log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!(
-                "--- {} genie ---\n{}\n",
-                h.name,
-                lines[lines.len().saturating_sub(10)..].join("\n")
-            );
-        }
-        s
+        self.ha.logs(40) + &self.ha.lab.genie_log_tails(10)
     }
 
     /// One independent census: fails at once if a VM runs twice; counts availability.

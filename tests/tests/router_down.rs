@@ -61,20 +61,11 @@ const ROUNDS: [(Away, u64, Option<usize>); 10] = [
 const START_DELAY: Duration = Duration::from_secs(10);
 
 fn logs(lab: &Lab) -> String {
-    let genies: String = lab
-        .hosts()
-        .iter()
-        .map(|h| {
-            let text = std::fs::read_to_string(&h.genie_log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            format!(
-                "--- {} genie ---\n{}\n",
-                h.name,
-                lines[lines.len().saturating_sub(10)..].join("\n")
-            )
-        })
-        .collect();
-    format!("--- router ---\n{}\n{genies}", lab.router_log_tail(40))
+    format!(
+        "--- router ---\n{}\n{}",
+        lab.router_log_tail(40),
+        lab.genie_log_tails(10)
+    )
 }
 
 /// Waits until every VM runs exactly once (one qemu, QMP `running`) for [`WATCH`] on

@@ -69,24 +69,18 @@ pub async fn health(State(s): State<MetricsState>) -> (StatusCode, Json<Health>)
 /// Pings systemd's watchdog (`WatchdogSec=` in the unit) at half its period while the
 /// cluster task answers; skips the ping when it does not, so systemd restarts a
 /// wedged router. Does nothing when not run under a watchdog.
-pub async fn watchdog(c: ClusterHandle, mut shutdown: watch::Receiver<bool>) {
-    let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) else {
-        return;
-    };
-    let period = timeout / 2;
-    loop {
-        if alive(&c).await.is_some() {
-            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
-                warn!(error = %e, "could not ping the systemd watchdog");
+pub async fn watchdog(c: ClusterHandle, shutdown: watch::Receiver<bool>) {
+    feed_watchdog(
+        || async {
+            let ok = alive(&c).await.is_some();
+            if !ok {
+                warn!("cluster task not answering: withholding the systemd watchdog ping");
             }
-        } else {
-            warn!("cluster task not answering: withholding the systemd watchdog ping");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+            ok
+        },
+        shutdown,
+    )
+    .await
 }
 
 /// The watchdog of a replicated router while it follows: no cluster task runs then
@@ -95,13 +89,23 @@ pub async fn watchdog(c: ClusterHandle, mut shutdown: watch::Receiver<bool>) {
 /// restart every follower after `WatchdogSec`.
 pub async fn watchdog_following(
     following: impl Fn() -> bool + Send + 'static,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    feed_watchdog(|| std::future::ready(following()), shutdown).await
+}
+
+/// Every half watchdog period until `shutdown`: a ping when `ping_now()` says so.
+/// Returns at once when systemd set no watchdog.
+async fn feed_watchdog<F, Fut>(mut ping_now: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) else {
         return;
     };
     loop {
-        if following() {
+        if ping_now().await {
             if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
                 warn!(error = %e, "could not ping the systemd watchdog");
             }

@@ -9,6 +9,8 @@
 pub mod rig;
 // The power plane with fake BMCs and waker, and the genie link: power_rig.rs.
 pub mod power_rig;
+// Half-sent API requests and the check that they were cut: loris.rs.
+pub mod loris;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -257,6 +257,23 @@ impl Lab {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Every host's genie log, its last `n` lines each under a `--- NAME genie ---`
+    /// heading (for failure messages).
+    pub fn genie_log_tails(&self, n: usize) -> String {
+        self.hosts()
+            .iter()
+            .map(|h| {
+                let text = std::fs::read_to_string(&h.genie_log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!(
+                    "--- {} genie ---\n{}\n",
+                    h.name,
+                    lines[lines.len().saturating_sub(n)..].join("\n")
+                )
+            })
+            .collect()
+    }
+
     /// Every qemu of every host with its QMP status (see [`CensusProbe::take`]).
     pub fn census(&self) -> Result<Census, LabError> {
         self.census_probe().take()
