@@ -110,16 +110,42 @@ static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
 
 /// A loopback port that is free now, different for each call in this process and
 /// (very likely) from other test processes running at the same time.
+///
+/// Members are killed and restarted on the same ports, so the ports come from
+/// outside the kernel's ephemeral range: a port inside it can be taken, while its
+/// member is down, by any process's outgoing connection (CI once saw a restarted
+/// member refused with "address already in use" that way).
 fn free_port() -> Result<u16, EtcdLabError> {
+    let (lo, hi) = fixed_port_range();
+    let span = u32::from(hi - lo) + 1;
     let pid = std::process::id();
     for _ in 0..2000 {
         let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (pid.wrapping_mul(97).wrapping_add(n) % 30_000) as u16;
+        let port = lo + (pid.wrapping_mul(97).wrapping_add(n) % span) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
     Err(EtcdLabError::NoPort)
+}
+
+/// The ports the kernel never hands out on its own: below its ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), or above it when it
+/// starts too low to leave room below.
+fn fixed_port_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let (low, high) = range
+        .as_deref()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|w| w.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if low > 12_000 {
+        (10_000, low - 1)
+    } else {
+        (high.saturating_add(1).max(1024), u16::MAX)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EtcdLabError + '_ {
@@ -438,6 +464,21 @@ impl Drop for EtcdCluster {
                 procs::signal(child.id() as i32, Signal::SIGKILL);
                 let _ = child.wait();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ports_lie_outside_the_ephemeral_range() {
+        let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let v: Vec<u16> = s.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        for _ in 0..50 {
+            let p = free_port().unwrap();
+            assert!(p < v[0] || p > v[1], "port {p} is inside {v:?}");
         }
     }
 }
