@@ -60,6 +60,7 @@ fn cluster(hosts: usize, vms: usize, rng: &mut Rng) -> ClusterView {
                     ((rng.next() * on as f64) as usize).min(on - 1) as u32
                 )),
                 last_moved_at_s: None,
+                only_on: None,
             }
         })
         .collect();

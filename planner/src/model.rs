@@ -83,6 +83,11 @@ pub struct PlanVm {
     pub host: Option<HostIx>,
     /// When the VM last finished a migration (same clock as `now_s`).
     pub last_moved_at_s: Option<f64>,
+    /// The only hosts the VM may run on (`None`: any). A host lacking one of the VM's
+    /// networks or its CPU model is left out: the planner neither moves the VM there
+    /// nor wakes that host for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_on: Option<Vec<HostIx>>,
 }
 
 /// The snapshot the planner plans against.

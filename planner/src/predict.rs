@@ -38,6 +38,7 @@ mod tests {
             cpu_history: hist.to_vec(),
             host: None,
             last_moved_at_s: None,
+            only_on: None,
         }
     }
 

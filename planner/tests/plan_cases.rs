@@ -25,6 +25,7 @@ fn vm(cpu: f64, host: Option<u32>) -> PlanVm {
         cpu_history: vec![cpu; 6],
         host: host.map(HostIx),
         last_moved_at_s: None,
+        only_on: None,
     }
 }
 
@@ -162,4 +163,55 @@ fn overload_relief_prefers_a_host_that_stays_on() {
     assert_eq!(dest(500.0, true), 1);
     // Host 1 at 60 % has 250 MIPS of room under the 85 % target: not enough.
     assert_eq!(dest(600.0, true), 2);
+}
+
+#[test]
+fn a_vm_stays_off_hosts_it_may_not_run_on() {
+    // The light host 1's VM would go to host 0, but it may run only on hosts 1 and 2
+    // (say host 0 lacks its network): host 1 is not emptied.
+    let mut light = vm(100.0, Some(1));
+    light.only_on = Some(vec![HostIx(1), HostIx(2)]);
+    let view = ClusterView {
+        now_s: 10_000.0,
+        hosts: vec![
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::Asleep, PowerModel::hp_ml110_g5()),
+        ],
+        vms: vec![vm(300.0, Some(0)), vm(300.0, Some(0)), light.clone()],
+    };
+    let p = plan(&view, &policy());
+    assert!(p.migrations.is_empty() && p.sleep.is_empty(), "{p:?}");
+
+    // Overloaded host 0 sheds a VM that may run only on host 3: the plan wakes host 3
+    // (the G4, less efficient than the sleeping G5 that would be woken otherwise).
+    let mut picky = vm(500.0, Some(0));
+    picky.only_on = Some(vec![HostIx(0), HostIx(3)]);
+    let view = ClusterView {
+        now_s: 10_000.0,
+        hosts: vec![
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::On, PowerModel::hp_ml110_g5()),
+            host(1330.0, PlanPower::Asleep, PowerModel::hp_ml110_g5()),
+            host(1000.0, PlanPower::Asleep, PowerModel::hp_ml110_g4()),
+        ],
+        vms: vec![vm(700.0, Some(0)), picky, vm(840.0, Some(1))],
+    };
+    let p = plan(&view, &policy());
+    assert_eq!(p.wake, vec![HostIx(3)], "{p:?}");
+    assert_eq!(p.migrations.len(), 1, "{p:?}");
+    assert_eq!((p.migrations[0].vm.0, p.migrations[0].to), (1, HostIx(3)));
+
+    // A VM that may run nowhere else is not moved, and wakes nothing.
+    let mut stuck = vm(700.0, Some(0));
+    stuck.only_on = Some(vec![HostIx(0)]);
+    let mut other = vm(500.0, Some(0));
+    other.only_on = Some(vec![HostIx(0)]);
+    let view = ClusterView {
+        vms: vec![stuck, other, vm(840.0, Some(1))],
+        ..view
+    };
+    let p = plan(&view, &policy());
+    assert!(p.migrations.is_empty() && p.wake.is_empty(), "{p:?}");
+    assert_eq!(p.unresolved_overloads, vec![HostIx(0)]);
 }

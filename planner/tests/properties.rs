@@ -1,5 +1,6 @@
 //! Property tests of `plan()` over seeded random clusters: no overcommit (also between
-//! batches), the failover reserve, stability, frozen VMs, safe sleeps, bounded batches.
+//! batches), the failover reserve, stability, frozen VMs, safe sleeps, bounded batches,
+//! VMs only where they may run.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -193,4 +194,33 @@ fn sleeps_only_empty_running_hosts_and_batches_are_bounded() {
             );
         }
     });
+}
+
+#[test]
+fn vms_go_only_to_hosts_they_may_run_on_and_wakes_serve_them() {
+    let mut constrained_moves = 0;
+    for_all(|seed, view, _policy, p| {
+        let may = |v: usize, h: wisp_planner::HostIx| {
+            view.vms[v]
+                .only_on
+                .as_ref()
+                .is_none_or(|hs| hs.contains(&h))
+        };
+        for m in &p.migrations {
+            assert!(
+                may(m.vm.get(), m.to),
+                "seed {seed}: {m:?} to a host it may not run on"
+            );
+            constrained_moves += usize::from(view.vms[m.vm.get()].only_on.is_some());
+        }
+        for pl in &p.placements {
+            assert!(
+                may(pl.vm.get(), pl.to),
+                "seed {seed}: {pl:?} on a host it may not run on"
+            );
+            constrained_moves += usize::from(view.vms[pl.vm.get()].only_on.is_some());
+        }
+    });
+    // The property is exercised: constrained VMs do move.
+    assert!(constrained_moves > 100, "{constrained_moves}");
 }

@@ -39,6 +39,7 @@ fn cluster(hosts: usize, per_host: usize, t: u64) -> Observed {
                     mem_mib: 2048,
                     host: Some(id.clone()),
                     busy: false,
+                    only_on: None,
                 });
             }
         }

@@ -50,6 +50,7 @@ fn vm(name: &str, on: &str, mem: u64) -> ObservedVm {
         mem_mib: mem,
         host: Some(h(on)),
         busy: false,
+        only_on: None,
     }
 }
 
@@ -167,6 +168,38 @@ fn idle_spread_cluster_is_packed_and_one_host_sleeps_keeping_the_reserve() {
         "the sleeper is emptied by the plan: {p:?}"
     );
     assert!(p.wake.is_empty());
+}
+
+#[test]
+fn a_vm_is_packed_only_onto_hosts_that_have_its_networks_and_cpu_model() {
+    // Each VM may run only where it is (say each host has its own network): nothing
+    // can be emptied, so nothing moves and nothing sleeps.
+    let mut obs = spread();
+    for (i, vm) in obs.vms.iter_mut().enumerate() {
+        vm.only_on = Some(vec![h(&format!("h{}", i + 1))]);
+    }
+    let mut rec = Records::default();
+    rec.update(&obs, 0.0);
+    let snap = build(&obs, &rec, &cfg(), 60.0);
+    assert_eq!(
+        snap.view.vms[0].only_on,
+        Some(vec![snap.view.vms[0].host.unwrap()])
+    );
+    let p = plan(&snap.view, &cfg().policy());
+    assert!(p.migrations.is_empty() && p.sleep.is_empty(), "{p:?}");
+
+    // vm1 and vm2 may also run on h3, vm3 only there: packing can only move vm1 or
+    // vm2, and only onto h3.
+    obs.vms[0].only_on = Some(vec![h("h1"), h("h3")]);
+    obs.vms[1].only_on = Some(vec![h("h2"), h("h3")]);
+    let snap = build(&obs, &rec, &cfg(), 60.0);
+    let p = plan(&snap.view, &cfg().policy());
+    assert!(!p.migrations.is_empty(), "{p:?}");
+    for m in &p.migrations {
+        let vm = snap.vm(m.vm).as_str();
+        let to = snap.host(m.to).as_str();
+        assert!(vm != "vm3" && to == "h3", "{vm} moved to {to}: {p:?}");
+    }
 }
 
 #[test]

@@ -135,6 +135,7 @@ pub fn simulate(workload: &Workload, scenario: &Scenario, policy: &Policy) -> Si
                 cpu_history: demand[v][k.saturating_sub(window)..k].to_vec(),
                 host: vm_host[v].map(HostIx),
                 last_moved_at_s: last_moved[v],
+                only_on: None,
             })
             .collect();
         let view = ClusterView {

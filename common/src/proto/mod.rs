@@ -201,9 +201,14 @@ pub struct VirtCaps {
 }
 
 impl VirtCaps {
-    /// True when every NIC of `spec` can join a network here.
+    /// True when every NIC of `spec` can join a network here and its CPU model (when
+    /// it has one) is offered.
     pub fn serves(&self, spec: &crate::VmSpec) -> bool {
         spec.nics.iter().all(|n| self.networks.contains(&n.network))
+            && spec
+                .cpu_model
+                .as_deref()
+                .is_none_or(|m| self.can_run_cpu(m))
     }
 
     /// False only when the host's models are known and `model` is not among them.

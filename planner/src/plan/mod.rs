@@ -91,12 +91,9 @@ fn wake_order(view: &ClusterView) -> Vec<u32> {
 }
 
 fn wake_one(s: &mut State, wake_order: &mut Vec<u32>) -> Option<u32> {
-    let h = wake_order.pop()?;
-    let hu = h as usize;
-    s.live[hu] = true;
-    s.waking[hu] = true;
-    s.woken.push(h);
-    s.set_dest_ok(hu, true);
+    let at = wake_order.len().checked_sub(1)?;
+    let h = wake_order[at];
+    wake_at(s, wake_order, at);
     Some(h)
 }
 
@@ -120,18 +117,31 @@ fn dest_or_wake(
     // (with the headroom `find_dest` asks for), so that every wake gets used.
     let vm = &s.view.vms[v];
     loop {
-        let &h = wake_order.last()?;
+        // The best host to wake that the VM may run on: waking one it may not would
+        // leave that host idle.
+        let at = wake_order.iter().rposition(|&h| s.may_host(v, h))?;
+        let h = wake_order[at];
         let host = &s.view.hosts[h as usize];
         if s.need[v] > s.policy.target * host.cpu
             || vm.mem_mb as f64 > s.policy.mem_target * host.mem_mb as f64
         {
             return None;
         }
-        wake_one(s, wake_order);
+        wake_at(s, wake_order, at);
         if let Some(h) = s.find_dest(v, avoid, spread, u16::MAX) {
             return Some(h);
         }
     }
+}
+
+/// Wakes the host at position `at` of `wake_order` (the back is the best).
+fn wake_at(s: &mut State, wake_order: &mut Vec<u32>, at: usize) {
+    let h = wake_order.remove(at);
+    let hu = h as usize;
+    s.live[hu] = true;
+    s.waking[hu] = true;
+    s.woken.push(h);
+    s.set_dest_ok(hu, true);
 }
 
 fn place_new(s: &mut State, wake_order: &mut Vec<u32>, out: &mut Plan) {

@@ -48,6 +48,8 @@ pub(crate) struct State<'a> {
     pub index: FitIndex,
     pub moves: Vec<Move>,
     pub woken: Vec<u32>,
+    /// Per VM, the hosts it may run on, sorted (`None`: any); from `PlanVm::only_on`.
+    allowed: Vec<Option<Vec<u32>>>,
 }
 
 impl<'a> State<'a> {
@@ -78,6 +80,18 @@ impl<'a> State<'a> {
             )),
             moves: Vec::new(),
             woken: Vec::new(),
+            allowed: view
+                .vms
+                .iter()
+                .map(|vm| {
+                    vm.only_on.as_ref().map(|hs| {
+                        let mut v: Vec<u32> = hs.iter().map(|h| h.0).collect();
+                        v.sort_unstable();
+                        v.dedup();
+                        v
+                    })
+                })
+                .collect(),
         };
         for h in &view.hosts {
             let live = matches!(h.power, PlanPower::On | PlanPower::Waking);
@@ -129,6 +143,13 @@ impl<'a> State<'a> {
         s
     }
 
+    /// May VM `v` run on host `h` (its networks and CPU model are there)?
+    pub(crate) fn may_host(&self, v: usize, h: u32) -> bool {
+        self.allowed[v]
+            .as_ref()
+            .is_none_or(|hs| hs.binary_search(&h).is_ok())
+    }
+
     /// CPU room left on host `h` before `target`.
     pub(crate) fn free_cpu(&self, h: usize) -> f64 {
         self.policy.target * self.view.hosts[h].cpu - self.cpu[h]
@@ -178,7 +199,8 @@ impl<'a> State<'a> {
         // in memory from hiding the next tier.
         const PROBES_PER_TIER: usize = 512;
         let need_mem = self.view.vms[v].mem_mb as f64;
-        let ok = |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem;
+        let ok =
+            |h: &u32| *h != avoid && self.free_mem(*h as usize) >= need_mem && self.may_host(v, *h);
         let lo = self.need[v];
         if spread && avoid != NONE && self.policy.relieve_onto_kept {
             // A host consolidation keeps: not below `lower`.
@@ -236,7 +258,7 @@ impl<'a> State<'a> {
                     return None;
                 }
                 let hu = h as usize;
-                if h == avoid {
+                if h == avoid || !self.may_host(v, h) {
                     continue;
                 }
                 if self.cpu[hu] + self.pred[v] > self.policy.upper * self.view.hosts[hu].cpu {

@@ -31,7 +31,8 @@ impl Rng {
 }
 
 /// A random cluster: mixed host sizes and power states, VMs placed where they fit in
-/// memory (some hosts start overloaded in CPU), a few VMs unplaced, some moved recently.
+/// memory (some hosts start overloaded in CPU), a few VMs unplaced, some moved recently,
+/// some allowed on only some hosts.
 pub fn random_cluster(rng: &mut Rng) -> ClusterView {
     let now = 100_000.0;
     let nh = 2 + rng.below(25) as usize;
@@ -79,6 +80,14 @@ pub fn random_cluster(rng: &mut Rng) -> ClusterView {
             1 => Some(now - 7200.0),
             _ => None,
         };
+        // A quarter of the VMs may run only on some hosts (a network or CPU model
+        // that the others lack), always including the one they run on.
+        let only_on = (rng.below(4) == 0).then(|| {
+            (0..nh as u32)
+                .filter(|&h| host == Some(HostIx(h)) || rng.below(10) < 6)
+                .map(HostIx)
+                .collect()
+        });
         vms.push(PlanVm {
             mem_mb,
             cpu_max,
@@ -86,6 +95,7 @@ pub fn random_cluster(rng: &mut Rng) -> ClusterView {
             cpu_history,
             host,
             last_moved_at_s,
+            only_on,
         });
     }
     ClusterView {

@@ -56,6 +56,9 @@ pub struct ObservedVm {
     pub host: Option<HostId>,
     /// Another operation (start, stop, migration) is in flight.
     pub busy: bool,
+    /// The only hosts it may run on (`None`: every host may): hosts lacking one of
+    /// its networks or its CPU model are left out (`Model::may_run_on`).
+    pub only_on: Option<Vec<HostId>>,
 }
 
 /// What [`observe`] copies out of the model.
@@ -118,12 +121,22 @@ pub fn observe(m: &Model) -> Observed {
         .vms
         .iter()
         .filter(|(_, r)| r.desired == Desired::Running)
-        .map(|(id, r)| ObservedVm {
-            id: id.clone(),
-            vcpus: r.spec.vcpus,
-            mem_mib: r.spec.mem_mib,
-            host: r.host.clone(),
-            busy: m.claims.is_held(id),
+        .map(|(id, r)| {
+            let fit: Vec<HostId> = m
+                .cluster
+                .hosts
+                .values()
+                .filter(|h| m.may_run_on(h, Some(&r.spec)))
+                .map(|h| h.cfg.name.clone())
+                .collect();
+            ObservedVm {
+                id: id.clone(),
+                vcpus: r.spec.vcpus,
+                mem_mib: r.spec.mem_mib,
+                host: r.host.clone(),
+                busy: m.claims.is_held(id),
+                only_on: (fit.len() < m.cluster.hosts.len()).then_some(fit),
+            }
         })
         .collect();
     Observed {
@@ -235,7 +248,17 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
     let by_id: HashMap<&HostId, &ObservedHost> = obs.hosts.iter().map(|h| (&h.id, h)).collect();
     let mut vms = Vec::new();
     let mut vm_views = Vec::new();
-    let mut push = |id: &VmId, vcpus: u32, mem: u64, host: Option<HostIx>, frozen: bool| {
+    let only_on = |v: &ObservedVm| {
+        v.only_on
+            .as_ref()
+            .map(|hs| hs.iter().filter_map(|h| pos.get(h).copied()).collect())
+    };
+    let mut push = |id: &VmId,
+                    vcpus: u32,
+                    mem: u64,
+                    host: Option<HostIx>,
+                    frozen: bool,
+                    only_on: Option<Vec<HostIx>>| {
         vms.push(id.clone());
         vm_views.push(PlanVm {
             mem_mb: mem,
@@ -248,6 +271,7 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
             } else {
                 rec.moved_at.get(id).copied()
             },
+            only_on,
         });
     };
     let managed: BTreeSet<&VmId> = obs.vms.iter().map(|v| &v.id).collect();
@@ -257,7 +281,7 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
             // Its host is proven off: the reconciler restarts it elsewhere; the planner
             // sees a VM to place (and wakes a host when nothing running has room).
             Some(h) if crate::vms::reconcile::proven_off(h.status) => {
-                push(&v.id, v.vcpus, v.mem_mib, None, true)
+                push(&v.id, v.vcpus, v.mem_mib, None, true, only_on(v))
             }
             Some(h) => {
                 let running_there = h
@@ -267,16 +291,17 @@ pub fn build(obs: &Observed, rec: &Records, cfg: &EnergyConfig, now_s: f64) -> S
                 // Only a VM running where it is placed, on a running host, with
                 // nothing else in flight, may be moved.
                 let movable = running_there && !v.busy && power_state(h) == PlanPower::On;
-                push(&v.id, v.vcpus, v.mem_mib, pos.get(&h.id).copied(), !movable)
+                let at = pos.get(&h.id).copied();
+                push(&v.id, v.vcpus, v.mem_mib, at, !movable, only_on(v))
             }
-            None => push(&v.id, v.vcpus, v.mem_mib, None, true),
+            None => push(&v.id, v.vcpus, v.mem_mib, None, true, only_on(v)),
         }
     }
     // VMs the router did not create still take room on their host; never moved.
     for h in &obs.hosts {
         for (id, state, _, vcpus, mem) in &h.vms {
             if !managed.contains(id) && *state != VmRunState::Stopped {
-                push(id, *vcpus, *mem, pos.get(&h.id).copied(), true);
+                push(id, *vcpus, *mem, pos.get(&h.id).copied(), true, None);
             }
         }
     }

@@ -48,7 +48,26 @@ impl Command for PlanCreate {
             .filter_map(|c| m.cluster.hosts[&c.host].virt.as_ref())
             .flat_map(|v| v.networks.iter().cloned())
             .collect();
-        // Only hosts where each NIC's network is (hosts not saying are tried).
+        let cpu_somewhere = s.cpu_model.as_deref().is_none_or(|cpu| {
+            cands.iter().any(|c| {
+                m.cluster.hosts[&c.host]
+                    .virt
+                    .as_ref()
+                    .is_none_or(|v| v.can_run_cpu(cpu))
+            })
+        });
+        if had_hosts && !cpu_somewhere {
+            return Err(VmError::BadField {
+                vm: s.name.clone(),
+                field: "cpu_model".into(),
+                reason: format!(
+                    "no up host can give guests CPU model {}",
+                    s.cpu_model.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        // Only hosts where each NIC's network and the CPU model are (hosts not saying
+        // are tried).
         cands.retain(|c| {
             m.cluster.hosts[&c.host]
                 .virt

@@ -5,7 +5,7 @@
 //! most free memory, so restarts after a failure spread instead of piling onto one
 //! host. Ties break by name for determinism.
 
-use wisp_common::{HostId, Resources};
+use wisp_common::{HostId, Resources, VmSpec};
 
 use crate::cluster::Model;
 use crate::model::host::{HostEntry, HostStatus};
@@ -125,20 +125,9 @@ impl Model {
             .hosts
             .values()
             .filter(|h| h.status() == HostStatus::Up && h.link.is_some())
-            // A host that cannot give guests the cluster's CPU model gets no VMs (its
-            // report says so; `router hosts` shows it).
-            .filter(|h| {
-                h.virt
-                    .as_ref()
-                    .is_none_or(|v| v.can_run_cpu(&self.config.cpu_model))
-            })
-            // A stored VM goes only where each of its NICs' networks is.
             .filter(|h| {
                 let rec = ignore.and_then(|vm| self.persisted.vms.get(vm));
-                match (rec, &h.virt) {
-                    (Some(r), Some(v)) => v.serves(&r.spec),
-                    _ => true,
-                }
+                self.may_run_on(h, rec.map(|r| &r.spec))
             })
             .filter(|h| {
                 !self
@@ -153,6 +142,15 @@ impl Model {
                 used: self.used_on(&h.cfg.name, ignore),
             })
             .collect()
+    }
+
+    /// May `host` run VMs (it gives guests the cluster's CPU model: its report says so,
+    /// `router hosts` shows it), and `spec` in particular (each of its NICs' networks
+    /// and its own CPU model are there)? A host that never reported is not ruled out.
+    pub fn may_run_on(&self, host: &HostEntry, spec: Option<&VmSpec>) -> bool {
+        host.virt.as_ref().is_none_or(|v| {
+            v.can_run_cpu(&self.config.cpu_model) && spec.is_none_or(|s| v.serves(s))
+        })
     }
 
     /// When no awake host has room: picks a sleeping (standby) host that is not in

@@ -693,13 +693,29 @@ mod tests {
                 let a = candidate_names(m);
                 set_virt(m, "h2", &["Nehalem"], &["wan"]);
                 let b = candidate_names(m);
+                // The energy planner is told the same: vm1 may run on h1 only.
+                let only_on = |m: &Model| {
+                    crate::energy::view::observe(m)
+                        .vms
+                        .into_iter()
+                        .find(|v| v.id == vm)
+                        .unwrap()
+                        .only_on
+                };
+                let b_energy = only_on(m);
                 set_virt(m, "h2", &["Nehalem", "qemu64"], &["lan", "wan"]);
-                (a, b, candidate_names(m))
+                let c = (candidate_names(m), only_on(m));
+                // A VM created under an older cluster model keeps it: h1 lacks it.
+                m.persisted.vms.get_mut(&vm).unwrap().spec.cpu_model = Some("qemu64".into());
+                (a, b, b_energy, c, candidate_names(m), only_on(m))
             }))
             .await
             .unwrap();
         assert_eq!(seen.0, vec!["h1"]);
         assert_eq!(seen.1, vec!["h1"]);
-        assert_eq!(seen.2, vec!["h1", "h2"]);
+        assert_eq!(seen.2, Some(vec![h("h1")]));
+        assert_eq!(seen.3, (vec!["h1".to_string(), "h2".to_string()], None));
+        assert_eq!(seen.4, vec!["h2"]);
+        assert_eq!(seen.5, Some(vec![h("h2")]));
     }
 }
