@@ -122,7 +122,7 @@ impl Command for PlanCreate {
                 id
             }
             None => placement::choose(&cands, s.resources()).map_err(|e| {
-                match m.want_wake_for_room() {
+                match m.want_wake_for_room(&s) {
                     Some(h) => VmError::Waking { host: h, cause: e },
                     None => VmError::Placement(e),
                 }

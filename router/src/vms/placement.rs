@@ -153,15 +153,16 @@ impl Model {
         })
     }
 
-    /// When no awake host has room: picks a sleeping (standby) host that is not in
-    /// maintenance, asks for it to be woken (`wake_wanted`, served by the energy task)
-    /// and returns it, so the caller can say so. None if there is nothing to wake.
-    pub fn want_wake_for_room(&mut self) -> Option<HostId> {
+    /// When no awake host has room for `spec`: picks a sleeping (standby) host that is
+    /// not in maintenance and may run it (as it last reported), asks for it to be woken
+    /// (`wake_wanted`, served by the energy task) and returns it, so the caller can say
+    /// so. None if there is nothing to wake.
+    pub fn want_wake_for_room(&mut self, spec: &VmSpec) -> Option<HostId> {
         let standby = self
             .cluster
             .hosts
             .values()
-            .filter(|h| h.status() == HostStatus::Standby)
+            .filter(|h| h.status() == HostStatus::Standby && self.may_run_on(h, Some(spec)))
             .map(|h| h.cfg.name.clone())
             .find(|id| !self.persisted.hosts.get(id).is_some_and(|r| r.maintenance))?;
         self.wake_wanted.insert(standby.clone());

@@ -272,7 +272,7 @@ impl Model {
                 self.retry_after
                     .insert(vm.clone(), Instant::now() + RETRY_AFTER);
                 let waking = self
-                    .want_wake_for_room()
+                    .want_wake_for_room(spec)
                     .map(|h| format!("; waking standby host {h} for it"))
                     .unwrap_or_default();
                 self.event(
@@ -673,6 +673,34 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[tokio::test]
+    async fn a_host_is_woken_for_room_only_if_the_vm_may_run_there() {
+        let (c, _stop) = cluster().await;
+        let seen = c
+            .run(Inspect(|m: &mut Model| {
+                let vm = VmId::new("vm1").unwrap();
+                report(m, "h2", true, None);
+                set_virt(m, "h2", &["Nehalem"], &["wan"]);
+                let h2 = m.cluster.hosts.get_mut(&h("h2")).unwrap();
+                h2.apply(crate::model::host::HostEvent::SleepRequested);
+                h2.apply(crate::model::host::HostEvent::SleepVerified);
+                let asleep = h2.status();
+                let mut spec = m.persisted.vms[&vm].spec.clone();
+                spec.nics = vec![wisp_common::NicSpec {
+                    network: "lan".into(),
+                    mac: "02:00:00:00:00:09".parse().unwrap(),
+                }];
+                let without_lan = m.want_wake_for_room(&spec);
+                set_virt(m, "h2", &["Nehalem"], &["lan"]);
+                (asleep, without_lan, m.want_wake_for_room(&spec))
+            }))
+            .await
+            .unwrap();
+        assert_eq!(seen.0, crate::model::host::HostStatus::Standby);
+        assert_eq!(seen.1, None, "h2 lacks lan: waking it would not help");
+        assert_eq!(seen.2, Some(h("h2")));
     }
 
     #[tokio::test]
