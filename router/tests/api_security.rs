@@ -135,6 +135,42 @@ async fn tcp_needs_a_token_and_a_read_token_cannot_write() {
     let public = public.expect("/health needs no token");
     assert_eq!(public["status"], "ok", "{public}");
 
+    // An interactive console types into a VM: a read token may not open one, an
+    // admin token passes the guard (the VM is unknown), and the attempt is logged.
+    let attach = |token: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&r.tcp_api).unwrap();
+        let t = String::from_utf8_lossy(token);
+        s.write_all(
+            format!(
+                "GET /v1/vms/zz/console/attach HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {t}\r\nConnection: upgrade\r\n\
+                 Upgrade: wisp-console\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut answer = [0u8; 512];
+        let n = s.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let read_console = attach(READ_TOKEN);
+    assert!(read_console.starts_with("HTTP/1.1 403"), "{read_console}");
+    assert!(
+        read_console.contains("interactive consoles"),
+        "{read_console}"
+    );
+    let admin_console = attach(ADMIN_TOKEN);
+    assert!(admin_console.starts_with("HTTP/1.1 404"), "{admin_console}");
+    let api = r.api.clone();
+    let events: Vec<router::events::Event> =
+        blocking(move || Client::new(&api, None).get("/v1/events?limit=50").unwrap()).await;
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .contains("GET /v1/vms/zz/console/attach by admin token")),
+        "{events:?}"
+    );
+
     // The 401 is JSON naming what is missing.
     let mut s = std::net::TcpStream::connect(&r.tcp_api).unwrap();
     s.write_all(b"GET /v1/vms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -3,11 +3,12 @@
 //!
 //! A request on the Unix socket is trusted: the socket's mode (0660) and group decide
 //! who can connect, and the kernel tells us the caller's uid (SO_PEERCRED). A request
-//! over TCP must carry `Authorization: Bearer <token>`: a `read` token may only GET, an
-//! `admin` token may do everything; a missing or unknown token is a 401, a read token on
-//! a write a 403, both as JSON `{"error": ...}`. Paths in the guard's public list (the
+//! over TCP must carry `Authorization: Bearer <token>`: a `read` token may only GET (and
+//! not upgrade a GET to an interactive console, which types into a VM), an `admin`
+//! token may do everything; a missing or unknown token is a 401, a read token on a
+//! write a 403, both as JSON `{"error": ...}`. Paths in the guard's public list (the
 //! health check, a login page) are served to anyone. Every request that changes
-//! something is recorded in the event log with its caller.
+//! something, a console opened included, is recorded in the event log with its caller.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -160,43 +161,51 @@ fn is_read(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Does `req` change something (or open a session that can)? A GET that asks for an
+/// upgrade opens an interactive console: typing into a VM's serial port is a write,
+/// for the token check and for the event log alike.
+pub fn is_write(method: &Method, headers: &axum::http::HeaderMap) -> bool {
+    !is_read(method) || headers.contains_key(header::UPGRADE)
+}
+
 async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<Peer>().copied();
-    let caller =
-        match peer {
-            Some(Peer::Local { uid, pid }) => Caller::Local { uid, pid },
-            Some(Peer::Tcp(addr)) => {
-                if g.is_public(req.uri().path()) {
-                    return next.run(req).await;
-                }
-                match bearer(&req).map(|t| g.role_of(t)) {
-                    None => return deny(
+    let caller = match peer {
+        Some(Peer::Local { uid, pid }) => Caller::Local { uid, pid },
+        Some(Peer::Tcp(addr)) => {
+            if g.is_public(req.uri().path()) {
+                return next.run(req).await;
+            }
+            match bearer(&req).map(|t| g.role_of(t)) {
+                None => {
+                    return deny(
                         StatusCode::UNAUTHORIZED,
                         "missing bearer token: the TCP API needs `Authorization: Bearer <token>` \
                          (router --token-file FILE), or use the local Unix socket",
-                    ),
-                    Some(None) => return deny(StatusCode::UNAUTHORIZED, "unknown bearer token"),
-                    Some(Some(role)) => {
-                        if role == TokenRole::Read && !is_read(req.method()) {
-                            return deny(
+                    )
+                }
+                Some(None) => return deny(StatusCode::UNAUTHORIZED, "unknown bearer token"),
+                Some(Some(role)) => {
+                    if role == TokenRole::Read && is_write(req.method(), req.headers()) {
+                        return deny(
                                 StatusCode::FORBIDDEN,
-                                "this token may only read: use an admin token for changes",
+                                "this token may only read: use an admin token for changes                                  and interactive consoles",
                             );
-                        }
-                        Caller::Token(role, addr)
                     }
+                    Caller::Token(role, addr)
                 }
             }
-            // A server that forgot to say where its connection came from: refuse rather
-            // than guess.
-            None => {
-                return deny(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "request without a known peer",
-                )
-            }
-        };
-    let write = !is_read(req.method());
+        }
+        // A server that forgot to say where its connection came from: refuse rather
+        // than guess.
+        None => {
+            return deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "request without a known peer",
+            )
+        }
+    };
+    let write = is_write(req.method(), req.headers());
     let mut what = format!("{} {}", req.method(), req.uri().path());
     // A follower's forward names whom it served: said, not trusted (the token decided).
     if let (Caller::Token(..), Some(v)) = (caller, req.headers().get(FORWARDED_FOR)) {

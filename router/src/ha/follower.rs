@@ -56,7 +56,7 @@ impl Known {
             .clone()
     }
 
-    fn set(&self, l: Option<LeaderInfo>) {
+    pub(super) fn set(&self, l: Option<LeaderInfo>) {
         *self.leader.lock().unwrap_or_else(PoisonError::into_inner) = l;
     }
 }

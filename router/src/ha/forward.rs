@@ -14,16 +14,21 @@
 //!   loopback is refused: a token would cross the network in clear text.
 //! - **One hop only.** The forwarded request is marked; a follower never forwards a
 //!   marked request again (a stale leader key naming another follower cannot loop).
+//! - **Streams and sessions pass through.** An answer is relayed as it comes (the
+//!   dashboard's live stream never ends), and a request asking for an upgrade (the
+//!   interactive console) is upgraded on both sides and relayed byte for byte. Either
+//!   side going away closes the other.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -42,13 +47,25 @@ pub const FORWARDED: &str = "x-wisp-forwarded-by";
 /// leader's own guard decides with the token).
 pub const FORWARDED_FOR: &str = "x-wisp-forwarded-for";
 
-/// The longest a forwarded request may take (long operations run detached on the
-/// leader: a client cut off here does not cancel them).
+/// The longest the leader may take to begin its answer (long operations run detached
+/// on the leader: a client cut off here does not cancel them). A stream or a console
+/// session then lasts as long as both sides keep it.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 /// The leader must accept the connection (and finish TLS) within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest answer relayed (event and VM lists): far above any real one.
+/// Largest status answer read whole (to add the follower's role): far above any real one.
 const MAX_ANSWER: usize = 64 << 20;
+
+/// The leader's answer headers a caller gets (hop-by-hop ones, and the length of a
+/// body that is rewritten, are not relayed).
+const RELAYED: [&str; 6] = [
+    "content-type",
+    "cache-control",
+    "x-accel-buffering",
+    "www-authenticate",
+    "retry-after",
+    crate::vms::api::CONSOLE_HOST_HEADER,
+];
 
 /// Why the forwarding could not be set up from router.toml.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +141,12 @@ impl Upstream {
         }
     }
 
-    fn token_for(&self, method: &Method) -> Option<&Secret> {
-        let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        self.admin.as_ref().or(self.read.as_ref().filter(|_| read))
+    /// The token to present for a local caller's request (`write`: it changes
+    /// something or opens a console, `auth::is_write`).
+    fn token_for(&self, write: bool) -> Option<&Secret> {
+        self.admin
+            .as_ref()
+            .or(self.read.as_ref().filter(|_| !write))
     }
 }
 
@@ -206,7 +226,7 @@ fn target(api: &str) -> Result<Target, String> {
 }
 
 /// Forwards the request to the leader; the follower's API is this one handler.
-pub async fn forward(State(ctx): State<Ctx>, req: Request) -> Response {
+pub async fn forward(State(ctx): State<Ctx>, mut req: Request) -> Response {
     let me = ctx.known.me().to_owned();
     if req.headers().contains_key(FORWARDED) {
         return error(
@@ -227,13 +247,18 @@ pub async fn forward(State(ctx): State<Ctx>, req: Request) -> Response {
         );
     };
     let method = req.method().clone();
+    let write = crate::api::auth::is_write(&method, req.headers());
+    // A console asks for an upgrade: taken before the body, relayed once both sides
+    // have switched.
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (authorization, caller) = match req.extensions().get::<Peer>().copied() {
         Some(Peer::Tcp(addr)) => (
             req.headers().get(header::AUTHORIZATION).cloned(),
             format!("{addr} via {me}"),
         ),
         Some(Peer::Local { uid, .. }) => {
-            let Some(token) = ctx.upstream.token_for(&method) else {
+            let Some(token) = ctx.upstream.token_for(write) else {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -296,6 +321,11 @@ pub async fn forward(State(ctx): State<Ctx>, req: Request) -> Response {
             out = out.header(h, v.clone());
         }
     }
+    if let Some(u) = &upgrade {
+        out = out
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, u.clone());
+    }
     let is_status = method == Method::GET && req.uri().path() == "/v1/status";
     // The server read the body whole (bounded in size and time) before the guard ran.
     let body = match axum::body::to_bytes(req.into_body(), usize::MAX).await {
@@ -336,7 +366,7 @@ pub async fn forward(State(ctx): State<Ctx>, req: Request) -> Response {
         None
     };
     let sent = tokio::time::timeout(FORWARD_TIMEOUT, send(&to, tls, out)).await;
-    let (status, headers, body) = match sent {
+    let Answer { mut resp, driver } = match sent {
         Ok(Ok(x)) => x,
         Ok(Err(reason)) => {
             return error(
@@ -359,17 +389,120 @@ pub async fn forward(State(ctx): State<Ctx>, req: Request) -> Response {
             )
         }
     };
-    let body = if is_status && status.is_success() {
-        with_role(&body, "follower", Some(leader.display_name()))
-    } else {
-        body
-    };
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    let status = resp.status();
+    let mut relayed = Response::new(Body::empty());
+    for name in RELAYED {
+        if let Some(v) = resp.headers().get(name) {
+            relayed.headers_mut().insert(name, v.clone());
+        }
     }
-    resp
+    *relayed.status_mut() = status;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client), Some(u)) = (client_upgrade, resp.headers().get(header::UPGRADE)) else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "the leader {} switched protocols unasked",
+                    leader.display_name()
+                ),
+            );
+        };
+        relayed
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        relayed.headers_mut().insert(header::UPGRADE, u.clone());
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(relay_session(client, upstream, driver, me));
+        return relayed;
+    }
+    if is_status && status.is_success() {
+        let body = match Limited::new(resp.into_body(), MAX_ANSWER).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "the leader {}'s status answer was unreadable or above {MAX_ANSWER} \
+                         bytes: {e}",
+                        leader.display_name()
+                    ),
+                )
+            }
+        };
+        *relayed.body_mut() = Body::from(with_role(&body, "follower", Some(leader.display_name())));
+        return relayed;
+    }
+    *relayed.body_mut() = Body::new(Relayed {
+        body: resp.into_body(),
+        _driver: driver,
+    });
+    relayed
+}
+
+/// Relays an upgraded session (a console) between the caller and the leader until
+/// either side closes.
+async fn relay_session(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    driver: Driver,
+    me: String,
+) {
+    let (client, upstream) = tokio::join!(client, upstream);
+    let why = match (client, upstream) {
+        (Ok(c), Ok(u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                Ok((up, down)) => format!("closed after {up} bytes up, {down} bytes down"),
+                Err(e) => format!("cut: {e}"),
+            }
+        }
+        (Err(e), _) => format!("the caller's upgrade failed: {e}"),
+        (_, Err(e)) => format!("the leader's upgrade failed: {e}"),
+    };
+    drop(driver);
+    tracing::info!(router = %me, reason = %why, "forwarded console session ended");
+}
+
+/// The task driving one connection to the leader: aborted when dropped, so a caller
+/// that goes away mid-stream closes the connection to the leader too.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The leader's answer as it began: its head and its body still to come.
+struct Answer {
+    resp: hyper::Response<Incoming>,
+    driver: Driver,
+}
+
+/// The leader's answer body, relayed as it comes, keeping its connection alive.
+struct Relayed {
+    body: Incoming,
+    _driver: Driver,
+}
+
+impl hyper::body::Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why the leader gave no answer.
@@ -393,15 +526,13 @@ enum SendError {
     },
     #[error("HTTP exchange failed")]
     Http(#[source] hyper::Error),
-    #[error("answer unreadable or above {MAX_ANSWER} bytes: {0}")]
-    Body(String),
 }
 
 async fn send(
     to: &Target,
     tls: Option<Arc<rustls::ClientConfig>>,
     req: hyper::Request<Full<Bytes>>,
-) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+) -> Result<Answer, String> {
     let r = async {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&to.addr))
             .await
@@ -436,28 +567,20 @@ async fn send(
     r.map_err(|e| wisp_common::error::chain(&e))
 }
 
-async fn exchange<I>(
-    io: I,
-    req: hyper::Request<Full<Bytes>>,
-) -> Result<(StatusCode, HeaderMap, Bytes), SendError>
+async fn exchange<I>(io: I, req: hyper::Request<Full<Bytes>>) -> Result<Answer, SendError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(SendError::Http)?;
-    // The connection's driver; it ends with the exchange (one request per connection).
-    let driver = tokio::spawn(conn);
+    // The connection's driver: one request per connection, so it ends with the
+    // answer's body, or hands the connection over to an upgrade.
+    let driver = Driver(tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    }));
     let resp = sender.send_request(req).await.map_err(SendError::Http)?;
-    let (parts, body) = resp.into_parts();
-    let bytes = Limited::new(body, MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| SendError::Body(e.to_string()))?
-        .to_bytes();
-    drop(sender);
-    driver.abort();
-    Ok((parts.status, parts.headers, bytes))
+    Ok(Answer { resp, driver })
 }
 
 #[cfg(test)]
@@ -483,16 +606,200 @@ mod tests {
         assert!(target("r1.example").is_err());
     }
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const TOKEN: &[u8] = b"forward-test-admin-token";
+    /// Generous on a loaded machine.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// Reads from `s` until `buf` contains `needle`.
+    async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &str) {
+        let found = |b: &[u8]| String::from_utf8_lossy(b).contains(needle);
+        tokio::time::timeout(WAIT, async {
+            while !found(buf) {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(
+                    n > 0,
+                    "closed before {needle:?}: {}",
+                    String::from_utf8_lossy(buf)
+                );
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} within {WAIT:?}"));
+    }
+
+    /// A leader stand-in speaking raw HTTP/1.1: an upgrade request gets a 101 and its
+    /// bytes echoed; any other request a chunked body whose first chunk comes at once
+    /// and whose end never does. Each connection's request head and, once it closes,
+    /// "closed", go to the returned channel.
+    async fn fake_leader() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    read_until(&mut s, &mut head, "\r\n\r\n").await;
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let _ = tx.send(head.clone());
+                    if head.contains("upgrade: wisp-console") {
+                        s.write_all(
+                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+                              Upgrade: wisp-console\r\nx-wisp-host: h9\r\n\r\n",
+                        )
+                        .await
+                        .unwrap();
+                        let (mut r, mut w) = s.split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    } else {
+                        s.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                              transfer-encoding: chunked\r\n\r\n7\r\nfirst\n\n\r\n",
+                        )
+                        .await
+                        .unwrap();
+                        // The body never ends: wait for the other side to close.
+                        let mut rest = [0u8; 64];
+                        while s.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+                    }
+                    let _ = tx.send("closed".into());
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    /// A follower's API (guard with one admin token, then the forward) on loopback,
+    /// with `leader` as the known leader.
+    async fn follower(leader: &str) -> (String, tokio::sync::watch::Sender<bool>) {
+        let known = Known::new("rf");
+        known.set(Some(super::super::leader::LeaderInfo::from(leader)));
+        let app = axum::Router::new().fallback(forward).with_state(Ctx {
+            known,
+            upstream: Arc::new(Upstream::new(None, None)),
+        });
+        let guard = crate::api::auth::Guard::new(vec![(
+            TokenRole::Admin,
+            Secret::from_bytes(TOKEN.to_vec()),
+        )]);
+        let app = crate::api::auth::secure(app, guard);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::api::server::serve(
+            crate::api::ApiListener::Tcp {
+                listener: l,
+                tls: None,
+            },
+            app,
+            rx,
+        ));
+        (addr, stop)
+    }
+
+    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("the leader stand-in to say something")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_console_upgrade_is_relayed_both_ways_and_closes_with_its_caller() {
+        let (leader, mut seen) = fake_leader().await;
+        let (api, _stop) = follower(&leader).await;
+        let mut c = TcpStream::connect(&api).await.unwrap();
+        let token = String::from_utf8_lossy(TOKEN);
+        c.write_all(
+            format!(
+                "GET /v1/vms/g1/console/attach HTTP/1.1\r\nHost: rf\r\n\
+                 Authorization: Bearer {token}\r\nConnection: upgrade\r\n\
+                 Upgrade: wisp-console\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        read_until(&mut c, &mut buf, "\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&buf).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(
+            head.contains("upgrade: wisp-console") && head.contains("x-wisp-host: h9"),
+            "{head}"
+        );
+        let asked = next(&mut seen).await;
+        assert!(
+            asked.starts_with("get /v1/vms/g1/console/attach")
+                && asked.contains("x-wisp-forwarded-by: rf")
+                && asked.contains("connection: upgrade"),
+            "{asked}"
+        );
+        // Bytes both ways, after the switch.
+        let mut echoed = Vec::new();
+        c.write_all(b"typed into the console\n").await.unwrap();
+        read_until(&mut c, &mut echoed, "typed into the console").await;
+        c.write_all(b"and again\n").await.unwrap();
+        read_until(&mut c, &mut echoed, "and again").await;
+        // The caller goes: the follower's connection to the leader closes too.
+        drop(c);
+        assert_eq!(next(&mut seen).await, "closed");
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_relayed_as_it_comes_and_closes_with_its_caller() {
+        let (leader, mut seen) = fake_leader().await;
+        let (api, _stop) = follower(&leader).await;
+        let mut c = TcpStream::connect(&api).await.unwrap();
+        let token = String::from_utf8_lossy(TOKEN);
+        c.write_all(
+            format!("GET /ui/stream HTTP/1.1\r\nHost: rf\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // The leader's answer has not ended (and never will): its first part arrives.
+        let mut buf = Vec::new();
+        read_until(&mut c, &mut buf, "first\n\n").await;
+        let head = String::from_utf8_lossy(&buf).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(next(&mut seen).await.starts_with("get /ui/stream"));
+        drop(c);
+        assert_eq!(next(&mut seen).await, "closed");
+    }
+
+    #[tokio::test]
+    async fn a_followers_read_token_cannot_open_a_console() {
+        let r = Secret::from_bytes(b"r".to_vec());
+        let read_only = Upstream::new(None, Some(r));
+        let mut h = axum::http::HeaderMap::new();
+        assert!(read_only
+            .token_for(crate::api::auth::is_write(&Method::GET, &h))
+            .is_some());
+        h.insert(header::UPGRADE, HeaderValue::from_static("wisp-console"));
+        assert!(read_only
+            .token_for(crate::api::auth::is_write(&Method::GET, &h))
+            .is_none());
+    }
+
     #[test]
     fn a_local_caller_is_forwarded_with_an_admin_token_else_a_read_one_for_reads() {
         let a = Secret::from_bytes(b"a".to_vec());
         let r = Secret::from_bytes(b"r".to_vec());
         let both = Upstream::new(Some(a.clone()), Some(r.clone()));
-        assert_eq!(both.token_for(&Method::POST), Some(&a));
-        assert_eq!(both.token_for(&Method::GET), Some(&a));
+        assert_eq!(both.token_for(true), Some(&a));
+        assert_eq!(both.token_for(false), Some(&a));
         let read_only = Upstream::new(None, Some(r.clone()));
-        assert_eq!(read_only.token_for(&Method::GET), Some(&r));
-        assert_eq!(read_only.token_for(&Method::POST), None);
+        assert_eq!(read_only.token_for(false), Some(&r));
+        assert_eq!(read_only.token_for(true), None);
         assert!(!format!("{both:?}").contains('"'), "no token in Debug");
     }
 }
