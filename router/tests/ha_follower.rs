@@ -5,7 +5,9 @@
 //! own socket, with no flags, shows the follower and its leader and forwards a write
 //! the leader executes exactly once; a follower without an admin token says what to
 //! configure; over TLS the follower reaches a TLS leader. Half-sent requests on a
-//! follower are capped and cut by the header timeout as on the leader.
+//! follower are capped and cut by the header timeout as on the leader. The dashboard's
+//! never-ending stream comes through a follower frame by frame, and a console's
+//! upgrade request reaches the leader whole (a read token's is refused).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -225,8 +227,73 @@ async fn a_follower_refuses_bad_tokens_itself_and_forwards_a_good_one() {
         writes[0].contains("via rb") && writes[0].contains("by admin token"),
         "{writes:?}"
     );
+
+    // The dashboard's live stream comes through the follower as it goes (it never
+    // ends): frames of the leader's picture, energy mode on since the write above.
+    let mut stream = raw_get(&b.tcp_api, "/ui/stream", READ_TOKEN, "").await;
+    let mut buf = String::new();
+    read_until(&mut stream, &mut buf, |b| {
+        b.matches("event: snap").count() >= 2
+    })
+    .await;
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    assert!(
+        buf.contains("\"enabled\":true"),
+        "the leader's picture: {buf}"
+    );
+    drop(stream);
+    // An interactive console: refused to a read token by the follower itself; an admin
+    // token's upgrade request reaches the leader whole (a plain GET would be a 400
+    // there), which finds no such VM.
+    let upgrade = "Connection: upgrade\r\nUpgrade: wisp-console\r\n";
+    let mut c = raw_get(
+        &b.tcp_api,
+        "/v1/vms/nope/console/attach",
+        READ_TOKEN,
+        upgrade,
+    )
+    .await;
+    let mut head = String::new();
+    read_until(&mut c, &mut head, |b| b.contains("\r\n\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let mut c = raw_get(
+        &b.tcp_api,
+        "/v1/vms/nope/console/attach",
+        ADMIN_TOKEN,
+        upgrade,
+    )
+    .await;
+    let mut head = String::new();
+    read_until(&mut c, &mut head, |b| b.contains("no VM named nope")).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     b.stop().await;
     a.stop().await;
+}
+
+/// Sends `GET path` with `token` and `extra` header lines on a new connection.
+async fn raw_get(api: &str, path: &str, token: &[u8], extra: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let t = String::from_utf8_lossy(token);
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {t}\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+/// Reads from `s` into `buf` until `done(buf)`.
+async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut String, done: impl Fn(&str) -> bool) {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, async {
+        while !done(buf) {
+            let mut chunk = [0u8; 16384];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {buf}");
+            buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not within {WAIT:?}: {buf}"));
 }
 
 /// A self-signed certificate for 127.0.0.1 (openssl), as PEM files in `dir`: every
