@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod console_session;
+pub mod downtime;
 #[cfg(any(test, feature = "fake"))]
 pub mod fakes;
 pub mod host_sleep;

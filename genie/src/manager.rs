@@ -469,8 +469,11 @@ impl VmManager {
         if max_bandwidth_mib_s > 0 {
             params["max-bandwidth"] = json!(max_bandwidth_mib_s * 1024 * 1024);
         }
-        if downtime_limit_ms > 0 {
-            params["downtime-limit"] = json!(downtime_limit_ms);
+        // The pause allowed starts short and rises only while the migration does not
+        // converge (`downtime`): `downtime_limit_ms` is the most it may reach.
+        let mut limit = crate::downtime::limit_after(0, downtime_limit_ms);
+        if limit > 0 {
+            params["downtime-limit"] = json!(limit);
         }
         h.execute("migrate-set-parameters", Some(params))
             .await
@@ -500,6 +503,21 @@ impl VmManager {
             };
             // Progress is advisory: drop it rather than stall the migration.
             let _ = progress.try_send(p);
+            let want = crate::downtime::limit_after(ram("dirty-sync-count"), downtime_limit_ms);
+            if want != limit && status == "active" {
+                let set = json!({ "downtime-limit": want });
+                match h.execute("migrate-set-parameters", Some(set)).await {
+                    Ok(_) => {
+                        tracing::info!(%vm, passes = ram("dirty-sync-count"), from_ms = limit,
+                            to_ms = want, "migration not converging: allowed downtime raised");
+                        limit = want;
+                    }
+                    // The migration goes on at the old limit; the next poll tries again.
+                    Err(e) => {
+                        tracing::warn!(%vm, error = %e, "could not raise the allowed downtime")
+                    }
+                }
+            }
             let fail = |reason: String| VmError::Migration {
                 vm: vm.clone(),
                 uri: uri.to_owned(),

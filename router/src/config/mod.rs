@@ -115,7 +115,8 @@ pub struct MigrationConfig {
     /// lower where the network is shared with latency-sensitive traffic.
     #[serde(default = "default_mig_bw")]
     pub max_bandwidth_mib_s: u64,
-    /// Longest acceptable pause of the guest at switch-over.
+    /// Longest acceptable pause of the guest at switch-over: the genie asks for less
+    /// first and raises it toward this only while a migration does not converge.
     #[serde(default = "default_mig_downtime")]
     pub downtime_limit_ms: u64,
 }
