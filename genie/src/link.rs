@@ -51,11 +51,12 @@ use crate::resume::ResumeDetector;
 use crate::wol_relay::WolRelayer;
 
 /// Connect and each handshake step must finish within this; a router that takes longer
-/// is as good as absent.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// is as good as absent. (Shared: the router's patience after its own network fault
+/// is derived from it and from [`BACKOFF_MAX`].)
+pub const HANDSHAKE_TIMEOUT: Duration = wisp_common::proto::GENIE_LINK_TIMEOUT;
 /// Reconnect backoff bounds.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const BACKOFF_MAX: Duration = wisp_common::proto::GENIE_BACKOFF_MAX;
 /// The wait before asking again when every router answered "not the leader" and none
 /// named one: an election is under way and ends within a lease TTL.
 pub const NOT_LEADER_RETRY: Duration = Duration::from_millis(200);

@@ -426,7 +426,18 @@ fn router_cut_off_beyond_the_lease_loses_every_vm_to_self_fencing_then_restarts_
         c.seen.is_empty()
     });
     lab.restore_router_to_hosts().unwrap();
-    lab.wait_all_up().unwrap();
+    if let Err(e) = lab.wait_all_up() {
+        let evs: Vec<String> = events(&lab)
+            .into_iter()
+            .filter(|e| e.at_ms >= t_cut)
+            .map(|e| format!("{} {} {:?} {}", e.at_ms - t_cut, e.kind, e.host, e.message))
+            .collect();
+        panic!(
+            "{e}\nevents since the cut (ms after it):\n{}\n{}",
+            evs.join("\n"),
+            lab.genie_log_tails(20)
+        );
+    }
     let after = wait_census(&lab, FAILOVER_WAIT, "every VM running again", |c| {
         c.each_once(&vms)
     });

@@ -49,6 +49,23 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// more than this per connection.
 pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 4 << 10;
 
+/// A genie's connect and each handshake step must finish within this; a router that
+/// takes longer is as good as absent.
+pub const GENIE_LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest a genie waits between two reconnect attempts (before a jitter of up to
+/// +25 %).
+pub const GENIE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a genie cut off from its router may take to be heard again once the path
+/// is back: a connect attempt under way when the path returns may have sent its last
+/// SYN already and time out ([`GENIE_LINK_TIMEOUT`]), then the genie waits out its
+/// backoff ([`GENIE_BACKOFF_MAX`] + 25 %) and connects, handshakes and reports
+/// (2 s allowed for that on a loaded machine). The router gives a host silent because
+/// of its own fault at least this long before it powers it off.
+pub const GENIE_RECONNECT_WITHIN: std::time::Duration = std::time::Duration::from_millis(
+    GENIE_LINK_TIMEOUT.as_millis() as u64 + GENIE_BACKOFF_MAX.as_millis() as u64 * 5 / 4 + 2000,
+);
+
 /// Correlates a command with its progress and reply.
 pub type CommandId = u64;
 

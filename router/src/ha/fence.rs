@@ -19,7 +19,11 @@
 //!
 //! The router suspects itself first: when more than half of the hosts that should be
 //! up vanish together, the likely fault is the router's own network, so it fences
-//! nobody (a BMC's "off" is still accepted: that is a proof, not an action).
+//! nobody (a BMC's "off" is still accepted: that is a proof, not an action). Hosts cut
+//! off at one instant fall silent with their last reports up to a heartbeat apart, so
+//! when one is already unreachable, a host silent for nearly as long counts as
+//! vanished with it. Once the suspicion is over, a host still silent gets the time a
+//! cut-off genie needs to reconnect before it is powered off.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -81,6 +85,10 @@ pub struct Work {
     /// network fault. A host that went silent on its own (link left open, or closed by
     /// us) gets none: a cut or hung host is fenced at once.
     pub grace: bool,
+    /// Silent because of the router (its own network fault, or its restart): the grace
+    /// is at least the time a cut-off genie needs to reconnect
+    /// ([`wisp_common::proto::GENIE_RECONNECT_WITHIN`]).
+    pub silent_by_router: bool,
 }
 
 /// The verdict on one host, applied in the cluster task.
@@ -112,15 +120,30 @@ impl Model {
                 )
             })
             .collect();
-        let vanished = expected
+        // Reports of hosts cut off together stop up to a heartbeat apart: the first may
+        // turn unreachable before the others are even suspect. So while some host is
+        // unreachable (about to be fenced), a host silent for a heartbeat less than
+        // the suspect threshold counts as vanished too. A healthy host is never silent
+        // much over one heartbeat; when the threshold leaves no room above that, only
+        // statuses count.
+        let (hb, suspect_after) = (self.config.heartbeat_ms, self.config.suspect_after_ms);
+        let quiet_after =
+            (suspect_after > 2 * hb).then(|| Duration::from_millis(suspect_after - hb));
+        let about_to_fence = expected
             .iter()
-            .filter(|h| h.status() != HostStatus::Up)
-            .count();
+            .any(|h| h.status() == HostStatus::Unreachable && h.last_report.is_some());
+        let gone = |h: &&&crate::model::host::HostEntry| {
+            h.status() != HostStatus::Up
+                || (about_to_fence
+                    && quiet_after.is_some_and(|q| h.report_age(now).is_some_and(|a| a >= q)))
+        };
+        let vanished = expected.iter().filter(gone).count();
         // Hosts that never reported since the router started do not count as vanished:
         // at start-up every host is unreachable until its genie connects.
         let vanished_after_report = expected
             .iter()
-            .filter(|h| h.status() != HostStatus::Up && h.last_report.is_some())
+            .filter(gone)
+            .filter(|h| h.last_report.is_some())
             .count();
         let suspect_self = expected.len() >= SELF_SUSPICION_MIN_HOSTS
             && vanished_after_report * 2 > expected.len();
@@ -180,6 +203,7 @@ impl Model {
                 // this router started was silent because the router was away (a
                 // restart, an upgrade): both get the grace to reconnect.
                 grace: (h.link.is_none() && h.said_goodbye) || h.last_report.is_none(),
+                silent_by_router: h.last_report.is_none(),
             })
             .collect()
     }
@@ -306,7 +330,11 @@ pub async fn judge(w: &Work, bmc: Option<Arc<dyn Bmc>>, rules: FenceRules) -> Ve
         Ok(PowerState::Off) => Verdict::Off,
         Err(e) => lease_verdict(chain(&e)),
         Ok(PowerState::On) => {
-            let grace = if w.grace {
+            let grace = if w.silent_by_router {
+                rules
+                    .genie_grace
+                    .max(wisp_common::proto::GENIE_RECONNECT_WITHIN)
+            } else if w.grace {
                 rules.genie_grace
             } else {
                 Duration::ZERO
@@ -361,9 +389,11 @@ pub fn silence_since_suspicion(
         for w in &mut work {
             let since = now.duration_since(t);
             if since < w.since_report {
-                // Silent because of the router: a fresh grace, however it went quiet.
+                // Silent because of the router: a fresh grace, however it went quiet,
+                // long enough for a genie cut off all that time to reconnect.
                 w.since_report = since;
                 w.grace = true;
+                w.silent_by_router = true;
             }
         }
     }
@@ -460,6 +490,7 @@ mod tests {
             has_vms,
             may_fence,
             grace: false,
+            silent_by_router: false,
         }
     }
 
@@ -495,6 +526,35 @@ mod tests {
                 Verdict::OnWaiting
             ),
             "inside the fresh grace"
+        );
+        // Past the genie grace (5 s) but not past the time a genie cut off all along
+        // needs to reconnect (a connect attempt timing out, then its backoff): waiting.
+        let reconnect = wisp_common::proto::GENIE_RECONNECT_WITHIN;
+        assert!(reconnect > rules().genie_grace, "{reconnect:?}");
+        let w = silence_since_suspicion(
+            vec![work(HostStatus::Unreachable, 30_000, true, true)],
+            &mut at,
+            t0 + rules().genie_grace + Duration::from_millis(500),
+        );
+        assert!(w[0].silent_by_router);
+        assert!(
+            matches!(
+                judge(&w[0], Some(fake(PowerState::On)), rules()).await,
+                Verdict::OnWaiting
+            ),
+            "a genie cut off by the router's fault may still be reconnecting"
+        );
+        let w = silence_since_suspicion(
+            vec![work(HostStatus::Unreachable, 40_000, true, true)],
+            &mut at,
+            t0 + reconnect + Duration::from_millis(100),
+        );
+        assert!(
+            matches!(
+                judge(&w[0], Some(fake(PowerState::On)), rules()).await,
+                Verdict::Fenced { .. }
+            ),
+            "silent past that: fenced"
         );
         // Without a suspicion, silence counts from the report.
         let mut never = None;
@@ -708,6 +768,97 @@ mod restart_tests {
     use crate::config::RouterConfig;
     use crate::model::host::HostStatus;
     use crate::store::{spawn_writer, Desired, MemStore, PersistedState, VmRecord};
+
+    /// Three hosts cut off from the router at one instant, their last reports up to a
+    /// heartbeat apart (200 ms here, suspect after 600, unreachable after 700): when
+    /// the first turns unreachable the others are not even suspect yet. They count as
+    /// vanished with it, so the router suspects itself and fences nobody. One host
+    /// silent while the others report is fenced as before.
+    #[tokio::test]
+    async fn hosts_falling_silent_a_heartbeat_apart_vanish_together() {
+        use crate::link::GenieLink;
+        use crate::model::host::{HostEvent, LinkEntry};
+        let mut text = String::from(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\nsecret_file = \"/nonexistent\"\n\
+             heartbeat_ms = 200\nsuspect_after_ms = 600\nunreachable_after_ms = 700\n",
+        );
+        let mut persisted = PersistedState::empty();
+        for i in 1..=3 {
+            text += &format!(
+                "[[host]]\nname = \"h{i}\"\nmac = \"02:00:00:00:00:0{i}\"\naddress = \"10.0.0.{i}\"\n"
+            );
+            let vm = VmId::new(format!("vm{i}")).unwrap();
+            persisted.vms.insert(
+                vm.clone(),
+                VmRecord {
+                    spec: VmSpec::new(vm, 1, 64),
+                    desired: Desired::Running,
+                    host: Some(HostId::new(format!("h{i}")).unwrap()),
+                    epoch: i,
+                    created_at_ms: 0,
+                    migrating: None,
+                },
+            );
+        }
+        let cfg = RouterConfig::parse(Path::new("router.toml"), &text).unwrap();
+        let (store, _writer) = spawn_writer(Box::new(MemStore::default()));
+        let mut m = Model::new(
+            Arc::new(cfg),
+            persisted,
+            store,
+            Default::default(),
+            Vec::new(),
+        );
+        let t0 = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Each host up, then last heard `age` ms before `t0`.
+        let silent_for = |m: &mut Model, ages: [u64; 3]| {
+            for (i, age) in ages.into_iter().enumerate() {
+                let e = m
+                    .cluster
+                    .hosts
+                    .get_mut(&HostId::new(format!("h{}", i + 1)).unwrap())
+                    .unwrap();
+                e.link = Some(LinkEntry {
+                    session: 1,
+                    instance: 1,
+                    genie_version: "test".into(),
+                    handle: GenieLink::detached(),
+                });
+                e.last_report = Some(t0 - std::time::Duration::from_millis(age));
+                let timing = m.cluster.timing;
+                let e = m
+                    .cluster
+                    .hosts
+                    .get_mut(&HostId::new(format!("h{}", i + 1)).unwrap())
+                    .unwrap();
+                e.apply(HostEvent::Liveness {
+                    age: Some(std::time::Duration::ZERO),
+                    timing,
+                });
+            }
+            m.tick(t0);
+            let statuses: Vec<HostStatus> = m.cluster.hosts.values().map(|h| h.status()).collect();
+            (statuses, m.fence_work(t0))
+        };
+        let (statuses, work) = silent_for(&mut m, [750, 560, 520]);
+        assert_eq!(
+            statuses,
+            [HostStatus::Unreachable, HostStatus::Up, HostStatus::Up],
+            "the staggered moment this test is about"
+        );
+        assert_eq!(work.len(), 1, "{work:?}");
+        assert!(!work[0].may_fence, "h2 and h3 went quiet with h1: {work:?}");
+        assert!(m.self_suspect);
+
+        // The others report: h1 alone is silent, and may be fenced.
+        let (statuses, work) = silent_for(&mut m, [900, 150, 80]);
+        assert_eq!(
+            statuses,
+            [HostStatus::Unreachable, HostStatus::Up, HostStatus::Up]
+        );
+        assert!(work[0].may_fence, "{work:?}");
+        assert!(!m.self_suspect);
+    }
 
     /// Right after a router (re)start no genie has reported yet: every host with VMs
     /// is unreachable, and its silence is the router's. Each must get the genie grace,
