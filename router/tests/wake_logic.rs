@@ -151,7 +151,14 @@ async fn lost_magic_packet_moves_to_ipmi_once_the_power_proof_is_overdue() {
         ipmi.started_ms
     );
     assert!(ipmi.error.is_none() && ipmi.heard_ms.is_some());
-    assert!(w.power_seen_ms.is_some(), "{w:?}");
+    // The fake host boots the moment its BMC says on: its genie may be heard before
+    // the router's next BMC poll sees the power (CI saw it 3 ms after the IPMI
+    // attempt). Either proves the wake; the outcome says which came first.
+    let power_seen = w.power_seen_ms.is_some();
+    assert!(
+        power_seen || w.message.contains("chassis power not seen"),
+        "{w:?}"
+    );
     assert!(
         took < BOOT / 6,
         "took {took:?}, the boot deadline is {BOOT:?}"
@@ -161,12 +168,10 @@ async fn lost_magic_packet_moves_to_ipmi_once_the_power_proof_is_overdue() {
         "{}",
         w.message
     );
-    assert!(has_event(
-        &r.cluster,
-        EventKind::Wake,
-        "h1",
-        "chassis power on"
-    ));
+    assert_eq!(
+        has_event(&r.cluster, EventKind::Wake, "h1", "chassis power on"),
+        power_seen
+    );
     assert!(has_event(
         &r.cluster,
         EventKind::Wake,
