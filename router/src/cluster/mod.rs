@@ -116,7 +116,7 @@ impl ClusterHandle {
             })
             .await
             .map_err(|_| ConnectError::Stopped)?;
-        Ok(rx.await.map_err(|_| ConnectError::Stopped)??)
+        Ok(self.answer(rx).await.ok_or(ConnectError::Stopped)??)
     }
 
     /// The link `session` of `host` ended; `goodbye` when the genie closed it itself.
@@ -145,7 +145,7 @@ impl ClusterHandle {
                 applied,
             })
             .await;
-        sent.is_ok() && rx.await.unwrap_or(false)
+        sent.is_ok() && self.answer(rx).await.unwrap_or(false)
     }
 
     /// Records an event (kept in the store and shown by `router events`); returns once
@@ -180,7 +180,20 @@ impl ClusterHandle {
             .send(Msg::Run(command::Job::new(cmd, reply)))
             .await
             .ok()?;
-        rx.await.ok()
+        self.answer(rx).await
+    }
+
+    /// The cluster task's answer to a message just sent, or `None` once the task has
+    /// stopped. Waiting on the reply alone is not enough: a message that entered the
+    /// queue while the task was stopping may outlive the task's end without being
+    /// dropped (the queue is freed only with its last sender), and its caller would
+    /// wait forever; a router's shutdown hung that way (the energy task's last save).
+    async fn answer<T>(&self, rx: oneshot::Receiver<T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            r = rx => r.ok(),
+            _ = self.tx.closed() => None,
+        }
     }
 }
 
@@ -338,5 +351,42 @@ impl Command for RecordEvent {
 
     fn apply(self, m: &mut Model) {
         m.push_event(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A message that outlives the cluster task (it entered the queue as the task
+    /// stopped, and the queue is freed only with its last sender) must not leave its
+    /// caller waiting forever: `run` ends with `None` once the task is gone.
+    #[tokio::test]
+    async fn a_command_whose_task_stopped_without_answering_ends_with_none() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let text = "listen = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\nsecret_file = \"/nonexistent\"\n";
+        let config = RouterConfig::parse(std::path::Path::new("router.toml"), text).unwrap();
+        let (_published, snapshot) = watch::channel(Arc::new(Snapshot::empty()));
+        let c = ClusterHandle {
+            tx,
+            inventory: Arc::new(HashSet::new()),
+            config: Arc::new(config),
+            snapshot,
+        };
+        // The "task": takes the message, keeps it (its reply channel alive), and stops.
+        let task = tokio::spawn(async move {
+            let kept = rx.recv().await;
+            drop(rx);
+            kept
+        });
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            c.run(command::Inspect(|_: &mut Model| ())),
+        )
+        .await
+        .expect("run() waited on a task that had stopped");
+        assert!(answer.is_none());
+        assert!(task.await.unwrap().is_some(), "the message was kept alive");
     }
 }
