@@ -172,15 +172,11 @@ impl Command for SlaNow {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::path::Path;
-    use std::sync::Arc;
-
     use wisp_common::{HostId, VmId, VmSpec};
 
     use super::*;
     use crate::cluster::Command;
-    use crate::config::RouterConfig;
-    use crate::store::{spawn_writer, MemStore, PersistedState, VmRecord};
+    use crate::store::{PersistedState, VmRecord};
 
     /// A VM created since the last tick is in the report at once (CI once read an
     /// empty report right after a create), and a deleted one is gone at once.
@@ -188,15 +184,7 @@ mod tests {
     async fn the_sla_report_is_as_of_now_not_of_the_last_tick() {
         let text = "listen = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\nsecret_file = \"/nonexistent\"\n\
                     [[host]]\nname = \"h1\"\nmac = \"02:00:00:00:00:01\"\naddress = \"10.0.0.1\"\n";
-        let cfg = RouterConfig::parse(Path::new("router.toml"), text).unwrap();
-        let (store, _writer) = spawn_writer(Box::new(MemStore::default()));
-        let mut m = Model::new(
-            Arc::new(cfg),
-            PersistedState::empty(),
-            store,
-            Default::default(),
-            Vec::new(),
-        );
+        let mut m = Model::for_test(text, PersistedState::empty());
         m.tick(Instant::now());
         let vm = VmId::new("vm1").unwrap();
         m.persisted.vms.insert(

@@ -759,15 +759,11 @@ mod tests {
 #[cfg(test)]
 mod restart_tests {
     #![allow(clippy::unwrap_used)]
-    use std::path::Path;
-    use std::sync::Arc;
-
     use wisp_common::{HostId, VmId, VmSpec};
 
     use crate::cluster::Model;
-    use crate::config::RouterConfig;
     use crate::model::host::HostStatus;
-    use crate::store::{spawn_writer, Desired, MemStore, PersistedState, VmRecord};
+    use crate::store::{Desired, PersistedState, VmRecord};
 
     /// Three hosts cut off from the router at one instant, their last reports up to a
     /// heartbeat apart (200 ms here, suspect after 600, unreachable after 700): when
@@ -800,19 +796,12 @@ mod restart_tests {
                 },
             );
         }
-        let cfg = RouterConfig::parse(Path::new("router.toml"), &text).unwrap();
-        let (store, _writer) = spawn_writer(Box::new(MemStore::default()));
-        let mut m = Model::new(
-            Arc::new(cfg),
-            persisted,
-            store,
-            Default::default(),
-            Vec::new(),
-        );
+        let mut m = Model::for_test(&text, persisted);
         let t0 = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         // Each host up, then last heard `age` ms before `t0`.
         let silent_for = |m: &mut Model, ages: [u64; 3]| {
             for (i, age) in ages.into_iter().enumerate() {
+                let timing = m.cluster.timing;
                 let e = m
                     .cluster
                     .hosts
@@ -825,12 +814,6 @@ mod restart_tests {
                     handle: GenieLink::detached(),
                 });
                 e.last_report = Some(t0 - std::time::Duration::from_millis(age));
-                let timing = m.cluster.timing;
-                let e = m
-                    .cluster
-                    .hosts
-                    .get_mut(&HostId::new(format!("h{}", i + 1)).unwrap())
-                    .unwrap();
                 e.apply(HostEvent::Liveness {
                     age: Some(std::time::Duration::ZERO),
                     timing,
@@ -869,7 +852,6 @@ mod restart_tests {
     async fn hosts_not_heard_since_a_router_start_get_the_genie_grace() {
         let text = "listen = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\nsecret_file = \"/nonexistent\"\n\
                     [[host]]\nname = \"h1\"\nmac = \"02:00:00:00:00:01\"\naddress = \"10.0.0.1\"\n";
-        let cfg = RouterConfig::parse(Path::new("router.toml"), text).unwrap();
         let mut persisted = PersistedState::empty();
         let vm = VmId::new("vm1").unwrap();
         persisted.vms.insert(
@@ -883,14 +865,7 @@ mod restart_tests {
                 migrating: None,
             },
         );
-        let (store, _writer) = spawn_writer(Box::new(MemStore::default()));
-        let mut m = Model::new(
-            Arc::new(cfg),
-            persisted,
-            store,
-            Default::default(),
-            Vec::new(),
-        );
+        let mut m = Model::for_test(text, persisted);
         let later = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         m.tick(later);
         let work = m.fence_work(later);

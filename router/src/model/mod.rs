@@ -341,3 +341,23 @@ impl Model {
         self.events.push_back(ev);
     }
 }
+
+#[cfg(test)]
+impl Model {
+    /// Unit tests: a model on `toml` (router.toml text, read as `router.toml`) and
+    /// `persisted`, its store in memory.
+    pub(crate) fn for_test(toml: &str, persisted: crate::store::PersistedState) -> Self {
+        #[allow(clippy::unwrap_used)]
+        let cfg =
+            crate::config::RouterConfig::parse(std::path::Path::new("router.toml"), toml).unwrap();
+        let (store, _writer) =
+            crate::store::spawn_writer(Box::new(crate::store::MemStore::default()));
+        Model::new(
+            Arc::new(cfg),
+            persisted,
+            store,
+            Default::default(),
+            Vec::new(),
+        )
+    }
+}
